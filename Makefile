@@ -1,0 +1,38 @@
+# The two front-door commands are `make demo` and `make test`; each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KERNEL_SOURCES := $(wildcard ext/*.pyx ext/*.pxd)
+
+.PHONY: demo test bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-install (and so re-compile the kernel) when the build inputs change.
+$(STAMP): $(PY) pyproject.toml setup.py $(KERNEL_SOURCES)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ironwatt demo
+
+# The suite runs the compiled kernel and its pure twin side by side (parametrized tests);
+# the second run proves the selector's fallback: the whole kernel suite on the twin alone.
+test: $(STAMP)
+	$(VENV)/bin/ironwatt --version
+	$(PY) -m pytest -q -p no:cacheprovider
+	IRONWATT_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m twin
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info ext/*.c ext/*.so

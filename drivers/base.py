@@ -1,0 +1,137 @@
+"""What every driver shares: the sink it reports into, device health with up/down events, backoff.
+
+Modelled on Telegraf's accumulator: a driver's only way out is its sink, which takes sample
+batches and events alike, so a failing device is reported and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from gateway.samples import SampleBatch
+
+__all__ = [
+    "Backoff",
+    "DeviceEvent",
+    "DeviceHealth",
+    "DeviceSink",
+    "DeviceState",
+]
+
+log = logging.getLogger("ironwatt.device")
+
+DeviceState = Literal["starting", "up", "down", "stopped"]
+EventType = Literal["device_up", "device_down", "point_error", "clock_step"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """Something a subscriber or a technician must hear about; becomes an `event` message."""
+
+    type: EventType
+    device: str
+    reason: str
+    at: float  # UTC epoch seconds
+    point: str | None = None
+
+
+class DeviceSink(Protocol):
+    """Where a driver delivers. Both calls are cheap and never block (the daemon queues)."""
+
+    def add_samples(self, batch: SampleBatch) -> None: ...
+
+    def add_event(self, event: DeviceEvent) -> None: ...
+
+
+@dataclass
+class DeviceHealth:
+    """Up/down state of one device, its counters, and the events its transitions produce.
+
+    A device goes down after `failures_to_down` consecutive failed polls (or at once on a lost
+    connection) and up on the first success; each transition is reported once, and logged once,
+    so a dead meter logs its fall and its return, not every poll.
+    """
+
+    device: str
+    sink: DeviceSink
+    failures_to_down: int = 1
+    clock: Callable[[], float] = time.time
+    state: DeviceState = "starting"
+    last_success: float | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    errors: int = 0
+    polls: int = 0
+    overruns: int = 0
+    requests: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def success(self) -> None:
+        self.polls += 1
+        self.consecutive_failures = 0
+        self.last_success = self.clock()
+        if self.state != "up":
+            previous = self.state
+            self.state = "up"
+            reason = "connected" if previous == "starting" else "recovered"
+            log.info("device %s is up (%s)", self.device, reason)
+            self.sink.add_event(DeviceEvent("device_up", self.device, reason, self.last_success))
+
+    def failure(self, reason: str, *, fatal: bool = False) -> None:
+        """Count a failed poll; `fatal` (connection lost) takes the device down at once."""
+        self.polls += 1
+        self.errors += 1
+        self.consecutive_failures += 1
+        self.last_error = reason
+        if self.state == "down":
+            return
+        if fatal or self.consecutive_failures >= self.failures_to_down:
+            self.state = "down"
+            log.warning("device %s is down: %s", self.device, reason)
+            self.sink.add_event(DeviceEvent("device_down", self.device, reason, self.clock()))
+
+    def stopped(self) -> None:
+        self.state = "stopped"
+
+    def snapshot(self) -> dict[str, object]:
+        """For `/status` and `ironwatt status`."""
+        return {
+            "state": self.state,
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "errors": self.errors,
+            "polls": self.polls,
+            "overruns": self.overruns,
+            "requests": self.requests,
+            **self.extra,
+        }
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, so devices that fell together do not retry together."""
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    factor: float = 2.0
+    rng: random.Random = field(default_factory=random.Random)
+    _current: float = 0.0
+
+    def next_delay(self) -> float:
+        self._current = (
+            self.initial if self._current == 0 else min(self.maximum, self._current * self.factor)
+        )
+        # Jitter in [50%, 100%] of the step: spread out, yet never much faster than planned.
+        return self._current * (0.5 + 0.5 * self.rng.random())
+
+    def reset(self) -> None:
+        self._current = 0.0
+
+    @property
+    def attempts_pending(self) -> bool:
+        return self._current != 0.0

@@ -1,0 +1,344 @@
+"""A simulated blast-furnace PLC: an asyncua server with evolving plant values under a namespace URI.
+
+Used by the OPC UA tests, `bench/opcua.py` and `make demo`; also runs on its own:
+`python -m gateway.sim.opcua_plc --port 4841 [--security Basic256Sha256 --user gateway:secret]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PLC_NAMESPACE", "PlcVariable", "SimulatedPlc", "free_port", "main"]
+
+PLC_NAMESPACE = "urn:plant1:bf2"
+AUX_NAMESPACE = "urn:plant1:aux"
+FILLER_NAMESPACE = "urn:plant1:filler"
+
+log = logging.getLogger("ironwatt.sim.opcua")
+
+
+@dataclass(frozen=True, slots=True)
+class PlcVariable:
+    """One simulated variable: its string node id (in PLC_NAMESPACE), OPC UA type and start value."""
+
+    node: str
+    vtype: str  # a ua.VariantType name
+    initial: Any
+
+
+# Node ids read like PLC tags; the dotted prefix becomes the browse folder.
+VARIABLES: tuple[PlcVariable, ...] = (
+    PlcVariable("Production.HotMetalTons", "Double", 125_000.0),
+    PlcVariable("Production.Pieces", "UInt32", 0),
+    PlcVariable("Utilities.NG.Flow", "Float", 850.0),
+    PlcVariable("Utilities.Power.kW", "Double", 4200.0),
+    PlcVariable("Furnace.Temp1", "Double", 1450.0),
+    PlcVariable("Furnace.Temp2", "Double", 1440.0),
+    PlcVariable("Furnace.Temp3", "Double", 1460.0),
+    PlcVariable("Status.Running", "Boolean", True),
+    PlcVariable("Types.SByte", "SByte", -5),
+    PlcVariable("Types.Byte", "Byte", 200),
+    PlcVariable("Types.Int16", "Int16", -1234),
+    PlcVariable("Types.UInt16", "UInt16", 54321),
+    PlcVariable("Types.Int32", "Int32", -123456),
+    PlcVariable("Types.UInt32", "UInt32", 3_000_000_000),
+    PlcVariable("Types.Int64", "Int64", -(2**40)),
+    PlcVariable("Types.UInt64", "UInt64", 2**50),
+    PlcVariable("Types.Float", "Float", 1.5),
+    PlcVariable("Types.Double", "Double", 2.25),
+    PlcVariable("Info.Name", "String", "Blast furnace 2"),
+    PlcVariable("Test.Setpoint", "Double", 0.0),
+)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (tests and benches never use fixed ports)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SimulatedPlc:
+    """The server, restartable on the same port, optionally with security and users.
+
+    `namespace_order="shifted"` registers two other namespaces first, so PLC_NAMESPACE gets a
+    different index than with "normal": what a real PLC may do after a firmware or project update.
+    """
+
+    port: int = 0
+    host: str = "127.0.0.1"
+    namespace_order: str = "normal"
+    evolve_interval: float | None = 0.5
+    security: Sequence[str] = ("None",)  # "None", "Basic256Sha256_SignAndEncrypt", ...
+    users: dict[str, str] | None = None  # None: anonymous allowed; else username -> password
+    user_certificates: Sequence[Path] = ()  # X.509 user identities accepted
+    cert_dir: Path | None = None
+    bench_items: int = 0
+    bench_interval: float = 0.1
+    server: Any = field(default=None, init=False, repr=False)
+    nodes: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    ns_index: int = field(default=0, init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.port == 0:
+            self.port = free_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://{self.host}:{self.port}"
+
+    @property
+    def certificate_path(self) -> Path | None:
+        return None if self.cert_dir is None else Path(self.cert_dir) / "server-cert.der"
+
+    async def start(self) -> None:
+        from asyncua import Server, ua
+        from asyncua.crypto import cert_gen
+        from asyncua.crypto.permission_rules import User, UserRole
+        from asyncua.server.user_managers import UserManager
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+
+        users, user_certs = self.users, [Path(p).read_bytes() for p in self.user_certificates]
+
+        class PlcUsers(UserManager):
+            def get_user(
+                self, iserver: Any, username: str | None = None, password: str | None = None,
+                certificate: Any = None,
+            ) -> User | None:
+                if certificate is not None:
+                    from asyncua.crypto import uacrypto
+
+                    der = uacrypto.der_from_x509(certificate)
+                    return User(role=UserRole.User, name="x509") if der in user_certs else None
+                if users is None:
+                    return User(role=UserRole.User)
+                if username is not None and users.get(username) == password:
+                    return User(role=UserRole.User, name=username)
+                return None
+
+        server = Server(user_manager=PlcUsers())
+        await server.init()
+        server.set_endpoint(f"opc.tcp://{self.host}:{self.port}/")
+        server.set_server_name("ironwatt simulated PLC")
+        await server.set_application_uri("urn:ironwatt:sim:plc")
+        policies = [getattr(ua.SecurityPolicyType, _policy_type(s)) for s in self.security]
+        server.set_security_policy(policies)
+        if users is not None or user_certs:
+            tokens: list[type] = [ua.UserNameIdentityToken, ua.X509IdentityToken]
+            server.set_identity_tokens(tokens)
+        if any(s != "None" for s in self.security):
+            if self.cert_dir is None:
+                raise ValueError("a secure simulated PLC needs cert_dir for its certificate")
+            Path(self.cert_dir).mkdir(parents=True, exist_ok=True)
+            cert, key = Path(self.cert_dir) / "server-cert.der", Path(self.cert_dir) / "server-key.pem"
+            await cert_gen.setup_self_signed_certificate(
+                key, cert, "urn:ironwatt:sim:plc", socket.gethostname(),
+                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+                {"organizationName": "ironwatt sim"},
+            )
+            await server.load_certificate(str(cert))
+            await server.load_private_key(str(key))
+
+        if self.namespace_order == "shifted":
+            await server.register_namespace(AUX_NAMESPACE)
+            await server.register_namespace(FILLER_NAMESPACE)
+            self.ns_index = await server.register_namespace(PLC_NAMESPACE)
+        else:
+            self.ns_index = await server.register_namespace(PLC_NAMESPACE)
+            await server.register_namespace(AUX_NAMESPACE)
+
+        idx = self.ns_index
+        root = await server.nodes.objects.add_object(ua.NodeId("BF2", idx), ua.QualifiedName("BF2", idx))
+        folders: dict[str, Any] = {}
+        self.nodes = {}
+        specs = list(VARIABLES) + [
+            PlcVariable(f"Bench.Item{i:04d}", "Double", 0.0) for i in range(self.bench_items)
+        ]
+        for spec in specs:
+            prefix, _, leaf = spec.node.rpartition(".")
+            parent = root
+            path = ""
+            for part in prefix.split(".") if prefix else []:
+                path = f"{path}.{part}" if path else part
+                if path not in folders:
+                    folders[path] = await parent.add_folder(
+                        ua.NodeId(f"{path}/", idx), ua.QualifiedName(part, idx)
+                    )
+                parent = folders[path]
+            vtype = getattr(ua.VariantType, spec.vtype)
+            var = await parent.add_variable(
+                ua.NodeId(spec.node, idx), ua.QualifiedName(leaf, idx), ua.Variant(spec.initial, vtype)
+            )
+            await var.set_writable()
+            self.nodes[spec.node] = var
+        await server.start()
+        self.server = server
+        if self.evolve_interval:
+            self._tasks.append(asyncio.create_task(self._evolve(self.evolve_interval)))
+        if self.bench_items:
+            self._tasks.append(asyncio.create_task(self._bench(self.bench_interval)))
+        log.info("simulated PLC listening on %s (ns=%d %s)", self.endpoint, idx, PLC_NAMESPACE)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+    async def restart(self, namespace_order: str | None = None, downtime: float = 0.0) -> None:
+        await self.stop()
+        if namespace_order is not None:
+            self.namespace_order = namespace_order
+        if downtime:
+            await asyncio.sleep(downtime)
+        await self.start()
+
+    async def write(self, node: str, value: Any, status: int | None = None) -> None:
+        """Set a value server-side with the variable's own type (a Float stays a Float)."""
+        from asyncua import ua
+
+        var = self.nodes[node]
+        vtype = await var.read_data_type_as_variant_type()
+        dv = ua.DataValue(
+            ua.Variant(value, vtype),
+            StatusCode=ua.StatusCode(status if status is not None else ua.StatusCodes.Good),
+            SourceTimestamp=_now(),
+            ServerTimestamp=_now(),
+        )
+        await self.server.write_attribute_value(var.nodeid, dv)
+
+    async def _evolve(self, interval: float) -> None:
+        from asyncua import ua
+
+        rng = random.Random(7)
+        state = {v.node: v.initial for v in VARIABLES}
+        t = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            t += interval
+            # ~60 t/h of hot metal, a piece every tick, gas and temperatures drifting around setpoints.
+            state["Production.HotMetalTons"] += 60.0 * interval / 3600.0
+            state["Production.Pieces"] = (state["Production.Pieces"] + 1) % 2**32
+            state["Utilities.NG.Flow"] = 850.0 + 40.0 * math.sin(t / 30.0) + rng.uniform(-5, 5)
+            state["Utilities.Power.kW"] = 4200.0 + 300.0 * math.sin(t / 45.0) + rng.uniform(-20, 20)
+            for i, base in ((1, 1450.0), (2, 1440.0), (3, 1460.0)):
+                state[f"Furnace.Temp{i}"] = base + 8.0 * math.sin(t / (20.0 + i)) + rng.uniform(-1, 1)
+            for name in (
+                "Production.HotMetalTons", "Production.Pieces", "Utilities.NG.Flow",
+                "Utilities.Power.kW", "Furnace.Temp1", "Furnace.Temp2", "Furnace.Temp3",
+            ):
+                spec = next(v for v in VARIABLES if v.node == name)
+                dv = ua.DataValue(
+                    ua.Variant(state[name], getattr(ua.VariantType, spec.vtype)),
+                    SourceTimestamp=_now(), ServerTimestamp=_now(),
+                )
+                await self.server.write_attribute_value(self.nodes[name].nodeid, dv)
+
+    async def _bench(self, interval: float) -> None:
+        """Every bench item changes every `interval`, on the monotonic clock."""
+        from asyncua import ua
+
+        loop = asyncio.get_running_loop()
+        ids = [self.nodes[f"Bench.Item{i:04d}"].nodeid for i in range(self.bench_items)]
+        tick, start = 0, loop.time()
+        while True:
+            tick += 1
+            now = _now()
+            for k, nodeid in enumerate(ids):
+                dv = ua.DataValue(
+                    ua.Variant(float(tick * 10_000 + k), ua.VariantType.Double),
+                    SourceTimestamp=now, ServerTimestamp=now,
+                )
+                await self.server.write_attribute_value(nodeid, dv)
+            delay = start + tick * interval - loop.time()
+            await asyncio.sleep(max(0.0, delay))
+
+
+def _now() -> Any:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def _policy_type(name: str) -> str:
+    """'Basic256Sha256_SignAndEncrypt' -> ua.SecurityPolicyType member name."""
+    if name == "None":
+        return "NoSecurity"
+    policy, _, mode = name.partition("_")
+    mapping = {
+        "Basic256Sha256": "Basic256Sha256",
+        "Aes128": "Aes128Sha256RsaOaep",
+        "Aes256": "Aes256Sha256RsaPss",
+    }
+    if policy in ("Aes128", "Aes256"):
+        # 'Aes128_Sha256_RsaOaep_Sign' -> policy Aes128, mode after the last '_'
+        mode = name.rsplit("_", 1)[1]
+    return f"{mapping[policy]}_{mode}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.sim.opcua_plc", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4841)
+    parser.add_argument("--namespace-order", choices=("normal", "shifted"), default="normal")
+    parser.add_argument("--static", action="store_true", help="values change only when written")
+    parser.add_argument("--evolve-interval", type=float, default=0.5)
+    parser.add_argument(
+        "--security", action="append", default=None,
+        help="None, Basic256Sha256_Sign, Basic256Sha256_SignAndEncrypt, Aes128_Sha256_RsaOaep_"
+        "SignAndEncrypt, Aes256_Sha256_RsaPss_SignAndEncrypt ... (repeatable; default None)",
+    )
+    parser.add_argument("--user", action="append", default=None, help="USER:PASSWORD (repeatable)")
+    parser.add_argument("--user-certificate", action="append", default=[], type=Path)
+    parser.add_argument("--cert-dir", type=Path, default=None)
+    parser.add_argument("--bench-items", type=int, default=0)
+    parser.add_argument("--bench-interval", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    users = None
+    if args.user:
+        users = dict(u.split(":", 1) for u in args.user)
+    plc = SimulatedPlc(
+        port=args.port, host=args.host, namespace_order=args.namespace_order,
+        evolve_interval=None if args.static else args.evolve_interval,
+        security=tuple(args.security or ["None"]), users=users,
+        user_certificates=tuple(args.user_certificate), cert_dir=args.cert_dir,
+        bench_items=args.bench_items, bench_interval=args.bench_interval,
+    )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await plc.start()
+        # The line tests and benches wait for before they connect.
+        print(f"READY {plc.endpoint} ns={plc.ns_index}", flush=True)
+        await stop.wait()
+        await plc.stop()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

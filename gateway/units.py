@@ -1,0 +1,100 @@
+"""The one unit table: every unit a point may carry, its dimension, and its factor to canonical.
+
+Accounting works in canonical units only (kWh, kW, m3, m3/h, t, t/h, ...); a rate's integral
+over hours is the matching quantity (kW -> kWh, m3/h -> m3, t/h -> t).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "RATE_TO_QUANTITY",
+    "UNITS",
+    "Unit",
+    "canonical",
+    "conversion_factor",
+    "integral_unit",
+    "lookup",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    name: str
+    dimension: str
+    factor: float  # value in this unit × factor = value in the dimension's canonical unit
+
+
+def _table(dimension: str, canonical_name: str, factors: dict[str, float]) -> dict[str, Unit]:
+    assert factors[canonical_name] == 1.0, canonical_name
+    return {name: Unit(name, dimension, f) for name, f in factors.items()}
+
+
+# Canonical unit of each dimension comes first and has factor 1.
+UNITS: dict[str, Unit] = {
+    **_table("energy", "kWh", {"kWh": 1.0, "Wh": 1e-3, "MWh": 1e3, "GWh": 1e6}),
+    **_table("power", "kW", {"kW": 1.0, "W": 1e-3, "MW": 1e3}),
+    **_table("reactive_energy", "kvarh", {"kvarh": 1.0, "varh": 1e-3, "Mvarh": 1e3}),
+    **_table("reactive_power", "kvar", {"kvar": 1.0, "var": 1e-3, "Mvar": 1e3}),
+    **_table("apparent_energy", "kVAh", {"kVAh": 1.0, "VAh": 1e-3, "MVAh": 1e3}),
+    **_table("apparent_power", "kVA", {"kVA": 1.0, "VA": 1e-3, "MVA": 1e3}),
+    **_table("heat", "GJ", {"GJ": 1.0, "MJ": 1e-3, "kJ": 1e-6, "TJ": 1e3}),
+    **_table("heat_rate", "GJ/h", {"GJ/h": 1.0, "MJ/h": 1e-3, "MW_th": 3.6}),
+    **_table("volume", "m3", {"m3": 1.0, "Nm3": 1.0, "L": 1e-3, "km3": 1e3}),
+    **_table(
+        "volume_flow",
+        "m3/h",
+        {"m3/h": 1.0, "Nm3/h": 1.0, "m3/min": 60.0, "m3/s": 3600.0, "L/s": 3.6, "L/min": 0.06},
+    ),
+    **_table("mass", "t", {"t": 1.0, "kg": 1e-3}),
+    **_table("mass_flow", "t/h", {"t/h": 1.0, "kg/h": 1e-3, "kg/s": 3.6, "t/min": 60.0}),
+    **_table("voltage", "V", {"V": 1.0, "kV": 1e3}),
+    **_table("current", "A", {"A": 1.0, "kA": 1e3, "mA": 1e-3}),
+    **_table("frequency", "Hz", {"Hz": 1.0}),
+    **_table("temperature", "degC", {"degC": 1.0}),
+    **_table("pressure", "kPa", {"kPa": 1.0, "Pa": 1e-3, "MPa": 1e3, "bar": 100.0}),
+    **_table("ratio", "1", {"1": 1.0, "%": 0.01}),
+    **_table("count", "", {"": 1.0}),
+}
+
+_CANONICAL: dict[str, str] = {}
+for _unit in UNITS.values():
+    if _unit.factor == 1.0:
+        _CANONICAL.setdefault(_unit.dimension, _unit.name)
+
+# A rate integrated over hours gives this quantity (both canonical).
+RATE_TO_QUANTITY: dict[str, str] = {
+    "power": "energy",
+    "reactive_power": "reactive_energy",
+    "apparent_power": "apparent_energy",
+    "heat_rate": "heat",
+    "volume_flow": "volume",
+    "mass_flow": "mass",
+}
+
+
+def lookup(name: str) -> Unit | None:
+    return UNITS.get(name)
+
+
+def canonical(name: str) -> str:
+    """The canonical unit of the dimension `name` belongs to; KeyError for an unknown unit."""
+    return _CANONICAL[UNITS[name].dimension]
+
+
+def conversion_factor(source: str, target: str) -> float | None:
+    """Factor from `source` to `target` when both share a dimension, else None."""
+    a, b = UNITS.get(source), UNITS.get(target)
+    if a is None or b is None or a.dimension != b.dimension:
+        return None
+    return a.factor / b.factor
+
+
+def integral_unit(rate_unit: str) -> str | None:
+    """The canonical unit of a rate's integral over hours (kW -> kWh), None for non-rates."""
+    unit = UNITS.get(rate_unit)
+    if unit is None:
+        return None
+    quantity = RATE_TO_QUANTITY.get(unit.dimension)
+    return _CANONICAL[quantity] if quantity else None
