@@ -100,7 +100,9 @@ def read_password(password_file: Path | None, password_env: str | None, label: s
     return None
 
 
-def settings_for_device(device: Any, data_dir: Path, gateway_id: str, site: str) -> ConnectionSettings:
+def settings_for_device(
+    device: Any, data_dir: Path, gateway_id: str, site: str
+) -> ConnectionSettings:
     """Connection settings of a configured OPC UA device (attribute names of `OpcuaDevice`)."""
     password = read_password(
         getattr(device, "password_file", None), getattr(device, "password_env", None), device.name
@@ -210,7 +212,9 @@ def _endpoint_certificate(endpoints: list[Any], policy: str, mode: str) -> bytes
     from asyncua.client.client import _first_cert_from_chain
 
     uri, mode_value = POLICY_URIS[policy], MODES[mode]
-    chosen = [e for e in endpoints if e.SecurityPolicyUri == uri and int(e.SecurityMode) == mode_value]
+    chosen = [
+        e for e in endpoints if e.SecurityPolicyUri == uri and int(e.SecurityMode) == mode_value
+    ]
     for ep in chosen + list(endpoints):
         if ep.ServerCertificate:
             return bytes(_first_cert_from_chain(ep.ServerCertificate))
@@ -218,7 +222,10 @@ def _endpoint_certificate(endpoints: list[Any], policy: str, mode: str) -> bytes
 
 
 async def fetch_server_certificate(
-    endpoint: str, policy: str = "Basic256Sha256", mode: str = "SignAndEncrypt", timeout: float = 5.0
+    endpoint: str,
+    policy: str = "Basic256Sha256",
+    mode: str = "SignAndEncrypt",
+    timeout: float = 5.0,
 ) -> bytes:
     endpoints = await fetch_endpoints(endpoint, timeout)
     der = _endpoint_certificate(endpoints, policy, mode)
@@ -234,7 +241,9 @@ async def make_client(settings: ConnectionSettings) -> Client:
 
     label, endpoint = settings.label, settings.endpoint
     if settings.security_policy not in POLICIES:
-        raise OpcuaConnectError(f"device {label}: unknown security_policy {settings.security_policy!r}")
+        raise OpcuaConnectError(
+            f"device {label}: unknown security_policy {settings.security_policy!r}"
+        )
     if settings.secure and settings.security_mode == "None":
         raise OpcuaConnectError(
             f"device {label}: security_policy {settings.security_policy} needs security_mode "
@@ -267,10 +276,7 @@ async def make_client(settings: ConnectionSettings) -> Client:
             if not any(
                 e.SecurityPolicyUri == uri and int(e.SecurityMode) == mode_value for e in endpoints
             ):
-                have = sorted(
-                    {f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{ua.MessageSecurityMode(e.SecurityMode).name}"
-                     for e in endpoints}
-                )
+                have = sorted({_endpoint_label(e, ua) for e in endpoints})
                 raise OpcuaConnectError(
                     f"device {label}: {endpoint} offers no endpoint with security_policy "
                     f"{settings.security_policy} and security_mode {settings.security_mode} "
@@ -286,8 +292,8 @@ async def make_client(settings: ConnectionSettings) -> Client:
             raise OpcuaConnectError(
                 f"device {label}: server certificate mismatch at {endpoint}: the server presents "
                 f"SHA-256 {fingerprint(offered)}, the pinned {settings.server_certificate} is "
-                f"{fingerprint(pinned)}. If the PLC's certificate was renewed on purpose, check the "
-                f"new fingerprint with the PLC and run `ironwatt opcua trust {endpoint} --out "
+                f"{fingerprint(pinned)}. If the PLC's certificate was renewed on purpose, check "
+                f"the new fingerprint with the PLC and run `ironwatt opcua trust {endpoint} --out "
                 f"{settings.server_certificate}`; otherwise this may not be your PLC"
             )
 
@@ -322,6 +328,11 @@ async def make_client(settings: ConnectionSettings) -> Client:
     return client
 
 
+def _endpoint_label(ep: Any, ua: Any) -> str:
+    policy = ep.SecurityPolicyUri.rsplit("#", 1)[-1]
+    return f"{policy}/{ua.MessageSecurityMode(ep.SecurityMode).name}"
+
+
 def describe_connect_error(exc: BaseException, settings: ConnectionSettings) -> str:
     """One line a technician can act on, from whatever the connect sequence raised."""
     from asyncua import ua
@@ -333,7 +344,9 @@ def describe_connect_error(exc: BaseException, settings: ConnectionSettings) -> 
         code = getattr(exc, "code", None)
         name = ua.StatusCode(code).name if code is not None else type(exc).__name__
         if name in ("BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid"):
-            who = settings.username or ("certificate user" if settings.user_certificate else "anonymous")
+            who = settings.username or (
+                "certificate user" if settings.user_certificate else "anonymous"
+            )
             return (
                 f"device {label}: {endpoint} refused the user {who!r} ({name}): check username and "
                 "the password in password_file/password_env, or the user's rights on the PLC"

@@ -1,4 +1,4 @@
-"""A simulated blast-furnace PLC: an asyncua server with evolving plant values under a namespace URI.
+"""A simulated blast-furnace PLC: an asyncua server with evolving plant values under a namespace.
 
 Used by the OPC UA tests, `bench/opcua.py` and `make demo`; also runs on its own:
 `python -m gateway.sim.opcua_plc --port 4841 [--security Basic256Sha256 --user gateway:secret]`.
@@ -17,6 +17,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ log = logging.getLogger("ironwatt.sim.opcua")
 
 @dataclass(frozen=True, slots=True)
 class PlcVariable:
-    """One simulated variable: its string node id (in PLC_NAMESPACE), OPC UA type and start value."""
+    """One simulated variable: string node id (in PLC_NAMESPACE), OPC UA type, start value."""
 
     node: str
     vtype: str  # a ua.VariantType name
@@ -116,18 +117,23 @@ class SimulatedPlc:
 
         class PlcUsers(UserManager):
             def get_user(
-                self, iserver: Any, username: str | None = None, password: str | None = None,
+                self,
+                iserver: Any,
+                username: str | None = None,
+                password: str | None = None,
                 certificate: Any = None,
             ) -> User | None:
-                if certificate is not None:
-                    from asyncua.crypto import uacrypto
-
-                    der = uacrypto.der_from_x509(certificate)
-                    return User(role=UserRole.User, name="x509") if der in user_certs else None
-                if users is None:
+                # asyncua passes the channel's client certificate here, or the X.509 user
+                # identity once its token signature was verified.
+                if username is not None:
+                    ok = users is None or users.get(username) == password
+                    return User(role=UserRole.User, name=username) if ok else None
+                if certificate is not None and user_certs:
+                    der = certificate if isinstance(certificate, bytes) else _der(certificate)
+                    if der in user_certs:
+                        return User(role=UserRole.User, name="x509")
+                if users is None and not user_certs:
                     return User(role=UserRole.User)
-                if username is not None and users.get(username) == password:
-                    return User(role=UserRole.User, name=username)
                 return None
 
         server = Server(user_manager=PlcUsers())
@@ -144,9 +150,15 @@ class SimulatedPlc:
             if self.cert_dir is None:
                 raise ValueError("a secure simulated PLC needs cert_dir for its certificate")
             Path(self.cert_dir).mkdir(parents=True, exist_ok=True)
-            cert, key = Path(self.cert_dir) / "server-cert.der", Path(self.cert_dir) / "server-key.pem"
+            cert, key = (
+                Path(self.cert_dir) / "server-cert.der",
+                Path(self.cert_dir) / "server-key.pem",
+            )
             await cert_gen.setup_self_signed_certificate(
-                key, cert, "urn:ironwatt:sim:plc", socket.gethostname(),
+                key,
+                cert,
+                "urn:ironwatt:sim:plc",
+                socket.gethostname(),
                 [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
                 {"organizationName": "ironwatt sim"},
             )
@@ -162,7 +174,9 @@ class SimulatedPlc:
             await server.register_namespace(AUX_NAMESPACE)
 
         idx = self.ns_index
-        root = await server.nodes.objects.add_object(ua.NodeId("BF2", idx), ua.QualifiedName("BF2", idx))
+        root = await server.nodes.objects.add_object(
+            ua.NodeId("BF2", idx), ua.QualifiedName("BF2", idx)
+        )
         folders: dict[str, Any] = {}
         self.nodes = {}
         specs = list(VARIABLES) + [
@@ -181,7 +195,9 @@ class SimulatedPlc:
                 parent = folders[path]
             vtype = getattr(ua.VariantType, spec.vtype)
             var = await parent.add_variable(
-                ua.NodeId(spec.node, idx), ua.QualifiedName(leaf, idx), ua.Variant(spec.initial, vtype)
+                ua.NodeId(spec.node, idx),
+                ua.QualifiedName(leaf, idx),
+                ua.Variant(spec.initial, vtype),
             )
             await var.set_writable()
             self.nodes[spec.node] = var
@@ -235,21 +251,29 @@ class SimulatedPlc:
         while True:
             await asyncio.sleep(interval)
             t += interval
-            # ~60 t/h of hot metal, a piece every tick, gas and temperatures drifting around setpoints.
+            # ~60 t/h of hot metal, a piece per tick, gas and temperatures drifting around setpoints.
             state["Production.HotMetalTons"] += 60.0 * interval / 3600.0
             state["Production.Pieces"] = (state["Production.Pieces"] + 1) % 2**32
             state["Utilities.NG.Flow"] = 850.0 + 40.0 * math.sin(t / 30.0) + rng.uniform(-5, 5)
             state["Utilities.Power.kW"] = 4200.0 + 300.0 * math.sin(t / 45.0) + rng.uniform(-20, 20)
             for i, base in ((1, 1450.0), (2, 1440.0), (3, 1460.0)):
-                state[f"Furnace.Temp{i}"] = base + 8.0 * math.sin(t / (20.0 + i)) + rng.uniform(-1, 1)
+                state[f"Furnace.Temp{i}"] = (
+                    base + 8.0 * math.sin(t / (20.0 + i)) + rng.uniform(-1, 1)
+                )
             for name in (
-                "Production.HotMetalTons", "Production.Pieces", "Utilities.NG.Flow",
-                "Utilities.Power.kW", "Furnace.Temp1", "Furnace.Temp2", "Furnace.Temp3",
+                "Production.HotMetalTons",
+                "Production.Pieces",
+                "Utilities.NG.Flow",
+                "Utilities.Power.kW",
+                "Furnace.Temp1",
+                "Furnace.Temp2",
+                "Furnace.Temp3",
             ):
                 spec = next(v for v in VARIABLES if v.node == name)
                 dv = ua.DataValue(
                     ua.Variant(state[name], getattr(ua.VariantType, spec.vtype)),
-                    SourceTimestamp=_now(), ServerTimestamp=_now(),
+                    SourceTimestamp=_now(),
+                    ServerTimestamp=_now(),
                 )
                 await self.server.write_attribute_value(self.nodes[name].nodeid, dv)
 
@@ -266,17 +290,24 @@ class SimulatedPlc:
             for k, nodeid in enumerate(ids):
                 dv = ua.DataValue(
                     ua.Variant(float(tick * 10_000 + k), ua.VariantType.Double),
-                    SourceTimestamp=now, ServerTimestamp=now,
+                    SourceTimestamp=now,
+                    ServerTimestamp=now,
                 )
                 await self.server.write_attribute_value(nodeid, dv)
             delay = start + tick * interval - loop.time()
             await asyncio.sleep(max(0.0, delay))
 
 
-def _now() -> Any:
-    from datetime import datetime, timezone
+def _der(certificate: Any) -> bytes:
+    from asyncua.crypto import uacrypto
 
-    return datetime.now(timezone.utc)
+    return bytes(uacrypto.der_from_x509(certificate))
+
+
+def _now() -> Any:
+    from datetime import datetime
+
+    return datetime.now(UTC)
 
 
 def _policy_type(name: str) -> str:
@@ -303,7 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--static", action="store_true", help="values change only when written")
     parser.add_argument("--evolve-interval", type=float, default=0.5)
     parser.add_argument(
-        "--security", action="append", default=None,
+        "--security",
+        action="append",
+        default=None,
         help="None, Basic256Sha256_Sign, Basic256Sha256_SignAndEncrypt, Aes128_Sha256_RsaOaep_"
         "SignAndEncrypt, Aes256_Sha256_RsaPss_SignAndEncrypt ... (repeatable; default None)",
     )
@@ -318,11 +351,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.user:
         users = dict(u.split(":", 1) for u in args.user)
     plc = SimulatedPlc(
-        port=args.port, host=args.host, namespace_order=args.namespace_order,
+        port=args.port,
+        host=args.host,
+        namespace_order=args.namespace_order,
         evolve_interval=None if args.static else args.evolve_interval,
-        security=tuple(args.security or ["None"]), users=users,
-        user_certificates=tuple(args.user_certificate), cert_dir=args.cert_dir,
-        bench_items=args.bench_items, bench_interval=args.bench_interval,
+        security=tuple(args.security or ["None"]),
+        users=users,
+        user_certificates=tuple(args.user_certificate),
+        cert_dir=args.cert_dir,
+        bench_items=args.bench_items,
+        bench_interval=args.bench_interval,
     )
 
     async def serve() -> None:

@@ -1,0 +1,165 @@
+"""Fixtures for the OPC UA tests: the simulated PLC in a subprocess, a recording sink, devices.
+
+The PLC runs as its own process so a restart is a real one (killed socket, new server state);
+module-scoped where tests only read, so the slow asyncua start is paid once per module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.base import DeviceEvent
+from gateway.samples import PointIndex, SampleBatch
+from gateway.sim.opcua_plc import PLC_NAMESPACE, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+NSU = f"nsu={PLC_NAMESPACE};s="
+
+
+class PlcProcess:
+    """`python -m gateway.sim.opcua_plc` on a fixed port, restartable with other options."""
+
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.args = list(args)
+        self.proc: subprocess.Popen[str] | None = None
+        self.ns_index: int | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://127.0.0.1:{self.port}"
+
+    def start(self, *extra: str, timeout: float = 30.0) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway.sim.opcua_plc",
+            "--port",
+            str(self.port),
+            *self.args,
+            *extra,
+        ]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("READY"):
+                self.ns_index = int(line.rsplit("ns=", 1)[1])
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        self.kill()
+        raise RuntimeError(f"simulated PLC did not start: {' '.join(cmd)}")
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes without closing sessions, like a PLC losing power."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def plc() -> Iterator[PlcProcess]:
+    """A static (values change only when written), anonymous, unsecured PLC."""
+    proc = PlcProcess("--static")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@dataclass(frozen=True)
+class Point:
+    """The attributes of gateway.config.OpcuaPoint the driver reads."""
+
+    name: str
+    node: str
+    deadband_type: str = "none"
+    deadband_value: float = 0.0
+    kind: str = "gauge"
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    """The attributes of gateway.config.OpcuaDevice the driver reads."""
+
+    name: str
+    endpoint: str
+    points: tuple[Point, ...]
+    driver: str = "opcua"
+    mode: str = "subscribe"
+    interval: float = 0.1
+    security_policy: str = "None"
+    security_mode: str = "None"
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    server_certificate: Path | None = None
+    timestamps: str = "gateway"
+    user_certificate: Path | None = None
+    user_key: Path | None = None
+    timeout: float = 3.0
+    queue_size: int = 1
+    enabled: bool = True
+
+
+@dataclass
+class RecordingSink:
+    """Keeps every batch and event; rows are (key, ts, value, quality)."""
+
+    index: PointIndex = field(default_factory=PointIndex)
+    batches: list[SampleBatch] = field(default_factory=list)
+    events: list[DeviceEvent] = field(default_factory=list)
+
+    def add_samples(self, batch: SampleBatch) -> None:
+        self.batches.append(batch)
+
+    def add_event(self, event: DeviceEvent) -> None:
+        self.events.append(event)
+
+    def rows(self, key: str | None = None) -> list[tuple[str, float, float, int]]:
+        out = []
+        for batch in self.batches:
+            for pid, ts, value, quality in batch:
+                k = self.index.key(pid)
+                if key is None or k == key:
+                    out.append((k, ts, value, quality))
+        return out
+
+    def events_of(self, kind: str) -> list[DeviceEvent]:
+        return [e for e in self.events if e.type == kind]
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
