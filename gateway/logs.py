@@ -1,0 +1,151 @@
+"""Logging for the daemon: one line per event to stderr (journald), text or JSON.
+
+Repeats of the same message are rate-limited (a dead device logs its fall and its return, not
+every poll) and registered secrets are masked in every line, whatever logger printed them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TextIO
+
+__all__ = [
+    "JsonFormatter",
+    "RepeatFilter",
+    "SecretFilter",
+    "register_secret",
+    "setup_logging",
+]
+
+_MASK = "***"
+# Passwords that ride inside a URL (mqtt://user:secret@host) are masked even when unregistered.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?P<tail>@)")
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask `value` in every log line from now on (passwords read from files or the env)."""
+    # Very short values would mask ordinary words; such a secret is not one worth the name.
+    if value and len(value) >= 4:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def _redact(text: str) -> str:
+    text = _URL_PASSWORD.sub(lambda m: m["head"] + _MASK + m["tail"], text)
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    return text
+
+
+class SecretFilter(logging.Filter):
+    """Renders each record's message once and masks secrets in it (and in its traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _redact(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _redact(record.exc_text)
+        record.exc_info = None
+        return True
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a given message through once per `window` seconds; says how many were held back.
+
+    The key is the logger plus the rendered message, so `device x is down: timeout` and
+    `device y is down: timeout` are distinct and each gets its line.
+    """
+
+    def __init__(self, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window = window
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        now = self._clock()
+        with self._lock:
+            first, held = self._seen.get(key, (None, 0))
+            if first is not None and now - first < self.window:
+                self._seen[key] = (first, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 4096:
+                # Bounded memory: forget keys that are past their window.
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window}
+        if held:
+            record.msg = (
+                f"{record.getMessage()} (repeated {held} more times in the last {self.window:g}s)"
+            )
+            record.args = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any `extra` device/point."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("device", "point", "event"):
+            value = record.__dict__.get(key)
+            if value is not None:
+                doc[key] = value
+        if record.exc_text:
+            doc["exception"] = record.exc_text
+        return json.dumps(doc, ensure_ascii=False)
+
+
+class _TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Keep one line per event (journald splits on newlines): indent any traceback lines.
+        return super().format(record).replace("\n", "\n    ")
+
+
+def setup_logging(
+    level: str = "info",
+    fmt: str = "text",
+    stream: TextIO | None = None,
+    repeat_window: float = 60.0,
+) -> logging.Handler:
+    """Replace the root handlers with one stderr handler; returns it (tests detach it)."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter())
+    # Order matters: render and mask first, then dedupe on the masked text.
+    handler.addFilter(SecretFilter())
+    handler.addFilter(RepeatFilter(repeat_window))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+    # Library chatter (pymodbus logs every failed connect) would drown our own lines.
+    for noisy in ("pymodbus", "asyncua", "paho"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return handler

@@ -1,0 +1,144 @@
+"""Report-by-exception for live values: which samples go out on `telemetry/{device}`, and when.
+
+Per point an absolute or percent deadband, at most one message per device per poll interval,
+and a heartbeat that repeats unchanged values every `heartbeat` seconds. Pure logic, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gateway.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
+
+__all__ = ["TelemetryFilter", "TelemetryPoint", "TelemetryReport"]
+
+_QUALITY_NAMES = {QUALITY_GOOD: "good", QUALITY_BAD: "bad"}
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryPoint:
+    """What the filter needs to know of one point (from the config)."""
+
+    pid: int
+    device: str
+    name: str
+    unit: str = ""
+    deadband: float | None = None
+    deadband_percent: float | None = None
+
+
+@dataclass(slots=True)
+class TelemetryReport:
+    """One message to publish: a device's points whose values are due, with their times."""
+
+    device: str
+    points: dict[str, dict[str, object]]
+    heartbeat: bool = False
+
+
+@dataclass(slots=True)
+class _State:
+    value: float | None = None  # last value reported
+    quality: int | None = None
+    pending: tuple[float, float, int] | None = None  # (ts, value, quality) newest unreported
+    latest: tuple[float, float, int] | None = None  # newest seen, reported or not
+
+
+@dataclass(slots=True)
+class _Device:
+    min_period: float
+    last_sent: float = -math.inf
+    last_heartbeat: float = -math.inf
+    pids: list[int] = field(default_factory=list)
+
+
+def _changed(point: TelemetryPoint, old: float | None, new: float) -> bool:
+    if old is None or math.isnan(old) != math.isnan(new):
+        return True
+    if math.isnan(new):
+        return False
+    diff = abs(new - old)
+    if point.deadband is not None and diff <= point.deadband:
+        return False
+    # A percent deadband is relative to the last reported value; around zero it degenerates
+    # to "any change", which is what a technician expects of a value leaving zero.
+    if point.deadband_percent is not None and diff <= abs(old) * point.deadband_percent / 100:
+        return False
+    return diff > 0
+
+
+class TelemetryFilter:
+    """Feed every sample batch to `offer`; `due(now)` returns the reports to publish now.
+
+    `now` is the monotonic clock, so a wall-clock step neither floods nor silences telemetry.
+    """
+
+    def __init__(
+        self,
+        points: Iterable[TelemetryPoint],
+        poll_periods: dict[str, float],
+        heartbeat: float = 300.0,
+    ) -> None:
+        self.heartbeat = heartbeat
+        self._points: dict[int, TelemetryPoint] = {}
+        self._state: dict[int, _State] = {}
+        self._devices: dict[str, _Device] = {}
+        for point in points:
+            self._points[point.pid] = point
+            self._state[point.pid] = _State()
+            device = self._devices.setdefault(
+                point.device, _Device(min_period=poll_periods.get(point.device, 1.0))
+            )
+            device.pids.append(point.pid)
+        self._dirty: set[str] = set()
+
+    def offer(self, batch: SampleBatch) -> None:
+        """Remember the newest sample of each known point; mark changed ones pending."""
+        newest: dict[int, tuple[float, float, int]] = {}
+        for pid, ts, value, quality in batch:
+            seen = newest.get(pid)
+            if seen is None or ts >= seen[0]:
+                newest[pid] = (ts, value, quality)
+        for pid, sample in newest.items():
+            point = self._points.get(pid)
+            if point is None:
+                continue
+            state = self._state[pid]
+            state.latest = sample
+            _, value, quality = sample
+            if quality != state.quality or _changed(point, state.value, value):
+                state.pending = sample
+                self._dirty.add(point.device)
+
+    def due(self, now: float) -> list[TelemetryReport]:
+        reports: list[TelemetryReport] = []
+        for name, device in self._devices.items():
+            heartbeat = now - device.last_heartbeat >= self.heartbeat
+            if name not in self._dirty and not heartbeat:
+                continue
+            if now - device.last_sent < device.min_period and not heartbeat:
+                continue
+            points: dict[str, dict[str, object]] = {}
+            for pid in device.pids:
+                state = self._state[pid]
+                sample = state.latest if heartbeat else state.pending
+                if sample is None:
+                    continue
+                ts, value, quality = sample
+                point = self._points[pid]
+                points[point.name] = {
+                    "value": None if math.isnan(value) else value,
+                    "unit": point.unit,
+                    "quality": _QUALITY_NAMES.get(quality, "uncertain"),
+                    "ts": ts,
+                }
+                state.value, state.quality, state.pending = value, quality, None
+            self._dirty.discard(name)
+            if heartbeat:
+                device.last_heartbeat = now
+            if points:
+                device.last_sent = now
+                reports.append(TelemetryReport(name, points, heartbeat=heartbeat))
+        return reports
