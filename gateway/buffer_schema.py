@@ -1,4 +1,4 @@
-"""Schema of the outbox database and its migrations, so a gateway upgraded in the field opens its old buffer.
+"""Schema of the outbox database and its migrations: an upgraded gateway opens its old buffer.
 
 Every step is idempotent (IF NOT EXISTS): a step interrupted by a power cut is simply run again.
 """

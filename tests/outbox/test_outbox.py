@@ -1,0 +1,248 @@
+"""The SQLite outbox on its own: seq and stream, restarts, migrations, size cap, disk full."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.buffer import Message, MessageClass, Outbox, OutboxSettings
+from gateway.buffer_schema import meta_set, migrate
+from gateway.buffer_types import compose
+
+MakeOutbox = Callable[..., Outbox]
+
+
+def windows(n: int, size: int = 300) -> list[Message]:
+    return [Message("ironwatt/plant1/gw1/energy/1m/m1", {"i": i, "pad": "x" * size})
+            for i in range(n)]
+
+
+def rows(outbox: Outbox) -> list[tuple[int | None, int, dict[str, object]]]:
+    reader = outbox.reader()
+    got = [(r.seq, r.cls, json.loads(compose(r, b"t", False))) for r in reader.fetch(0, 10**6)]
+    reader.close()
+    return got
+
+
+def test_seq_increases_across_batches_and_skips_telemetry(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox()
+    first = outbox.enqueue([
+        Message("a", {"x": 1}),
+        Message("t", {"y": 2}, qos=0, cls=MessageClass.TELEMETRY),
+        Message("e", b'{"type":"device_up"}', cls=MessageClass.EVENT),
+    ])
+    second = outbox.enqueue(windows(3))
+    assert first == [1, None, 2]
+    assert second == [3, 4, 5]
+    got = rows(outbox)
+    assert [g[0] for g in got] == [1, None, 2, 3, 4, 5]
+    body = got[0][2]
+    assert body == {"v": 1, "stream": outbox.stream, "seq": 1, "gw": "gw1", "site": "plant1",
+                    "sent": "t", "replayed": False, "x": 1}
+    assert "seq" not in got[1][2] and "replayed" not in got[1][2]
+    assert got[2][2]["type"] == "device_up"
+
+
+def test_common_fields_in_the_callers_body_are_ignored(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox()
+    outbox.enqueue([Message("a", {"seq": 999, "v": 7, "stream": "x", "value": 3})])
+    body = rows(outbox)[0][2]
+    assert body["seq"] == 1 and body["v"] == 1 and body["value"] == 3
+
+
+def test_qos0_window_is_refused(make_outbox: MakeOutbox) -> None:
+    with pytest.raises(ValueError, match="QoS 1"):
+        make_outbox().submit([Message("a", {}, qos=0)])
+
+
+def test_restart_continues_seq_without_hole(make_outbox: MakeOutbox, tmp_path: Path) -> None:
+    outbox = make_outbox(durability="normal")
+    outbox.enqueue(windows(5))
+    stream = outbox.stream
+    outbox.close()
+    again = make_outbox(durability="normal")
+    assert again.stream == stream
+    assert again.enqueue(windows(1)) == [6]
+
+
+def test_acked_rows_leave_and_seq_is_never_reused(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox()
+    outbox.enqueue(windows(4))
+    reader = outbox.reader()
+    outbox.ack(r.id for r in reader.fetch(0, 100))
+    outbox.flush()
+    assert outbox.stats().backlog == 0
+    outbox.close()
+    again = make_outbox()
+    assert again.enqueue(windows(1)) == [5]
+
+
+def test_unclean_stop_under_normal_jumps_past_the_reserved_block(
+    make_outbox: MakeOutbox, tmp_path: Path
+) -> None:
+    outbox = make_outbox(durability="normal", seq_block=100)
+    outbox.enqueue(windows(3))
+    outbox.close()
+    # What a power cut leaves behind: no clean mark, another boot.
+    conn = sqlite3.connect(tmp_path / "ironwatt.db", isolation_level=None)
+    meta_set(conn, "clean", 0)
+    meta_set(conn, "boot_id", "another-boot")
+    conn.close()
+    again = make_outbox(durability="normal", seq_block=100)
+    assert again.enqueue(windows(1)) == [101]  # 0 + 100 were reserved at the last open
+
+
+def test_process_crash_same_boot_keeps_seq_dense(make_outbox: MakeOutbox, tmp_path: Path) -> None:
+    outbox = make_outbox(durability="normal", seq_block=100)
+    outbox.enqueue(windows(3))
+    outbox.close()
+    conn = sqlite3.connect(tmp_path / "ironwatt.db", isolation_level=None)
+    meta_set(conn, "clean", 0)  # killed, but the OS kept the WAL: nothing was lost
+    conn.close()
+    again = make_outbox(durability="normal", seq_block=100)
+    assert again.enqueue(windows(1)) == [4]
+
+
+def test_new_database_is_a_new_stream(make_outbox: MakeOutbox, tmp_path: Path) -> None:
+    a = make_outbox(path=tmp_path / "a.db")
+    b = make_outbox(path=tmp_path / "b.db")
+    assert a.stream != b.stream and len(a.stream) == 8
+    assert b.enqueue(windows(1)) == [1]
+
+
+def test_migrates_a_v1_database(make_outbox: MakeOutbox, tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, upto=1)
+    conn.execute(
+        "INSERT INTO outbox VALUES (1, 1, 'a', CAST('{\"v\":1}' AS BLOB), 6, 1, 1, 0.0, 0)"
+    )
+    meta_set(conn, "last_seq", 1)
+    meta_set(conn, "clean", 1)
+    conn.close()
+    outbox = make_outbox(path=path)
+    assert outbox.stats().backlog == 1
+    assert outbox.enqueue(windows(1)) == [2]
+    outbox.put_state("kernel", b"\x00\x01")
+    assert outbox.get_state("kernel") == b"\x00\x01"
+    assert outbox.get_state("missing") is None
+
+
+def test_refuses_a_newer_schema(make_outbox: MakeOutbox, tmp_path: Path) -> None:
+    make_outbox().close()
+    conn = sqlite3.connect(tmp_path / "ironwatt.db", isolation_level=None)
+    meta_set(conn, "schema_version", 99)
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer than this gateway"):
+        Outbox(OutboxSettings(path=tmp_path / "ironwatt.db", gw_id="gw1", site="plant1"))
+
+
+def test_cap_drops_telemetry_then_windows_never_events_first(make_outbox: MakeOutbox) -> None:
+    cap = 400_000
+    outbox = make_outbox(max_size_bytes=cap)
+    tele = [Message("t", {"pad": "t" * 300}, qos=0, cls=MessageClass.TELEMETRY)
+            for _ in range(100)]
+    events = [Message("e", {"type": "device_down", "n": i}, cls=MessageClass.EVENT)
+              for i in range(20)]
+    outbox.enqueue(tele + events)
+    outbox.enqueue(windows(600))  # ~200 kB
+    assert outbox.stats().dropped_total == 0
+    outbox.enqueue(windows(900))  # past the cap
+    st = outbox.stats()
+    assert st.used_bytes <= cap
+    got = rows(outbox)
+    classes = [c for _, c, _ in got]
+    assert MessageClass.TELEMETRY not in classes  # went first
+    assert classes.count(MessageClass.EVENT) >= 20  # events outlive windows
+    gaps = [b for _, c, b in got if c == MessageClass.GAP]
+    assert len(gaps) == 1
+    gap = gaps[0]
+    assert gap["type"] == "gap" and gap["reason"] == "max_size"
+    assert gap["by_class"]["telemetry"] == 100
+    assert gap["messages"] == st.dropped_total == 100 + gap["by_class"]["window"]
+    # The dropped windows are the oldest: every surviving window is newer than the gap range.
+    surviving = [s for s, c, _ in got if c == MessageClass.WINDOW]
+    assert gap["first_seq"] == 21 and gap["last_seq"] < min(surviving)
+    assert gap["last_seq"] - gap["first_seq"] + 1 == gap["by_class"]["window"]
+
+
+def test_consecutive_drops_merge_into_one_gap_until_it_is_read(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_size_bytes=300_000)
+    for _ in range(4):
+        outbox.enqueue(windows(400))
+    gaps = [b for _, c, b in rows(outbox) if c == MessageClass.GAP]  # rows() reads = hands out
+    assert len(gaps) == 1
+    first = gaps[0]
+    outbox.enqueue(windows(400))
+    gaps = [b for _, c, b in rows(outbox) if c == MessageClass.GAP]
+    assert len(gaps) == 2  # the first was read by the uplink: never edited after that
+    assert gaps[0] == first
+    assert gaps[1]["first_seq"] > first["last_seq"]
+
+
+def test_only_gaps_left_are_kept(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_size_bytes=60_000)
+    outbox.enqueue(windows(400))
+    got = rows(outbox)
+    assert any(c == MessageClass.GAP for _, c, _ in got)
+
+
+def test_disk_full_keeps_running_reports_and_recovers(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_pending=1000)
+    outbox.enqueue(windows(10))
+    pages = outbox.stats().used_bytes // 4096 + 2
+    outbox.limit_pages(pages)
+    futures = [outbox.submit(windows(50)) for _ in range(5)]
+    deadline = time.monotonic() + 10
+    while outbox.stats().pressure != "disk_full" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert outbox.stats().pressure == "disk_full"
+    assert not any(f.done() for f in futures[1:])
+    outbox.limit_pages(None)
+    seqs = [s for f in futures for s in f.result(10)]
+    assert seqs == list(range(12, 262))  # 11 is the disk_full event, stored first
+    got = rows(outbox)
+    events = [b for _, c, b in got if c == MessageClass.EVENT]
+    assert [e["state"] for e in events] == ["disk_full", "cleared"]
+    assert events[1]["after"] == "disk_full"
+    all_seqs = [s for s, _, _ in got]
+    assert all_seqs == list(range(1, len(all_seqs) + 1))
+    assert outbox.stats().pressure is None
+
+
+def test_disk_full_with_producers_blocked_drops_with_a_gap(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_pending=2)
+    outbox.enqueue(windows(200))
+    outbox.limit_pages(outbox.stats().used_bytes // 4096 + 1)
+    futures = [outbox.submit(windows(50)) for _ in range(2)]
+    for f in futures:
+        f.result(10)  # room was made by dropping the oldest windows
+    got = rows(outbox)
+    gaps = [b for _, c, b in got if c == MessageClass.GAP]
+    assert gaps and gaps[0]["reason"] == "disk_full"
+    assert outbox.stats().dropped_total == gaps[0]["messages"] > 0
+
+
+def test_aenqueue_does_not_block_the_loop(make_outbox: MakeOutbox) -> None:
+    import asyncio
+
+    outbox = make_outbox()
+
+    async def main() -> list[int | None]:
+        return await outbox.aenqueue(windows(3))
+
+    assert asyncio.run(main()) == [1, 2, 3]
+
+
+def test_stats_report_oldest_age_and_seq_range(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox()
+    assert outbox.stats().backlog == 0 and outbox.stats().oldest_age_s is None
+    outbox.enqueue(windows(3))
+    st = outbox.stats()
+    assert (st.backlog, st.first_seq, st.last_seq, st.next_seq) == (3, 1, 3, 4)
+    assert st.oldest_age_s is not None and 0 <= st.oldest_age_s < 5
