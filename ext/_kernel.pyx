@@ -1,0 +1,1010 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled aggregation kernel: per-point state in C structs, one call folds a whole batch.
+
+Mirrors ext/_kernel_py.py operation for operation so both give bit-identical floats.
+"""
+
+import json
+from bisect import bisect_right
+
+from cpython.array cimport array, clone
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memset
+
+from ext._kernel_py import (
+    BLOCK_COLUMNS,
+    COUNTER,
+    GAUGE,
+    HOLD,
+    RATE,
+    SNAPSHOT_VERSION,
+    TRAPEZOID,
+    WINDOW_COLUMNS,
+    build_grid,
+)
+
+__all__ = [
+    "BLOCK_COLUMNS",
+    "COUNTER",
+    "GAUGE",
+    "HOLD",
+    "RATE",
+    "SNAPSHOT_VERSION",
+    "TRAPEZOID",
+    "WINDOW_COLUMNS",
+    "Kernel",
+    "build_grid",
+]
+
+cdef double INF = float("inf")
+cdef double NAN = float("nan")
+_MAGIC = b"IWK"
+_ACC_FIELDS = (
+    "start", "delta", "covered", "vmin", "vmax", "first", "last",
+    "samples", "bad", "rollovers", "resets", "estimated", "peak", "peak_at",
+)
+_STATE_FIELDS = ("tseen", "based", "t0", "v0", "cstart", "pend_bad", "pend_t")
+
+
+cdef struct Acc:
+    double start
+    double delta
+    double covered
+    double vmin
+    double vmax
+    double first
+    double last
+    double peak
+    double peak_at
+    int samples
+    int bad
+    int rollovers
+    int resets
+    int estimated
+
+
+cdef struct Point:
+    int active
+    int pid
+    int kind
+    int hold
+    int demand
+    int tou
+    int based
+    int pend_bad
+    double rollover
+    double max_rate
+    double resolution
+    double max_gap
+    double grace
+    double tseen
+    double t0
+    double v0
+    double cstart
+    double cend
+    double pend_t
+    long long c
+    Acc cell
+
+
+cdef struct Rec:
+    double due
+    int point
+    int interval
+    int kind
+    int revision
+    int estimated
+    int rollovers
+    int resets
+    int samples
+    int bad
+    double start
+    double end
+    double delta
+    double first
+    double last
+    double mean
+    double vmin
+    double vmax
+    double coverage
+    double peak
+    double peak_at
+
+
+cdef struct Blk:
+    double due
+    int point
+    double start
+    double end
+    double demand
+    double coverage
+
+
+cdef inline void acc_clear(Acc* a, double start, double* per, int nper) noexcept nogil:
+    cdef int i
+    a.start = start
+    a.delta = 0.0
+    a.covered = 0.0
+    a.vmin = INF
+    a.vmax = -INF
+    a.first = NAN
+    a.last = NAN
+    a.samples = 0
+    a.bad = 0
+    a.rollovers = 0
+    a.resets = 0
+    a.estimated = 0
+    a.peak = NAN
+    a.peak_at = NAN
+    for i in range(nper):
+        per[i] = 0.0
+
+
+cdef list acc_to_list(Acc* a):
+    return [a.start, a.delta, a.covered, a.vmin, a.vmax, a.first, a.last,
+            a.samples, a.bad, a.rollovers, a.resets, a.estimated, a.peak, a.peak_at]
+
+
+cdef void acc_from_list(Acc* a, list x):
+    a.start = x[0]
+    a.delta = x[1]
+    a.covered = x[2]
+    a.vmin = x[3]
+    a.vmax = x[4]
+    a.first = x[5]
+    a.last = x[6]
+    a.samples = x[7]
+    a.bad = x[8]
+    a.rollovers = x[9]
+    a.resets = x[10]
+    a.estimated = x[11]
+    a.peak = x[12]
+    a.peak_at = x[13]
+
+
+cdef class Kernel:
+    """Windowed aggregation of many points over a base grid of window edges handed in by the caller."""
+
+    cdef int nk, dk, nper
+    cdef double max_age
+    cdef list _emit_flags
+    cdef int emit_mask
+    # base grid (local index i = global index - off)
+    cdef double* grid
+    cdef unsigned int* mask
+    cdef short* period
+    cdef long long glen, gcap, off
+    cdef list trimmed_start
+    # points
+    cdef Point* pts
+    cdef Acc* wins
+    cdef double* wper
+    cdef int npts, pcap
+    cdef list keys
+    # output queues
+    cdef Rec* q
+    cdef double* qper
+    cdef Py_ssize_t qlen, qcap
+    cdef Blk* bq
+    cdef Py_ssize_t blen, bcap
+    cdef double next_due
+    cdef long long n_ooo, n_future, n_unknown
+
+    def __cinit__(self):
+        self.grid = NULL
+        self.mask = NULL
+        self.period = NULL
+        self.pts = NULL
+        self.wins = NULL
+        self.wper = NULL
+        self.q = NULL
+        self.qper = NULL
+        self.bq = NULL
+
+    def __dealloc__(self):
+        free(self.grid)
+        free(self.mask)
+        free(self.period)
+        free(self.pts)
+        free(self.wins)
+        free(self.wper)
+        free(self.q)
+        free(self.qper)
+        free(self.bq)
+
+    def __init__(self, int n_intervals, *, emit=None, int demand_interval=-1, int n_periods=0,
+                 double max_revision_age=86400.0):
+        if not 1 <= n_intervals <= 30:
+            raise ValueError(f"n_intervals must be 1..30, got {n_intervals}")
+        if not -1 <= demand_interval < n_intervals:
+            raise ValueError(f"demand_interval {demand_interval} is not one of the intervals")
+        self.nk = n_intervals
+        flags = [bool(x) for x in emit] if emit is not None else [True] * n_intervals
+        if len(flags) != n_intervals:
+            raise ValueError("emit needs one flag per interval")
+        self._emit_flags = flags
+        self.emit_mask = 0
+        for k in range(n_intervals):
+            if flags[k]:
+                self.emit_mask |= 1 << k
+        self.dk = demand_interval
+        self.nper = n_periods
+        self.max_age = max_revision_age
+        self.glen = 0
+        self.gcap = 0
+        self.off = 0
+        self.trimmed_start = [NAN] * n_intervals
+        self.npts = 0
+        self.pcap = 0
+        self.keys = []
+        self.qlen = 0
+        self.qcap = 0
+        self.blen = 0
+        self.bcap = 0
+        self.next_due = INF
+        self.n_ooo = 0
+        self.n_future = 0
+        self.n_unknown = 0
+
+    # ---- grid -------------------------------------------------------------------------------
+
+    @property
+    def horizon(self):
+        """The last grid edge: samples at or after it are dropped (counted as `future`)."""
+        return self.grid[self.glen - 1] if self.glen else -INF
+
+    cdef double _horizon(self):
+        return self.grid[self.glen - 1] if self.glen else -INF
+
+    def extend_grid(self, edges, masks, periods):
+        """Append base-grid edges (strictly increasing, after the current horizon)."""
+        cdef Py_ssize_t n = len(edges), i
+        cdef double last, e
+        cdef int p
+        if len(masks) != n or len(periods) != n:
+            raise ValueError("edges, masks and periods must have the same length")
+        last = self._horizon()
+        for i in range(n):
+            e = edges[i]
+            if not e > last:
+                raise ValueError(f"grid edges must increase: {e!r} after {last!r}")
+            if not 0 <= periods[i] < max(self.nper, 1):
+                raise ValueError(
+                    f"TOU period {periods[i]} out of range 0..{max(self.nper, 1) - 1}")
+            last = e
+        self._trim()
+        if self.glen + n > self.gcap:
+            cap = max(self.glen + n, self.gcap * 2, 1024)
+            self.grid = <double*>realloc(self.grid, cap * sizeof(double))
+            self.mask = <unsigned int*>realloc(self.mask, cap * sizeof(unsigned int))
+            self.period = <short*>realloc(self.period, cap * sizeof(short))
+            if self.grid == NULL or self.mask == NULL or self.period == NULL:
+                raise MemoryError()
+            self.gcap = cap
+        for i in range(n):
+            self.grid[self.glen + i] = edges[i]
+            self.mask[self.glen + i] = masks[i]
+            self.period[self.glen + i] = periods[i]
+        self.glen += n
+        cdef Point* st
+        for p in range(self.npts):
+            st = &self.pts[p]
+            if st.active and st.cend != st.cend:
+                st.cend = self.grid[st.c + 1 - self.off]
+                if st.cend + st.grace < self.next_due:
+                    self.next_due = st.cend + st.grace
+
+    cdef void _trim(self):
+        cdef long long low = self.glen + self.off - 2, drop, i
+        cdef int p, k
+        cdef unsigned int m
+        for p in range(self.npts):
+            if self.pts[p].active and self.pts[p].c < low:
+                low = self.pts[p].c
+        drop = low - self.off
+        if drop < 4096 or drop * 2 < self.glen:
+            return
+        for i in range(drop):
+            m = self.mask[i]
+            for k in range(self.nk):
+                if (m >> k) & 1:
+                    self.trimmed_start[k] = self.grid[i]
+        for i in range(self.glen - drop):
+            self.grid[i] = self.grid[i + drop]
+            self.mask[i] = self.mask[i + drop]
+            self.period[i] = self.period[i + drop]
+        self.glen -= drop
+        self.off += drop
+
+    cdef double _window_start(self, long long g, int k):
+        cdef long long i = g
+        while i >= 0:
+            if (self.mask[i] >> k) & 1:
+                return self.grid[i]
+            i -= 1
+        t = self.trimmed_start[k]
+        return t if t == t else self.grid[0]
+
+    # ---- points -----------------------------------------------------------------------------
+
+    def configure_point(self, int pid, str key, int kind, *, double since, double rollover=0.0,
+                        double max_rate=0.0, double resolution=0.0, double max_gap=0.0,
+                        int integration=TRAPEZOID, demand=False, tou=False, double grace=1.0):
+        """Add point `pid` (or change its settings, keeping its state when key and kind match).
+
+        Its windows start with the one that contains `since`, which must lie inside the grid.
+        """
+        cdef Point* st
+        cdef long long g
+        cdef int k, i
+        if kind not in (COUNTER, RATE, GAUGE):
+            raise ValueError(f"point {key}: unknown kind {kind}")
+        if integration not in (TRAPEZOID, HOLD):
+            raise ValueError(f"point {key}: unknown integration {integration}")
+        if pid < 0:
+            raise ValueError(f"point {key}: negative id {pid}")
+        for name, x in (("rollover", rollover), ("max_rate", max_rate),
+                        ("resolution", resolution), ("max_gap", max_gap), ("grace", grace)):
+            if not x >= 0.0:
+                raise ValueError(f"point {key}: {name} must be >= 0, got {x!r}")
+        if pid >= self.pcap:
+            cap = max(pid + 1, self.pcap * 2, 64)
+            self.pts = <Point*>realloc(self.pts, cap * sizeof(Point))
+            self.wins = <Acc*>realloc(self.wins, cap * self.nk * sizeof(Acc))
+            self.wper = <double*>realloc(self.wper, cap * self.nk * max(self.nper, 1) * sizeof(double))
+            if self.pts == NULL or self.wins == NULL or self.wper == NULL:
+                raise MemoryError()
+            memset(&self.pts[self.pcap], 0, (cap - self.pcap) * sizeof(Point))
+            self.pcap = cap
+        while len(self.keys) <= pid:
+            self.keys.append(None)
+        if pid >= self.npts:
+            self.npts = pid + 1
+        st = &self.pts[pid]
+        if not (st.active and self.keys[pid] == key and st.kind == kind):
+            if not (self.glen >= 2 and self.grid[0] <= since < self.grid[self.glen - 1]):
+                raise ValueError(
+                    f"point {key}: start {since!r} is outside the window grid; extend it first")
+            g = self._bisect(since) - 1
+            memset(st, 0, sizeof(Point))
+            st.tseen = -INF
+            st.c = g + self.off
+            st.cstart = self.grid[g]
+            st.cend = self.grid[g + 1]
+            acc_clear(&st.cell, self.grid[g], NULL, 0)
+            for k in range(self.nk):
+                i = pid * self.nk + k
+                acc_clear(&self.wins[i], self._window_start(g, k),
+                          &self.wper[i * self.nper], self.nper)
+        st.active = 1
+        st.pid = pid
+        st.kind = kind
+        st.rollover = rollover
+        st.max_rate = max_rate
+        st.resolution = resolution
+        st.max_gap = max_gap
+        st.hold = 1 if integration == HOLD else 0
+        st.demand = 1 if demand else 0
+        st.tou = 1 if tou else 0
+        st.grace = grace
+        self.keys[pid] = key
+        if st.cend + st.grace < self.next_due:
+            self.next_due = st.cend + st.grace
+
+    cdef long long _bisect(self, double x):
+        """Number of grid edges <= x (like bisect_right)."""
+        cdef long long lo = 0, hi = self.glen, mid
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if x < self.grid[mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def remove_point(self, int pid):
+        """Forget a point; windows it already completed are still emitted."""
+        if 0 <= pid < self.npts:
+            self.pts[pid].active = 0
+            self.keys[pid] = None
+
+    # ---- ingest -----------------------------------------------------------------------------
+
+    def ingest(self, const int[:] point, const double[:] ts, const double[:] value,
+               const unsigned char[:] quality):
+        """Fold one columnar batch (point id int32, UTC s float64, value float64, quality uint8)."""
+        cdef Py_ssize_t n = point.shape[0], i
+        if ts.shape[0] != n or value.shape[0] != n or quality.shape[0] != n:
+            raise ValueError("point, ts, value and quality must have the same length")
+        cdef double horizon = self._horizon()
+        cdef Point* st
+        cdef Acc* cell
+        cdef double t, v, t0, v0, dt, d, w, roll
+        cdef int p, wrap, reset, covered
+        for i in range(n):
+            p = point[i]
+            if p < 0 or p >= self.npts or not self.pts[p].active:
+                self.n_unknown += 1
+                continue
+            st = &self.pts[p]
+            t = ts[i]
+            if t <= st.tseen or t < st.cstart:
+                self.n_ooo += 1
+                st.cell.bad += 1
+                continue
+            if not (t < horizon):
+                self.n_future += 1
+                continue
+            st.tseen = t
+            v = value[i]
+            if quality[i] != 0 or v != v:
+                self._bad(st, t)
+                continue
+            if not st.based:
+                self._first(st, t, v)
+                continue
+            t0 = st.t0
+            v0 = st.v0
+            dt = t - t0
+            if st.kind == 0:
+                d = v - v0
+                wrap = 0
+                reset = 0
+                if d >= 0.0:
+                    if st.max_rate > 0.0 and d > st.max_rate * dt / 3600.0:
+                        self._bad(st, t)
+                        continue
+                elif -d <= st.resolution:
+                    d = 0.0
+                    v = v0
+                else:
+                    roll = st.rollover
+                    w = d + roll
+                    if roll > 0.0 and w >= 0.0 and (
+                            (w <= st.max_rate * dt / 3600.0) if st.max_rate > 0.0
+                            else (w < roll * 0.5)):
+                        d = w
+                        wrap = 1
+                    else:
+                        d = 0.0
+                        reset = 1
+                if t < st.cend and t0 >= st.cstart:
+                    cell = &st.cell
+                    if cell.first != cell.first:
+                        cell.first = v0
+                    cell.delta += d - 0.0
+                    cell.last = v
+                    cell.samples += 1
+                    cell.rollovers += wrap
+                    cell.resets += reset
+                    if st.max_gap == 0.0 or dt <= st.max_gap:
+                        cell.covered += t - t0
+                    else:
+                        cell.estimated = 1
+                    st.t0 = t
+                    st.v0 = v
+                else:
+                    self._span_counter(st, t, v, d, wrap, reset)
+            else:
+                covered = st.max_gap == 0.0 or dt <= st.max_gap
+                if t < st.cend and t0 >= st.cstart:
+                    cell = &st.cell
+                    if covered:
+                        if st.hold:
+                            cell.delta += v0 * (t - t0) / 3600.0
+                        else:
+                            cell.delta += (v0 + v) * (t - t0) / 7200.0
+                        cell.covered += t - t0
+                    if v < cell.vmin:
+                        cell.vmin = v
+                    if v > cell.vmax:
+                        cell.vmax = v
+                    cell.last = v
+                    cell.samples += 1
+                    st.t0 = t
+                    st.v0 = v
+                else:
+                    self._span_rate(st, t, v, covered, 1)
+
+    cdef void _bad(self, Point* st, double t):
+        if st.based and st.kind != 0 and st.hold and st.max_gap == 0.0:
+            # A held value stands until the status goes bad; from there on nothing is known.
+            self._span_rate(st, t, st.v0, 1, 0)
+            st.based = 0
+        if t < st.cend:
+            st.cell.bad += 1
+        else:
+            if st.pend_bad == 0:
+                st.pend_t = t
+            st.pend_bad += 1
+
+    cdef void _first(self, Point* st, double t, double v):
+        while t >= st.cend:
+            self._close_cell(st)
+        cdef Acc* cell = &st.cell
+        if st.kind == 0:
+            if cell.first != cell.first:
+                cell.first = v
+        else:
+            if v < cell.vmin:
+                cell.vmin = v
+            if v > cell.vmax:
+                cell.vmax = v
+        cell.last = v
+        cell.samples += 1
+        st.based = 1
+        st.t0 = t
+        st.v0 = v
+
+    cdef void _span_counter(self, Point* st, double t, double v, double d, int wrap, int reset):
+        cdef double t0 = st.t0, v0 = st.v0
+        cdef double dt = t - t0
+        cdef double roll = st.rollover
+        cdef int covered = st.max_gap == 0.0 or dt <= st.max_gap
+        cdef double done = 0.0, s = t0, vs = v0, e, cum, ve
+        cdef Acc* cell
+        if t0 < st.cstart:
+            # Windows between the last reading and this one were closed without it: the gap's
+            # energy for them goes to the first open window, marked estimated.
+            s = st.cstart
+            done = d * (s - t0) / dt
+            vs = v0 + done
+            if roll > 0.0 and vs >= roll:
+                vs -= roll
+            st.cell.delta += done
+            st.cell.estimated = 1
+            covered = 0
+        while t >= st.cend:
+            e = st.cend
+            cum = d * (e - t0) / dt
+            ve = v0 + cum
+            if roll > 0.0 and ve >= roll:
+                ve -= roll
+            cell = &st.cell
+            if cell.first != cell.first:
+                cell.first = vs
+            cell.delta += cum - done
+            cell.last = ve
+            if covered:
+                cell.covered += e - s
+            else:
+                cell.estimated = 1
+            done = cum
+            self._close_cell(st)
+            s = e
+            vs = ve
+        cell = &st.cell
+        if cell.first != cell.first:
+            cell.first = vs
+        cell.delta += d - done
+        cell.last = v
+        cell.samples += 1
+        cell.rollovers += wrap
+        cell.resets += reset
+        if covered:
+            cell.covered += t - s
+        else:
+            cell.estimated = 1
+        st.t0 = t
+        st.v0 = v
+
+    cdef void _span_rate(self, Point* st, double t, double v, int covered, int sample):
+        cdef double t0 = st.t0, v0 = st.v0
+        cdef double dt = t - t0
+        cdef int hold = st.hold
+        cdef double s = t0, vs = v0, e, ve
+        cdef Acc* cell
+        if t0 < st.cstart:
+            s = st.cstart
+            if not hold:
+                vs = v0 + (v - v0) * (s - t0) / dt
+        while t >= st.cend:
+            e = st.cend
+            cell = &st.cell
+            if covered:
+                if hold:
+                    cell.delta += v0 * (e - s) / 3600.0
+                else:
+                    ve = v0 + (v - v0) * (e - t0) / dt
+                    cell.delta += (vs + ve) * (e - s) / 7200.0
+                    vs = ve
+                cell.covered += e - s
+            self._close_cell(st)
+            s = e
+        cell = &st.cell
+        if covered:
+            if hold:
+                cell.delta += v0 * (t - s) / 3600.0
+            else:
+                cell.delta += (vs + v) * (t - s) / 7200.0
+            cell.covered += t - s
+        if sample:
+            if v < cell.vmin:
+                cell.vmin = v
+            if v > cell.vmax:
+                cell.vmax = v
+            cell.last = v
+            cell.samples += 1
+        st.t0 = t
+        st.v0 = v
+
+    # ---- closing ----------------------------------------------------------------------------
+
+    cdef void _close_cell(self, Point* st):
+        """Fold the point's current cell into its windows and move it to the next cell."""
+        cdef long long g = st.c - self.off
+        cdef Acc* cell = &st.cell
+        cdef double end = st.cend
+        cdef unsigned int mask = self.mask[g + 1]
+        cdef int per = self.period[g]
+        cdef int nk = self.nk, nper = self.nper, k
+        cdef int tou = st.tou and nper > 0
+        cdef Acc* ws = &self.wins[st.pid * nk]
+        cdef double* wp = &self.wper[st.pid * nk * nper]
+        cdef Acc* w
+        cdef Acc* b
+        cdef double length, avg
+        for k in range(nk):
+            w = &ws[k]
+            w.delta += cell.delta
+            w.covered += cell.covered
+            if cell.vmin < w.vmin:
+                w.vmin = cell.vmin
+            if cell.vmax > w.vmax:
+                w.vmax = cell.vmax
+            if w.first != w.first:
+                w.first = cell.first
+            if cell.last == cell.last:
+                w.last = cell.last
+            w.samples += cell.samples
+            w.bad += cell.bad
+            w.rollovers += cell.rollovers
+            w.resets += cell.resets
+            w.estimated |= cell.estimated
+            if tou:
+                wp[k * nper + per] += cell.delta
+        if mask != 0:
+            if st.demand and self.dk >= 0 and (mask >> self.dk) & 1:
+                b = &ws[self.dk]
+                length = end - b.start
+                avg = b.delta / (length / 3600.0) if b.covered > 0.0 else NAN
+                self._push_block(st.pid, end + st.grace, b.start, end, avg, b.covered / length)
+                if avg == avg:
+                    for k in range(nk):
+                        w = &ws[k]
+                        if b.start >= w.start and not (avg <= w.peak):
+                            w.peak = avg
+                            w.peak_at = end
+            for k in range(nk):
+                if (mask >> k) & 1:
+                    w = &ws[k]
+                    if (self.emit_mask >> k) & 1:
+                        self._emit_window(st, k, w, &wp[k * nper], end)
+                    acc_clear(w, end, &wp[k * nper], nper)
+        st.c += 1
+        st.cstart = end
+        st.cend = self.grid[g + 2] if g + 2 < self.glen else NAN
+        acc_clear(cell, end, NULL, 0)
+        if st.pend_bad and st.pend_t < st.cend:
+            cell.bad += st.pend_bad
+            st.pend_bad = 0
+
+    cdef void _push_block(self, int pid, double due, double start, double end, double avg,
+                          double coverage):
+        cdef Py_ssize_t cap
+        if self.blen == self.bcap:
+            cap = max(self.bcap * 2, 256)
+            self.bq = <Blk*>realloc(self.bq, cap * sizeof(Blk))
+            self.bcap = cap
+        cdef Blk* b = &self.bq[self.blen]
+        b.due = due
+        b.point = pid
+        b.start = start
+        b.end = end
+        b.demand = avg
+        b.coverage = coverage
+        self.blen += 1
+
+    cdef Rec* _new_rec(self):
+        cdef Py_ssize_t cap
+        if self.qlen == self.qcap:
+            cap = max(self.qcap * 2, 1024)
+            self.q = <Rec*>realloc(self.q, cap * sizeof(Rec))
+            self.qper = <double*>realloc(self.qper, cap * max(self.nper, 1) * sizeof(double))
+            self.qcap = cap
+        self.qlen += 1
+        return &self.q[self.qlen - 1]
+
+    cdef void _emit_window(self, Point* st, int k, Acc* w, double* wp, double end):
+        cdef double length = end - w.start
+        cdef int kind = st.kind, i
+        cdef double first = NAN, last = NAN, mean = NAN, vmin = NAN, vmax = NAN, delta = NAN
+        if kind == 0:
+            first = w.first
+            last = w.last
+            if first != first and st.based:
+                first = st.v0
+                last = st.v0
+            if first == first:
+                delta = w.delta
+        else:
+            if w.covered > 0.0:
+                mean = w.delta / (w.covered / 3600.0)
+            if w.samples > 0:
+                vmin = w.vmin
+                vmax = w.vmax
+            if kind == 1:
+                delta = w.delta
+            else:
+                last = w.last
+        cdef Rec* r = self._new_rec()
+        r.due = end + st.grace
+        r.point = st.pid
+        r.interval = k
+        r.kind = kind
+        r.revision = 1
+        r.estimated = w.estimated
+        r.start = w.start
+        r.end = end
+        r.delta = delta
+        r.first = first
+        r.last = last
+        r.mean = mean
+        r.vmin = vmin
+        r.vmax = vmax
+        r.rollovers = w.rollovers
+        r.resets = w.resets
+        r.samples = w.samples
+        r.bad = w.bad
+        r.coverage = w.covered / length
+        r.peak = w.peak
+        r.peak_at = w.peak_at
+        cdef double* rp = &self.qper[(self.qlen - 1) * self.nper]
+        for i in range(self.nper):
+            rp[i] = wp[i] if st.tou else NAN
+
+    cdef double _force(self, Point* st, double t):
+        cdef double s
+        while st.cend + st.grace <= t:
+            if st.based and st.kind != 0 and st.hold and st.max_gap == 0.0:
+                # A held value stands through silence (subscribed points): credit it now.
+                s = st.t0 if st.t0 > st.cstart else st.cstart
+                st.cell.delta += st.v0 * (st.cend - s) / 3600.0
+                st.cell.covered += st.cend - s
+            self._close_cell(st)
+        return st.cend + st.grace
+
+    def close_until(self, double t):
+        """Close every window (and demand block) whose end + grace <= t, and return them.
+
+        Returns (windows, blocks): dicts of column name -> array (WINDOW_COLUMNS plus `periods`,
+        n_periods values per window; BLOCK_COLUMNS), in the order the windows completed.
+        """
+        cdef int p, j
+        cdef double nxt, due
+        cdef Py_ssize_t i, n = 0, kept = 0
+        if t >= self.next_due:
+            nxt = INF
+            for p in range(self.npts):
+                if self.pts[p].active:
+                    due = self._force(&self.pts[p], t)
+                    if due < nxt:
+                        nxt = due
+            self.next_due = nxt
+        for i in range(self.qlen):
+            if self.q[i].due <= t:
+                n += 1
+        cdef array ad = array("d"), ai = array("i"), ab = array("b"), aB = array("B")
+        cdef array c_point = clone(ai, n, False), c_interval = clone(ab, n, False)
+        cdef array c_kind = clone(aB, n, False), c_revision = clone(ai, n, False)
+        cdef array c_est = clone(aB, n, False), c_start = clone(ad, n, False)
+        cdef array c_end = clone(ad, n, False), c_delta = clone(ad, n, False)
+        cdef array c_first = clone(ad, n, False), c_last = clone(ad, n, False)
+        cdef array c_mean = clone(ad, n, False), c_min = clone(ad, n, False)
+        cdef array c_max = clone(ad, n, False), c_roll = clone(ai, n, False)
+        cdef array c_resets = clone(ai, n, False), c_samples = clone(ai, n, False)
+        cdef array c_bad = clone(ai, n, False), c_cov = clone(ad, n, False)
+        cdef array c_peak = clone(ad, n, False), c_peak_at = clone(ad, n, False)
+        cdef array c_per = clone(ad, n * self.nper, False)
+        cdef Py_ssize_t o = 0
+        cdef Rec* r
+        for i in range(self.qlen):
+            r = &self.q[i]
+            if r.due <= t:
+                c_point.data.as_ints[o] = r.point
+                c_interval.data.as_schars[o] = r.interval
+                c_kind.data.as_uchars[o] = r.kind
+                c_revision.data.as_ints[o] = r.revision
+                c_est.data.as_uchars[o] = r.estimated
+                c_start.data.as_doubles[o] = r.start
+                c_end.data.as_doubles[o] = r.end
+                c_delta.data.as_doubles[o] = r.delta
+                c_first.data.as_doubles[o] = r.first
+                c_last.data.as_doubles[o] = r.last
+                c_mean.data.as_doubles[o] = r.mean
+                c_min.data.as_doubles[o] = r.vmin
+                c_max.data.as_doubles[o] = r.vmax
+                c_roll.data.as_ints[o] = r.rollovers
+                c_resets.data.as_ints[o] = r.resets
+                c_samples.data.as_ints[o] = r.samples
+                c_bad.data.as_ints[o] = r.bad
+                c_cov.data.as_doubles[o] = r.coverage
+                c_peak.data.as_doubles[o] = r.peak
+                c_peak_at.data.as_doubles[o] = r.peak_at
+                for j in range(self.nper):
+                    c_per.data.as_doubles[o * self.nper + j] = self.qper[i * self.nper + j]
+                o += 1
+            else:
+                if kept != i:
+                    self.q[kept] = self.q[i]
+                    for j in range(self.nper):
+                        self.qper[kept * self.nper + j] = self.qper[i * self.nper + j]
+                kept += 1
+        self.qlen = kept
+        wins = {
+            "point": c_point, "interval": c_interval, "kind": c_kind, "revision": c_revision,
+            "estimated": c_est, "start": c_start, "end": c_end, "delta": c_delta,
+            "first": c_first, "last": c_last, "mean": c_mean, "min": c_min, "max": c_max,
+            "rollovers": c_roll, "resets": c_resets, "samples": c_samples, "bad": c_bad,
+            "coverage": c_cov, "peak": c_peak, "peak_at": c_peak_at, "periods": c_per,
+        }
+        n = 0
+        for i in range(self.blen):
+            if self.bq[i].due <= t:
+                n += 1
+        cdef array b_point = clone(ai, n, False), b_start = clone(ad, n, False)
+        cdef array b_end = clone(ad, n, False), b_demand = clone(ad, n, False)
+        cdef array b_cov = clone(ad, n, False)
+        o = 0
+        kept = 0
+        for i in range(self.blen):
+            if self.bq[i].due <= t:
+                b_point.data.as_ints[o] = self.bq[i].point
+                b_start.data.as_doubles[o] = self.bq[i].start
+                b_end.data.as_doubles[o] = self.bq[i].end
+                b_demand.data.as_doubles[o] = self.bq[i].demand
+                b_cov.data.as_doubles[o] = self.bq[i].coverage
+                o += 1
+            else:
+                self.bq[kept] = self.bq[i]
+                kept += 1
+        self.blen = kept
+        blocks = {"point": b_point, "start": b_start, "end": b_end, "demand": b_demand,
+                  "coverage": b_cov}
+        return wins, blocks
+
+    def stats(self):
+        """Samples dropped before reaching any window, by reason."""
+        return {
+            "out_of_order": self.n_ooo,
+            "future": self.n_future,
+            "unknown_point": self.n_unknown,
+        }
+
+    # ---- snapshot ---------------------------------------------------------------------------
+
+    def snapshot(self):
+        """Versioned bytes of every point's state and pending windows, keyed by point key."""
+        cdef int p, k, j
+        cdef Point* st
+        cdef Rec* r
+        cdef Py_ssize_t i
+        points = {}
+        for p in range(self.npts):
+            st = &self.pts[p]
+            if not st.active:
+                continue
+            queued = []
+            for i in range(self.qlen):
+                r = &self.q[i]
+                if r.point == p:
+                    queued.append([
+                        [r.interval, r.kind, r.revision, r.estimated, r.start, r.end, r.delta,
+                         r.first, r.last, r.mean, r.vmin, r.vmax, r.rollovers, r.resets,
+                         r.samples, r.bad, r.coverage, r.peak, r.peak_at],
+                        [self.qper[i * self.nper + j] for j in range(self.nper)],
+                    ])
+            blocks = []
+            for i in range(self.blen):
+                if self.bq[i].point == p:
+                    blocks.append([self.bq[i].start, self.bq[i].end, self.bq[i].demand,
+                                   self.bq[i].coverage])
+            wins = []
+            for k in range(self.nk):
+                vals = acc_to_list(&self.wins[p * self.nk + k])
+                vals.append([self.wper[(p * self.nk + k) * self.nper + j]
+                             for j in range(self.nper)])
+                wins.append(vals)
+            points[self.keys[p]] = {
+                "kind": st.kind,
+                "state": [st.tseen, st.based, st.t0, st.v0, st.cstart, st.pend_bad, st.pend_t],
+                "cell": acc_to_list(&st.cell),
+                "wins": wins,
+                "queue": queued,
+                "blocks": blocks,
+            }
+        doc = {"intervals": self.nk, "periods": self.nper, "points": points}
+        body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+        return _MAGIC + bytes([SNAPSHOT_VERSION]) + body
+
+    def restore(self, data, ids):
+        """Resume the state of configured points from a snapshot; returns the keys restored.
+
+        `ids` maps point keys to the ids they have now. A point is restored only when it is
+        configured with the same kind and its cell start is still an edge of the grid.
+        """
+        cdef Point* st
+        cdef long long g
+        cdef int pid, k, j
+        cdef Py_ssize_t i, kept
+        cdef Rec* r
+        if len(data) < 4 or data[:3] != _MAGIC:
+            raise ValueError("not an ironwatt kernel snapshot (bad magic); delete the state file")
+        version = data[3]
+        if version != SNAPSHOT_VERSION:
+            raise ValueError(
+                f"kernel snapshot version {version} is not supported by this build (it reads "
+                f"version {SNAPSHOT_VERSION}); the open windows cannot be resumed: move the "
+                "state file aside and restart"
+            )
+        doc = json.loads(data[4:])
+        if doc["intervals"] != self.nk or doc["periods"] != self.nper:
+            return []
+        restored = []
+        for key, item in doc["points"].items():
+            p = ids.get(key)
+            if p is None or not 0 <= p < self.npts:
+                continue
+            pid = p
+            st = &self.pts[pid]
+            if not st.active or self.keys[pid] != key or st.kind != item["kind"]:
+                continue
+            state = item["state"]
+            cstart = state[4]
+            g = self._bisect(cstart) - 1
+            if g < 0 or self.grid[g] != cstart or g + 1 >= self.glen:
+                continue
+            st.tseen = state[0]
+            st.based = state[1]
+            st.t0 = state[2]
+            st.v0 = state[3]
+            st.cstart = state[4]
+            st.pend_bad = state[5]
+            st.pend_t = state[6]
+            st.c = g + self.off
+            st.cend = self.grid[g + 1]
+            acc_from_list(&st.cell, item["cell"])
+            for k in range(self.nk):
+                vals = item["wins"][k]
+                acc_from_list(&self.wins[pid * self.nk + k], vals)
+                for j in range(self.nper):
+                    self.wper[(pid * self.nk + k) * self.nper + j] = vals[len(vals) - 1][j]
+            kept = 0
+            for i in range(self.qlen):
+                if self.q[i].point != pid:
+                    self.q[kept] = self.q[i]
+                    for j in range(self.nper):
+                        self.qper[kept * self.nper + j] = self.qper[i * self.nper + j]
+                    kept += 1
+            self.qlen = kept
+            for rec, per in item["queue"]:
+                r = self._new_rec()
+                (r.interval, r.kind, r.revision, r.estimated, r.start, r.end, r.delta,
+                 r.first, r.last, r.mean, r.vmin, r.vmax, r.rollovers, r.resets,
+                 r.samples, r.bad, r.coverage, r.peak, r.peak_at) = rec
+                r.point = pid
+                r.due = r.end + st.grace
+                for j in range(self.nper):
+                    self.qper[(self.qlen - 1) * self.nper + j] = per[j]
+            kept = 0
+            for i in range(self.blen):
+                if self.bq[i].point != pid:
+                    self.bq[kept] = self.bq[i]
+                    kept += 1
+            self.blen = kept
+            for brec in item["blocks"]:
+                self._push_block(pid, brec[1] + st.grace, brec[0], brec[1], brec[2], brec[3])
+            if st.cend + st.grace < self.next_due:
+                self.next_due = st.cend + st.grace
+            restored.append(key)
+        return restored

@@ -1,0 +1,761 @@
+"""Pure-Python twin of the aggregation kernel (ext/_kernel.pyx): same API, same results, bit for bit.
+
+The fallback on machines without a compiler, and the reference the compiled kernel is tested against.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "BLOCK_COLUMNS",
+    "COUNTER",
+    "GAUGE",
+    "HOLD",
+    "RATE",
+    "SNAPSHOT_VERSION",
+    "TRAPEZOID",
+    "WINDOW_COLUMNS",
+    "Kernel",
+    "build_grid",
+]
+
+COUNTER = 0
+RATE = 1
+GAUGE = 2
+TRAPEZOID = 0
+HOLD = 1
+
+SNAPSHOT_VERSION = 1
+_MAGIC = b"IWK"
+
+# Column name and array typecode of every closed-window record, in order. `periods` (TOU split,
+# n_periods doubles per record) comes as one extra flat column.
+WINDOW_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("point", "i"),
+    ("interval", "b"),
+    ("kind", "B"),
+    ("revision", "i"),
+    ("estimated", "B"),
+    ("start", "d"),
+    ("end", "d"),
+    ("delta", "d"),
+    ("first", "d"),
+    ("last", "d"),
+    ("mean", "d"),
+    ("min", "d"),
+    ("max", "d"),
+    ("rollovers", "i"),
+    ("resets", "i"),
+    ("samples", "i"),
+    ("bad", "i"),
+    ("coverage", "d"),
+    ("peak", "d"),
+    ("peak_at", "d"),
+)
+BLOCK_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("point", "i"),
+    ("start", "d"),
+    ("end", "d"),
+    ("demand", "d"),
+    ("coverage", "d"),
+)
+
+_INF = float("inf")
+_NAN = float("nan")
+_ACC_FIELDS = (
+    "start", "delta", "covered", "vmin", "vmax", "first", "last",
+    "samples", "bad", "rollovers", "resets", "estimated", "peak", "peak_at",
+)  # fmt: skip
+_STATE_FIELDS = ("tseen", "based", "t0", "v0", "cstart", "pend_bad", "pend_t")
+
+
+def build_grid(
+    edge_lists: Sequence[Sequence[float]],
+    tou_bounds: Sequence[float] = (),
+    tou_periods: Sequence[int] = (),
+    initial_period: int = 0,
+) -> tuple[array[float], array[int], array[int]]:
+    """Merge per-interval window edges (and TOU boundaries) into the kernel's base grid.
+
+    Returns (edges, masks, periods): the sorted union of all edges; for each, a bit mask of the
+    intervals it is a window edge of (bit k = interval k); and the TOU period in force from it
+    on (the last boundary at or before it, else `initial_period`).
+    """
+    masks: dict[float, int] = {}
+    for k, edges in enumerate(edge_lists):
+        for e in edges:
+            masks[e] = masks.get(e, 0) | (1 << k)
+    for b in tou_bounds:
+        masks.setdefault(b, 0)
+    out_e: array[float] = array("d", sorted(masks))
+    out_m: array[int] = array("I", [masks[e] for e in out_e])
+    out_p: array[int] = array("h")
+    j = 0
+    period = initial_period
+    for e in out_e:
+        while j < len(tou_bounds) and tou_bounds[j] <= e:
+            period = tou_periods[j]
+            j += 1
+        out_p.append(period)
+    return out_e, out_m, out_p
+
+
+class _Acc:
+    """Accumulator of one cell or one window of one point."""
+
+    __slots__ = (*_ACC_FIELDS, "periods")
+
+    def __init__(self, start: float, n_periods: int) -> None:
+        self.periods = [0.0] * n_periods
+        self.clear(start)
+
+    def clear(self, start: float) -> None:
+        self.start = start
+        self.delta = 0.0  # counter delta, rate integral (unit*h), gauge area (value*h)
+        self.covered = 0.0  # seconds covered by good data
+        self.vmin = _INF
+        self.vmax = -_INF
+        self.first = _NAN
+        self.last = _NAN
+        self.samples = 0
+        self.bad = 0
+        self.rollovers = 0
+        self.resets = 0
+        self.estimated = 0
+        self.peak = _NAN
+        self.peak_at = _NAN
+        p = self.periods
+        for i in range(len(p)):
+            p[i] = 0.0
+
+
+class _Point:
+    __slots__ = (
+        "pid", "key", "kind", "rollover", "max_rate", "resolution", "max_gap", "hold",
+        "demand", "tou", "grace",
+        "tseen", "based", "t0", "v0", "c", "cstart", "cend", "cell", "wins", "pend_bad", "pend_t",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.tseen = -_INF
+        self.based = 0
+        self.t0 = 0.0
+        self.v0 = 0.0
+        self.pend_bad = 0
+        self.pend_t = 0.0
+
+
+class Kernel:
+    """Windowed aggregation of many points over a base grid of window edges handed in by the caller."""
+
+    def __init__(
+        self,
+        n_intervals: int,
+        *,
+        emit: Sequence[bool] | None = None,
+        demand_interval: int = -1,
+        n_periods: int = 0,
+        max_revision_age: float = 86400.0,
+    ) -> None:
+        if not 1 <= n_intervals <= 30:
+            raise ValueError(f"n_intervals must be 1..30, got {n_intervals}")
+        if not -1 <= demand_interval < n_intervals:
+            raise ValueError(f"demand_interval {demand_interval} is not one of the intervals")
+        self._nk = n_intervals
+        self._emit = [bool(x) for x in emit] if emit is not None else [True] * n_intervals
+        if len(self._emit) != n_intervals:
+            raise ValueError("emit needs one flag per interval")
+        self._dk = demand_interval
+        self._nper = n_periods
+        self._max_age = float(max_revision_age)
+        self._grid: array[float] = array("d")
+        self._mask: array[int] = array("I")
+        self._period: array[int] = array("h")
+        self._off = 0
+        self._trimmed_start = [_NAN] * n_intervals
+        self._points: list[_Point | None] = []
+        self._queue: list[tuple[float, tuple[Any, ...], tuple[float, ...]]] = []
+        self._blocks: list[tuple[float, tuple[Any, ...]]] = []
+        self._next_due = _INF
+        self._out_of_order = 0
+        self._future = 0
+        self._unknown = 0
+
+    # ---- grid -------------------------------------------------------------------------------
+
+    @property
+    def horizon(self) -> float:
+        """The last grid edge: samples at or after it are dropped (counted as `future`)."""
+        return self._grid[-1] if len(self._grid) else -_INF
+
+    def extend_grid(self, edges: Any, masks: Any, periods: Any) -> None:
+        """Append base-grid edges (strictly increasing, after the current horizon)."""
+        e_in = edges
+        m_in = masks
+        p_in = periods
+        n = len(e_in)
+        if len(m_in) != n or len(p_in) != n:
+            raise ValueError("edges, masks and periods must have the same length")
+        last = self.horizon
+        for i in range(n):
+            e = e_in[i]
+            if not e > last:
+                raise ValueError(f"grid edges must increase: {e!r} after {last!r}")
+            if not 0 <= p_in[i] < max(self._nper, 1):
+                raise ValueError(f"TOU period {p_in[i]} out of range 0..{max(self._nper, 1) - 1}")
+            last = e
+        self._trim()
+        self._grid.extend(e_in[i] for i in range(n))
+        self._mask.extend(int(m_in[i]) for i in range(n))
+        self._period.extend(int(p_in[i]) for i in range(n))
+        for st in self._points:
+            if st is not None and st.cend != st.cend:
+                st.cend = self._grid[st.c + 1 - self._off]
+                self._next_due = min(self._next_due, st.cend + st.grace)
+
+    def _trim(self) -> None:
+        """Drop grid cells no point will visit again (every live cursor is past them)."""
+        low = len(self._grid) + self._off - 2
+        for st in self._points:
+            if st is not None and st.c < low:
+                low = st.c
+        drop = low - self._off
+        if drop < 4096 or drop * 2 < len(self._grid):
+            return
+        for i in range(drop):
+            m = self._mask[i]
+            for k in range(self._nk):
+                if (m >> k) & 1:
+                    self._trimmed_start[k] = self._grid[i]
+        del self._grid[:drop]
+        del self._mask[:drop]
+        del self._period[:drop]
+        self._off += drop
+
+    def _window_start(self, g: int, k: int) -> float:
+        """The start of interval k's window that contains grid cell g (local index)."""
+        i = g
+        while i >= 0:
+            if (self._mask[i] >> k) & 1:
+                return self._grid[i]
+            i -= 1
+        t = self._trimmed_start[k]
+        return t if t == t else self._grid[0]
+
+    # ---- points -----------------------------------------------------------------------------
+
+    def configure_point(
+        self,
+        pid: int,
+        key: str,
+        kind: int,
+        *,
+        since: float,
+        rollover: float = 0.0,
+        max_rate: float = 0.0,
+        resolution: float = 0.0,
+        max_gap: float = 0.0,
+        integration: int = TRAPEZOID,
+        demand: bool = False,
+        tou: bool = False,
+        grace: float = 1.0,
+    ) -> None:
+        """Add point `pid` (or change its settings, keeping its state when key and kind match).
+
+        Its windows start with the one that contains `since`, which must lie inside the grid.
+        """
+        if kind not in (COUNTER, RATE, GAUGE):
+            raise ValueError(f"point {key}: unknown kind {kind}")
+        if integration not in (TRAPEZOID, HOLD):
+            raise ValueError(f"point {key}: unknown integration {integration}")
+        if pid < 0:
+            raise ValueError(f"point {key}: negative id {pid}")
+        for name, x in (
+            ("rollover", rollover),
+            ("max_rate", max_rate),
+            ("resolution", resolution),
+            ("max_gap", max_gap),
+            ("grace", grace),
+        ):
+            if not x >= 0.0:
+                raise ValueError(f"point {key}: {name} must be >= 0, got {x!r}")
+        while len(self._points) <= pid:
+            self._points.append(None)
+        old = self._points[pid]
+        if old is not None and old.key == key and old.kind == kind:
+            st = old
+        else:
+            grid = self._grid
+            if not (len(grid) >= 2 and grid[0] <= since < grid[-1]):
+                raise ValueError(
+                    f"point {key}: start {since!r} is outside the window grid; extend it first"
+                )
+            g = bisect_right(grid, since) - 1
+            st = _Point()
+            st.c = g + self._off
+            st.cstart = grid[g]
+            st.cend = grid[g + 1]
+            st.cell = _Acc(grid[g], 0)
+            st.wins = [_Acc(self._window_start(g, k), self._nper) for k in range(self._nk)]
+        st.pid = pid
+        st.key = key
+        st.kind = kind
+        st.rollover = float(rollover)
+        st.max_rate = float(max_rate)
+        st.resolution = float(resolution)
+        st.max_gap = float(max_gap)
+        st.hold = 1 if integration == HOLD else 0
+        st.demand = 1 if demand else 0
+        st.tou = 1 if tou else 0
+        st.grace = float(grace)
+        self._points[pid] = st
+        self._next_due = min(self._next_due, st.cend + st.grace)
+
+    def remove_point(self, pid: int) -> None:
+        """Forget a point; windows it already completed are still emitted."""
+        if 0 <= pid < len(self._points):
+            self._points[pid] = None
+
+    # ---- ingest -----------------------------------------------------------------------------
+
+    def ingest(self, point: Any, ts: Any, value: Any, quality: Any) -> None:
+        """Fold one columnar batch (point id int32, UTC s float64, value float64, quality uint8)."""
+        n = len(point)
+        if len(ts) != n or len(value) != n or len(quality) != n:
+            raise ValueError("point, ts, value and quality must have the same length")
+        pts = self._points
+        npts = len(pts)
+        horizon = self.horizon
+        for p, t, v, q in zip(point, ts, value, quality, strict=True):
+            st = pts[p] if 0 <= p < npts else None
+            if st is None:
+                self._unknown += 1
+                continue
+            if t <= st.tseen or t < st.cstart:
+                self._out_of_order += 1
+                st.cell.bad += 1
+                continue
+            if not t < horizon:
+                self._future += 1
+                continue
+            st.tseen = t
+            if q != 0 or v != v:
+                self._bad(st, t)
+                continue
+            if not st.based:
+                self._first(st, t, v)
+                continue
+            t0 = st.t0
+            v0 = st.v0
+            dt = t - t0
+            if st.kind == COUNTER:
+                d = v - v0
+                wrap = 0
+                reset = 0
+                if d >= 0.0:
+                    if st.max_rate > 0.0 and d > st.max_rate * dt / 3600.0:
+                        self._bad(st, t)
+                        continue
+                elif -d <= st.resolution:
+                    d = 0.0
+                    v = v0
+                else:
+                    roll = st.rollover
+                    w = d + roll
+                    if (
+                        roll > 0.0
+                        and w >= 0.0
+                        and (w <= st.max_rate * dt / 3600.0 if st.max_rate > 0.0 else w < roll * 0.5)
+                    ):
+                        d = w
+                        wrap = 1
+                    else:
+                        d = 0.0
+                        reset = 1
+                if t < st.cend and t0 >= st.cstart:
+                    cell = st.cell
+                    if cell.first != cell.first:
+                        cell.first = v0
+                    cell.delta += d - 0.0
+                    cell.last = v
+                    cell.samples += 1
+                    cell.rollovers += wrap
+                    cell.resets += reset
+                    if st.max_gap == 0.0 or dt <= st.max_gap:
+                        cell.covered += t - t0
+                    else:
+                        cell.estimated = 1
+                    st.t0 = t
+                    st.v0 = v
+                else:
+                    self._span_counter(st, t, v, d, wrap, reset)
+            else:
+                covered = st.max_gap == 0.0 or dt <= st.max_gap
+                if t < st.cend and t0 >= st.cstart:
+                    cell = st.cell
+                    if covered:
+                        if st.hold:
+                            cell.delta += v0 * (t - t0) / 3600.0
+                        else:
+                            cell.delta += (v0 + v) * (t - t0) / 7200.0
+                        cell.covered += t - t0
+                    if v < cell.vmin:
+                        cell.vmin = v
+                    if v > cell.vmax:
+                        cell.vmax = v
+                    cell.last = v
+                    cell.samples += 1
+                    st.t0 = t
+                    st.v0 = v
+                else:
+                    self._span_rate(st, t, v, covered, 1)
+
+    def _bad(self, st: _Point, t: float) -> None:
+        if st.based and st.kind != COUNTER and st.hold and st.max_gap == 0.0:
+            # A held value stands until the status goes bad; from there on nothing is known.
+            self._span_rate(st, t, st.v0, True, 0)
+            st.based = 0
+        if t < st.cend:
+            st.cell.bad += 1
+        else:
+            if st.pend_bad == 0:
+                st.pend_t = t
+            st.pend_bad += 1
+
+    def _first(self, st: _Point, t: float, v: float) -> None:
+        while t >= st.cend:
+            self._close_cell(st)
+        cell = st.cell
+        if st.kind == COUNTER:
+            if cell.first != cell.first:
+                cell.first = v
+        else:
+            if v < cell.vmin:
+                cell.vmin = v
+            if v > cell.vmax:
+                cell.vmax = v
+        cell.last = v
+        cell.samples += 1
+        st.based = 1
+        st.t0 = t
+        st.v0 = v
+
+    def _span_counter(self, st: _Point, t: float, v: float, d: float, wrap: int, reset: int) -> None:
+        t0 = st.t0
+        v0 = st.v0
+        dt = t - t0
+        roll = st.rollover
+        covered = st.max_gap == 0.0 or dt <= st.max_gap
+        done = 0.0
+        s = t0
+        vs = v0
+        if t0 < st.cstart:
+            # Windows between the last reading and this one were closed without it: the gap's
+            # energy for them goes to the first open window, marked estimated.
+            s = st.cstart
+            done = d * (s - t0) / dt
+            vs = v0 + done
+            if roll > 0.0 and vs >= roll:
+                vs -= roll
+            st.cell.delta += done
+            st.cell.estimated = 1
+            covered = False
+        while t >= st.cend:
+            e = st.cend
+            cum = d * (e - t0) / dt
+            ve = v0 + cum
+            if roll > 0.0 and ve >= roll:
+                ve -= roll
+            cell = st.cell
+            if cell.first != cell.first:
+                cell.first = vs
+            cell.delta += cum - done
+            cell.last = ve
+            if covered:
+                cell.covered += e - s
+            else:
+                cell.estimated = 1
+            done = cum
+            self._close_cell(st)
+            s = e
+            vs = ve
+        cell = st.cell
+        if cell.first != cell.first:
+            cell.first = vs
+        cell.delta += d - done
+        cell.last = v
+        cell.samples += 1
+        cell.rollovers += wrap
+        cell.resets += reset
+        if covered:
+            cell.covered += t - s
+        else:
+            cell.estimated = 1
+        st.t0 = t
+        st.v0 = v
+
+    def _span_rate(self, st: _Point, t: float, v: float, covered: bool, sample: int) -> None:
+        t0 = st.t0
+        v0 = st.v0
+        dt = t - t0
+        hold = st.hold
+        s = t0
+        vs = v0
+        if t0 < st.cstart:
+            s = st.cstart
+            if not hold:
+                vs = v0 + (v - v0) * (s - t0) / dt
+        while t >= st.cend:
+            e = st.cend
+            cell = st.cell
+            if covered:
+                if hold:
+                    cell.delta += v0 * (e - s) / 3600.0
+                else:
+                    ve = v0 + (v - v0) * (e - t0) / dt
+                    cell.delta += (vs + ve) * (e - s) / 7200.0
+                    vs = ve
+                cell.covered += e - s
+            self._close_cell(st)
+            s = e
+        cell = st.cell
+        if covered:
+            if hold:
+                cell.delta += v0 * (t - s) / 3600.0
+            else:
+                cell.delta += (vs + v) * (t - s) / 7200.0
+            cell.covered += t - s
+        if sample:
+            if v < cell.vmin:
+                cell.vmin = v
+            if v > cell.vmax:
+                cell.vmax = v
+            cell.last = v
+            cell.samples += 1
+        st.t0 = t
+        st.v0 = v
+
+    # ---- closing ----------------------------------------------------------------------------
+
+    def _close_cell(self, st: _Point) -> None:
+        """Fold the point's current cell into its windows and move it to the next cell."""
+        g = st.c - self._off
+        cell = st.cell
+        end = st.cend
+        mask = self._mask[g + 1]
+        per = self._period[g]
+        tou = st.tou and self._nper > 0
+        for w in st.wins:
+            w.delta += cell.delta
+            w.covered += cell.covered
+            if cell.vmin < w.vmin:
+                w.vmin = cell.vmin
+            if cell.vmax > w.vmax:
+                w.vmax = cell.vmax
+            if w.first != w.first:
+                w.first = cell.first
+            if cell.last == cell.last:
+                w.last = cell.last
+            w.samples += cell.samples
+            w.bad += cell.bad
+            w.rollovers += cell.rollovers
+            w.resets += cell.resets
+            w.estimated |= cell.estimated
+            if tou:
+                w.periods[per] += cell.delta
+        dk = self._dk
+        if st.demand and dk >= 0 and (mask >> dk) & 1:
+            b = st.wins[dk]
+            length = end - b.start
+            avg = b.delta / (length / 3600.0) if b.covered > 0.0 else _NAN
+            self._blocks.append(
+                (end + st.grace, (st.pid, b.start, end, avg, b.covered / length))
+            )
+            if avg == avg:
+                for w in st.wins:
+                    if b.start >= w.start and not avg <= w.peak:
+                        w.peak = avg
+                        w.peak_at = end
+        for k in range(self._nk):
+            if (mask >> k) & 1:
+                w = st.wins[k]
+                if self._emit[k]:
+                    self._emit_window(st, k, w, end)
+                w.clear(end)
+        st.c += 1
+        st.cstart = end
+        st.cend = self._grid[g + 2] if g + 2 < len(self._grid) else _NAN
+        cell.clear(end)
+        if st.pend_bad and st.pend_t < st.cend:
+            cell.bad += st.pend_bad
+            st.pend_bad = 0
+
+    def _emit_window(self, st: _Point, k: int, w: _Acc, end: float) -> None:
+        length = end - w.start
+        kind = st.kind
+        first = _NAN
+        last = _NAN
+        mean = _NAN
+        vmin = _NAN
+        vmax = _NAN
+        delta = _NAN
+        if kind == COUNTER:
+            first = w.first
+            last = w.last
+            if first != first and st.based:
+                first = st.v0
+                last = st.v0
+            if first == first:
+                delta = w.delta
+        else:
+            if w.covered > 0.0:
+                mean = w.delta / (w.covered / 3600.0)
+            if w.samples > 0:
+                vmin = w.vmin
+                vmax = w.vmax
+            if kind == RATE:
+                delta = w.delta
+            else:
+                last = w.last
+        rec = (
+            st.pid, k, kind, 1, w.estimated, w.start, end, delta, first, last, mean, vmin, vmax,
+            w.rollovers, w.resets, w.samples, w.bad, w.covered / length, w.peak, w.peak_at,
+        )  # fmt: skip
+        per = tuple(w.periods) if st.tou else (_NAN,) * self._nper
+        self._queue.append((end + st.grace, rec, per))
+
+    def _force(self, st: _Point, t: float) -> float:
+        """Close the point's cells whose end + grace <= t; returns its next due time."""
+        while st.cend + st.grace <= t:
+            if st.based and st.kind != COUNTER and st.hold and st.max_gap == 0.0:
+                # A held value stands through silence (subscribed points): credit it now.
+                s = st.t0 if st.t0 > st.cstart else st.cstart
+                st.cell.delta += st.v0 * (st.cend - s) / 3600.0
+                st.cell.covered += st.cend - s
+            self._close_cell(st)
+        return st.cend + st.grace
+
+    def close_until(self, t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Close every window (and demand block) whose end + grace <= t, and return them.
+
+        Returns (windows, blocks): dicts of column name -> array (WINDOW_COLUMNS plus `periods`,
+        n_periods values per window; BLOCK_COLUMNS), in the order the windows completed.
+        """
+        if t >= self._next_due:
+            nxt = _INF
+            for st in self._points:
+                if st is not None:
+                    due = self._force(st, t)
+                    if due < nxt:
+                        nxt = due
+            self._next_due = nxt
+        wins: dict[str, Any] = {name: array(code) for name, code in WINDOW_COLUMNS}
+        wins["periods"] = array("d")
+        keep: list[tuple[float, tuple[Any, ...], tuple[float, ...]]] = []
+        cols = [wins[name] for name, _ in WINDOW_COLUMNS]
+        periods = wins["periods"]
+        for item in self._queue:
+            if item[0] <= t:
+                for col, x in zip(cols, item[1], strict=True):
+                    col.append(x)
+                periods.extend(item[2])
+            else:
+                keep.append(item)
+        self._queue = keep
+        blocks: dict[str, Any] = {name: array(code) for name, code in BLOCK_COLUMNS}
+        bcols = [blocks[name] for name, _ in BLOCK_COLUMNS]
+        bkeep: list[tuple[float, tuple[Any, ...]]] = []
+        for due, brec in self._blocks:
+            if due <= t:
+                for col, x in zip(bcols, brec, strict=True):
+                    col.append(x)
+            else:
+                bkeep.append((due, brec))
+        self._blocks = bkeep
+        return wins, blocks
+
+    def stats(self) -> dict[str, int]:
+        """Samples dropped before reaching any window, by reason."""
+        return {
+            "out_of_order": self._out_of_order,
+            "future": self._future,
+            "unknown_point": self._unknown,
+        }
+
+    # ---- snapshot ---------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Versioned bytes of every point's state and pending windows, keyed by point key."""
+        points: dict[str, Any] = {}
+        for st in self._points:
+            if st is None:
+                continue
+            queued = [[list(rec[1:]), list(per)] for _, rec, per in self._queue if rec[0] == st.pid]
+            blocks = [list(b[1:]) for _, b in self._blocks if b[0] == st.pid]
+            points[st.key] = {
+                "kind": st.kind,
+                "state": [getattr(st, f) for f in _STATE_FIELDS],
+                "cell": [getattr(st.cell, f) for f in _ACC_FIELDS],
+                "wins": [[getattr(w, f) for f in _ACC_FIELDS] + [list(w.periods)] for w in st.wins],
+                "queue": queued,
+                "blocks": blocks,
+            }
+        doc = {"intervals": self._nk, "periods": self._nper, "points": points}
+        body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+        return _MAGIC + bytes([SNAPSHOT_VERSION]) + body
+
+    def restore(self, data: bytes, ids: Mapping[str, int]) -> list[str]:
+        """Resume the state of configured points from a snapshot; returns the keys restored.
+
+        `ids` maps point keys to the ids they have now. A point is restored only when it is
+        configured with the same kind and its cell start is still an edge of the grid.
+        """
+        if len(data) < 4 or data[:3] != _MAGIC:
+            raise ValueError("not an ironwatt kernel snapshot (bad magic); delete the state file")
+        version = data[3]
+        if version != SNAPSHOT_VERSION:
+            raise ValueError(
+                f"kernel snapshot version {version} is not supported by this build (it reads "
+                f"version {SNAPSHOT_VERSION}); the open windows cannot be resumed: move the "
+                "state file aside and restart"
+            )
+        doc = json.loads(data[4:])
+        if doc["intervals"] != self._nk or doc["periods"] != self._nper:
+            return []
+        restored: list[str] = []
+        for key, item in doc["points"].items():
+            pid = ids.get(key)
+            if pid is None or not 0 <= pid < len(self._points):
+                continue
+            st = self._points[pid]
+            if st is None or st.key != key or st.kind != item["kind"]:
+                continue
+            state = item["state"]
+            cstart = state[4]
+            g = bisect_right(self._grid, cstart) - 1
+            if g < 0 or self._grid[g] != cstart or g + 1 >= len(self._grid):
+                continue
+            for f, x in zip(_STATE_FIELDS, state, strict=True):
+                setattr(st, f, x)
+            st.c = g + self._off
+            st.cend = self._grid[g + 1]
+            for f, x in zip(_ACC_FIELDS, item["cell"], strict=True):
+                setattr(st.cell, f, x)
+            for w, vals in zip(st.wins, item["wins"], strict=True):
+                for f, x in zip(_ACC_FIELDS, vals, strict=False):
+                    setattr(w, f, x)
+                w.periods = [float(x) for x in vals[-1]]
+            self._queue = [q for q in self._queue if q[1][0] != pid]
+            for rec, per in item["queue"]:
+                self._queue.append((rec[5] + st.grace, (pid, *rec), tuple(per)))
+            self._blocks = [b for b in self._blocks if b[1][0] != pid]
+            for brec in item["blocks"]:
+                self._blocks.append((brec[1] + st.grace, (pid, *brec)))
+            self._next_due = min(self._next_due, st.cend + st.grace)
+            restored.append(key)
+        return restored
