@@ -61,6 +61,7 @@ VARIABLES: tuple[PlcVariable, ...] = (
     PlcVariable("Types.Double", "Double", 2.25),
     PlcVariable("Info.Name", "String", "Blast furnace 2"),
     PlcVariable("Test.Setpoint", "Double", 0.0),
+    PlcVariable("Test.Quality", "Double", 0.0),
 )
 
 
@@ -89,6 +90,7 @@ class SimulatedPlc:
     cert_dir: Path | None = None
     bench_items: int = 0
     bench_interval: float = 0.1
+    max_nodes_per_read: int | None = None  # OperationLimits, to exercise clients' chunking
     server: Any = field(default=None, init=False, repr=False)
     nodes: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     ns_index: int = field(default=0, init=False)
@@ -201,6 +203,11 @@ class SimulatedPlc:
             )
             await var.set_writable()
             self.nodes[spec.node] = var
+        if self.max_nodes_per_read is not None:
+            limit = server.get_node(
+                ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+            )
+            await limit.write_value(ua.Variant(self.max_nodes_per_read, ua.VariantType.UInt32))
         await server.start()
         self.server = server
         if self.evolve_interval:
@@ -251,7 +258,7 @@ class SimulatedPlc:
         while True:
             await asyncio.sleep(interval)
             t += interval
-            # ~60 t/h of hot metal, a piece per tick, gas and temperatures drifting around setpoints.
+            # ~60 t/h of hot metal, a piece per tick, gas and temperatures around setpoints.
             state["Production.HotMetalTons"] += 60.0 * interval / 3600.0
             state["Production.Pieces"] = (state["Production.Pieces"] + 1) % 2**32
             state["Utilities.NG.Flow"] = 850.0 + 40.0 * math.sin(t / 30.0) + rng.uniform(-5, 5)
@@ -345,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cert-dir", type=Path, default=None)
     parser.add_argument("--bench-items", type=int, default=0)
     parser.add_argument("--bench-interval", type=float, default=0.1)
+    parser.add_argument("--max-nodes-per-read", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     users = None
@@ -361,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cert_dir=args.cert_dir,
         bench_items=args.bench_items,
         bench_interval=args.bench_interval,
+        max_nodes_per_read=args.max_nodes_per_read,
     )
 
     async def serve() -> None:

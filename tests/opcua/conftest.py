@@ -7,12 +7,13 @@ module-scoped where tests only read, so the slow asyncua start is paid once per 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 import pytest
 
 from drivers.base import DeviceEvent
+from drivers.opcua.driver import OpcuaDriver
+from gateway.config_model import OpcuaDevice
 from gateway.samples import PointIndex, SampleBatch
 from gateway.sim.opcua_plc import PLC_NAMESPACE, free_port
 
@@ -87,46 +90,30 @@ class PlcProcess:
 @pytest.fixture(scope="module")
 def plc() -> Iterator[PlcProcess]:
     """A static (values change only when written), anonymous, unsecured PLC."""
-    proc = PlcProcess("--static")
+    proc = PlcProcess("--static", "--max-nodes-per-read", "4")
     proc.start()
     yield proc
     proc.stop()
 
 
-@dataclass(frozen=True)
-class Point:
-    """The attributes of gateway.config.OpcuaPoint the driver reads."""
-
-    name: str
-    node: str
-    deadband_type: str = "none"
-    deadband_value: float = 0.0
-    kind: str = "gauge"
-    unit: str = ""
+def point(name: str, node: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "node": node, **extra}
 
 
-@dataclass(frozen=True)
-class Device:
-    """The attributes of gateway.config.OpcuaDevice the driver reads."""
-
-    name: str
-    endpoint: str
-    points: tuple[Point, ...]
-    driver: str = "opcua"
-    mode: str = "subscribe"
-    interval: float = 0.1
-    security_policy: str = "None"
-    security_mode: str = "None"
-    username: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = None
-    server_certificate: Path | None = None
-    timestamps: str = "gateway"
-    user_certificate: Path | None = None
-    user_key: Path | None = None
-    timeout: float = 3.0
-    queue_size: int = 1
-    enabled: bool = True
+def make_device(
+    endpoint: str, points: list[dict[str, Any]], name: str = "bf2", **extra: Any
+) -> OpcuaDevice:
+    """A validated config object, as gateway.config builds it (durations as TOML strings)."""
+    data: dict[str, Any] = {
+        "name": name,
+        "driver": "opcua",
+        "endpoint": endpoint,
+        "interval": "100ms",
+        "timeout": "3s",
+        "points": points,
+    }
+    data.update(extra)
+    return OpcuaDevice.model_validate(data)
 
 
 @dataclass
@@ -163,3 +150,15 @@ async def wait_until(predicate: Callable[[], Any], timeout: float, what: str) ->
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def running(driver: OpcuaDriver) -> AsyncIterator[OpcuaDriver]:
+    """The driver's run() as a task for the duration of the block, cancelled after."""
+    task = asyncio.create_task(driver.run())
+    try:
+        yield driver
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

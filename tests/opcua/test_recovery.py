@@ -1,0 +1,138 @@
+"""The PLC dies and comes back with its namespaces in another order: the driver must follow."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers.base import Backoff
+from drivers.opcua.driver import OpcuaDriver
+from gateway.samples import QUALITY_BAD, QUALITY_GOOD
+from tests.opcua.conftest import (
+    NSU,
+    PlcProcess,
+    RecordingSink,
+    make_device,
+    point,
+    running,
+    wait_until,
+)
+
+
+@pytest.fixture
+def restartable_plc() -> Iterator[PlcProcess]:
+    proc = PlcProcess("--evolve-interval", "0.1")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.asyncio
+async def test_server_restart_with_new_namespace_order(
+    restartable_plc: PlcProcess, tmp_path: Path
+) -> None:
+    plc = restartable_plc
+    points = [point("flow", NSU + "Utilities.NG.Flow"), point("temp", NSU + "Furnace.Temp1")]
+    sinks = {mode: RecordingSink() for mode in ("subscribe", "poll")}
+    drivers = {
+        mode: OpcuaDriver(
+            make_device(plc.endpoint, points, mode=mode),
+            sinks[mode].index,
+            sinks[mode],
+            tmp_path,
+            "gw1",
+            "plant1",
+            flush_interval=0.05,
+            backoff=Backoff(initial=0.5, maximum=1.0),
+        )
+        for mode in sinks
+    }
+    sub, poll = drivers["subscribe"], drivers["poll"]
+    async with running(sub), running(poll):
+        await wait_until(
+            lambda: all(len(s.rows()) >= 6 for s in sinks.values()), 10, "values before the restart"
+        )
+        assert sub.namespace_indexes == poll.namespace_indexes == {"urn:plant1:bf2": 2}
+        killed_at = time.time()
+        plc.kill()
+        await wait_until(
+            lambda: all(s.events_of("device_down") for s in sinks.values()), 10, "device_down"
+        )
+        down_at = time.time()
+        # Restarted with two other namespaces registered first: urn:plant1:bf2 moves to ns=4.
+        plc.start("--namespace-order", "shifted")
+        restarted_at = time.time()
+        await wait_until(
+            lambda: all(len(s.events_of("device_up")) == 2 for s in sinks.values()),
+            15,
+            "device_up after the restart",
+        )
+        up_at = time.time()
+        await wait_until(
+            lambda: all(
+                sum(1 for _k, ts, _v, q in s.rows() if q == QUALITY_GOOD and ts > restarted_at) >= 4
+                for s in sinks.values()
+            ),
+            10,
+            "values after the restart",
+        )
+    assert up_at - restarted_at < 15
+    for mode, sink in sinks.items():
+        driver = drivers[mode]
+        assert driver.namespace_indexes == {"urn:plant1:bf2": 4}, mode
+        assert driver.reconnects >= 1
+        (down,) = sink.events_of("device_down")
+        assert down.device == "bf2" and plc.endpoint in down.reason
+        for key in ("bf2.flow", "bf2.temp"):
+            rows = sink.rows(key)
+            # The gap is visible: a bad sample at the loss, then nothing until the server is back.
+            bad = [ts for _k, ts, _v, q in rows if q == QUALITY_BAD]
+            assert len(bad) == 1 and killed_at <= bad[0] <= down_at, (mode, key)
+            during = [
+                ts for _k, ts, _v, q in rows if q == QUALITY_GOOD and bad[0] <= ts < restarted_at
+            ]
+            assert during == [], (mode, key)
+            assert any(ts > restarted_at and q == QUALITY_GOOD for _k, ts, _v, q in rows)
+            assert 800 < rows[-1][2] < 1500
+
+
+@pytest.mark.asyncio
+async def test_frozen_server_is_detected_by_keepalive(
+    restartable_plc: PlcProcess, tmp_path: Path
+) -> None:
+    """SIGSTOP: the socket stays open but nothing answers, as with a pulled cable or a hung PLC."""
+    plc = restartable_plc
+    assert plc.proc is not None
+    sink = RecordingSink()
+    driver = OpcuaDriver(
+        make_device(plc.endpoint, [point("flow", NSU + "Utilities.NG.Flow")], timeout="1s"),
+        sink.index,
+        sink,
+        tmp_path,
+        "gw1",
+        "plant1",
+        flush_interval=0.05,
+        backoff=Backoff(initial=0.5, maximum=1.0),
+    )
+    async with running(driver):
+        await wait_until(lambda: len(sink.rows()) >= 3, 10, "values")
+        plc.proc.send_signal(signal.SIGSTOP)
+        try:
+            stopped_at = time.time()
+            await wait_until(lambda: sink.events_of("device_down"), 10, "device_down")
+            detected = time.time() - stopped_at
+        finally:
+            plc.proc.send_signal(signal.SIGCONT)
+        resumed_at = time.time()
+        await wait_until(lambda: len(sink.events_of("device_up")) == 2, 15, "device_up")
+        await wait_until(
+            lambda: any(ts > resumed_at and q == QUALITY_GOOD for _k, ts, _v, q in sink.rows()),
+            10,
+            "values after the resume",
+        )
+    assert detected < 6
+    assert [q for _k, _t, _v, q in sink.rows()].count(QUALITY_BAD) == 1
