@@ -1,0 +1,23 @@
+"""Modbus driver: TCP, RTU and RTU-over-TCP; coalesced block reads, per-link concurrency.
+
+The daemon uses `ModbusDriver`; tools use the planner, decoder and link directly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["ModbusDriver"]
+
+if TYPE_CHECKING:
+    from drivers.modbus.driver import ModbusDriver
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `drivers.modbus.profiles` is imported by the config validator, which must not pay
+    # for asyncio and pymodbus.
+    if name == "ModbusDriver":
+        from drivers.modbus.driver import ModbusDriver
+
+        return ModbusDriver
+    raise AttributeError(name)

@@ -1,0 +1,250 @@
+"""One Modbus link (a TCP connection or a serial line) shared by every unit id behind it.
+
+Requests on a link are serialized by one asyncio.Lock; the link connects, times out and
+reconnects with our own backoff, so device state and events stay ours (see docs/modbus.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.base import Backoff
+
+__all__ = [
+    "DeviceError",
+    "Link",
+    "LinkDown",
+    "LinkSettings",
+    "ModbusError",
+    "NoResponse",
+    "link_key",
+]
+
+log = logging.getLogger("ironwatt.modbus")
+
+
+class ModbusError(Exception):
+    """Base of the driver's request errors; the message names the link, unit and address."""
+
+
+class LinkDown(ModbusError):
+    """The connection or serial port is not usable (refused, closed, waiting to reconnect)."""
+
+
+class NoResponse(ModbusError):
+    """The unit did not answer within the timeout (or answered garbage)."""
+
+
+class DeviceError(ModbusError):
+    """The unit answered with a Modbus exception response."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """How to open a link; devices with equal `key` share one."""
+
+    transport: str  # tcp | rtu | rtu-over-tcp
+    host: str | None = None
+    port: int = 502
+    serial_port: str | None = None
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+    timeout: float = 0.5
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        if self.transport == "rtu":
+            return ("rtu", str(self.serial_port), 0)
+        return (self.transport, str(self.host), self.port)
+
+    @property
+    def label(self) -> str:
+        if self.transport == "rtu":
+            frame = f"{self.bytesize}{self.parity}{self.stopbits}"
+            return f"serial {self.serial_port} ({self.baudrate} {frame})"
+        scheme = "rtu-over-tcp" if self.transport == "rtu-over-tcp" else "tcp"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+def link_key(device: Any) -> tuple[str, str, int]:
+    return settings_of(device).key
+
+
+def settings_of(device: Any, timeout: float | None = None) -> LinkSettings:
+    return LinkSettings(
+        transport=device.transport,
+        host=device.host,
+        port=device.port,
+        serial_port=device.serial_port,
+        baudrate=device.baudrate,
+        parity=device.parity,
+        stopbits=device.stopbits,
+        bytesize=device.bytesize,
+        timeout=device.timeout if timeout is None else timeout,
+    )
+
+
+def make_client(settings: LinkSettings) -> Any:
+    """A pymodbus async client with its own reconnect and retries switched off (ours run)."""
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+    from pymodbus.framer import FramerType
+
+    common: dict[str, Any] = {"timeout": settings.timeout, "retries": 0, "reconnect_delay": 0}
+    if settings.transport == "rtu":
+        return AsyncModbusSerialClient(
+            str(settings.serial_port),
+            framer=FramerType.RTU,
+            baudrate=settings.baudrate,
+            parity=settings.parity,
+            stopbits=settings.stopbits,
+            bytesize=settings.bytesize,
+            **common,
+        )
+    framer = FramerType.RTU if settings.transport == "rtu-over-tcp" else FramerType.SOCKET
+    return AsyncModbusTcpClient(str(settings.host), port=settings.port, framer=framer, **common)
+
+
+class Link:
+    """A shared client, its lock, and its connection state.
+
+    While the link is waiting to reconnect, requests fail at once with LinkDown (no I/O), so
+    the devices on it keep their schedule and report bad samples instead of piling up.
+    """
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        *,
+        client_factory: Callable[[LinkSettings], Any] = make_client,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.lock = asyncio.Lock()
+        self._factory = client_factory
+        self._client: Any = None
+        self._backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+        self._clock = clock
+        self._retry_at = 0.0
+        self._last_error = ""
+        self.connects = 0
+        self.requests = 0
+
+    @property
+    def label(self) -> str:
+        return self.settings.label
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and bool(self._client.connected)
+
+    async def _ensure(self) -> Any:
+        if self._client is not None and self._client.connected:
+            return self._client
+        self._drop()
+        now = self._clock()
+        if now < self._retry_at:
+            raise LinkDown(
+                f"{self.label}: not connected ({self._last_error}); "
+                f"next attempt in {self._retry_at - now:.1f} s"
+            )
+        client = self._factory(self.settings)
+        detail = ""
+        try:
+            ok = await asyncio.wait_for(client.connect(), self.settings.timeout + 1.0)
+        except (TimeoutError, OSError) as exc:
+            ok, detail = False, f" ({exc or type(exc).__name__})"
+        if not ok:
+            client.close()
+            self._last_error = (
+                f"cannot open {self.label}{detail}: check that the device or serial gateway is "
+                "powered and reachable and that host/port (or the serial port) is right"
+            )
+            self._retry_at = self._clock() + self._backoff.next_delay()
+            raise LinkDown(self._last_error)
+        self._backoff.reset()
+        self._client = client
+        self._last_error = "connected"
+        self.connects += 1
+        if self.connects > 1:
+            log.info("link %s reconnected", self.label)
+        return client
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def mark_broken(self, reason: str) -> None:
+        """Close the connection; the next request reconnects (after backoff if it fails)."""
+        self._drop()
+        self._last_error = reason
+
+    async def read(
+        self, unit: int, function: str, address: int, count: int, timeout: float
+    ) -> list[int] | list[bool]:
+        """One read request under the link lock; raises LinkDown, NoResponse or DeviceError."""
+        async with self.lock:
+            client = await self._ensure()
+            call = {
+                "holding": client.read_holding_registers,
+                "input": client.read_input_registers,
+                "coil": client.read_coils,
+                "discrete": client.read_discrete_inputs,
+            }[function]
+            self.requests += 1
+            where = f"{self.label} unit {unit} {function} {address}+{count}"
+            try:
+                rr = await asyncio.wait_for(call(address, count=count, device_id=unit), timeout)
+            except TimeoutError:
+                raise NoResponse(
+                    f"{where}: no answer within {timeout:g} s (check the unit id, that the meter "
+                    "is powered and, on serial lines, wiring, baud rate and parity)"
+                ) from None
+            except Exception as exc:  # pymodbus raises its own tree, not imported here eagerly
+                name = type(exc).__name__
+                if name == "ConnectionException" or not client.connected:
+                    self.mark_broken(f"connection lost: {exc}")
+                    self._retry_at = self._clock() + self._backoff.next_delay()
+                    raise LinkDown(f"{where}: connection lost ({exc})") from None
+                raise NoResponse(f"{where}: {exc}") from None
+            if not client.connected:
+                # pymodbus closes a TCP connection after repeated silences; follow its view.
+                self.mark_broken("closed by the client after repeated timeouts")
+            if rr.isError():
+                code = int(getattr(rr, "exception_code", 0) or 0)
+                text = EXCEPTION_NAMES.get(code, "unknown exception")
+                raise DeviceError(f"{where}: exception {code} ({text})", code)
+            if function in ("coil", "discrete"):
+                bits: list[bool] = rr.bits[:count]
+                return bits
+            regs: list[int] = rr.registers
+            if len(regs) < count:
+                raise NoResponse(f"{where}: short answer ({len(regs)} registers)")
+            return regs
+
+    def close(self) -> None:
+        self._drop()

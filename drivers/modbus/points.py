@@ -1,0 +1,168 @@
+"""The read-side view of a Modbus point: where it lives on the wire and how to turn it into a value.
+
+Merges a device's profile points with its own (own override by name) and folds CT/PT ratios in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from drivers.modbus import profiles
+
+__all__ = [
+    "BIT_FUNCTIONS",
+    "FUNCTION_CODES",
+    "REGISTER_WORDS",
+    "PointSpec",
+    "resolve",
+    "width",
+]
+
+# Registers per type on register functions; coils/discrete inputs are one bit per point.
+REGISTER_WORDS: dict[str, int] = {
+    "bool": 1,
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float32": 2,
+    "float64": 4,
+}
+FUNCTION_CODES: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+BIT_FUNCTIONS = frozenset({"coil", "discrete"})
+
+_POINT_KEYS = (
+    "name",
+    "function",
+    "address",
+    "type",
+    "order",
+    "scale",
+    "offset",
+    "unit",
+    "kind",
+    "carrier",
+    "bit",
+    "multiply_by",
+)
+_DEFAULTS: dict[str, Any] = {
+    "function": "holding",
+    "type": "uint16",
+    "order": "ABCD",
+    "scale": 1.0,
+    "offset": 0.0,
+    "unit": "",
+    "kind": "gauge",
+    "carrier": None,
+    "bit": None,
+    "multiply_by": None,
+}
+
+
+class DeviceLike(Protocol):
+    """The attributes of `gateway.config.ModbusDevice` this module reads."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def profile(self) -> str | None: ...
+    @property
+    def ct_ratio(self) -> float: ...
+    @property
+    def pt_ratio(self) -> float: ...
+    @property
+    def points(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PointSpec:
+    """One point as the driver reads it; `scale` already includes the CT/PT factor."""
+
+    key: str  # "device.point"
+    name: str
+    function: str  # coil | discrete | input | holding
+    address: int  # 0-based wire address
+    type: str
+    order: str
+    scale: float
+    offset: float
+    unit: str
+    kind: str
+    carrier: str | None
+    bit: int | None = None
+
+    @property
+    def width(self) -> int:
+        """Registers (or bits, for coils/discrete inputs) the point occupies."""
+        return width(self.function, self.type)
+
+
+def width(function: str, type_: str) -> int:
+    return 1 if function in BIT_FUNCTIONS else REGISTER_WORDS[type_]
+
+
+def _as_dict(point: Any) -> dict[str, Any]:
+    if isinstance(point, Mapping):
+        return dict(point)
+    return {k: getattr(point, k) for k in _POINT_KEYS if hasattr(point, k)}
+
+
+def _merged(device: DeviceLike) -> list[dict[str, Any]]:
+    """Profile points then the device's own; an own point replaces the profile's of that name."""
+    resolved = getattr(device, "resolved_points", None)
+    if callable(resolved):
+        return [_as_dict(p) for p in resolved()]
+    own = [_as_dict(p) for p in (device.points or ())]
+    if not device.profile:
+        return own
+    document = profiles.load(device.profile)
+    defaults = document.get("defaults", {})
+    own_names = {p["name"] for p in own}
+    merged = [
+        {**defaults, **raw} for raw in document.get("points", ()) if raw["name"] not in own_names
+    ]
+    return merged + own
+
+
+def _factor(multiply_by: str | None, ct: float, pt: float, where: str) -> float:
+    if multiply_by is None:
+        return 1.0
+    factors = {"ct": ct, "pt": pt, "ct*pt": ct * pt, "pt*ct": ct * pt}
+    try:
+        return factors[multiply_by.lower()]
+    except KeyError:
+        raise ValueError(f"{where}: multiply_by {multiply_by!r} is not ct, pt or ct*pt") from None
+
+
+def resolve(device: DeviceLike) -> list[PointSpec]:
+    """Every point of `device` ready to plan and decode, in declaration order."""
+    specs: list[PointSpec] = []
+    for raw in _merged(device):
+        p = {**_DEFAULTS, **{k: v for k, v in raw.items() if v is not None or k == "bit"}}
+        where = f"device {device.name!r} point {p['name']!r}"
+        if p["type"] not in REGISTER_WORDS:
+            raise ValueError(f"{where}: unknown type {p['type']!r}")
+        if p["function"] not in FUNCTION_CODES:
+            raise ValueError(f"{where}: unknown function {p['function']!r}")
+        factor = _factor(p["multiply_by"], device.ct_ratio, device.pt_ratio, where)
+        specs.append(
+            PointSpec(
+                key=f"{device.name}.{p['name']}",
+                name=p["name"],
+                function=p["function"],
+                address=int(p["address"]),
+                type=p["type"],
+                order=p["order"],
+                scale=float(p["scale"]) * factor,
+                offset=float(p["offset"]),
+                unit=p["unit"] or "",
+                kind=p["kind"],
+                carrier=p["carrier"],
+                bit=p["bit"],
+            )
+        )
+    return specs

@@ -1,0 +1,375 @@
+"""A simulated Modbus plant: pymodbus servers (TCP, RTU-over-TCP, RTU) with meters of any profile.
+
+Registers evolve (energy grows with power, voltages carry noise); tests get hooks for exception 2
+on a range, a unit that never answers, slow answers, and stop/restart. Runs on its own too:
+`python -m gateway.sim.modbus_meters --port 5020 --units 1-10 --profile eastron-sdm630`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import signal
+import socket
+import time
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.modbus import profiles
+from drivers.modbus.decode import encode_value
+from drivers.modbus.points import REGISTER_WORDS
+
+__all__ = ["ModbusPlant", "SimMeter", "free_port", "main", "parse_units"]
+
+log = logging.getLogger("ironwatt.sim.modbus")
+
+_BIT_FUNCTIONS = ("coil", "discrete")
+_FC_FUNCTION = {1: "coil", 2: "discrete", 3: "holding", 4: "input", 5: "coil", 6: "holding"}
+_FC_FUNCTION.update({15: "coil", 16: "holding", 22: "holding", 23: "holding"})
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def parse_units(text: str) -> list[int]:
+    """ "1-5,9" -> [1, 2, 3, 4, 5, 9]."""
+    units: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            units.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            units.append(int(part))
+    return units
+
+
+@dataclass(slots=True)
+class _Point:
+    name: str
+    function: str
+    address: int
+    type: str
+    order: str
+    scale: float
+    offset: float
+    factor: float  # ct/pt multiplier the driver will apply
+
+
+def _profile_points(name: str) -> list[_Point]:
+    doc = profiles.load(name)
+    defaults = doc.get("defaults", {})
+    out = []
+    for raw in doc.get("points", ()):
+        p = {"function": "holding", "type": "uint16", "order": "ABCD", **defaults, **raw}
+        out.append(
+            _Point(
+                p["name"],
+                p["function"],
+                int(p["address"]),
+                p["type"],
+                p["order"],
+                float(p.get("scale", 1.0)),
+                float(p.get("offset", 0.0)),
+                1.0,
+            )
+        )
+    return out
+
+
+@dataclass
+class SimMeter:
+    """One unit id on a plant. With a profile its points evolve like a real three-phase meter."""
+
+    unit: int
+    profile: str | None = None
+    power_kw: float = 12.0
+    ct_ratio: float = 1.0
+    pt_ratio: float = 1.0
+    silent: bool = False  # never answers (as if absent from the bus)
+    delay: float = 0.0  # seconds before each answer
+    rejected: list[tuple[str, int, int]] = field(default_factory=list)  # (function, start, count)
+    seed: int = 0
+    energy_kwh: float = 1000.0
+    tick_interval: float = 0.1
+    reads: int = 0
+    _memory: dict[str, tuple[int, array[int]]] = field(default_factory=dict)
+    _points: list[_Point] = field(default_factory=list)
+    _fixed: dict[str, float] = field(default_factory=dict)
+    _last_tick: float = 0.0
+    _rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self._rng.seed(self.seed or self.unit)
+        if self.profile:
+            self._points = _profile_points(self.profile)
+            multiply = {
+                p["name"]: p.get("multiply_by")
+                for p in profiles.load(self.profile).get("points", ())
+            }
+            for p in self._points:
+                p.factor = {"ct": self.ct_ratio, "pt": self.pt_ratio}.get(
+                    str(multiply.get(p.name)).lower(), 1.0
+                )
+                if str(multiply.get(p.name)).lower() in ("ct*pt", "pt*ct"):
+                    p.factor = self.ct_ratio * self.pt_ratio
+                width = REGISTER_WORDS[p.type] if p.function not in _BIT_FUNCTIONS else 1
+                self.set_registers(p.function, p.address, [0] * width)
+            self._last_tick = time.monotonic()
+            self.tick(force=True)
+
+    # ---- memory ---------------------------------------------------------------------------
+
+    def set_registers(self, function: str, address: int, values: Sequence[int]) -> None:
+        """Store values (registers, or 0/1 for coils/discrete), growing the served range."""
+        start, regs = self._memory.get(function, (address, array("H")))
+        lo = min(start, address)
+        hi = max(start + len(regs), address + len(values))
+        if lo != start or hi != start + len(regs):
+            grown = array("H", bytes(2 * (hi - lo)))
+            grown[start - lo : start - lo + len(regs)] = regs
+            regs, start = grown, lo
+        regs[address - start : address - start + len(values)] = array("H", values)
+        self._memory[function] = (start, regs)
+
+    def set_value(
+        self, function: str, address: int, value: float, type_: str, order: str = "ABCD"
+    ) -> None:
+        self.set_registers(function, address, encode_value(value, type_, order))
+
+    def hold(self, point: str, value: float) -> None:
+        """Pin a profile point at an engineering value (in the profile's unit)."""
+        self._fixed[point] = value
+        self.tick(force=True)
+
+    def read(self, function: str, address: int, count: int) -> list[int] | list[bool] | None:
+        """The values, or None for "illegal data address"."""
+        for fn, start, n in self.rejected:
+            if fn == function and address < start + n and start < address + count:
+                return None
+        mem = self._memory.get(function)
+        if mem is None:
+            return None
+        start, regs = mem
+        if address < start or address + count > start + len(regs):
+            return None
+        self.reads += 1
+        self.tick()
+        out = regs[address - start : address - start + count].tolist()
+        if function in _BIT_FUNCTIONS:
+            return [bool(v) for v in out]
+        return out
+
+    def value_of(self, name: str, t: float) -> float | None:
+        """Engineering value of a canonical point at monotonic time t (None: leave as is)."""
+        if name in self._fixed:
+            return self._fixed[name]
+        wave = 1.0 + 0.2 * math.sin(t / 7.0 + self.unit)
+        p = self.power_kw * wave
+        noise = self._rng.gauss
+        if name == "power_total":
+            return p
+        if name.startswith("power_l"):
+            return p / 3.0
+        if name.startswith("voltage_l"):
+            return 230.0 + noise(0.0, 0.8)
+        if name.startswith("current_l"):
+            return p * 1000.0 / (3 * 230.0)
+        if name == "pf_total" or name.startswith("pf_l"):
+            return 0.95 + noise(0.0, 0.005)
+        if name == "frequency":
+            return 50.0 + noise(0.0, 0.01)
+        if name == "energy_import":
+            return self.energy_kwh
+        if name == "energy_export":
+            return 12.5
+        return None
+
+    def tick(self, *, force: bool = False) -> None:
+        if not self._points:
+            return
+        now = time.monotonic()
+        dt = now - self._last_tick
+        if not force and dt < self.tick_interval:
+            return
+        self._last_tick = now
+        if "energy_import" not in self._fixed:
+            power = self.value_of("power_total", now) or 0.0
+            self.energy_kwh += power * dt / 3600.0
+        for p in self._points:
+            value = self.value_of(p.name, now)
+            if value is None:
+                continue
+            raw = (value - p.offset) / (p.scale * p.factor)
+            if not p.type.startswith("float"):
+                raw = round(raw)
+            self.set_value(p.function, p.address, raw, p.type, p.order)
+
+
+class _PlantContext:
+    """What the pymodbus server asks for values: our meters, not pymodbus' datastore."""
+
+    def __init__(self, plant: ModbusPlant) -> None:
+        self.plant = plant
+
+    def device_ids(self) -> list[int]:
+        return list(self.plant.meters)
+
+    async def async_getValues(
+        self, device_id: int, func_code: int, address: int, count: int = 1
+    ) -> Any:
+        from pymodbus.constants import ExcCodes
+        from pymodbus.exceptions import NoSuchIdException
+
+        meter = self.plant.meters.get(device_id)
+        if meter is None or meter.silent:
+            raise NoSuchIdException(f"unit {device_id} is silent")
+        if meter.delay:
+            await asyncio.sleep(meter.delay)
+        values = meter.read(_FC_FUNCTION.get(func_code, "?"), address, count)
+        if values is None:
+            return ExcCodes.ILLEGAL_ADDRESS
+        return values
+
+    async def async_setValues(
+        self, device_id: int, func_code: int, address: int, values: Sequence[int]
+    ) -> Any:
+        from pymodbus.constants import ExcCodes
+        from pymodbus.exceptions import NoSuchIdException
+
+        meter = self.plant.meters.get(device_id)
+        if meter is None or meter.silent:
+            raise NoSuchIdException(f"unit {device_id} is silent")
+        function = _FC_FUNCTION.get(func_code, "?")
+        if meter.read(function, address, len(values)) is None:
+            return ExcCodes.ILLEGAL_ADDRESS
+        meter.set_registers(function, address, [int(v) for v in values])
+        return None
+
+
+class ModbusPlant:
+    """Several meters behind one server (a TCP port, an RTU-over-TCP port or a serial port)."""
+
+    def __init__(
+        self,
+        meters: Sequence[SimMeter],
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        transport: str = "tcp",
+        serial_port: str | None = None,
+        baudrate: int = 19200,
+    ) -> None:
+        self.meters: dict[int, SimMeter] = {m.unit: m for m in meters}
+        self.host = host
+        self.port = port if port is not None else (free_port() if transport != "rtu" else 0)
+        self.transport = transport
+        self.serial_port = serial_port
+        self.baudrate = baudrate
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    def meter(self, unit: int) -> SimMeter:
+        return self.meters[unit]
+
+    async def start(self) -> None:
+        from pymodbus.framer import FramerType
+        from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+        from pymodbus.simulator import SimData, SimDevice
+
+        # pymodbus wants a datastore to build; ours replaces it right after (see _PlantContext).
+        placeholder = SimDevice(id=1, simdata=SimData(0))
+        if self.transport == "rtu":
+            server: Any = ModbusSerialServer(
+                placeholder,
+                framer=FramerType.RTU,
+                port=str(self.serial_port),
+                baudrate=self.baudrate,
+                ignore_missing_devices=True,
+            )
+        else:
+            framer = FramerType.RTU if self.transport == "rtu-over-tcp" else FramerType.SOCKET
+            server = ModbusTcpServer(
+                placeholder,
+                framer=framer,
+                address=(self.host, self.port),
+                ignore_missing_devices=True,
+            )
+        server.context = _PlantContext(self)
+        await server.serve_forever(background=True)
+        self._server = server
+
+    async def stop(self) -> None:
+        """Close the listener and every client connection (a power cut, seen from the gateway)."""
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+            await asyncio.sleep(0)
+
+    async def restart(self, downtime: float = 0.0) -> None:
+        await self.stop()
+        if downtime:
+            await asyncio.sleep(downtime)
+        await self.start()
+
+    async def __aenter__(self) -> ModbusPlant:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    meters = [SimMeter(unit=u, profile=args.profile, power_kw=5.0 + (u % 17)) for u in args.units]
+    for u in args.silent:
+        meters.append(SimMeter(unit=u, silent=True))
+    plant = ModbusPlant(
+        meters,
+        host=args.host,
+        port=args.port,
+        transport=args.transport,
+        serial_port=args.serial,
+        baudrate=args.baudrate,
+    )
+    await plant.start()
+    where = args.serial if args.transport == "rtu" else f"{args.host}:{plant.port}"
+    print(f"serving {len(meters)} {args.profile} meters on {where} ({args.transport})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await plant.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.sim.modbus_meters")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5020)
+    parser.add_argument("--transport", choices=["tcp", "rtu-over-tcp", "rtu"], default="tcp")
+    parser.add_argument("--serial", help="serial port for --transport rtu")
+    parser.add_argument("--baudrate", type=int, default=19200)
+    parser.add_argument("--units", type=parse_units, default=[1])
+    parser.add_argument("--silent", type=parse_units, default=[], help="unit ids that never answer")
+    parser.add_argument("--profile", default="eastron-sdm630")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""The driver against real pymodbus servers: exception 2, isolation, reconnect, fixed-rate polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import statistics
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from drivers.modbus.device import DeviceRunner
+from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.link import Link, settings_of
+from gateway.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
+from gateway.sim.modbus_meters import ModbusPlant, SimMeter
+
+
+@contextlib.asynccontextmanager
+async def running(driver: ModbusDriver) -> AsyncIterator[ModbusDriver]:
+    task = asyncio.create_task(driver.run())
+    try:
+        yield driver
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def poll_times(sink: Any, index: PointIndex, device: str) -> list[float]:
+    """Timestamp of each batch of `device` (first sample)."""
+    return [b.ts[0] for b in sink.batches if len(b) and index.key(b.point[0]).startswith(device + ".")]
+
+
+@pytest.mark.asyncio
+async def test_profile_meter_polls_canonical_points(plant, sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    device = device_factory("m1", port=plant.port, unit=1, profile="eastron-sdm630")
+    index = PointIndex()
+    runner = DeviceRunner(device, Link(settings_of(device)), index, sink)
+    try:
+        batch = await runner.poll_once()
+    finally:
+        runner.link.close()
+    values = {index.key(p): v for p, _, v, q in batch if q == QUALITY_GOOD}
+    assert len(values) == 14
+    assert 220 < values["m1.voltage_l1"] < 240
+    assert 5 < values["m1.power_total"] < 20  # kW, not W
+    assert values["m1.energy_import"] >= 1000.0
+    assert runner.plan.requests == 2
+    assert sink.events_of("device_up", "m1")
+
+
+@pytest.mark.asyncio
+async def test_exception_2_on_part_of_a_block_keeps_the_rest_flowing(plant, sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    meter = plant.meter(1)
+    # A rejected register inside a bridged gap, and a rejected point (frequency at 70).
+    meter.rejected = [("input", 58, 1), ("input", 70, 2)]
+    device = device_factory("m1", port=plant.port, unit=1, profile="eastron-sdm630")
+    index = PointIndex()
+    runner = DeviceRunner(device, Link(settings_of(device)), index, sink)
+    try:
+        first = await runner.poll_once()
+        second = await runner.poll_once()
+    finally:
+        runner.link.close()
+    assert sum(q == QUALITY_BAD for q in first.quality) > 1  # the failing block, before learning
+    quality = {index.key(p): q for p, _, _, q in second}
+    assert quality.pop("m1.frequency") == QUALITY_BAD
+    assert set(quality.values()) == {QUALITY_GOOD}
+    assert len(quality) == 13
+    starts = [(b.start, b.count) for b in runner.plan.blocks]
+    assert all(not (s <= 58 < s + n) and not (s < 72 and 70 < s + n) for s, n in starts)
+    errors = sink.events_of("point_error", "m1")
+    assert [e.point for e in errors] == ["frequency"]
+    assert "70" in errors[0].reason and "exception 2" in errors[0].reason
+    assert runner.health.state == "up"
+
+
+@pytest.mark.asyncio
+async def test_dead_device_does_not_slow_a_healthy_one_on_another_link(plant, sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    async with ModbusPlant([SimMeter(9, silent=True)]) as dead_plant:
+        period = 0.1
+        healthy = device_factory("ok", port=plant.port, unit=1, poll=period, profile="eastron-sdm630")
+        dead = device_factory("dead", port=dead_plant.port, unit=9, poll=period, timeout=0.3,
+                              profile="eastron-sdm630")
+        index = PointIndex()
+        driver = ModbusDriver([healthy, dead], index, sink)
+        async with running(driver):
+            await asyncio.sleep(2.5)
+            status = driver.status()
+        times = poll_times(sink, index, "ok")
+        intervals = [b - a for a, b in zip(times, times[1:], strict=False)]
+        mean = statistics.fmean(intervals[1:])
+        assert abs(mean - period) <= 0.1 * period, (mean, intervals)
+        assert status["ok"]["state"] == "up" and status["dead"]["state"] == "down"
+        assert sink.events_of("device_down", "dead")
+        # The dead device still reports, with bad quality and no values, every poll.
+        dead_rows = [r for r in sink.rows(index) if r[0].startswith("dead.")]
+        assert dead_rows and all(q == QUALITY_BAD and math.isnan(v) for _, _, v, q in dead_rows)
+        assert len(poll_times(sink, index, "dead")) >= 8
+
+
+@pytest.mark.asyncio
+async def test_dead_unit_on_a_shared_link_is_pushed_to_slower_retries(plant, sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    period = 0.1
+    healthy = device_factory("ok", port=plant.port, unit=1, poll=period, profile="eastron-sdm630")
+    dead = device_factory("dead", port=plant.port, unit=3, poll=period, timeout=0.1,
+                          profile="eastron-sdm630")
+    index = PointIndex()
+    driver = ModbusDriver([healthy, dead], index, sink)
+    async with running(driver):
+        await asyncio.sleep(2.0)
+        status = driver.status()
+    # Without backoff the dead unit would cost 3 timeouts per poll, 20 polls: 60 requests.
+    assert status["dead"]["requests"] <= 10, status["dead"]
+    assert status["ok"]["polls"] >= 13, status["ok"]
+
+
+@pytest.mark.asyncio
+async def test_reconnects_after_the_server_restarts(plant, sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    device = device_factory("m1", port=plant.port, unit=1, poll=0.1, profile="eastron-sdm630")
+    index = PointIndex()
+    driver = ModbusDriver([device], index, sink)
+    async with running(driver):
+        await asyncio.sleep(0.4)
+        await plant.restart(downtime=0.6)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if sink.events_of("device_up", "m1")[1:]:
+                break
+        await asyncio.sleep(0.3)
+    assert [e.type for e in sink.events if e.type.startswith("device_")] == [
+        "device_up", "device_down", "device_up",
+    ]
+    assert sink.events_of("device_up", "m1")[1].reason == "recovered"
+    down = sink.events_of("device_down", "m1")[0]
+    up = sink.events_of("device_up", "m1")[1]
+    # Between the fall and the poll that brought it back, only bad samples (no stale values).
+    during = [r for r in sink.rows(index) if down.at <= r[1] < up.at - 0.05]
+    assert during and all(q == QUALITY_BAD for *_, q in during)
+    last = sink.batches[-1]
+    assert set(last.quality) == {QUALITY_GOOD}
+
+
+@pytest.mark.asyncio
+async def test_overrun_skips_missed_polls_instead_of_bunching(plant, sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    plant.meter(1).delay = 0.12  # two blocks: each poll takes ~0.24 s for a 0.1 s period
+    device = device_factory("slow", port=plant.port, unit=1, poll=0.1, timeout=0.5,
+                            profile="eastron-sdm630")
+    index = PointIndex()
+    driver = ModbusDriver([device], index, sink)
+    async with running(driver):
+        await asyncio.sleep(1.6)
+        status = driver.status()["slow"]
+    assert status["overruns"] >= 4
+    starts = poll_times(sink, index, "slow")
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps and min(gaps) > 0.15  # no burst of catch-up polls after each slow one
+    assert status["state"] == "up"
