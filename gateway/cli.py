@@ -20,6 +20,7 @@ __all__ = ["main"]
 # dependencies inside its handlers, so `ironwatt check` never loads asyncua.
 COMMAND_MODULES = (
     "gateway.cli_check",
+    "gateway.cli_run",
 )
 
 

@@ -1,0 +1,120 @@
+"""`ironwatt run` (the daemon), `ironwatt status` (what a running gateway says) and `ironwatt demo`.
+
+Heavy imports (drivers, the kernel, paho) happen inside the handlers, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from gateway.config import DEFAULT_PATH
+
+__all__ = ["register"]
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=str(DEFAULT_PATH), metavar="FILE",
+        help=f"the config file (default: {DEFAULT_PATH})",
+    )  # fmt: skip
+
+
+def register(subparsers: Any) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run the gateway (the daemon systemd starts)",
+        description="Poll the devices, aggregate, buffer and publish until SIGTERM. "
+        "SIGHUP reloads the config (a broken file is refused and the running one stays).",
+    )
+    _config_arg(run)
+    run.add_argument(
+        "--log-format", choices=["text", "json"], default="text",
+        help="log lines on stderr: text (journald) or one JSON object per line",
+    )  # fmt: skip
+    run.add_argument(
+        "--log-level", dest="run_log_level", default=None,
+        choices=["debug", "info", "warning", "error"], help="overrides the global --log-level",
+    )  # fmt: skip
+    run.set_defaults(func=_run)
+
+    status = subparsers.add_parser(
+        "status",
+        help="show a running gateway's devices, buffer and uplink",
+        description="Reads /status from the gateway's local listener ([http] listen in the "
+        "config, or --url) and prints it as a table (or --json).",
+    )
+    _config_arg(status)
+    status.add_argument("--url", help="the listener, e.g. http://127.0.0.1:9108")
+    status.add_argument("--json", action="store_true", help="print the raw JSON document")
+    status.set_defaults(func=_status)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="run a simulated plant, a broker and the gateway; print what gets published",
+        description="Starts simulated Modbus meters and an OPC UA PLC, a Mosquitto on a free "
+        "loopback port and the gateway with 10 s windows, and prints the MQTT messages.",
+    )
+    demo.add_argument(
+        "--duration", type=float, default=60.0, metavar="SECONDS",
+        help="stop after this long (default 60; Ctrl-C stops earlier)",
+    )  # fmt: skip
+    demo.add_argument("--no-opcua", action="store_true", help="leave the OPC UA PLC out")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
+    demo.set_defaults(func=_demo)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gateway.logs import setup_logging
+    from gateway.runtime import run_gateway
+
+    setup_logging(args.run_log_level or args.log_level, args.log_format)
+    return run_gateway(args.config)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gateway.runtime_status import render_table
+
+    url = args.url
+    if url is None:
+        from gateway.config import load_config
+
+        cfg = load_config(args.config)
+        if cfg.http is None:
+            print(
+                f"{args.config} has no [http] section: the gateway serves no status. Add\n"
+                '  [http]\n  listen = "127.0.0.1:9108"\n'
+                "and reload it (systemctl reload ironwatt), or pass --url.",
+                file=sys.stderr,
+            )
+            return 2
+        host, _, port = cfg.http.listen.rpartition(":")
+        host = host.strip("[]")
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=5) as response:
+            doc = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(
+            f"no answer from {url}/status ({exc}): is the gateway running "
+            "(systemctl status ironwatt) and is [http] enabled in its config?",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        sys.stdout.write(render_table(doc))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.sim.plant import run_demo
+
+    return run_demo(duration=args.duration, opcua=not args.no_opcua, keep=args.keep)

@@ -1,0 +1,474 @@
+"""The supervisor behind `ironwatt run`: builds every part from the config and runs it on one loop.
+
+Drivers → QueueSink → energy stage (kernel) → outbox → uplink, plus the clock watch, the
+watchdog and the status listener. SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from drivers.base import DeviceEvent
+from gateway import __version__
+from gateway.buffer import Outbox, open_outbox
+from gateway.buffer_policy import MessageClass
+from gateway.buffer_types import Message, OutboxSettings
+from gateway.clock import ClockWatch
+from gateway.config import Config, ConfigError, load_config
+from gateway.health import HealthServer, Metric
+from gateway.logs import register_secret
+from gateway.notify import Notifier, watchdog_interval
+from gateway.runtime_devices import QueueSink, Supervisor, plan_units
+from gateway.runtime_energy import EnergyStage
+from gateway.runtime_status import metrics_of
+from gateway.runtime_uplink import UplinkStage
+from gateway.samples import PointIndex
+from gateway.telemetry import TelemetryFilter, TelemetryPoint
+from gateway.windows import utc_iso
+
+__all__ = ["Gateway", "diff_devices", "run_gateway"]
+
+log = logging.getLogger("ironwatt.runtime")
+
+# Bounded graceful stop: well inside systemd's TimeoutStopSec (30 s in our unit).
+STOP_BUDGET_S = 15.0
+_TICK_S = 0.25  # how often windows are closed and telemetry is checked, at the latest
+_STATUS_EVERY_S = 10.0
+_SNAPSHOT_STATE = "kernel"
+# Keys a reload cannot apply in place: they need a restart (the new values are reported).
+_RESTART_KEYS = ("gateway", "mqtt", "buffer", "http", "energy", "tariff")
+
+
+def diff_devices(old: Config, new: Config) -> tuple[list[str], list[str], list[str]]:
+    """(added, removed, changed) device names between two configs."""
+    before = {d.name: d for d in old.devices}
+    after = {d.name: d for d in new.devices}
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(n for n in set(before) & set(after) if before[n] != after[n])
+    return added, removed, changed
+
+
+def point_keys(cfg: Config) -> list[str]:
+    return [
+        f"{d.name}.{p.name}"
+        for d in cfg.devices
+        if getattr(d, "enabled", True)
+        for p in d.resolved_points()
+    ]
+
+
+class Gateway:
+    """One gateway process. `await run()` returns the exit status once stopped."""
+
+    def __init__(self, cfg: Config, *, notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.notifier = notifier or Notifier()
+        self.index = PointIndex(point_keys(cfg))
+        self.sink = QueueSink()
+        self.started = time.time()
+        self.outbox: Outbox | None = None
+        self.energy: EnergyStage | None = None
+        self.uplink: UplinkStage | None = None
+        self.supervisor: Supervisor | None = None
+        self.health: HealthServer | None = None
+        self.telemetry: TelemetryFilter | None = None
+        self.clock: ClockWatch | None = None
+        self.reloads = 0
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop_tick = time.monotonic()
+        self._settings = OutboxSettings.from_config(cfg)
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig, handler in (
+            (signal.SIGTERM, self.request_stop),
+            (signal.SIGINT, self.request_stop),
+            (signal.SIGHUP, self.request_reload),
+        ):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, handler)
+        try:
+            await self._start()
+        except Exception:
+            await self._shutdown()
+            raise
+        try:
+            while not self._stop.is_set():
+                stop = asyncio.ensure_future(self._stop.wait())
+                reload = asyncio.ensure_future(self._reload.wait())
+                await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+                for fut in (stop, reload):
+                    fut.cancel()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self._apply_reload()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
+            await self._shutdown()
+        return 0
+
+    # -- start ----------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        for secret in (cfg.mqtt.password(), *(self._device_secrets(cfg))):
+            register_secret(secret)
+        # Opening the database may migrate or recover it: off the loop.
+        self.outbox = await loop.run_in_executor(None, open_outbox, self._settings)
+        now = time.time()
+        self.energy = EnergyStage(cfg, self.index, now)
+        blob = await loop.run_in_executor(None, self.outbox.get_state, _SNAPSHOT_STATE)
+        if blob is not None:
+            try:
+                restored = self.energy.restore(blob)
+                log.info(
+                    "resumed the open windows of %d points from the last snapshot", len(restored)
+                )
+            except ValueError as exc:
+                log.error("kernel snapshot not used: %s", exc)
+        self.telemetry = self._build_telemetry(cfg) if cfg.mqtt.telemetry else None
+        smallest = min((i.seconds for i in cfg.energy.intervals), default=60)
+        self.clock = ClockWatch(forward_threshold=float(smallest))
+        self.uplink = UplinkStage(cfg, self.outbox)
+        self.uplink.start()
+        self.supervisor = Supervisor(
+            self.index, self.sink, Path(cfg.gateway.data_dir), cfg.gateway.id, cfg.gateway.site
+        )
+        for unit in plan_units(cfg.devices).values():
+            self.supervisor.start(unit)
+        if cfg.http is not None:
+            self.health = HealthServer(
+                cfg.http.listen, self._healthz, self._status_doc, self._metrics
+            )
+            await self.health.start()
+        self._spawn(self._pipeline(), "pipeline")
+        self._spawn(self._ticker(), "ticker")
+        devices = len([d for d in cfg.devices if getattr(d, "enabled", True)])
+        log.info(
+            "gateway %s/%s running: %d devices, %d points, intervals %s, buffer %s",
+            cfg.gateway.site, cfg.gateway.id, devices, len(self.index),
+            ",".join(i.name for i in cfg.energy.intervals), self._settings.path,
+        )  # fmt: skip
+        self.notifier.ready(f"running: {devices} devices")
+
+    @staticmethod
+    def _device_secrets(cfg: Config) -> list[str | None]:
+        out: list[str | None] = []
+        for device in cfg.devices:
+            getter = getattr(device, "password", None)
+            if getter is not None:
+                with contextlib.suppress(OSError):
+                    out.append(getter())
+        return out
+
+    def _build_telemetry(self, cfg: Config) -> TelemetryFilter:
+        points: list[TelemetryPoint] = []
+        periods: dict[str, float] = {}
+        for device in cfg.devices:
+            periods[device.name] = float(getattr(device, "poll", getattr(device, "interval", 1.0)))
+            for p in device.resolved_points():
+                points.append(TelemetryPoint(
+                    self.index.add(f"{device.name}.{p.name}"), device.name, p.name, p.unit or "",
+                    p.report_deadband, p.report_deadband_percent,
+                ))  # fmt: skip
+        return TelemetryFilter(points, periods, heartbeat=cfg.mqtt.telemetry_heartbeat)
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The pipeline is the gateway: without it nothing is stored. Stop and let
+                # systemd restart us (Restart=on-failure) rather than run hollow.
+                log.critical("internal task %s failed; stopping the gateway", name, exc_info=True)
+                self._failed = True
+                self._stop.set()
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    _failed = False
+
+    # -- the data path --------------------------------------------------------------------------
+
+    async def _pipeline(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sink.wake.wait(), timeout=_TICK_S)
+            await self._process()
+            # Let batches from several drivers gather: one kernel call per ~100 ms at most.
+            await asyncio.sleep(0.1)
+
+    async def _process(self, final: bool = False) -> None:
+        """Take what the drivers delivered, fold it in, store what is due. One pass."""
+        assert self.energy is not None and self.outbox is not None
+        batch, events = self.sink.take()
+        now = time.time()
+        messages: list[Message] = []
+        if len(batch):
+            self.energy.ingest(batch)
+            if self.telemetry is not None:
+                self.telemetry.offer(batch)
+        windows = self.energy.close_due(now)
+        messages.extend(windows)
+        if self.telemetry is not None and not final:
+            messages.extend(self._telemetry_messages(time.monotonic()))
+        messages.extend(self._event_message(e) for e in events)
+        if messages:
+            await self.outbox.aenqueue(messages)
+        if windows:
+            await self._save_snapshot()
+
+    async def _save_snapshot(self) -> None:
+        assert self.energy is not None and self.outbox is not None
+        blob = self.energy.snapshot()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.outbox.put_state, _SNAPSHOT_STATE, blob)
+
+    def _telemetry_messages(self, mono_now: float) -> list[Message]:
+        assert self.telemetry is not None
+        cfg = self.cfg
+        out = []
+        for report in self.telemetry.due(mono_now):
+            points = {
+                name: {**item, "ts": utc_iso(float(item["ts"]))}  # type: ignore[arg-type]
+                for name, item in report.points.items()
+            }
+            body: dict[str, Any] = {"device": report.device, "points": points}
+            if report.heartbeat:
+                body["heartbeat"] = True
+            out.append(Message(
+                topic=f"{self._settings.topic_prefix}/{cfg.gateway.site}/{cfg.gateway.id}"
+                f"/telemetry/{report.device}",
+                body=body, qos=cfg.mqtt.telemetry_qos, cls=MessageClass.TELEMETRY,
+            ))  # fmt: skip
+        return out
+
+    def _event_message(self, event: DeviceEvent) -> Message:
+        body: dict[str, Any] = {"type": event.type, "device": event.device,
+                                "reason": event.reason, "at": utc_iso(event.at)}  # fmt: skip
+        if event.point is not None:
+            body["point"] = event.point
+        return self.event(body)
+
+    def event(self, body: dict[str, Any]) -> Message:
+        return Message(self._settings.event_topic, body, qos=1, cls=MessageClass.EVENT)
+
+    async def _publish_event(self, body: dict[str, Any]) -> None:
+        assert self.outbox is not None
+        await self.outbox.aenqueue([self.event(body)])
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        """Watchdog pings, clock-step checks and STATUS= lines, all from the event loop.
+
+        WATCHDOG=1 comes from here on purpose: when the loop stalls, the pings stop and
+        systemd restarts the process.
+        """
+        interval = watchdog_interval()
+        next_ping = time.monotonic()
+        next_status = time.monotonic() + _STATUS_EVERY_S
+        while True:
+            now = time.monotonic()
+            self._loop_tick = now
+            if interval is not None and now >= next_ping:
+                self.notifier.watchdog()
+                next_ping = now + interval
+            if self.clock is not None:
+                step = self.clock.check()
+                if step is not None:
+                    log.warning("clock: %s", step.reason())
+                    await self._publish_event({
+                        "type": "clock_step", "offset_s": round(step.offset, 3),
+                        "from": utc_iso(step.previous_wall), "to": utc_iso(step.at),
+                        "reason": step.reason(),
+                    })  # fmt: skip
+            if now >= next_status:
+                self.notifier.status(self._status_line())
+                next_status = now + _STATUS_EVERY_S
+            await asyncio.sleep(min(1.0, interval or 1.0))
+
+    def _status_line(self) -> str:
+        devices = self.supervisor.status() if self.supervisor else {}
+        up = sum(1 for d in devices.values() if d.get("state") == "up")
+        uplink = self.uplink.status() if self.uplink else {}
+        backlog = self.outbox.backlog if self.outbox else 0
+        return (
+            f"{up}/{len(devices)} devices up, backlog {backlog}, uplink "
+            f"{'connected' if uplink.get('connected') else 'disconnected'}"
+        )
+
+    def _healthz(self) -> tuple[bool, str]:
+        age = time.monotonic() - self._loop_tick
+        if age > 10.0:
+            return False, f"event loop stalled for {age:.0f}s"
+        if self.outbox is None:
+            return False, "database not open"
+        pressure = self.outbox.stats().pressure
+        if pressure in ("disk_full", "read_only", "io_error"):
+            return False, f"database not writable: {pressure}"
+        return True, "ok"
+
+    def _status_doc(self) -> dict[str, Any]:
+        buffer: dict[str, Any] = {}
+        if self.outbox is not None:
+            stats = self.outbox.stats()
+            buffer = {k: getattr(stats, k) for k in stats.__dataclass_fields__}
+        return {
+            "v": 1,
+            "gw": self.cfg.gateway.id,
+            "site": self.cfg.gateway.site,
+            "version": __version__,
+            "config": str(self.cfg.path),
+            "started": self.started,
+            "since": utc_iso(self.started),
+            "devices": self.supervisor.status() if self.supervisor else {},
+            "buffer": buffer,
+            "uplink": self.uplink.status() if self.uplink else {},
+            "energy": {
+                **(self.energy.stats() if self.energy else {}),
+                "samples": self.sink.samples_total,
+            },
+            "clock_steps": self.clock.steps if self.clock else 0,
+            "reloads": self.reloads,
+        }
+
+    def _metrics(self) -> list[Metric]:
+        return metrics_of(self._status_doc())
+
+    # -- reload ---------------------------------------------------------------------------------
+
+    async def _apply_reload(self) -> None:
+        loop = asyncio.get_running_loop()
+        path = self.cfg.path
+        log.info("SIGHUP: reloading %s", path)
+        try:
+            new = await loop.run_in_executor(None, load_config, path)
+        except ConfigError as exc:
+            log.error("config reload refused, the running config stays:\n%s", exc.report())
+            self.notifier.status("config reload refused: see the log")
+            return
+        except OSError as exc:
+            log.error("config reload refused (%s), the running config stays", exc)
+            return
+        await self._apply(new)
+
+    async def _apply(self, new: Config) -> None:
+        assert self.supervisor is not None and self.energy is not None
+        old = self.cfg
+        added, removed, changed = diff_devices(old, new)
+        restart_needed = [k for k in _RESTART_KEYS if getattr(old, k) != getattr(new, k)]
+        groups_changed = old.groups != new.groups
+        old_units = plan_units(old.devices)
+        new_units = plan_units(new.devices)
+        stop = [k for k, u in old_units.items() if new_units.get(k) != u]
+        start = [k for k, u in new_units.items() if old_units.get(k) != u]
+        for key in stop:
+            await self.supervisor.stop(key)
+        # What the stopped drivers delivered last still belongs to their old points.
+        await self._process()
+        new_keys = set(point_keys(new))
+        for key in [k for k, _ in self.index.items() if k not in new_keys]:
+            self.index.retire(key)
+        for key in point_keys(new):
+            self.index.add(key)
+        fresh = self.energy.reconfigure(new, self.index, time.time())
+        for secret in (new.mqtt.password(), *self._device_secrets(new)):
+            register_secret(secret)
+        self.cfg = new
+        if self.telemetry is not None or new.mqtt.telemetry:
+            self.telemetry = self._build_telemetry(new) if new.mqtt.telemetry else None
+        for key in start:
+            self.supervisor.start(new_units[key])
+        self.reloads += 1
+        note = f"added {added or 'none'}, removed {removed or 'none'}, changed {changed or 'none'}"
+        if restart_needed:
+            log.warning(
+                "config reload: changes to [%s] take effect at the next restart",
+                "], [".join(restart_needed),
+            )
+        log.info("config reloaded: %s", note)
+        body: dict[str, Any] = {
+            "type": "config_reloaded", "reason": note, "added": added, "removed": removed,
+            "changed": changed, "groups_changed": groups_changed,
+        }  # fmt: skip
+        if fresh:
+            body["fresh_points"] = fresh
+            body["note"] = "changed points start fresh: their open windows were dropped"
+        if restart_needed:
+            body["restart_needed"] = restart_needed
+        await self._publish_event(body)
+        self.notifier.status(f"config reloaded: {note}")
+
+    # -- stop -----------------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        """Stop polling, fold in the last samples, snapshot, flush, say offline, disconnect."""
+        self.notifier.stopping()
+        log.info("stopping")
+        deadline = time.monotonic() + STOP_BUDGET_S
+
+        def left() -> float:
+            return max(0.5, deadline - time.monotonic())
+
+        if self.supervisor is not None:
+            await self.supervisor.stop_all()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        loop = asyncio.get_running_loop()
+        if self.outbox is not None and self.energy is not None:
+            try:
+                # Windows that are due go out; open ones stay in the snapshot, to be finished
+                # after the restart rather than closed early with half their data.
+                await asyncio.wait_for(self._process(final=True), timeout=left())
+                await asyncio.wait_for(self._save_snapshot(), timeout=left())
+                await loop.run_in_executor(None, self.outbox.flush, left())
+            except Exception:
+                log.exception("stop: the last windows or the snapshot could not be stored")
+        if self.health is not None:
+            await self.health.stop()
+        if self.uplink is not None:
+            await self.uplink.stop(timeout=left())
+        if self.outbox is not None:
+            await loop.run_in_executor(None, self.outbox.close, left())
+        self.notifier.close()
+        log.info("stopped")
+
+
+def run_gateway(config_path: str | Path, log_status: Callable[[str], None] | None = None) -> int:
+    """Load the config (exit 2 on errors, reported by the CLI) and run until stopped."""
+    cfg = load_config(config_path)
+    gateway = Gateway(cfg)
+
+    async def main() -> int:
+        code = await gateway.run()
+        return 1 if gateway._failed else code
+
+    return asyncio.run(main())

@@ -1,0 +1,82 @@
+"""A throwaway Mosquitto on a free loopback port, for `ironwatt demo` (the tests have their own).
+
+Never port 1883: a system broker may already listen there.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["BrokerMissing", "DemoBroker"]
+
+
+class BrokerMissing(RuntimeError):
+    """No mosquitto executable on this machine."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DemoBroker:
+    def __init__(self, workdir: Path) -> None:
+        exe = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+        )
+        if exe is None:
+            raise BrokerMissing(
+                "the demo needs the Mosquitto broker: install it (Debian/Ubuntu: "
+                "sudo apt-get install mosquitto) and run the demo again"
+            )
+        self.exe = exe
+        self.workdir = workdir
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            # The default (1000) silently drops QoS 1 messages to a slow subscriber.
+            "max_queued_messages 0\n"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
+        )
+        self.proc = subprocess.Popen(
+            [self.exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"mosquitto exited at start: {err.strip()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} in {timeout:g}s")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.proc = None
