@@ -42,8 +42,16 @@ def ms(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
-def make_device(name: str, *, port: int, unit: int = 1, poll: float = 0.2, timeout: float = 0.2,
-                points: list[dict[str, Any]] | None = None, **kw: Any) -> Any:
+def make_device(
+    name: str,
+    *,
+    port: int,
+    unit: int = 1,
+    poll: float = 0.2,
+    timeout: float = 0.2,
+    points: list[dict[str, Any]] | None = None,
+    **kw: Any,
+) -> Any:
     """A validated ModbusDevice as the config loader would produce it."""
     return ModbusDevice(
         name=name,

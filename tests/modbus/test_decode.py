@@ -43,8 +43,18 @@ def test_known_layouts() -> None:
 
 def spec(name: str, address: int, type_: str, order: str = "ABCD", **kw: object) -> PointSpec:
     base: dict[str, object] = dict(
-        key=f"d.{name}", name=name, function="holding", address=address, type=type_, order=order,
-        scale=1.0, offset=0.0, unit="", kind="gauge", carrier=None, bit=None,
+        key=f"d.{name}",
+        name=name,
+        function="holding",
+        address=address,
+        type=type_,
+        order=order,
+        scale=1.0,
+        offset=0.0,
+        unit="",
+        kind="gauge",
+        carrier=None,
+        bit=None,
     )
     base.update(kw)
     return PointSpec(**base)  # type: ignore[arg-type]
@@ -100,7 +110,9 @@ def test_decode_uses_few_struct_calls() -> None:
 
 
 @pytest.mark.asyncio
-async def test_every_type_and_order_round_trips_through_a_server(plant, sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_every_type_and_order_round_trips_through_a_server(
+    plant, sink, device_factory
+) -> None:  # type: ignore[no-untyped-def]
     meter = plant.meter(2)
     points = []
     address = 0
@@ -110,7 +122,11 @@ async def test_every_type_and_order_round_trips_through_a_server(plant, sink, de
             name = f"{t}_{o.lower()}"
             meter.set_value("holding", address, SAMPLE[t], t, o)
             points.append({"name": name, "address": address, "type": t, "order": o})
-            expected[name] = float(struct.unpack("f", struct.pack("f", SAMPLE[t]))[0]) if t == "float32" else float(SAMPLE[t])
+            expected[name] = (
+                float(struct.unpack("f", struct.pack("f", SAMPLE[t]))[0])
+                if t == "float32"
+                else float(SAMPLE[t])
+            )
             address += {"int16": 1, "uint16": 1}.get(t, 2 if t.endswith("32") else 4)
     # Coils, discrete inputs, input registers and a bit field on the same server.
     meter.set_registers("coil", 7, [1, 0, 1])

@@ -22,11 +22,31 @@ def blocks(p):  # type: ignore[no-untyped-def]
 CASES = [
     ("adjacent floats merge", [H(0), H(2), H(4)], {}, [("holding", 0, 6)]),
     ("gap within limit is bridged", [H(0), H(12)], {"max_gap": 10}, [("holding", 0, 14)]),
-    ("gap beyond limit splits", [H(0), H(13)], {"max_gap": 10}, [("holding", 0, 2), ("holding", 13, 2)]),
+    (
+        "gap beyond limit splits",
+        [H(0), H(13)],
+        {"max_gap": 10},
+        [("holding", 0, 2), ("holding", 13, 2)],
+    ),
     ("zero gap allowance", [H(0), H(3)], {"max_gap": 0}, [("holding", 0, 2), ("holding", 3, 2)]),
-    ("125-register cap", [H(0), H(123), H(125)], {"max_gap": 200}, [("holding", 0, 125), ("holding", 125, 2)]),
-    ("per-device smaller cap", [H(0), H(2), H(4), H(6)], {"max_registers": 4}, [("holding", 0, 4), ("holding", 4, 4)]),
-    ("functions never mix", [H(0), H(2, function="input")], {}, [("holding", 0, 2), ("input", 2, 2)]),
+    (
+        "125-register cap",
+        [H(0), H(123), H(125)],
+        {"max_gap": 200},
+        [("holding", 0, 125), ("holding", 125, 2)],
+    ),
+    (
+        "per-device smaller cap",
+        [H(0), H(2), H(4), H(6)],
+        {"max_registers": 4},
+        [("holding", 0, 4), ("holding", 4, 4)],
+    ),
+    (
+        "functions never mix",
+        [H(0), H(2, function="input")],
+        {},
+        [("holding", 0, 2), ("input", 2, 2)],
+    ),
     (
         "coils: gaps count in bits (16 per register of allowance)",
         [Span("coil", 0, 1), Span("coil", 150, 1), Span("coil", 400, 1)],
@@ -52,7 +72,12 @@ CASES = [
         {"bad": [Span("holding", 2, 0)]},
         [("holding", 0, 2), ("holding", 2, 2)],
     ),
-    ("a rejected range of another function is irrelevant", [H(0), H(6)], {"bad": [Span("input", 3, 2)]}, [("holding", 0, 8)]),
+    (
+        "a rejected range of another function is irrelevant",
+        [H(0), H(6)],
+        {"bad": [Span("input", 3, 2)]},
+        [("holding", 0, 8)],
+    ),
     ("unsorted input", [H(40), H(0), H(20)], {"max_gap": 20}, [("holding", 0, 42)]),
 ]
 
@@ -93,7 +118,9 @@ def brute_force(fields: list[Span], max_registers: int, max_gap: int, bad: list[
         inside = fs[i : j + 1]
         ok = end - start <= max_registers
         ok = ok and all(b.start >= end or b.end <= start for b in bad)
-        ok = ok and all(inside[k + 1].start - inside[k].end <= max_gap for k in range(len(inside) - 1))
+        ok = ok and all(
+            inside[k + 1].start - inside[k].end <= max_gap for k in range(len(inside) - 1)
+        )
         if ok:
             candidates.append(set(range(i, j + 1)))
     everything = set(range(len(fs)))
@@ -112,7 +139,10 @@ def small_cases(draw):  # type: ignore[no-untyped-def]
         pos += draw(st.integers(0, 6))
         fields.append(Span("holding", pos, w))
         pos += w
-    bad = [Span("holding", draw(st.integers(0, pos)), draw(st.integers(1, 3))) for _ in range(draw(st.integers(0, 2)))]
+    bad = [
+        Span("holding", draw(st.integers(0, pos)), draw(st.integers(1, 3)))
+        for _ in range(draw(st.integers(0, 2)))
+    ]
     return fields, draw(st.integers(4, 16)), draw(st.integers(0, 5)), bad
 
 

@@ -14,19 +14,40 @@ from gateway.samples import QUALITY_GOOD, PointIndex
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 
 REQUIRED = {
-    "eastron-sdm630", "eastron-sdm120", "schneider-iem3000", "schneider-pm5xxx", "siemens-pac3200",
-    "siemens-pac2200", "janitza-umg96rm", "abb-b2x", "carlo-gavazzi-em24", "chint-dtsu666",
-    "acrel-adl400", "acrel-dtsd1352", "acrel-adw300",
+    "eastron-sdm630",
+    "eastron-sdm120",
+    "schneider-iem3000",
+    "schneider-pm5xxx",
+    "siemens-pac3200",
+    "siemens-pac2200",
+    "janitza-umg96rm",
+    "abb-b2x",
+    "carlo-gavazzi-em24",
+    "chint-dtsu666",
+    "acrel-adl400",
+    "acrel-dtsd1352",
+    "acrel-adw300",
 }
 CANONICAL_UNITS = {
-    "energy_import": "kWh", "energy_export": "kWh", "power_total": "kW", "power_l1": "kW",
-    "power_l2": "kW", "power_l3": "kW", "voltage_l1": "V", "voltage_l2": "V", "voltage_l3": "V",
-    "current_l1": "A", "current_l2": "A", "current_l3": "A", "pf_total": "1", "frequency": "Hz",
+    "energy_import": "kWh",
+    "energy_export": "kWh",
+    "power_total": "kW",
+    "power_l1": "kW",
+    "power_l2": "kW",
+    "power_l3": "kW",
+    "voltage_l1": "V",
+    "voltage_l2": "V",
+    "voltage_l3": "V",
+    "current_l1": "A",
+    "current_l2": "A",
+    "current_l3": "A",
+    "pf_total": "1",
+    "frequency": "Hz",
 }
 
 
 def test_every_required_profile_ships() -> None:
-    assert REQUIRED <= set(profiles.available())
+    assert set(profiles.available()) >= REQUIRED
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
@@ -35,7 +56,9 @@ def test_profile_is_well_formed(name: str, device_factory: Any) -> None:
     for key in ("name", "vendor", "model", "confidence", "sources", "notes"):
         assert doc.get(key), f"{name}: {key} missing"
     assert doc["name"] == name and doc["confidence"] in ("high", "medium", "low")
-    device = device_factory("m", port=502, profile=name)  # validates every point with the config model
+    device = device_factory(
+        "m", port=502, profile=name
+    )  # validates every point with the config model
     specs = resolve(device)
     names = [s.name for s in specs]
     assert len(names) == len(set(names)), "duplicate point names"
@@ -51,9 +74,20 @@ def test_profile_is_well_formed(name: str, device_factory: Any) -> None:
 
 def test_own_points_override_profile_points_by_name(device_factory: Any) -> None:
     device = device_factory(
-        "m", port=502, profile="eastron-sdm630",
-        points=[{"name": "energy_import", "function": "input", "address": 342, "type": "float32",
-                 "unit": "kWh", "kind": "counter"}, {"name": "extra", "address": 9}],
+        "m",
+        port=502,
+        profile="eastron-sdm630",
+        points=[
+            {
+                "name": "energy_import",
+                "function": "input",
+                "address": 342,
+                "type": "float32",
+                "unit": "kWh",
+                "kind": "counter",
+            },
+            {"name": "extra", "address": 9},
+        ],
     )
     specs = {s.name: s for s in resolve(device)}
     assert specs["energy_import"].address == 342
@@ -71,14 +105,19 @@ def test_ct_pt_ratios_multiply_secondary_values(device_factory: Any) -> None:
 
 
 @pytest.mark.asyncio
-async def test_every_profile_reads_back_from_a_simulated_meter(sink: Any, device_factory: Any) -> None:
+async def test_every_profile_reads_back_from_a_simulated_meter(
+    sink: Any, device_factory: Any
+) -> None:
     names = sorted(REQUIRED)
-    meters = [SimMeter(u, profile=n, power_kw=30.0, ct_ratio=20.0, pt_ratio=2.0)
-              for u, n in enumerate(names, 1)]
+    meters = [
+        SimMeter(u, profile=n, power_kw=30.0, ct_ratio=20.0, pt_ratio=2.0)
+        for u, n in enumerate(names, 1)
+    ]
     async with ModbusPlant(meters) as plant:
         for unit, name in enumerate(names, 1):
-            device = device_factory(f"u{unit}", port=plant.port, unit=unit, profile=name,
-                                    ct_ratio=20.0, pt_ratio=2.0)
+            device = device_factory(
+                f"u{unit}", port=plant.port, unit=unit, profile=name, ct_ratio=20.0, pt_ratio=2.0
+            )
             index = PointIndex()
             runner = DeviceRunner(device, Link(settings_of(device)), index, sink)
             try:
