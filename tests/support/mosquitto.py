@@ -7,6 +7,7 @@ file, and a tiny subscriber that collects what the broker delivers.
 from __future__ import annotations
 
 import datetime
+import getpass
 import ipaddress
 import shutil
 import socket
@@ -142,6 +143,9 @@ class Mosquitto:
             f"log_dest file {self.log_file}",
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             "per_listener_settings false",
+            # Started as root, mosquitto would switch to user `mosquitto` and could no longer
+            # write its log and persistence file in our temp dir.
+            f"user {getpass.getuser()}",
         ]
         if self.users:
             pw = self.workdir / "passwd"

@@ -1,0 +1,372 @@
+"""The MQTT uplink: drains the outbox to the broker at QoS 1, in seq order, deleting on PUBACK.
+
+paho runs in our own thread (never on the asyncio loop): one client per connection, so nothing
+unacknowledged is resent by paho behind our back; after a reconnect we resend from the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.buffer import Outbox, OutboxReader
+from gateway.buffer_types import Row, compose
+from gateway.uplink_settings import UplinkSettings, parse_url
+from gateway.windows import utc_iso
+
+__all__ = ["Uplink", "UplinkSettings", "UplinkStatus", "backoff_delay"]
+
+log = logging.getLogger("ironwatt.uplink")
+
+_FETCH = 500  # rows read from the outbox at a time: the only messages held in memory
+_ACK_FLUSH_S = 0.05  # acknowledged ids are deleted in batches at most this late
+_IDLE_S = 0.05  # longest wait for new rows when there is nothing to send
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter in its upper half: never in lockstep with peers."""
+    ceiling = min(high, low * (2 ** min(attempt, 30)))
+    return ceiling / 2 + rng.random() * ceiling / 2
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkStatus:
+    state: str  # "connecting" | "online" | "offline" | "refused" | "stopped"
+    connected: bool
+    since: float | None
+    last_error: str | None
+    inflight: int
+    published: int
+    acknowledged: int
+    connects: int
+    refusals: int
+    backlog: int
+    lag_s: float
+
+
+class Uplink:
+    """Connects, publishes birth and will, drains the outbox. start()/stop() or `async with`."""
+
+    def __init__(self, settings: UplinkSettings, outbox: Outbox,
+                 devices: Any = None) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self._devices = devices  # callable -> int, the number of configured devices
+        self._host, self._port, self._tls = parse_url(settings.url)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rng = random.Random()
+        self._state = "offline"
+        self._since: float | None = None
+        self._last_error: str | None = None
+        self._last_logged: tuple[str, float] = ("", 0.0)
+        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (row id, sent at)
+        self._acked: list[int] = []
+        self._published = self._acknowledged = self._connects = self._refusals = 0
+        self._connack: ReasonCode | None = None
+        self._lost = False
+        self._status_mids: set[int] = set()
+        self._lag_s = 0.0
+        self._reader: OutboxReader | None = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ironwatt-uplink", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Publish `offline` (retained), disconnect, and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._state = "stopped"
+
+    async def __aenter__(self) -> Uplink:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+    def status(self) -> UplinkStatus:
+        return UplinkStatus(
+            state=self._state,
+            connected=self._state == "online",
+            since=self._since,
+            last_error=self._last_error,
+            inflight=len(self._inflight),
+            published=self._published,
+            acknowledged=self._acknowledged,
+            connects=self._connects,
+            refusals=self._refusals,
+            backlog=self.outbox.backlog,
+            lag_s=self._lag_s,
+        )
+
+    # -- the thread -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        reader = self.outbox.reader()
+        attempt = 0
+        try:
+            while not self._stop.is_set():
+                self._state = "connecting"
+                client = self._client()
+                if self._connect(client):
+                    attempt = 0
+                    try:
+                        self._session(client, reader)
+                    finally:
+                        self._end_session(client)
+                if self._stop.is_set():
+                    break
+                self._state = "refused" if self._state == "refused" else "offline"
+                self._stop.wait(backoff_delay(attempt, self.settings.reconnect_min_s,
+                                              self.settings.reconnect_max_s, self._rng))
+                attempt += 1
+        except Exception:
+            log.exception("uplink to %s stopped by an unexpected error", self._where())
+            raise
+        finally:
+            reader.close()
+
+    def _where(self) -> str:
+        return f"{self._host}:{self._port}"
+
+    def _client(self) -> mqtt.Client:
+        s = self.settings
+        v5 = s.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=s.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        client.connect_timeout = s.connect_timeout_s
+        # paho's own window one above ours, so a status message never waits behind it.
+        client.max_inflight_messages_set(s.max_inflight + 2)
+        client.max_queued_messages_set(0)
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if self._tls:
+            client.tls_set(
+                ca_certs=str(s.ca_file) if s.ca_file else None,
+                certfile=str(s.cert_file) if s.cert_file else None,
+                keyfile=str(s.key_file) if s.key_file else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        client.will_set(s.status_topic, self._status_doc("offline"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _status_doc(self, state: str) -> bytes:
+        s = self.settings
+        devices = self._devices() if callable(self._devices) else 0
+        doc = {
+            "v": 1, "state": state, "gw": s.gw_id, "site": s.site, "version": s.version,
+            "since": utc_iso(self._since or time.time()), "devices": devices,
+            "backlog": self.outbox.backlog, "lag_s": round(self._lag_s, 3),
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def _problem(self, text: str, level: int = logging.ERROR) -> None:
+        """Log a failure once, then again at most every 5 minutes while it lasts."""
+        self._last_error = text
+        last, when = self._last_logged
+        if text != last or time.monotonic() - when > 300:
+            log.log(level, "%s", text)
+            self._last_logged = (text, time.monotonic())
+
+    def _connect(self, client: mqtt.Client) -> bool:
+        s = self.settings
+        self._connack, self._lost = None, False
+        try:
+            if s.protocol == "5":
+                client.connect(self._host, self._port, keepalive=int(s.keepalive_s),
+                               clean_start=True)
+            else:
+                client.connect(self._host, self._port, keepalive=int(s.keepalive_s))
+        except ssl.SSLError as exc:
+            self._problem(
+                f"MQTT TLS handshake with {self._where()} failed: {exc.reason or exc}; check "
+                "mqtt.ca_file (the broker's CA), mqtt.cert_file/key_file (mutual TLS) and that "
+                "the broker's certificate names this host"
+            )
+            return False
+        except OSError as exc:
+            self._problem(f"MQTT broker {self._where()} unreachable: {exc}; retrying",
+                          logging.WARNING)
+            return False
+        deadline = time.monotonic() + s.connect_timeout_s
+        while self._connack is None and not self._lost and time.monotonic() < deadline:
+            if client.loop(0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        if self._connack is None:
+            if self._lost:
+                hint = ("a broker requiring a client certificate closes TLS connections without "
+                        "one: check mqtt.cert_file/key_file" if self._tls else
+                        "check the broker's log and listener settings")
+                self._problem(f"MQTT broker {self._where()} closed the connection before "
+                              f"accepting it ({hint}); retrying")
+            else:
+                self._problem(f"MQTT broker {self._where()} did not answer CONNECT within "
+                              f"{s.connect_timeout_s:.0f} s; retrying", logging.WARNING)
+            client.disconnect()
+            return False
+        if self._connack.is_failure:
+            self._refusals += 1
+            self._state = "refused"
+            user = s.username or "(none)"
+            self._problem(
+                f"MQTT broker {self._where()} refused the connection: {self._connack} "
+                f"(client id {s.client_id!r}, user {user!r}); check mqtt.username, the password "
+                "file or variable, and the broker's ACL; retrying with backoff"
+            )
+            client.disconnect()
+            return False
+        return True
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                    reason_code: ReasonCode, properties: Any) -> None:
+        self._connack = reason_code
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                       reason_code: ReasonCode, properties: Any) -> None:
+        self._lost = True
+        if reason_code.is_failure and self._state == "online" and not self._stop.is_set():
+            self._problem(f"MQTT connection to {self._where()} lost: {reason_code}; "
+                          "resending what was not acknowledged after reconnecting",
+                          logging.WARNING)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Any) -> None:
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
+            self._status_mids.discard(mid)
+            return
+        if reason_code.is_failure:
+            # The broker did not take it (ACL, quota): keep the row; a reconnect resends it.
+            self._refusals += 1
+            self._problem(f"MQTT broker {self._where()} refused a message: {reason_code}; "
+                          "check the broker's ACL for this gateway's topics")
+            self._lost = True
+            return
+        self._acked.append(entry[0])
+        self._acknowledged += 1
+
+    def _publish_status(self, client: mqtt.Client, state: str) -> mqtt.MQTTMessageInfo:
+        self._lag_s = self._lag()
+        info = client.publish(self.settings.status_topic, self._status_doc(state), qos=1,
+                              retain=True)
+        self._status_mids.add(info.mid)
+        return info
+
+    def _lag(self) -> float:
+        oldest = self._reader.oldest_created() if self._reader else None
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+    def _session(self, client: mqtt.Client, reader: OutboxReader) -> None:
+        s = self.settings
+        self._reader = reader
+        self._connects += 1
+        self.outbox.set_link(True)
+        self._state, self._since, self._last_error = "online", time.time(), None
+        self._last_logged = ("", 0.0)
+        log.info("MQTT connected to %s as %r", self._where(), s.client_id)
+        self._publish_status(client, "online")
+        cursor = 0  # the id of the last row handed to paho in this session
+        pending: deque[Row] = deque()
+        tokens, last_refill = 1.0, time.monotonic()
+        burst = max(1.0, min(s.drain_rate, float(s.max_inflight)))
+        next_status = time.monotonic() + s.status_interval_s
+        last_flush = time.monotonic()
+        caught_up = True
+        while not self._stop.is_set() and not self._lost:
+            now = time.monotonic()
+            if s.drain_rate > 0:
+                tokens = min(burst, tokens + (now - last_refill) * s.drain_rate)
+                last_refill = now
+            sent = utc_iso(time.time()).encode()
+            drained = False
+            while len(self._inflight) < s.max_inflight and (s.drain_rate <= 0 or tokens >= 1):
+                if not pending:
+                    pending.extend(reader.fetch(cursor, _FETCH))
+                    if not pending:
+                        drained = True
+                        break
+                row = pending.popleft()
+                body = compose(row, sent, not self.outbox.is_live(row))
+                info = client.publish(row.topic, body, qos=row.qos)
+                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._lost = True
+                    break
+                self._inflight[info.mid] = (row.id, now)
+                self._published += 1
+                cursor = row.id
+                tokens -= 1
+            if self._acked and (len(self._acked) >= _FETCH or now - last_flush >= _ACK_FLUSH_S):
+                self.outbox.ack(self._acked)
+                self._acked, last_flush = [], now
+            # Status when due, and once more when a backlog has just been drained.
+            now_caught_up = drained and not self._inflight
+            if now >= next_status or (now_caught_up and not caught_up):
+                self._publish_status(client, "online")
+                next_status = now + s.status_interval_s
+            caught_up = now_caught_up or (caught_up and drained)
+            if self._inflight:
+                oldest = next(iter(self._inflight.values()))[1]
+                if now - oldest > s.ack_timeout_s:
+                    self._problem(f"MQTT broker {self._where()} has not acknowledged a message "
+                                  f"for {s.ack_timeout_s:.0f} s; reconnecting", logging.WARNING)
+                    break
+            wait = _IDLE_S
+            if pending and len(self._inflight) < s.max_inflight:
+                wait = 0.0 if s.drain_rate <= 0 else max(0.0, (1 - tokens) / s.drain_rate)
+                wait = min(wait, _IDLE_S)
+            if client.loop(wait) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        if self._stop.is_set() and not self._lost:
+            self._say_goodbye(client)
+
+    def _say_goodbye(self, client: mqtt.Client) -> None:
+        """Graceful stop: `offline` retained and acknowledged before the DISCONNECT."""
+        info = self._publish_status(client, "offline")
+        deadline = time.monotonic() + 2.0
+        while info.mid in self._status_mids and time.monotonic() < deadline:
+            if client.loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        client.disconnect()
+        client.loop(0.1)
+
+    def _end_session(self, client: mqtt.Client) -> None:
+        self.outbox.set_link(False)
+        if self._acked:
+            self.outbox.ack(self._acked)
+            self._acked = []
+        # Whatever paho still holds is forgotten with this client: the outbox resends it.
+        self._inflight.clear()
+        self._status_mids.clear()
+        if not self._stop.is_set():
+            client.disconnect()
+        self._state = "offline"
+        self._reader = None
+        log.info("MQTT session with %s ended; %d messages wait in the outbox", self._where(),
+                 self.outbox.backlog)

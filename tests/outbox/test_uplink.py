@@ -1,0 +1,210 @@
+"""The uplink against a real Mosquitto: outages, replay flags, status and will, drain rate."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.buffer import Message, Outbox
+from gateway.uplink import Uplink, UplinkSettings, backoff_delay
+from tests.support.mosquitto import Collector, Mosquitto
+
+MakeOutbox = Callable[..., Outbox]
+TOPIC = "ironwatt/plant1/gw1/energy/1m/m1"
+STATUS = "ironwatt/plant1/gw1/status"
+
+
+def settings(url: str, **kw: Any) -> UplinkSettings:
+    base: dict[str, Any] = dict(url=url, client_id="gw-test", site="plant1", gw_id="gw1",
+                                reconnect_min_s=0.1, reconnect_max_s=0.4, status_interval_s=0.5)
+    base.update(kw)
+    return UplinkSettings(**base)
+
+
+def data(got: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
+    return [json.loads(p) for t, p, _ in got if t == TOPIC]
+
+
+def seqs_of(got: list[tuple[str, bytes, bool]]) -> set[int]:
+    return {d["seq"] for d in data(got)}
+
+
+def wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_backoff_grows_with_jitter_and_stays_capped() -> None:
+    import random
+
+    rng = random.Random(1)
+    delays = [backoff_delay(a, 0.5, 8.0, rng) for a in range(10)]
+    assert all(0.25 <= d <= 8.0 for d in delays)
+    assert delays[0] <= 0.5 and delays[-1] >= 4.0
+    assert len({round(backoff_delay(3, 0.5, 8.0, rng), 6) for _ in range(5)}) > 1
+
+
+def test_outage_every_seq_in_order_with_replay_flags(
+    make_outbox: MakeOutbox, broker: Mosquitto
+) -> None:
+    outbox = make_outbox(durability="normal")
+    collector = Collector(broker, "ironwatt/#")
+    uplink = Uplink(settings(broker.url), outbox)
+    uplink.start()
+    assert wait(lambda: uplink.status().connected)
+    phases: dict[int, str] = {}
+    stop_at, start_at, end_at = 0.6, 1.4, 2.4
+    t0 = time.monotonic()
+    stopped = restarted = False
+    while (now := time.monotonic() - t0) < end_at:
+        if now >= stop_at and not stopped:
+            broker.stop()
+            stopped = True
+            assert wait(lambda: not uplink.status().connected, 5)
+        if now >= start_at and not restarted:
+            broker.start()
+            restarted = True
+        up_before = uplink.status().connected and outbox.link_up
+        phase = "down" if stopped and not up_before else ("live" if up_before else "?")
+        for s in outbox.enqueue([Message(TOPIC, {"n": 1}) for _ in range(5)]):
+            assert s is not None
+            phases[s] = phase if uplink.status().connected == up_before else "?"
+        time.sleep(0.02)
+    last = max(phases)
+    got = collector.wait_for(lambda g: seqs_of(g) >= set(range(1, last + 1)), 15)
+    uplink.stop()
+    collector.close()
+    received = data(got)
+    assert seqs_of(got) == set(range(1, last + 1))  # no hole
+    firsts: list[int] = []
+    seen: set[int] = set()
+    for d in received:
+        if d["seq"] not in seen:
+            seen.add(d["seq"])
+            firsts.append(d["seq"])
+    assert firsts == sorted(firsts)  # in seq order, live and replayed alike
+    dups = len(received) - len(seen)
+    assert dups <= 20  # only what was in flight when the broker went away
+    first_copy = {}
+    for d in received:
+        first_copy.setdefault(d["seq"], d)
+    down = [s for s, p in phases.items() if p == "down"]
+    assert down, "no message was stored during the outage"
+    assert all(first_copy[s]["replayed"] for s in down)
+    live_after = [s for s, p in phases.items() if p == "live" and s > max(down)]
+    assert live_after and not any(first_copy[s]["replayed"] for s in live_after)
+    live_before = [s for s, p in phases.items() if p == "live" and s < min(down)]
+    assert sum(not first_copy[s]["replayed"] for s in live_before) >= len(live_before) - 20
+    assert all(d["stream"] == outbox.stream and d["gw"] == "gw1" for d in received)
+    assert all(d["sent"].endswith("Z") for d in received)
+    assert outbox.stats().backlog == 0 or wait(lambda: outbox.stats().backlog == 0, 2)
+
+
+def test_birth_will_and_graceful_offline(make_outbox: MakeOutbox, broker: Mosquitto) -> None:
+    outbox = make_outbox()
+    outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(3)])
+    collector = Collector(broker, STATUS)
+    uplink = Uplink(settings(broker.url, protocol="3.1.1"), outbox, devices=lambda: 7)
+    uplink.start()
+    got = collector.wait_for(
+        lambda g: any(json.loads(p)["backlog"] == 0 for _, p, _ in g), 10)
+    docs = [json.loads(p) for _, p, _ in got]
+    assert docs[0]["state"] == "online" and docs[0]["devices"] == 7
+    assert {"v", "gw", "site", "version", "since", "backlog", "lag_s"} <= set(docs[0])
+    uplink.stop()
+    got = collector.wait_for(lambda g: json.loads(g[-1][1])["state"] == "offline", 5)
+    assert json.loads(got[-1][1])["state"] == "offline"
+    collector.close()
+    # Retained: a newcomer reads `offline` at once.
+    late = Collector(broker, STATUS, client_id="late")
+    got = late.wait_for(lambda g: bool(g), 5)
+    late.close()
+    assert got and got[0][2] and json.loads(got[0][1])["state"] == "offline"
+
+
+def test_last_will_when_the_gateway_vanishes(make_outbox: MakeOutbox, broker: Mosquitto,
+                                             tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    collector = Collector(broker, STATUS)
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("gateway_proc.py")),
+                             str(tmp_path / "will.db"), broker.url, "5", "100"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        collector.wait_for(lambda g: any(json.loads(p)["state"] == "online" for _, p, _ in g))
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    # keepalive 30 s is too long to wait: the broker sends the will when the socket dies.
+    got = collector.wait_for(lambda g: json.loads(g[-1][1])["state"] == "offline", 10)
+    collector.close()
+    assert json.loads(got[-1][1])["state"] == "offline"
+
+
+def test_drain_rate_limits_a_backlog(make_outbox: MakeOutbox, broker: Mosquitto) -> None:
+    outbox = make_outbox()
+    outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(60)])
+    collector = Collector(broker, TOPIC)
+    uplink = Uplink(settings(broker.url, drain_rate=100.0), outbox)
+    t0 = time.monotonic()
+    uplink.start()
+    got = collector.wait_for(lambda g: len(seqs_of(g)) == 60, 10)
+    elapsed = time.monotonic() - t0
+    uplink.stop()
+    collector.close()
+    assert len(seqs_of(got)) == 60
+    assert elapsed >= 0.45  # 60 messages at 100/s with a burst of 20: at least ~0.4 s
+
+
+def test_status_reports_backlog_and_lag(make_outbox: MakeOutbox, broker: Mosquitto) -> None:
+    outbox = make_outbox()
+    uplink = Uplink(settings(broker.url), outbox)
+    broker.stop()
+    uplink.start()
+    outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(10)])
+    time.sleep(0.3)
+    st = uplink.status()
+    assert not st.connected and st.backlog == 10 and st.last_error
+    broker.start()
+    assert wait(lambda: uplink.status().connected and outbox.stats().backlog == 0, 10)
+    uplink.stop()
+    assert uplink.status().state == "stopped"
+
+
+@pytest.mark.asyncio
+async def test_async_context_manager(make_outbox: MakeOutbox, broker: Mosquitto) -> None:
+    outbox = make_outbox()
+    collector = Collector(broker, TOPIC)
+    async with Uplink(settings(broker.url), outbox) as up:
+        await outbox.aenqueue([Message(TOPIC, {"n": 1})])
+        for _ in range(200):
+            if seqs_of(collector.snapshot()) == {1}:
+                break
+            await __import__("asyncio").sleep(0.02)
+        assert up.status().connected
+    collector.close()
+    assert seqs_of(collector.snapshot()) == {1}
+
+
+def test_threads_do_not_leak(make_outbox: MakeOutbox, broker: Mosquitto) -> None:
+    before = threading.active_count()
+    outbox = make_outbox()
+    for _ in range(3):
+        up = Uplink(settings(broker.url), outbox)
+        up.start()
+        assert wait(lambda: up.status().connected)  # noqa: B023
+        up.stop()
+    assert threading.active_count() <= before + 1  # the outbox writer
