@@ -22,6 +22,7 @@ from drivers.opcua.security import (
     OpcuaConnectError,
     connect,
     settings_for_device,
+    ua_module,
 )
 from gateway.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN, PointIndex, SampleBatch
 
@@ -161,8 +162,7 @@ class OpcuaDriver:
         return settings_for_device(self.device, self.data_dir, self.gateway_id, self.site)
 
     async def _session(self) -> None:
-        from asyncua import ua
-
+        ua = ua_module()
         self._lost = asyncio.Event()
         self._lost_reason = ""
         settings = self.settings()
@@ -276,7 +276,8 @@ class OpcuaDriver:
         """One DataValue into the batch. Kept flat: it runs for every notification."""
         status = dv.StatusCode
         code = status.value if status is not None else 0
-        v = dv.Value.Value if dv.Value is not None else None
+        v: Any = dv.Value.Value if dv.Value is not None else None
+        value: float
         t = type(v)
         if t is float:
             value = v

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from asyncua import Client
+    from asyncua.client.client import Client
 
 __all__ = [
     "POLICIES",
@@ -31,6 +31,7 @@ __all__ = [
     "fingerprint",
     "make_client",
     "own_certificate",
+    "ua_module",
 ]
 
 log = logging.getLogger("ironwatt.opcua")
@@ -79,6 +80,13 @@ class ConnectionSettings:
     @property
     def secure(self) -> bool:
         return self.security_policy != "None"
+
+
+def ua_module() -> Any:
+    """asyncua.ua, imported on first use and typed loosely (its stubs want wire types)."""
+    from asyncua import ua
+
+    return ua
 
 
 def read_password(password_file: Path | None, password_env: str | None, label: str) -> str | None:
@@ -201,7 +209,7 @@ async def own_certificate(pki_dir: Path, application_uri: str) -> tuple[Path, Pa
 
 async def fetch_endpoints(endpoint: str, timeout: float) -> list[Any]:
     """GetEndpoints over an unsecured channel (allowed by every server, carries the certs)."""
-    from asyncua import Client
+    from asyncua.client.client import Client
 
     client = Client(endpoint, timeout=timeout)
     return list(await asyncio.wait_for(client.connect_and_get_server_endpoints(), timeout * 2))
@@ -236,8 +244,10 @@ async def fetch_server_certificate(
 
 async def make_client(settings: ConnectionSettings) -> Client:
     """A configured, not yet connected client; checks the pinned server certificate first."""
-    from asyncua import Client, ua
+    from asyncua.client.client import Client
     from asyncua.crypto import security_policies
+
+    ua = ua_module()
 
     label, endpoint = settings.label, settings.endpoint
     if settings.security_policy not in POLICIES:
@@ -301,9 +311,9 @@ async def make_client(settings: ConnectionSettings) -> Client:
         if settings.certificate is not None and settings.private_key is not None:
             cert_path, key_path = settings.certificate, settings.private_key
             # The session's ApplicationUri must match the URI inside the certificate.
-            uri = certificate_info(load_der(cert_path)).application_uri
-            if uri:
-                client.application_uri = uri
+            cert_uri = certificate_info(load_der(cert_path)).application_uri
+            if cert_uri:
+                client.application_uri = cert_uri
         else:
             if settings.pki_dir is None:
                 raise OpcuaConnectError(f"device {label}: no client certificate and no data dir")
@@ -335,8 +345,7 @@ def _endpoint_label(ep: Any, ua: Any) -> str:
 
 def describe_connect_error(exc: BaseException, settings: ConnectionSettings) -> str:
     """One line a technician can act on, from whatever the connect sequence raised."""
-    from asyncua import ua
-
+    ua = ua_module()
     label, endpoint = settings.label, settings.endpoint
     if isinstance(exc, OpcuaConnectError):
         return str(exc)

@@ -21,10 +21,13 @@ async def make_subscription(
     client: Any, period_ms: float, on_publish: Callable[[Any], None]
 ) -> Any:
     """Create a subscription on `client` whose notifications all go to `on_publish`."""
-    from asyncua import ua
     from asyncua.common.subscription import Subscription
 
-    class DirectSubscription(Subscription):  # type: ignore[misc]
+    from drivers.opcua.security import ua_module
+
+    ua = ua_module()
+
+    class DirectSubscription(Subscription):
         async def publish_callback(self, publish_result: Any) -> None:
             # Keep the fields asyncua's stale-subscription watchdog reads.
             self.last_publish_at = time.monotonic()
@@ -42,7 +45,8 @@ async def make_subscription(
     params.PublishingEnabled = True
     params.Priority = 0
     # A handler object (unused) keeps asyncua from allocating its iterator queue.
-    sub = DirectSubscription(client.uaclient.session, params, handler=_NoHandler())
+    handler: Any = _NoHandler()
+    sub = DirectSubscription(client.uaclient.session, params, handler=handler)
     await sub.init()
     # Tracked like asyncua's own subscriptions so its stale-subscription watchdog covers it.
     client._subscriptions.append(sub)

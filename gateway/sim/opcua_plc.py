@@ -109,12 +109,13 @@ class SimulatedPlc:
         return None if self.cert_dir is None else Path(self.cert_dir) / "server-cert.der"
 
     async def start(self) -> None:
-        from asyncua import Server, ua
         from asyncua.crypto import cert_gen
         from asyncua.crypto.permission_rules import User, UserRole
+        from asyncua.server.server import Server
         from asyncua.server.user_managers import UserManager
         from cryptography.x509.oid import ExtendedKeyUsageOID
 
+        ua = _ua()
         users, user_certs = self.users, [Path(p).read_bytes() for p in self.user_certificates]
 
         class PlcUsers(UserManager):
@@ -237,7 +238,7 @@ class SimulatedPlc:
 
     async def write(self, node: str, value: Any, status: int | None = None) -> None:
         """Set a value server-side with the variable's own type (a Float stays a Float)."""
-        from asyncua import ua
+        ua = _ua()
 
         var = self.nodes[node]
         vtype = await var.read_data_type_as_variant_type()
@@ -250,7 +251,7 @@ class SimulatedPlc:
         await self.server.write_attribute_value(var.nodeid, dv)
 
     async def _evolve(self, interval: float) -> None:
-        from asyncua import ua
+        ua = _ua()
 
         rng = random.Random(7)
         state = {v.node: v.initial for v in VARIABLES}
@@ -286,7 +287,7 @@ class SimulatedPlc:
 
     async def _bench(self, interval: float) -> None:
         """Every bench item changes every `interval`, on the monotonic clock."""
-        from asyncua import ua
+        ua = _ua()
 
         loop = asyncio.get_running_loop()
         ids = [self.nodes[f"Bench.Item{i:04d}"].nodeid for i in range(self.bench_items)]
@@ -305,10 +306,17 @@ class SimulatedPlc:
             await asyncio.sleep(max(0.0, delay))
 
 
-def _der(certificate: Any) -> bytes:
-    from asyncua.crypto import uacrypto
+def _ua() -> Any:
+    """asyncua.ua, imported on first use and typed loosely (its stubs want wire types)."""
+    from asyncua import ua
 
-    return bytes(uacrypto.der_from_x509(certificate))
+    return ua
+
+
+def _der(certificate: Any) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return bytes(certificate.public_bytes(Encoding.DER))
 
 
 def _now() -> Any:

@@ -1,0 +1,402 @@
+"""`ironwatt opcua browse|read|trust`: the technician's tools for OPC UA servers, and `check` lines.
+
+asyncua is imported inside the handlers only, so `ironwatt --help` and `check` stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from drivers.opcua.nodes import NodeIdError, parse_node_id
+from drivers.opcua.security import (
+    POLICIES,
+    ConnectionSettings,
+    OpcuaConnectError,
+    fingerprint,
+    load_der,
+    read_password,
+    ua_module,
+)
+
+__all__ = ["describe_device", "register"]
+
+DEFAULT_DATA_DIR = Path(os.environ.get("IRONWATT_DATA_DIR", "/var/lib/ironwatt"))
+NUMERIC_TYPES = {
+    "Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
+    "Float", "Double",
+}  # fmt: skip
+SERVER_OBJECT = "i=2253"
+STAMP = "%Y-%m-%d %H:%M"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    security = argparse.ArgumentParser(add_help=False)
+    group = security.add_argument_group("security")
+    group.add_argument("--security-policy", choices=list(POLICIES), default="None")
+    group.add_argument(
+        "--security-mode", choices=["None", "Sign", "SignAndEncrypt"], default=None,
+        help="default: SignAndEncrypt when a policy is set, else None",
+    )  # fmt: skip
+    group.add_argument("--username")
+    group.add_argument("--password-file", type=Path)
+    group.add_argument("--password-env", metavar="VAR")
+    group.add_argument(
+        "--server-certificate", type=Path, help="the pinned server certificate (from `trust`)"
+    )
+    group.add_argument("--certificate", type=Path, help="the client's own certificate (DER/PEM)")
+    group.add_argument("--private-key", type=Path, help="the key of --certificate (PEM)")
+    group.add_argument("--user-certificate", type=Path, help="X.509 user identity")
+    group.add_argument("--user-key", type=Path)
+    group.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+        help=f"where the client certificate is created and reused (default {DEFAULT_DATA_DIR})",
+    )  # fmt: skip
+    group.add_argument("--application-uri", default="urn:ironwatt:tools")
+    group.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+
+    opcua = subparsers.add_parser("opcua", help="browse, read and trust OPC UA servers")
+    commands = opcua.add_subparsers(dest="opcua_command", metavar="SUBCOMMAND", required=True)
+
+    browse = commands.add_parser(
+        "browse", parents=[security], help="the address space as a tree, with values"
+    )
+    browse.add_argument("endpoint")
+    browse.add_argument("--node", default="i=85", help="start node (default: Objects, i=85)")
+    browse.add_argument("--depth", type=int, default=3)
+    browse.add_argument(
+        "--toml", action="store_true", help="print [[devices.points]] for numeric variables"
+    )
+    browse.set_defaults(func=_browse)
+
+    read = commands.add_parser("read", parents=[security], help="read the current value of nodes")
+    read.add_argument("endpoint")
+    read.add_argument("nodes", nargs="+", metavar="NODE")
+    read.set_defaults(func=_read)
+
+    trust = commands.add_parser(
+        "trust", parents=[security], help="show the server certificate and pin it after you confirm"
+    )
+    trust.add_argument("endpoint")
+    trust.add_argument("--out", type=Path, required=True, help="where to save it (DER)")
+    trust.add_argument("--yes", action="store_true", help="do not ask (scripts)")
+    trust.set_defaults(func=_trust)
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> ConnectionSettings:
+    mode = args.security_mode or ("None" if args.security_policy == "None" else "SignAndEncrypt")
+    password = read_password(args.password_file, args.password_env, args.endpoint)
+    return ConnectionSettings(
+        endpoint=args.endpoint,
+        label=args.endpoint,
+        security_policy=args.security_policy,
+        security_mode=mode,
+        username=args.username,
+        password=password,
+        server_certificate=args.server_certificate,
+        certificate=args.certificate,
+        private_key=args.private_key,
+        user_certificate=args.user_certificate,
+        user_key=args.user_key,
+        timeout=args.timeout,
+        application_uri=args.application_uri,
+        pki_dir=args.data_dir / "pki",
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message.removeprefix('device ')}", file=sys.stderr)
+    return 1
+
+
+def _run(coro: Any) -> int:
+    try:
+        return int(asyncio.run(coro))
+    except OpcuaConnectError as exc:
+        return _fail(str(exc))
+
+
+async def _connected(args: argparse.Namespace) -> Any:
+    from drivers.opcua.security import connect
+
+    return await connect(_settings(args))
+
+
+# -- node ids ----------------------------------------------------------------------------------
+
+
+def _to_nodeid(text: str, namespaces: Sequence[str], ua: Any) -> Any:
+    from drivers.opcua.nodes import resolve_namespace
+
+    ref = parse_node_id(text)
+    return ua.NodeId(ref.identifier, resolve_namespace(ref, namespaces))
+
+
+def _stable_text(nodeid: Any, namespaces: Sequence[str]) -> str:
+    """The config form of a node id: nsu= (survives index changes) except in namespace 0."""
+    text: str = nodeid.to_string()
+    if nodeid.NamespaceIndex == 0 or nodeid.NamespaceIndex >= len(namespaces):
+        return text
+    _ns, _, ident = text.partition(";")
+    return f"nsu={namespaces[nodeid.NamespaceIndex]};{ident}"
+
+
+# -- browse ------------------------------------------------------------------------------------
+
+
+def _browse(args: argparse.Namespace) -> int:
+    return _run(_browse_async(args))
+
+
+async def _browse_async(args: argparse.Namespace) -> int:
+    ua = ua_module()
+    client = await _connected(args)
+    try:
+        namespaces = await client.get_namespace_array()
+        try:
+            start = client.get_node(_to_nodeid(args.node, namespaces, ua))
+            await start.read_browse_name()
+        except NodeIdError as exc:
+            return _fail(f"--node {args.node}: {exc}")
+        except ua.UaStatusCodeError as exc:
+            return _fail(f"--node {args.node}: the server answered {_status_name(exc, ua)}")
+        variables: list[tuple[str, str, str]] = []  # (path, node, type)
+        await _walk(client, start, args.depth, 0, [], namespaces, variables, not args.toml, ua)
+        if args.toml:
+            _print_toml(variables)
+    finally:
+        await client.disconnect()
+    return 0
+
+
+async def _walk(
+    client: Any,
+    node: Any,
+    depth: int,
+    level: int,
+    path: list[str],
+    namespaces: Sequence[str],
+    variables: list[tuple[str, str, str]],
+    show: bool,
+    ua: Any,
+) -> None:
+    name = (await node.read_browse_name()).Name
+    node_class = await node.read_node_class()
+    line = f"{'  ' * level}{name}  {_stable_text(node.nodeid, namespaces)}"
+    if node_class == ua.NodeClass.Variable:
+        dtype, value = await _type_and_value(client, node, ua)
+        line += f"  {dtype} = {value}"
+        if dtype in NUMERIC_TYPES:
+            variables.append(
+                ("_".join([*path, name]), _stable_text(node.nodeid, namespaces), dtype)
+            )
+    else:
+        line += f"  ({node_class.name})"
+    if show:
+        print(line)
+    if level >= depth:
+        return
+    for child in await node.get_children():
+        if (
+            child.nodeid.to_string() == SERVER_OBJECT
+            and level == 0
+            and node.nodeid.Identifier == 85
+        ):
+            if show:
+                print(
+                    f"{'  ' * (level + 1)}Server  i=2253  (skipped; browse it with --node i=2253)"
+                )
+            continue
+        child_path = [*path, name] if level > 0 else path
+        await _walk(client, child, depth, level + 1, child_path, namespaces, variables, show, ua)
+
+
+def _status_name(exc: Exception, ua: Any) -> str:
+    code = getattr(exc, "code", None)
+    return str(ua.StatusCode(code).name) if code is not None else type(exc).__name__
+
+
+async def _type_and_value(client: Any, node: Any, ua: Any) -> tuple[str, str]:
+    try:
+        dtype_id = await node.read_data_type()
+        dtype = (await client.get_node(dtype_id).read_browse_name()).Name
+    except Exception:
+        dtype = "?"
+    try:
+        dv = await node.read_data_value(raise_on_bad_status=False)
+    except Exception as exc:
+        return dtype, f"<{type(exc).__name__}>"
+    if dv.StatusCode is not None and not dv.StatusCode.is_good():
+        return dtype, f"<{dv.StatusCode.name}>"
+    return dtype, repr(dv.Value.Value if dv.Value is not None else None)
+
+
+def _point_name(path: str, used: set[str]) -> str:
+    name = re.sub(r"[^a-z0-9_-]+", "_", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", path).lower())
+    name = name.strip("_")[:60] or "point"
+    candidate, n = name, 2
+    while candidate in used:
+        candidate, n = f"{name}_{n}", n + 1
+    used.add(candidate)
+    return candidate
+
+
+def _print_toml(variables: list[tuple[str, str, str]]) -> None:
+    used: set[str] = set()
+    for path, node, dtype in variables:
+        print("[[devices.points]]")
+        print(f'name = "{_point_name(path, used)}"')
+        print(f'node = "{node}"')
+        print(f'kind = "gauge"   # {dtype}; counter for totals (kWh, t, pieces), rate for flows')
+        print('unit = ""')
+        print()
+
+
+# -- read --------------------------------------------------------------------------------------
+
+
+def _read(args: argparse.Namespace) -> int:
+    return _run(_read_async(args))
+
+
+async def _read_async(args: argparse.Namespace) -> int:
+    ua = ua_module()
+    client = await _connected(args)
+    failed = 0
+    try:
+        namespaces = await client.get_namespace_array()
+        for text in args.nodes:
+            try:
+                node = client.get_node(_to_nodeid(text, namespaces, ua))
+            except NodeIdError as exc:
+                print(f"{text}  error: {exc}")
+                failed += 1
+                continue
+            dtype, value = await _type_and_value(client, node, ua)
+            try:
+                dv = await node.read_data_value(raise_on_bad_status=False)
+                status = dv.StatusCode.name if dv.StatusCode is not None else "Good"
+                stamp = dv.SourceTimestamp.isoformat() if dv.SourceTimestamp else "-"
+            except Exception as exc:
+                status, stamp = type(exc).__name__, "-"
+            if not status.startswith("Good"):
+                failed += 1
+            print(f"{text}  {dtype} = {value}  {status}  source {stamp}")
+    finally:
+        await client.disconnect()
+    return 1 if failed else 0
+
+
+# -- trust -------------------------------------------------------------------------------------
+
+
+def _trust(args: argparse.Namespace) -> int:
+    return _run(_trust_async(args))
+
+
+async def _trust_async(args: argparse.Namespace) -> int:
+    from drivers.opcua.security import certificate_info, fetch_server_certificate
+
+    policy = "Basic256Sha256" if args.security_policy == "None" else args.security_policy
+    mode = args.security_mode or "SignAndEncrypt"
+    try:
+        der = await fetch_server_certificate(args.endpoint, policy, mode, args.timeout)
+    except (OSError, TimeoutError) as exc:
+        return _fail(f"cannot reach {args.endpoint}: {exc!r}")
+    info = certificate_info(der)
+    print(f"Server certificate of {args.endpoint}")
+    print(f"  SHA-256 fingerprint: {info.fingerprint}")
+    print(f"  subject:             {info.subject}")
+    print(f"  issuer:              {info.issuer}")
+    print(f"  valid:               {info.not_before:{STAMP}} to {info.not_after:{STAMP}} UTC")
+    print(f"  application URI:     {info.application_uri or '-'}")
+    print(f"  DNS names:           {', '.join(info.dns_names) or '-'}")
+    out: Path = args.out
+    if out.exists():
+        old = load_der(out)
+        if old == der:
+            print(f"{out} already holds this certificate: nothing to do.")
+            return 0
+        print(f"{out} holds ANOTHER certificate ({fingerprint(old)}): it will be replaced.")
+    if not args.yes:
+        print("Compare the fingerprint with the one the PLC shows (its web page or panel).")
+        try:
+            answer = input(f"Trust this certificate and save it to {out}? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Not saved.", file=sys.stderr)
+            return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(der)
+    tmp.replace(out)
+    print(f'Saved. Set server_certificate = "{out}" on the device.')
+    return 0
+
+
+# -- check -------------------------------------------------------------------------------------
+
+
+def describe_device(device: Any) -> list[str]:
+    """Lines for `ironwatt check`: endpoint, mode, security, pinning and every point's node.
+
+    Offline (no connection, no asyncua): problems start with "!" so they stand out.
+    """
+    mode = device.mode
+    every = f"every {device.interval:g} s" if mode == "poll" else f"sampling {device.interval:g} s"
+    lines = [f"{device.name}: opcua {mode} ({every}) at {device.endpoint}"]
+    security = f"security {device.security_policy}/{device.security_mode}"
+    if getattr(device, "user_certificate", None):
+        security += f", X.509 user {device.user_certificate}"
+    elif device.username:
+        source = (
+            f"password_file {device.password_file}" if device.password_file
+            else f"password_env {device.password_env}" if device.password_env
+            else "no password"
+        )  # fmt: skip
+        security += f", user {device.username!r} ({source})"
+    else:
+        security += ", anonymous"
+    lines.append(f"  {security}")
+    pinned = device.server_certificate
+    if pinned is not None:
+        try:
+            lines.append(
+                f"  server certificate pinned: {pinned} (SHA-256 {fingerprint(load_der(pinned))})"
+            )
+        except OSError as exc:
+            lines.append(f"  ! server_certificate {pinned} cannot be read: {exc.strerror}")
+    elif device.security_policy != "None":
+        lines.append(
+            f"  ! no server_certificate pinned: run `ironwatt opcua trust {device.endpoint} "
+            "--out <file.der>` and set server_certificate (the gateway will not connect without)"
+        )
+    if device.security_policy != "None" and device.security_mode == "None":
+        lines.append(
+            f"  ! security_policy {device.security_policy} needs security_mode Sign or "
+            "SignAndEncrypt"
+        )
+    stamps = getattr(device, "timestamps", "gateway")
+    lines.append(f"  timestamps: {stamps}, {len(device.points)} point(s):")
+    for point in device.points:
+        extra = ""
+        if getattr(point, "deadband_type", "none") != "none":
+            extra = f", deadband {point.deadband_type} {point.deadband_value:g}"
+        try:
+            parse_node_id(point.node)
+        except NodeIdError as exc:
+            lines.append(f"  ! {point.name}: {exc}")
+            continue
+        unit = f" {point.unit}" if point.unit else ""
+        lines.append(f"    {point.name}  {point.node}  [{point.kind}{unit}{extra}]")
+    return lines

@@ -1,0 +1,150 @@
+"""`ironwatt opcua browse|read|trust` against the simulated PLC, and the `check` description."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from drivers.opcua.security import fingerprint
+from gateway.cli_opcua import describe_device, register
+from tests.opcua.conftest import NSU, PlcProcess, make_device, point
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="ironwatt")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    code = args.func(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_browse_shows_tree_types_values_and_toml(
+    plc: PlcProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _err = run_cli(["opcua", "browse", plc.endpoint, "--depth", "4"], capsys)
+    assert code == 0
+    assert "Server  i=2253  (skipped" in out
+    assert "BF2  nsu=urn:plant1:bf2;s=BF2  (Object)" in out
+    assert "HotMetalTons  nsu=urn:plant1:bf2;s=Production.HotMetalTons  Double = 125000.0" in out
+    assert "Flow  nsu=urn:plant1:bf2;s=Utilities.NG.Flow  Float = 850.0" in out
+    assert "Name  nsu=urn:plant1:bf2;s=Info.Name  String = 'Blast furnace 2'" in out
+
+    code, out, _err = run_cli(
+        ["opcua", "browse", plc.endpoint, "--node", NSU + "Production/", "--toml"],
+        capsys,
+    )  # the folder's own string id ends with "/"
+    assert code == 0
+    snippet = tomllib.loads(out)["devices"]["points"]
+    assert {p["node"] for p in snippet} == {
+        NSU + "Production.HotMetalTons",
+        NSU + "Production.Pieces",
+    }
+    assert {p["name"] for p in snippet} == {"hot_metal_tons", "pieces"}
+    # The snippet is valid config as is.
+    make_device(plc.endpoint, snippet)
+
+
+def test_browse_unknown_start_namespace_fails_clearly(
+    plc: PlcProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = run_cli(["opcua", "browse", plc.endpoint, "--node", "nsu=urn:x;s=A"], capsys)
+    assert code == 1 and "urn:x" in err and "NamespaceArray" in err
+    code, _out, err = run_cli(["opcua", "browse", plc.endpoint, "--node", NSU + "Nope"], capsys)
+    assert code == 1 and "BadNodeIdUnknown" in err and "Nope" in err
+
+
+def test_read_values_and_a_bad_node(plc: PlcProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["opcua", "read", plc.endpoint, NSU + "Types.Int16", f"ns={plc.ns_index};s=Types.Float"]
+    code, out, _err = run_cli(argv, capsys)
+    assert code == 0
+    assert f"{NSU}Types.Int16  Int16 = -1234  Good" in out
+    assert "Float = 1.5  Good" in out
+    code, out, _err = run_cli(["opcua", "read", plc.endpoint, NSU + "Nope"], capsys)
+    assert code == 1 and "BadNodeIdUnknown" in out
+
+
+def test_connection_refused_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.sim.opcua_plc import free_port
+
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
+    code, _out, err = run_cli(["opcua", "read", endpoint, "i=2258", "--timeout", "2"], capsys)
+    assert code == 1
+    assert err.startswith("error: ") and endpoint in err and "Traceback" not in err
+
+
+def test_trust_shows_fingerprint_and_saves_after_confirmation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plc = PlcProcess(
+        "--static", "--cert-dir", str(tmp_path / "server"),
+        "--security", "None", "--security", "Basic256Sha256_SignAndEncrypt",
+    )  # fmt: skip
+    plc.start()
+    try:
+        server_der = (tmp_path / "server" / "server-cert.der").read_bytes()
+        out = tmp_path / "pki" / "bf2.der"
+        monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+        code, text, _err = run_cli(["opcua", "trust", plc.endpoint, "--out", str(out)], capsys)
+        assert code == 1 and not out.exists()
+        assert f"SHA-256 fingerprint: {fingerprint(server_der)}" in text
+        assert "application URI:     urn:ironwatt:sim:plc" in text
+        monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+        code, text, _err = run_cli(["opcua", "trust", plc.endpoint, "--out", str(out)], capsys)
+        assert code == 0 and out.read_bytes() == server_der
+        code, text, _err = run_cli(
+            ["opcua", "trust", plc.endpoint, "--out", str(out), "--yes"], capsys
+        )
+        assert code == 0 and "already holds this certificate" in text
+        # With the pin, a secure read works; the client certificate lands in --data-dir.
+        code, text, err = run_cli(
+            [
+                "opcua", "read", plc.endpoint, NSU + "Types.Double",
+                "--security-policy", "Basic256Sha256", "--server-certificate", str(out),
+                "--data-dir", str(tmp_path / "data"),
+            ],
+            capsys,
+        )  # fmt: skip
+        assert code == 0, err
+        assert "Double = 2.25" in text
+        assert (tmp_path / "data" / "pki" / "own" / "cert.der").exists()
+        # Without it, the tool refuses and says how to fix it.
+        code, _text, err = run_cli(
+            ["opcua", "read", plc.endpoint, "i=2258", "--security-policy", "Basic256Sha256"],
+            capsys,
+        )
+        assert code == 1 and "ironwatt opcua trust" in err
+    finally:
+        plc.stop()
+
+
+def test_describe_device_lists_nodes_mode_and_problems(tmp_path: Path) -> None:
+    device = make_device(
+        "opc.tcp://10.10.1.30:4840",
+        [
+            point("hot_metal", NSU + "Production.HotMetalTons", kind="counter", unit="t"),
+            point("flow", NSU + "Utilities.NG.Flow", deadband_type="absolute", deadband_value=2),
+            point("broken", "ns=2;q=1"),
+        ],
+        name="bf2-plc",
+        mode="poll",
+        interval="500ms",
+        security_policy="Basic256Sha256",
+        security_mode="SignAndEncrypt",
+        username="gateway",
+        password_env="PLC_PASSWORD",
+    )
+    lines = describe_device(device)
+    text = "\n".join(lines)
+    assert lines[0] == "bf2-plc: opcua poll (every 0.5 s) at opc.tcp://10.10.1.30:4840"
+    assert (
+        "security Basic256Sha256/SignAndEncrypt, user 'gateway' (password_env PLC_PASSWORD)" in text
+    )
+    assert "! no server_certificate pinned" in text
+    assert f"hot_metal  {NSU}Production.HotMetalTons  [counter t]" in text
+    assert "deadband absolute 2" in text
+    assert "! broken:" in text
