@@ -136,7 +136,7 @@ class _Acc:
 
 class _Point:
     __slots__ = (
-        "pid", "key", "kind", "rollover", "max_rate", "resolution", "max_gap", "hold",
+        "pid", "key", "kind", "rollover", "max_rate", "max_rate_s", "resolution", "max_gap", "hold",
         "demand", "tou", "grace",
         "tseen", "based", "t0", "v0", "c", "cstart", "cend", "cell", "wins", "pend_bad", "pend_t",
     )  # fmt: skip
@@ -307,6 +307,7 @@ class Kernel:
         st.kind = kind
         st.rollover = float(rollover)
         st.max_rate = float(max_rate)
+        st.max_rate_s = st.max_rate / 3600.0  # per second: one multiply per sample, no divide
         st.resolution = float(resolution)
         st.max_gap = float(max_gap)
         st.hold = 1 if integration == HOLD else 0
@@ -358,7 +359,7 @@ class Kernel:
                 wrap = 0
                 reset = 0
                 if d >= 0.0:
-                    if st.max_rate > 0.0 and d > st.max_rate * dt / 3600.0:
+                    if st.max_rate_s > 0.0 and d > st.max_rate_s * dt:
                         self._bad(st, t)
                         continue
                 elif -d <= st.resolution:
@@ -370,7 +371,7 @@ class Kernel:
                     if (
                         roll > 0.0
                         and w >= 0.0
-                        and (w <= st.max_rate * dt / 3600.0 if st.max_rate > 0.0 else w < roll * 0.5)
+                        and (w <= st.max_rate_s * dt if st.max_rate_s > 0.0 else w < roll * 0.5)
                     ):
                         d = w
                         wrap = 1
@@ -400,9 +401,9 @@ class Kernel:
                     cell = st.cell
                     if covered:
                         if st.hold:
-                            cell.delta += v0 * (t - t0) / 3600.0
+                            cell.delta += (v0 + v0) * (t - t0)
                         else:
-                            cell.delta += (v0 + v) * (t - t0) / 7200.0
+                            cell.delta += (v0 + v) * (t - t0)
                         cell.covered += t - t0
                     if v < cell.vmin:
                         cell.vmin = v
@@ -515,10 +516,10 @@ class Kernel:
             cell = st.cell
             if covered:
                 if hold:
-                    cell.delta += v0 * (e - s) / 3600.0
+                    cell.delta += (v0 + v0) * (e - s)
                 else:
                     ve = v0 + (v - v0) * (e - t0) / dt
-                    cell.delta += (vs + ve) * (e - s) / 7200.0
+                    cell.delta += (vs + ve) * (e - s)
                     vs = ve
                 cell.covered += e - s
             self._close_cell(st)
@@ -526,9 +527,9 @@ class Kernel:
         cell = st.cell
         if covered:
             if hold:
-                cell.delta += v0 * (t - s) / 3600.0
+                cell.delta += (v0 + v0) * (t - s)
             else:
-                cell.delta += (vs + v) * (t - s) / 7200.0
+                cell.delta += (vs + v) * (t - s)
             cell.covered += t - s
         if sample:
             if v < cell.vmin:
@@ -572,7 +573,10 @@ class Kernel:
         if st.demand and dk >= 0 and (mask >> dk) & 1:
             b = st.wins[dk]
             length = end - b.start
-            avg = b.delta / (length / 3600.0) if b.covered > 0.0 else _NAN
+            avg = _NAN
+            if b.covered > 0.0:
+                # rate sums are (v0 + v1) * dt, twice unit*s; counters are in the unit
+                avg = b.delta / (2.0 * length) if st.kind else b.delta / (length / 3600.0)
             self._blocks.append(
                 (end + st.grace, (st.pid, b.start, end, avg, b.covered / length))
             )
@@ -614,19 +618,24 @@ class Kernel:
                 delta = w.delta
         else:
             if w.covered > 0.0:
-                mean = w.delta / (w.covered / 3600.0)
+                mean = w.delta / (2.0 * w.covered)
             if w.samples > 0:
                 vmin = w.vmin
                 vmax = w.vmax
             if kind == RATE:
-                delta = w.delta
+                delta = w.delta / 7200.0
             else:
                 last = w.last
         rec = (
             st.pid, k, kind, 1, w.estimated, w.start, end, delta, first, last, mean, vmin, vmax,
             w.rollovers, w.resets, w.samples, w.bad, w.covered / length, w.peak, w.peak_at,
         )  # fmt: skip
-        per = tuple(w.periods) if st.tou else (_NAN,) * self._nper
+        if not st.tou:
+            per: tuple[float, ...] = (_NAN,) * self._nper
+        elif kind == COUNTER:
+            per = tuple(w.periods)
+        else:
+            per = tuple(x / 7200.0 for x in w.periods)
         self._queue.append((end + st.grace, rec, per))
 
     def _force(self, st: _Point, t: float) -> float:
@@ -635,7 +644,7 @@ class Kernel:
             if st.based and st.kind != COUNTER and st.hold and st.max_gap == 0.0:
                 # A held value stands through silence (subscribed points): credit it now.
                 s = st.t0 if st.t0 > st.cstart else st.cstart
-                st.cell.delta += st.v0 * (st.cend - s) / 3600.0
+                st.cell.delta += (st.v0 + st.v0) * (st.cend - s)
                 st.cell.covered += st.cend - s
             self._close_cell(st)
         return st.cend + st.grace

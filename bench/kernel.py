@@ -1,0 +1,196 @@
+"""Kernel throughput: 10 M samples over 10,000 points, three intervals, poll-cycle batches.
+
+Prints samples/s of the compiled kernel, of its pure twin and of a floor (a minimal typed loop
+compiled here); the last line is `RESULT kernel_msps=.. pure_msps=.. floor_msps=..`.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+os.environ.pop("IRONWATT_NO_EXTENSIONS", None)
+
+from zoneinfo import ZoneInfo  # noqa: E402
+
+from ext import _kernel_py  # noqa: E402
+from gateway.windows import edges_between  # noqa: E402
+
+POINTS = 10_000
+CYCLES = 1_000  # 1 s polls: 10 M samples over 16 min 40 s, crossing 1m, 15m and 1h edges
+PURE_POINTS = 1_000  # the twin runs on a tenth of the points (same cycles), scaled per sample
+INTERVALS = (60, 900, 3600)
+GRACE = 2.0
+RUNS = 5
+TZ = ZoneInfo("Europe/Berlin")
+T0 = 1_795_000_000.0 - 1_795_000_000.0 % 3600 + 3000  # HH:50:00 local (whole-hour offset)
+
+# Data generator and the floor loop, in C, so neither Python nor the generation are timed.
+HELPER = r"""
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+from cpython.array cimport array, clone
+
+def make(int points, int cycles, double t0):
+    cdef Py_ssize_t n = <Py_ssize_t>points * cycles, i
+    cdef array P = clone(array("i"), n, False), T = clone(array("d"), n, False)
+    cdef array V = clone(array("d"), n, False), Q = clone(array("B"), n, False)
+    cdef double[:] ctr = clone(array("d"), points, True)
+    cdef unsigned int seed = 12345
+    cdef int j, p, kind
+    cdef double noise
+    for p in range(points):
+        ctr[p] = 1000.0 * (p % 50)
+    i = 0
+    for j in range(cycles):
+        for p in range(points):
+            seed = seed * 1103515245 + 12345
+            noise = ((seed >> 8) & 0xFFFF) / 65536.0
+            kind = p % 5  # 0,1: counter; 2,3: rate; 4: gauge
+            P.data.as_ints[i] = p
+            T.data.as_doubles[i] = t0 + j + (p % 97) * 0.005
+            if kind < 2:
+                ctr[p] += 0.01 + 0.02 * noise
+                if ctr[p] >= 100000.0:
+                    ctr[p] -= 100000.0
+                V.data.as_doubles[i] = ctr[p]
+            elif kind < 4:
+                V.data.as_doubles[i] = 100.0 + 50.0 * noise
+            else:
+                V.data.as_doubles[i] = 20.0 + noise
+            Q.data.as_uchars[i] = 1 if (seed >> 4) % 1000 == 0 else 0
+            i += 1
+    return P, T, V, Q
+
+def series(Py_ssize_t n, double t0):
+    cdef array T = clone(array("d"), n, False), V = clone(array("d"), n, False)
+    cdef Py_ssize_t i
+    for i in range(n):
+        T.data.as_doubles[i] = t0 + i * 0.1
+        V.data.as_doubles[i] = 100.0 + (i % 17)
+    return T, V
+
+def floor(const double[:] ts, const double[:] value, double width):
+    # One series, one window size, trapezoid: the least work per sample that still integrates.
+    cdef Py_ssize_t n = ts.shape[0], i, nw = 0
+    cdef double t, v, t0 = ts[0], v0 = value[0], acc = 0.0, total = 0.0
+    cdef double wend = t0 - (t0 % width) + width
+    for i in range(1, n):
+        t = ts[i]
+        v = value[i]
+        if t >= wend:
+            total += acc
+            acc = 0.0
+            nw += 1
+            wend += width
+        acc += (v0 + v) * (t - t0)
+        t0 = t
+        v0 = v
+    return total + acc, nw
+"""
+
+
+def build_helper() -> Any:
+    """Compile HELPER into a temp dir (Cython + the C compiler) and import it."""
+    from Cython.Build import cythonize
+    from setuptools import Distribution, Extension
+
+    tmp = tempfile.mkdtemp(prefix="iw_bench_")
+    src = Path(tmp) / "iw_bench_helper.pyx"
+    src.write_text(HELPER)
+    ext = Extension(
+        "iw_bench_helper", [str(src)], extra_compile_args=["-O2", "-ffp-contract=off"]
+    )
+    dist = Distribution({"ext_modules": cythonize([ext], quiet=True), "script_name": "bench"})
+    cmd: Any = dist.get_command_obj("build_ext")
+    cmd.build_lib = tmp
+    cmd.build_temp = tmp
+    cmd.ensure_finalized()
+    cmd.run()
+    sys.path.insert(0, tmp)
+    import iw_bench_helper  # type: ignore[import-not-found]
+
+    return iw_bench_helper
+
+
+def make_kernel(mod: Any, points: int) -> Any:
+    start = T0 - 3600
+    end = T0 + CYCLES + 3600
+    edges, masks, periods = mod.build_grid([edges_between(TZ, s, start, end) for s in INTERVALS])
+    k = mod.Kernel(len(INTERVALS), demand_interval=1)
+    k.extend_grid(edges, masks, periods)
+    for p in range(points):
+        kind = p % 5
+        if kind < 2:
+            k.configure_point(p, f"d{p // 20}.e{p}", mod.COUNTER, since=T0, rollover=100000.0,
+                              max_rate=3600.0, resolution=0.001, max_gap=3.0, grace=GRACE)
+        elif kind < 4:
+            k.configure_point(p, f"d{p // 20}.p{p}", mod.RATE, since=T0, max_gap=3.0,
+                              demand=kind == 2, grace=GRACE)
+        else:
+            k.configure_point(p, f"d{p // 20}.g{p}", mod.GAUGE, since=T0, max_gap=3.0,
+                              grace=GRACE)
+    return k
+
+
+def run(mod: Any, data: tuple[Any, ...], points: int) -> tuple[float, int]:
+    """Seconds to ingest every cycle and close windows after each; windows emitted."""
+    P, T, V, Q = (memoryview(a) for a in data)
+    k = make_kernel(mod, points)
+    emitted = 0
+    t_start = time.perf_counter()
+    for j in range(CYCLES):
+        a = j * points
+        b = a + points
+        k.ingest(P[a:b], T[a:b], V[a:b], Q[a:b])
+        wins, _blocks = k.close_until(T0 + j + 1.0)
+        emitted += len(wins["point"])
+    wins, _blocks = k.close_until(T0 + CYCLES + 60.0)
+    emitted += len(wins["point"])
+    return time.perf_counter() - t_start, emitted
+
+
+def main() -> None:
+    helper = build_helper()
+    from ext import _kernel
+
+    data = helper.make(POINTS, CYCLES, T0)
+    n = POINTS * CYCLES
+    runs = [run(_kernel, data, POINTS) for _ in range(RUNS)]
+    kernel_s = statistics.median(r[0] for r in runs)
+    print(f"compiled: {n:,} samples, {runs[0][1]:,} windows, median {kernel_s:.3f} s")
+
+    pdata = helper.make(PURE_POINTS, CYCLES, T0)
+    pn = PURE_POINTS * CYCLES
+    pruns = [run(_kernel_py, pdata, PURE_POINTS) for _ in range(RUNS)]
+    pure_s = statistics.median(r[0] for r in pruns)
+    print(f"pure: {pn:,} samples ({PURE_POINTS} points, scaled per sample), "
+          f"{pruns[0][1]:,} windows, median {pure_s:.3f} s")
+
+    ts, vs = helper.series(n, T0)
+    fl = []
+    for _ in range(RUNS):
+        t_start = time.perf_counter()
+        helper.floor(ts, vs, 60.0)
+        fl.append(time.perf_counter() - t_start)
+    floor_s = statistics.median(fl)
+    print(f"floor: {n:,} samples of one series into 1m windows, median {floor_s:.3f} s")
+
+    kernel_msps = n / kernel_s / 1e6
+    pure_msps = pn / pure_s / 1e6
+    floor_msps = n / floor_s / 1e6
+    print(f"compiled/pure {kernel_msps / pure_msps:.1f}x, floor/compiled "
+          f"{floor_msps / kernel_msps:.1f}x")
+    print(f"RESULT kernel_msps={kernel_msps:.1f} pure_msps={pure_msps:.2f} "
+          f"floor_msps={floor_msps:.1f}")
+
+
+if __name__ == "__main__":
+    main()
