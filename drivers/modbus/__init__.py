@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["ModbusDriver"]
+__all__ = ["ModbusDriver", "describe_plan"]
 
 if TYPE_CHECKING:
+    from drivers.modbus.describe import describe_plan
     from drivers.modbus.driver import ModbusDriver
 
 
@@ -20,4 +21,8 @@ def __getattr__(name: str) -> Any:
         from drivers.modbus.driver import ModbusDriver
 
         return ModbusDriver
+    if name == "describe_plan":
+        from drivers.modbus.describe import describe_plan
+
+        return describe_plan
     raise AttributeError(name)
