@@ -80,8 +80,9 @@ def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
         ),
         Metric("ironwatt_uplink_published_total", "counter", "messages acknowledged by the broker")
         .add(_num(uplink.get("acked"))),
-        Metric("ironwatt_uplink_last_puback_timestamp_seconds", "gauge", "UTC time of last PUBACK")
-        .add(_num(uplink.get("last_puback"))),
+        Metric("ironwatt_uplink_lag_seconds", "gauge", "age of the oldest unsent message").add(
+            _num(uplink.get("lag_s"))
+        ),
         Metric("ironwatt_clock_steps_total", "counter", "wall-clock steps detected").add(
             _num(status.get("clock_steps"))
         ),
@@ -133,7 +134,9 @@ def render_table(status: Mapping[str, Any], now: float | None = None) -> str:
         f"{buffer.get('dropped_total', 0)} dropped, stream {buffer.get('stream', '?')} "
         f"next seq {buffer.get('next_seq', '?')}",
         f"uplink: {'connected' if uplink.get('connected') else 'NOT connected'} to "
-        f"{uplink.get('broker', '?')}, last PUBACK {_ago(uplink.get('last_puback'), now)}"
+        f"{uplink.get('broker', '?')} ({uplink.get('state', '?')} since "
+        f"{_ago(uplink.get('since'), now)}), {uplink.get('acked', 0)} acknowledged, "
+        f"lag {uplink.get('lag_s', '?')} s"
         + (f", last error: {uplink['last_error']}" if uplink.get("last_error") else ""),
     ]
     return "\n".join(lines) + "\n"
