@@ -1,0 +1,112 @@
+"""RTU framing: over a pseudo-terminal pair (socat) as a serial line, and over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from drivers.modbus.driver import ModbusDriver
+from gateway.samples import QUALITY_GOOD, PointIndex
+from gateway.sim.modbus_meters import ModbusPlant, SimMeter
+
+
+@pytest.fixture
+def pty_pair() -> Iterator[tuple[str, str]]:
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed: no pseudo-terminal pair for the serial test")
+    proc = subprocess.Popen(
+        ["socat", "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    ptys: list[str] = []
+    try:
+        while len(ptys) < 2:
+            line = proc.stderr.readline()
+            if not line:
+                pytest.skip("socat did not create a pty pair on this machine")
+            if m := re.search(r"PTY is (\S+)", line):
+                ptys.append(m.group(1))
+        yield ptys[0], ptys[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+@pytest_asyncio.fixture
+async def serial_plant(pty_pair: tuple[str, str]) -> AsyncIterator[tuple[ModbusPlant, str]]:
+    plant = ModbusPlant(
+        [
+            SimMeter(1, profile="eastron-sdm630"),
+            SimMeter(2, profile="carlo-gavazzi-em24"),
+            SimMeter(3, silent=True),
+        ],
+        transport="rtu",
+        serial_port=pty_pair[0],
+        baudrate=19200,
+    )
+    await plant.start()
+    try:
+        yield plant, pty_pair[1]
+    finally:
+        await plant.stop()
+
+
+@pytest.mark.asyncio
+async def test_units_sharing_a_serial_line(
+    serial_plant: Any, sink: Any, device_factory: Any
+) -> None:
+    _, port = serial_plant
+    common = dict(
+        port=502, transport="rtu", serial_port=port, baudrate=19200, poll=0.1, timeout=0.15
+    )
+    devices = [
+        device_factory("sdm", unit=1, profile="eastron-sdm630", **common),
+        device_factory("em24", unit=2, profile="carlo-gavazzi-em24", **common),
+        device_factory("gone", unit=3, profile="eastron-sdm630", **common),
+    ]
+    index = PointIndex()
+    driver = ModbusDriver(devices, index, sink)
+    assert len(driver.links) == 1  # one client, one lock for the line
+    task = asyncio.create_task(driver.run())
+    await asyncio.sleep(1.5)
+    status = driver.status()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert status["sdm"]["state"] == "up" and status["em24"]["state"] == "up"
+    assert status["gone"]["state"] == "down"
+    assert status["sdm"]["polls"] >= 10 and status["em24"]["polls"] >= 10
+    assert status["gone"]["requests"] <= 6  # pushed to slower retries
+    good = {index.key(p): v for b in sink.batches for p, _, v, q in b if q == QUALITY_GOOD}
+    assert 225 < good["em24.voltage_l1"] < 235  # CDAB int32 decoded right over RTU
+    assert 225 < good["sdm.voltage_l1"] < 235
+
+
+@pytest.mark.asyncio
+async def test_rtu_over_tcp(sink: Any, device_factory: Any) -> None:
+    async with ModbusPlant(
+        [SimMeter(7, profile="chint-dtsu666")], transport="rtu-over-tcp"
+    ) as plant:
+        device = device_factory(
+            "gw", port=plant.port, unit=7, transport="rtu-over-tcp", profile="chint-dtsu666"
+        )
+        index = PointIndex()
+        driver = ModbusDriver([device], index, sink)
+        runner = driver.runners[0]
+        try:
+            batch = await runner.poll_once()
+        finally:
+            runner.link.close()
+    values = {index.key(p): v for p, _, v, q in batch if q == QUALITY_GOOD}
+    assert len(values) == len(batch) == 19
+    assert values["gw.energy_import"] == pytest.approx(1000.0, abs=0.5)
