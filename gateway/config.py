@@ -6,6 +6,7 @@ tomllib keeps no positions, so `KeyLocator` maps key paths back to lines by a li
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import tomllib
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gateway.config_checks import check_config
+from gateway.config_types import quote
 from gateway.config_model import (
     Config,
     Device,
@@ -81,70 +83,186 @@ def format_path(loc: Loc) -> str:
     return out
 
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.\- ]+?)\s*=""")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SCALAR_END = re.compile(r"[,\]}\s#]")
 
 
 class KeyLocator:
-    """Line numbers of keys and tables, from a scan of the TOML text (not a second parser).
+    """Line numbers of keys, tables and array elements, from a scan of the TOML text.
 
-    Understands table headers, arrays of tables (counting their elements per parent) and
-    multi-line arrays of inline tables (one `{` per element, as people write tariff periods).
+    Not a second parser: it runs only on text tomllib accepted, and only follows the structure
+    (headers, arrays of tables, dotted keys, inline tables and arrays spanning lines, strings
+    that hide `#`, `[` or `=`) to remember where each key path starts.
     """
 
     def __init__(self, text: str) -> None:
         self.lines: dict[str, int] = {}
+        self._text = text
+        self._pos = 0
+        self._line = 1
+        # Arrays of tables seen so far: resolved path -> number of elements.
+        self._aot: dict[Loc, int] = {}
+        self._scan()
+
+    # -- the scan -------------------------------------------------------------------------
+
+    def _scan(self) -> None:
         table: Loc = ()
-        counters: dict[str, int] = {}
-        array_key: Loc | None = None
-        array_index = 0
-        depth = 0
-        for number, raw in enumerate(text.splitlines(), start=1):
-            line = _strip_comment(raw)
-            if array_key is not None:
-                for char in line:
-                    if char == "{":
-                        self._put((*array_key, array_index), number)
-                        elem_keys = re.findall(r"([A-Za-z0-9_\-]+)\s*=", line)
-                        for k in elem_keys:
-                            self._put((*array_key, array_index, k), number)
-                        array_index += 1
-                        break
-                depth += line.count("[") - line.count("]")
-                if depth <= 0:
-                    array_key = None
+        text = self._text
+        while self._pos < len(text):
+            self._skip_space(newlines=True)
+            if self._pos >= len(text):
+                break
+            char = text[self._pos]
+            if char == "#":
+                self._skip_comment()
+            elif char == "[":
+                table = self._header()
+            else:
+                line = self._line
+                parts = self._key()
+                self._put((*table, *parts), line)
+                self._skip_space()
+                self._pos += 1  # "="
+                self._value((*table, *parts))
+
+    def _header(self) -> Loc:
+        text = self._text
+        line = self._line
+        is_array = text.startswith("[[", self._pos)
+        self._pos += 2 if is_array else 1
+        parts = self._key()
+        self._skip_space()
+        self._pos += 2 if is_array else 1
+        resolved: list[str | int] = []
+        for i, part in enumerate(parts):
+            resolved.append(part)
+            last = i == len(parts) - 1
+            count = self._aot.get(tuple(resolved))
+            if count is not None and not (last and is_array):
+                resolved.append(count - 1)  # a prefix naming an array of tables: its last element
+        if is_array:
+            index = self._aot.get(tuple(resolved), 0)
+            self._aot[tuple(resolved)] = index + 1
+            self._put(tuple(resolved), line)
+            resolved.append(index)
+        table = tuple(resolved)
+        self._put(table, line)
+        return table
+
+    def _key(self) -> tuple[str, ...]:
+        """A bare, quoted or dotted key; the position ends after it."""
+        parts: list[str] = []
+        text = self._text
+        while True:
+            self._skip_space()
+            char = text[self._pos]
+            if char in "\"'":
+                parts.append(self._string())
+            else:
+                match = _BARE_KEY.match(text, self._pos)
+                if match is None:
+                    raise ValueError(f"KeyLocator: unexpected {quote(char)} at line {self._line}")
+                parts.append(match.group())
+                self._pos = match.end()
+            self._skip_space()
+            if self._pos < len(text) and text[self._pos] == ".":
+                self._pos += 1
                 continue
-            header = _HEADER.match(line)
-            if header:
-                parts = tuple(_unquote(p) for p in _split_dotted(header.group(2)))
-                if header.group(1) == "[[":
-                    parent = _table_path(table, parts[:-1])
-                    counter_key = format_path((*parent, parts[-1]))
-                    index = counters.get(counter_key, -1) + 1
-                    counters[counter_key] = index
-                    # A new element resets the counters of arrays nested below it.
-                    for k in [k for k in counters if k.startswith(counter_key + "[")]:
-                        del counters[k]
-                    table = (*parent, parts[-1], index)
-                else:
-                    table = _table_path(table, parts)
-                self._put(table, number)
+            return tuple(parts)
+
+    def _value(self, loc: Loc) -> None:
+        self._skip_space()
+        text = self._text
+        char = text[self._pos]
+        if char == "[":
+            self._pos += 1
+            index = 0
+            while True:
+                self._skip_space(newlines=True, comments=True)
+                if text[self._pos] == "]":
+                    self._pos += 1
+                    return
+                if text[self._pos] == ",":
+                    self._pos += 1
+                    continue
+                self._put((*loc, index), self._line)
+                self._value((*loc, index))
+                index += 1
+        elif char == "{":
+            self._pos += 1
+            while True:
+                self._skip_space(newlines=True, comments=True)
+                if text[self._pos] == "}":
+                    self._pos += 1
+                    return
+                if text[self._pos] == ",":
+                    self._pos += 1
+                    continue
+                line = self._line
+                parts = self._key()
+                self._put((*loc, *parts), line)
+                self._skip_space()
+                self._pos += 1  # "="
+                self._value((*loc, *parts))
+        elif char in "\"'":
+            self._string()
+        else:
+            match = _SCALAR_END.search(text, self._pos)
+            self._pos = match.start() if match else len(text)
+
+    def _string(self) -> str:
+        """Read a basic, literal or multi-line string; return its raw content (keys only)."""
+        text = self._text
+        quote = text[self._pos]
+        if text.startswith(quote * 3, self._pos):
+            end = self._pos + 3
+            while True:
+                end = text.index(quote * 3, end)
+                if quote == '"' and _escaped(text, end):
+                    end += 1
+                    continue
+                break
+            # A closing delimiter may have up to two more quotes before it ends.
+            while text.startswith(quote, end + 3):
+                end += 1
+            content = text[self._pos + 3 : end]
+            self._line += content.count("\n")
+            self._pos = end + 3
+            return content
+        end = self._pos + 1
+        while True:
+            end = text.index(quote, end)
+            if quote == '"' and _escaped(text, end):
+                end += 1
                 continue
-            key = _KEY.match(line)
-            if key:
-                parts = tuple(_unquote(p) for p in _split_dotted(key.group(1)))
-                loc = (*table, *parts)
-                self._put(loc, number)
-                value = line[key.end():]
-                depth = value.count("[") - value.count("]")
-                if value.strip().startswith("[") and depth > 0:
-                    array_key, array_index = loc, 0
-                    if "{" in value:  # first element on the same line as the key
-                        self._put((*loc, 0), number)
-                        array_index = 1
+            break
+        content = text[self._pos + 1 : end]
+        self._pos = end + 1
+        return content
+
+    def _skip_space(self, newlines: bool = False, comments: bool = False) -> None:
+        text = self._text
+        while self._pos < len(text):
+            char = text[self._pos]
+            if char in " \t\r":
+                self._pos += 1
+            elif char == "\n" and newlines:
+                self._pos += 1
+                self._line += 1
+            elif char == "#" and comments:
+                self._skip_comment()
+            else:
+                return
+
+    def _skip_comment(self) -> None:
+        end = self._text.find("\n", self._pos)
+        self._pos = len(self._text) if end < 0 else end
 
     def _put(self, loc: Loc, line: int) -> None:
         self.lines.setdefault(format_path(loc), line)
+
+    # -- lookups --------------------------------------------------------------------------
 
     def line_of(self, loc: Loc) -> int | None:
         """The line of the key, else of the nearest enclosing key or table that has one."""
@@ -155,125 +273,196 @@ class KeyLocator:
         return None
 
 
-def _strip_comment(line: str) -> str:
-    out, quote = [], ""
-    for char in line:
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char == "#":
-            break
-        out.append(char)
-    return "".join(out)
+def _escaped(text: str, index: int) -> bool:
+    """Whether the character at `index` is escaped by an odd run of backslashes."""
+    count = 0
+    while index - count - 1 >= 0 and text[index - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1
 
 
-def _split_dotted(text: str) -> list[str]:
-    return [p.strip() for p in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', text)]
-
-
-def _unquote(part: str) -> str:
-    return part[1:-1] if part[:1] in "\"'" and part[-1:] == part[:1] else part
-
-
-def _table_path(current: Loc, parts: tuple[str, ...]) -> Loc:
-    """Resolve `[devices.points]`-style names against the array elements opened so far."""
-    resolved: list[str | int] = []
-    for part in parts:
-        resolved.append(part)
-        # If the current table sits inside an array element with this prefix, keep its index.
-        prefix_len = len(resolved)
-        if len(current) > prefix_len and isinstance(current[prefix_len], int):
-            if tuple(current[:prefix_len]) == tuple(resolved):
-                resolved.append(current[prefix_len])
-    return tuple(resolved)
+# Union branches pydantic names in error locations ("function-after[...]", "literal['auto']",
+# "float", "tagged-union[...]"): never a key of the file.
+_BRANCH = re.compile(r"^(?:[a-z-]+\[.*\]|\[key\]|float|int|str|bool|none|modbus|opcua)$")
 
 
 def _pydantic_problems(exc: ValidationError, document: dict[str, Any]) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     for error in exc.errors(include_url=False):
-        loc = tuple(p for p in error["loc"] if p not in ("modbus", "opcua"))
+        loc = _file_loc(error["loc"], document)
         kind = error["type"]
         value = error.get("input")
+        ctx = error.get("ctx", {})
         if kind == "extra_forbidden":
-            key = str(loc[-1])
-            if key == "password":
-                message = (
-                    "a password is never written in the config: put it in a file "
-                    "(password_file, mode 600) or an environment variable (password_env)"
-                )
-            else:
-                known = _known_keys(loc[:-1], document)
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-                message = f"unknown key (a typo? {hint})"
+            loc, message = _unknown_key(loc, document)
         elif kind == "missing":
-            message = "required key is missing"
+            message = _missing(loc, document)
+        elif kind == "driver":
+            driver = value.get("driver") if isinstance(value, dict) else None
+            loc = (*loc, "driver")
+            message = (
+                'required key is missing (driver = "modbus" or "opcua")'
+                if driver is None
+                else f'{quote(driver)} is not a known driver (expected "modbus" or "opcua")'
+            )
         elif kind == "literal_error":
-            expected = error.get("ctx", {}).get("expected", "")
-            message = f"{value!r} is not allowed (expected {expected})"
+            message = f"{quote(value)} is not allowed (expected {_or_list(ctx.get('expected', ''))})"
         elif kind in ("int_type", "int_parsing", "int_from_float"):
-            message = f"{value!r} is not a whole number"
-        elif kind in ("float_type", "float_parsing"):
-            message = f"{value!r} is not a number"
+            message = f"{quote(value)} is not a whole number" + _unquote_hint(value)
+        elif kind in ("float_type", "float_parsing", "finite_number"):
+            message = f"{quote(value)} is not a number" + _unquote_hint(value)
         elif kind in ("bool_type", "bool_parsing"):
-            message = f"{value!r} is not true or false"
-        elif kind in ("string_type",):
-            message = f"{value!r} is not a string (put it in quotes)"
+            message = f"{quote(value)} is not true or false" + _unquote_hint(value)
+        elif kind == "string_type":
+            message = f"{quote(value)} is not a string (put it in quotes)"
         elif kind in ("dict_type", "model_type", "model_attributes_type"):
-            message = f"expected a table, got {type(value).__name__} {value!r}"
+            message = f"expected a table, got {_toml_type(value)} {quote(value)}"
         elif kind in ("tuple_type", "list_type"):
-            message = f"expected an array, got {value!r}"
+            message = f"expected an array [...], got {_toml_type(value)} {quote(value)}"
+        elif kind.startswith("date"):
+            message = f"{quote(value)} is not a date (expected YYYY-MM-DD, e.g. 2026-10-01)"
+        elif kind == "path_type":
+            message = f"{quote(value)} is not a file path (put it in quotes)"
         else:
             message = error["msg"]
         problems.append((loc, message))
-    return _dedupe_unions(problems)
+    return _dedupe(_merge_typos(problems))
 
 
-def _dedupe_unions(problems: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
-    """`x | None` and `float | "auto"` unions report one problem per branch: keep the first."""
+def _merge_typos(problems: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
+    """`adress = 72` gives "unknown key, did you mean address?" and "address is missing":
+    the second says nothing new, so keep one problem, on the line the typo is on."""
+    suggested = {
+        (*loc[:-1], match.group(1))
+        for loc, message in problems
+        if (match := re.fullmatch(r"unknown key \(did you mean (\S+)\?\)", message))
+    }
+    return [
+        (loc, message)
+        for loc, message in problems
+        if not (loc in suggested and message.startswith("required "))
+    ]
+
+
+def _file_loc(raw: tuple[str | int, ...], document: dict[str, Any]) -> Loc:
+    """Pydantic's error location as a key path of the file: union branch names dropped."""
+    return tuple(p for p in raw if not (isinstance(p, str) and _BRANCH.match(p)))
+
+
+def _dedupe(problems: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
+    """Keep one problem per key: a union (`x | None`, `float | "auto"`) fails once per branch."""
     seen: set[Loc] = set()
     out: list[tuple[Loc, str]] = []
     for loc, message in problems:
-        trimmed = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in (
-            "float", "int", "str", "literal['auto']", "function-after[positive(), float]",
-        ))))
-        if trimmed in seen:
+        if loc in seen:
             continue
-        seen.add(trimmed)
-        out.append((trimmed, message))
+        seen.add(loc)
+        out.append((loc, message))
     return out
 
 
+def _unknown_key(loc: Loc, document: dict[str, Any]) -> tuple[Loc, str]:
+    key = str(loc[-1])
+    if key == "password":
+        return loc, (
+            "a password is never written in the config: put it in a file readable only by "
+            "ironwatt (password_file, chmod 600) or name an environment variable (password_env)"
+        )
+    known = _known_keys(loc[:-1], document)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return loc, f"unknown key (did you mean {close[0]}?)"
+    if known:
+        return loc, f"unknown key (known keys here: {', '.join(known)})"
+    return loc, "unknown key"
+
+
+def _missing(loc: Loc, document: dict[str, Any]) -> str:
+    for model in _models_at(loc[:-1], document):
+        field = model.model_fields.get(str(loc[-1]))
+        if field is None:
+            continue
+        if _models_in(field.annotation) and not field.description:
+            return f"required table [{format_path(loc)}] is missing"
+        if field.description:
+            return f"required key is missing ({field.description})"
+    return "required key is missing"
+
+
+def _unquote_hint(value: Any) -> str:
+    if isinstance(value, str):
+        return " (write numbers and true/false without quotes)"
+    return ""
+
+
+def _or_list(expected: str) -> str:
+    """pydantic's "'a', 'b' or 'c'" with TOML's double quotes."""
+    return expected.replace("'", '"')
+
+
+def _toml_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
 def _known_keys(loc: Loc, document: dict[str, Any]) -> list[str]:
-    model: type[BaseModel] | None = Config
+    """The keys the table at `loc` may hold (both drivers' when a device has no valid driver)."""
+    models = _models_at(loc, document)
+    return sorted({name for model in models for name in model.model_fields} - {"path"})
+
+
+def _models_at(loc: Loc, document: dict[str, Any]) -> list[type[BaseModel]]:
+    """The model(s) describing the table at `loc`, following the document for device drivers."""
+    models: list[type[BaseModel]] = [Config]
     node: Any = document
     for part in loc:
-        if model is None:
-            return []
         if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else {}
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else {}
+            models = _pick_driver(models, node)
             continue
-        field = model.model_fields.get(part)
         node = node.get(part, {}) if isinstance(node, dict) else {}
-        if field is None:
+        found: list[type[BaseModel]] = []
+        for model in models:
+            field = model.model_fields.get(part)
+            if field is not None:
+                found += _models_in(field.annotation)
+        models = _pick_driver(found, node)
+        if not models:
             return []
-        model = _model_of(field.annotation, node)
-    return sorted(model.model_fields) if model else []
+    return models
 
 
-def _model_of(annotation: Any, node: Any) -> type[BaseModel] | None:
-    if isinstance(node, list):
-        node = node[0] if node else {}
-    if isinstance(node, dict) and node.get("driver") in ("modbus", "opcua"):
-        return ModbusDevice if node["driver"] == "modbus" else OpcuaDevice
-    candidates = [annotation, *getattr(annotation, "__args__", ())]
-    for candidate in candidates:
-        for inner in (candidate, *getattr(candidate, "__args__", ())):
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                return inner
-    return None
+def _pick_driver(models: list[type[BaseModel]], node: Any) -> list[type[BaseModel]]:
+    if isinstance(node, dict) and ModbusDevice in models and OpcuaDevice in models:
+        driver = node.get("driver")
+        if driver == "modbus":
+            return [ModbusDevice]
+        if driver == "opcua":
+            return [OpcuaDevice]
+    return models
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Every model class inside a type: tuple[Device, ...], X | None, Annotated[...]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    inner = [getattr(annotation, "__origin__", None), *getattr(annotation, "__args__", ())]
+    for arg in inner:
+        if arg is not None and arg is not annotation:
+            for model in _models_in(arg):
+                if model not in found:
+                    found.append(model)
+    return found
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:
@@ -281,29 +470,179 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        line = int(match.group(1)) if match else None
-        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        col = f" (column {match.group(2)})" if match else ""
-        raise ConfigError(file, [Problem(line, "", f"not valid TOML: {reason}{col}")]) from None
+        raise ConfigError(file, [_toml_problem(exc, text)]) from None
     locator = KeyLocator(text)
     _anchor_paths(document, Path(file).parent)
+    found: list[tuple[Loc, str]] = []
+    if "path" in document:  # `Config.path` is set by the loader, not a key of the file
+        found.append(_unknown_key(("path",), document))
     try:
         config = Config.model_validate({**document, "path": Path(file)})
     except ValidationError as exc:
-        found = _pydantic_problems(exc, document)
+        found += _pydantic_problems(exc, document)
+        found += _checks_despite(found, document, file)
+    else:
+        found += check_config(config)
+    if found:
         raise ConfigError(
-            file, [Problem(locator.line_of(loc), format_path(loc), msg) for loc, msg in found]
-        ) from None
-    problems = check_config(config)
-    if problems:
-        raise ConfigError(
-            file, [Problem(locator.line_of(loc), format_path(loc), msg) for loc, msg in problems]
+            file, [Problem(locator.line_of(loc) or 1, format_path(loc), msg) for loc, msg in found]
         )
     if config.mqtt.client_id is None:
         mqtt = config.mqtt.model_copy(update={"client_id": config.mqtt_client_id})
         config = config.model_copy(update={"mqtt": mqtt})
     return config
+
+
+_TOML_HINTS = {
+    "Invalid value": 'text values need quotes: name = "meter1"',
+    "Cannot overwrite a value": "a key is given twice in the same table",
+    "Cannot declare": "a table is declared twice",
+    "Expected '=' after a key in a key/value pair": "a key needs = and a value",
+    "Unclosed array": "an array needs its closing ]",
+    "Unterminated string": "a string needs its closing quote",
+    "Illegal character": "a string cannot hold this character (newline or control)",
+}
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> Problem:
+    """tomllib's terse message with the line, the column and what usually causes it."""
+    message = str(exc)
+    match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    reason = re.sub(r"\s*\(at (?:line \d+, column \d+|end of document)\)", "", message)
+    hint = next((h for key, h in _TOML_HINTS.items() if reason.startswith(key)), "")
+    detail = reason[0].lower() + reason[1:] if reason else "syntax error"
+    if hint:
+        detail += f" ({hint})"
+    if match is None:
+        return Problem(len(text.splitlines()) or 1, "", f"not valid TOML: {detail}")
+    line, column = int(match.group(1)), int(match.group(2))
+    source = text.splitlines()[line - 1].strip() if line <= len(text.splitlines()) else ""
+    where = f" in `{source}`" if source else ""
+    return Problem(line, "", f"not valid TOML at column {column}{where}: {detail}")
+
+
+def _checks_despite(
+    problems: list[tuple[Loc, str]], document: dict[str, Any], file: str
+) -> list[tuple[Loc, str]]:
+    """The cross-key problems of a document that already failed validation.
+
+    Values that failed are replaced by their default or a placeholder in a copy, validated
+    again (names kept as written), and the cross-key checks run on the result; problems at or
+    below a replaced key are dropped, as the first pass already explained them. Without this a
+    technician would fix six problems only to be shown four more.
+    """
+    doc = copy.deepcopy(document)
+    doc.pop("path", None)
+    replaced: list[Loc] = [loc for loc, _ in problems]
+    for _ in range(6):
+        try:
+            config = Config.model_validate(
+                {**doc, "path": Path(file)}, context={"repair": True}
+            )
+        except ValidationError as exc:
+            if not all(_repair(doc, error, replaced) for error in exc.errors()):
+                return []
+            continue
+        try:
+            found = check_config(config)
+        except Exception:  # noqa: BLE001 - a placeholder may upset a check; the first pass stands
+            return []
+        return [
+            (loc, msg)
+            for loc, msg in found
+            if not any(loc[: len(r)] == r or r[: len(loc)] == loc for r in replaced)
+        ]
+    return []
+
+
+def _repair(doc: dict[str, Any], error: Any, replaced: list[Loc]) -> bool:
+    """Make the value at the error's location valid (default, placeholder or removal)."""
+    loc = _file_loc(error["loc"], doc)
+    kind = error["type"]
+    if not loc:
+        return False
+    parent = _walk(doc, loc[:-1])
+    key = loc[-1]
+    if kind == "driver":  # nothing of the device can be checked without knowing its kind
+        devices = _walk(doc, loc[:-1]) if isinstance(key, int) else None
+        if not isinstance(devices, list):
+            return False
+        devices[key] = {"name": f"device-{key}", "driver": "modbus", "host": "placeholder"}
+        replaced.append(loc)
+        return True
+    replaced.append(loc)
+    if isinstance(parent, dict) and isinstance(key, str):
+        if kind == "extra_forbidden" or (key in parent and _has_default(loc, doc)):
+            parent.pop(key, None)
+            return True
+        parent[key] = _placeholder(loc, doc)
+        return True
+    if isinstance(parent, list) and isinstance(key, int) and 0 <= key < len(parent):
+        # An element of an array: take a copy of a sibling that passed (keeps the indices
+        # of the elements after it, which later problems are reported with).
+        for index, sibling in enumerate(parent):
+            if index != key and (*loc[:-1], index) not in replaced:
+                parent[key] = copy.deepcopy(sibling)
+                return True
+        if isinstance(parent[key], dict):
+            return False
+        parent[key] = {}
+        return True
+    return False
+
+
+def _walk(doc: Any, loc: Loc) -> Any:
+    node = doc
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def _field_at(loc: Loc, doc: dict[str, Any]) -> Any:
+    for model in _models_at(loc[:-1], doc):
+        field = model.model_fields.get(str(loc[-1]))
+        if field is not None:
+            return field
+    return None
+
+
+def _has_default(loc: Loc, doc: dict[str, Any]) -> bool:
+    field = _field_at(loc, doc)
+    return field is not None and not field.is_required()
+
+
+def _placeholder(loc: Loc, doc: dict[str, Any]) -> Any:
+    """A value of the right shape for a required key that is missing or wrong."""
+    field = _field_at(loc, doc)
+    if field is None:
+        return "placeholder"
+    if _models_in(field.annotation):
+        return [] if _is_sequence(field.annotation) else {}
+    if _is_sequence(field.annotation):
+        return []
+    base = _base_type(field.annotation)
+    if base is int or base is float:
+        low = next((m.low for m in field.metadata if hasattr(m, "low")), 1)
+        return base(max(low, 1))
+    if base is bool:
+        return False
+    original = _walk(doc, loc)
+    return original if isinstance(original, str) and original else "placeholder"
+
+
+def _is_sequence(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", None) in (tuple, list)
+
+
+def _base_type(annotation: Any) -> Any:
+    while hasattr(annotation, "__origin__") and getattr(annotation, "__metadata__", None):
+        annotation = annotation.__origin__
+    return annotation
 
 
 _PATH_KEYS = {

@@ -6,6 +6,7 @@ here raises on a bad config: every problem is collected, so the technician sees 
 
 from __future__ import annotations
 
+import difflib
 import re
 import stat
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from gateway.config_model import (
     OpcuaPoint,
     TariffPeriod,
 )
-from gateway.config_types import NAME_RE, parse_duration
+from gateway.config_types import format_duration, quote
 from gateway.windows import check_interval
 
 __all__ = ["Problem", "check_config"]
@@ -31,7 +32,7 @@ Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
 
 _NODE_RE = re.compile(r"(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=.+)")
-_HOURS_RE = re.compile(r"(\d\d):(\d\d)-(\d\d):(\d\d)")
+_HOURS_RE = re.compile(r"(\d{1,2}):(\d\d)\s*-\s*(\d{1,2}):(\d\d)")
 _MONTHS_RE = re.compile(r"(\d{1,2})(?:-(\d{1,2}))?")
 UNSIGNED = {"uint16", "uint32", "uint64"}
 REGISTER_BITS = {"uint16": 16, "uint32": 32, "uint64": 64, "int16": 16}
@@ -54,7 +55,7 @@ def _check_gateway(cfg: Config) -> Iterator[Problem]:
         ZoneInfo(cfg.gateway.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         yield ("gateway", "timezone"), (
-            f"{cfg.gateway.timezone!r} is not a known time zone (expected an IANA name "
+            f"{quote(cfg.gateway.timezone)} is not a known time zone (expected an IANA name "
             "such as \"Asia/Shanghai\" or \"UTC\")"
         )
 
@@ -65,18 +66,20 @@ def _check_secret_file(loc: Loc, path: Path | None) -> Iterator[Problem]:
     try:
         mode = path.stat().st_mode
     except OSError as exc:
-        yield loc, f"cannot read {str(path)!r}: {exc.strerror} (check the path)"
+        yield loc, f"cannot read {quote(str(path))}: {exc.strerror} (check the path)"
         return
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if not stat.S_ISREG(mode):
+        yield loc, f"{quote(str(path))} is not a file"
+    elif mode & (stat.S_IRWXG | stat.S_IRWXO):
         yield loc, (
-            f"{str(path)!r} is readable by group or others (mode {stat.S_IMODE(mode):o}): "
-            "a secret must be private (chmod 600)"
+            f"{quote(str(path))} is readable by group or others (mode "
+            f"{stat.S_IMODE(mode):04o}): a secret must be private: chmod 600 {path}"
         )
 
 
 def _check_file(loc: Loc, path: Path | None) -> Iterator[Problem]:
     if path is not None and not path.is_file():
-        yield loc, f"{str(path)!r} does not exist or is not a file"
+        yield loc, f"{quote(str(path))} does not exist or is not a file"
 
 
 def _check_mqtt(cfg: Config) -> Iterator[Problem]:
@@ -84,20 +87,23 @@ def _check_mqtt(cfg: Config) -> Iterator[Problem]:
     parts = urlsplit(m.url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         yield ("mqtt", "url"), (
-            f"{m.url!r} is not a broker URL (expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT])"
+            f"{quote(m.url)} is not a broker URL "
+            "(expected mqtt://HOST[:PORT], or mqtts://HOST[:PORT] for TLS)"
         )
     else:
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:
-            yield ("mqtt", "url"), f"{m.url!r} has an invalid port (1..65535)"
+            yield ("mqtt", "url"), f"{quote(m.url)} has an invalid port (1..65535)"
     if m.password_file is not None and m.password_env is not None:
         yield ("mqtt", "password_env"), "give password_file or password_env, not both"
     if (m.password_file or m.password_env) and not m.username:
         yield ("mqtt", "username"), "a password is set but no username"
     yield from _check_secret_file(("mqtt", "password_file"), m.password_file)
     if m.password_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m.password_env):
-        yield ("mqtt", "password_env"), f"{m.password_env!r} is not an environment variable name"
+        yield ("mqtt", "password_env"), (
+            f"{quote(m.password_env)} is not an environment variable name (e.g. IRONWATT_MQTT_PASSWORD)"
+        )
     yield from _check_file(("mqtt", "ca_file"), m.ca_file)
     yield from _check_file(("mqtt", "cert_file"), m.cert_file)
     yield from _check_secret_file(("mqtt", "key_file"), m.key_file)
@@ -108,54 +114,47 @@ def _check_mqtt(cfg: Config) -> Iterator[Problem]:
     prefix_levels = m.topic_prefix.split("/")
     if not m.topic_prefix or any(not lvl or set(lvl) & set("+#") for lvl in prefix_levels):
         yield ("mqtt", "topic_prefix"), (
-            f"{m.topic_prefix!r} is not a valid topic prefix (no empty levels, no + or #)"
+            f"{quote(m.topic_prefix)} is not a valid topic prefix (no empty levels, no + or #)"
         )
 
 
 def _check_energy(cfg: Config) -> Iterator[Problem]:
     seen: dict[int, str] = {}
-    for i, name in enumerate(cfg.energy.intervals):
-        loc: Loc = ("energy", "intervals", i)
-        try:
-            seconds = parse_duration(name)
-        except ValueError as exc:
-            yield loc, str(exc)
-            continue
-        if not NAME_RE.fullmatch(name):
-            yield loc, f"{name!r} cannot name a topic level (lowercase units: \"15m\", \"1h\")"
-        if not float(seconds).is_integer():
-            yield loc, f"{name!r} is not a whole number of seconds"
-            continue
-        reason = check_interval(int(seconds))
-        if reason:
-            yield loc, f"{name!r} {reason}"
-        elif int(seconds) in seen:
-            yield loc, f"{name!r} is the same length as {seen[int(seconds)]!r}"
-        seen.setdefault(int(seconds), name)
+    for i, interval in enumerate(cfg.energy.intervals):
+        if interval.seconds in seen:
+            yield ("energy", "intervals", i), (
+                f"{quote(interval.name)} is the same length as {quote(seen[interval.seconds])}"
+            )
+        seen.setdefault(interval.seconds, interval.name)
     demand = cfg.energy.demand_interval
-    if not demand.is_integer() or check_interval(int(demand)):
+    if not demand.is_integer() or check_interval(int(demand)) or demand > 86400:
         yield ("energy", "demand_interval"), (
-            "must divide 24 h (e.g. \"15m\", \"30m\") so demand blocks align like windows"
+            f"{quote(format_duration(demand))} must divide 24 h (e.g. \"15m\", \"30m\") so "
+            "demand blocks align like windows"
         )
-    for name, carrier in cfg.energy.resolved_carriers.items():
-        if carrier.unit and units.lookup(carrier.unit) is None:
+    for name, carrier in cfg.energy.carriers.items():
+        if units.lookup(carrier.unit) is None:
             yield ("energy", "carriers", name, "unit"), _unknown_unit(carrier.unit)
-        elif not carrier.unit:
-            yield ("energy", "carriers", name, "unit"), "a new carrier needs a unit"
 
 
 def _unknown_unit(unit: str) -> str:
-    return f"{unit!r} is not a known unit (known: {', '.join(u for u in units.UNITS if u)})"
+    guess = units.suggest(unit)
+    if guess:
+        return f"{quote(unit)} is not a known unit (did you mean {guess}?)"
+    return (
+        f"{quote(unit)} is not a known unit (known: {', '.join(u for u in units.UNITS if u)}; "
+        "see docs/config.md, Units)"
+    )
 
 
 def _check_devices(cfg: Config) -> Iterator[Problem]:
     names: dict[str, int] = {}
-    carriers = cfg.energy.resolved_carriers
+    carriers = cfg.energy.carriers
     for d, device in enumerate(cfg.devices):
         loc: Loc = ("devices", d)
         if device.name in names:
             yield (*loc, "name"), (
-                f"device {device.name!r} is already defined as devices[{names[device.name]}]"
+                f"device {quote(device.name)} is already defined as devices[{names[device.name]}]"
             )
         names.setdefault(device.name, d)
         if isinstance(device, ModbusDevice):
@@ -167,7 +166,7 @@ def _check_devices(cfg: Config) -> Iterator[Problem]:
             ploc: Loc = (*loc, "points", p)
             if point.name in seen:
                 yield (*ploc, "name"), (
-                    f"point {point.name!r} is already defined in device {device.name!r} "
+                    f"point {quote(point.name)} is already defined in device {quote(device.name)} "
                     f"as points[{seen[point.name]}]"
                 )
             seen.setdefault(point.name, p)
@@ -177,20 +176,33 @@ def _check_devices(cfg: Config) -> Iterator[Problem]:
 def _check_modbus(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
     if device.transport in ("tcp", "rtu-over-tcp"):
         if not device.host:
-            yield (*loc, "host"), f"transport {device.transport!r} needs a host"
+            yield (*loc, "host"), (
+                f"transport {quote(device.transport)} needs host = \"IP or name\" "
+                '(for a serial line: transport = "rtu" and serial_port = "/dev/ttyUSB0")'
+            )
         if device.serial_port:
-            yield (*loc, "serial_port"), f"serial_port is for transport \"rtu\", not {device.transport!r}"
+            yield (*loc, "serial_port"), (
+                f'serial_port is for transport = "rtu", not {quote(device.transport)}'
+            )
     elif not device.serial_port:
-        yield (*loc, "serial_port"), "transport \"rtu\" needs a serial_port (e.g. \"/dev/ttyUSB0\")"
+        yield (*loc, "serial_port"), (
+            'transport "rtu" needs serial_port = "/dev/ttyUSB0" (or the port the RS-485 '
+            "adapter is on)"
+        )
     if device.timeout >= device.poll * 4:
-        yield (*loc, "timeout"), "must be shorter than a few poll periods"
+        yield (*loc, "timeout"), (
+            f"{format_duration(device.timeout)} is 4 poll periods or more (poll is "
+            f"{format_duration(device.poll)}): a silent device would hold up its link; "
+            "shorten timeout or poll less often"
+        )
     if device.profile is not None:
         from drivers.modbus import profiles
 
-        if device.profile not in profiles.available():
-            yield (*loc, "profile"), (
-                f"unknown profile {device.profile!r} (known: {', '.join(profiles.available())})"
-            )
+        known = profiles.available()
+        if device.profile not in known:
+            close = difflib.get_close_matches(device.profile, known, n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]}?" if close else f"built-in: {', '.join(known)}"
+            yield (*loc, "profile"), f"unknown profile {quote(device.profile)} ({hint})"
     for p, point in enumerate(device.points):
         yield from _check_register(device, (*loc, "points", p), point)
 
@@ -198,19 +210,31 @@ def _check_modbus(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
 def _check_register(device: ModbusDevice, loc: Loc, point: ModbusPoint) -> Iterator[Problem]:
     bit_function = point.function in ("coil", "discrete")
     if bit_function and point.type != "bool":
-        yield (*loc, "type"), f"{point.function} points are single bits: type must be \"bool\""
-    if not bit_function and point.type == "bool" and point.bit is None:
-        yield (*loc, "bit"), "a bool in a register needs `bit` (0..15)"
-    if point.bit is not None and point.type not in ("bool", "uint16", "int16"):
-        yield (*loc, "bit"), f"bit fields are read from one 16-bit register, not {point.type}"
+        yield (*loc, "type"), (
+            f'a {point.function} is a single bit: type must be "bool", not {quote(point.type)} '
+            '(for a number, read function = "holding" or "input")'
+        )
+    if point.bit is not None and bit_function:
+        yield (*loc, "bit"), f"bit selects a bit of a register; a {point.function} is one already"
+    elif not bit_function and point.type == "bool" and point.bit is None:
+        yield (*loc, "bit"), (
+            f'type "bool" on a {point.function} register needs bit = 0..15 (which bit of it)'
+        )
+    elif point.bit is not None and point.type not in ("bool", "uint16", "int16"):
+        yield (*loc, "bit"), (
+            f"bit reads one bit of a 16-bit register: type must be uint16, int16 or bool, "
+            f"not {point.type}"
+        )
     last = point.address + point.words - 1
     if last > 65535:
         yield (*loc, "address"), (
-            f"{point.type} needs {point.words} registers: {point.address}..{last} runs past 65535"
+            f"{point.type} needs {point.words} registers: {point.address}..{last} runs past "
+            "65535 (the last register)"
         )
     if point.rollover == "auto" and point.type not in UNSIGNED:
         yield (*loc, "rollover"), (
-            f"\"auto\" needs an unsigned integer register (uint16/32/64), not {point.type}"
+            f'"auto" needs an unsigned integer register (uint16, uint32, uint64), not '
+            f"{point.type}: give the modulus as a number (e.g. rollover = 100000000)"
         )
     if point.words > device.max_registers_per_request:
         yield (*loc, "type"), (
@@ -221,14 +245,20 @@ def _check_register(device: ModbusDevice, loc: Loc, point: ModbusPoint) -> Itera
 
 def _check_opcua(loc: Loc, device: OpcuaDevice) -> Iterator[Problem]:
     if not device.endpoint.startswith("opc.tcp://"):
-        yield (*loc, "endpoint"), f"{device.endpoint!r} is not an opc.tcp:// endpoint"
+        yield (*loc, "endpoint"), (
+            f"{quote(device.endpoint)} is not an OPC UA endpoint (expected opc.tcp://HOST:PORT)"
+        )
     none_policy = device.security_policy == "None"
     none_mode = device.security_mode == "None"
-    if none_policy != none_mode:
-        which = "security_policy" if none_policy else "security_mode"
-        yield (*loc, which), (
-            "security_policy and security_mode go together: both \"None\", or a policy "
-            "(e.g. \"Basic256Sha256\") with \"Sign\" or \"SignAndEncrypt\""
+    if none_policy and not none_mode:
+        yield (*loc, "security_mode"), (
+            f"security_mode {quote(device.security_mode)} needs a security_policy "
+            '(e.g. security_policy = "Basic256Sha256"); without one, set both to "None"'
+        )
+    elif none_mode and not none_policy:
+        yield (*loc, "security_policy"), (
+            f"security_policy {quote(device.security_policy)} needs security_mode = \"Sign\" "
+            'or "SignAndEncrypt"; without security, set both to "None"'
         )
     if device.password_file is not None and device.password_env is not None:
         yield (*loc, "password_env"), "give password_file or password_env, not both"
@@ -239,26 +269,39 @@ def _check_opcua(loc: Loc, device: OpcuaDevice) -> Iterator[Problem]:
     yield from _check_file((*loc, "user_certificate"), device.user_certificate)
     yield from _check_secret_file((*loc, "user_key"), device.user_key)
     if (device.user_certificate is None) != (device.user_key is None):
-        yield (*loc, "user_certificate"), "an X.509 user identity needs user_certificate and user_key"
+        which = "user_key" if device.user_key is None else "user_certificate"
+        yield (*loc, "user_certificate" if which == "user_key" else "user_key"), (
+            f"an X.509 user identity needs both user_certificate and user_key ({which} is missing)"
+        )
     for p, point in enumerate(device.points):
         if not _NODE_RE.fullmatch(point.node):
             yield (*loc, "points", p, "node"), (
-                f"{point.node!r} is not a node id (expected e.g. \"ns=2;s=Line1.Power\", "
+                f"{quote(point.node)} is not a node id (expected e.g. \"ns=2;s=Line1.Power\", "
                 "\"nsu=urn:plant;i=1001\")"
             )
         if point.deadband_type == "percent" and point.deadband_value > 100:
-            yield (*loc, "points", p, "deadband_value"), "a percent deadband is 0..100"
+            yield (*loc, "points", p, "deadband_value"), (
+                f"{point.deadband_value:g} is out of range (0..100 for a percent deadband)"
+            )
 
 
 def _check_point_units(
     loc: Loc, point: ModbusPoint | OpcuaPoint, carriers: dict[str, object]
 ) -> Iterator[Problem]:
     if point.max_gap is not None and point.kind != "rate":
-        yield (*loc, "max_gap"), "max_gap applies to rate points only"
+        yield (*loc, "max_gap"), f'max_gap applies to kind = "rate" points, not {point.kind}s'
     if point.integration is not None and point.kind != "rate":
-        yield (*loc, "integration"), "integration applies to rate points only"
+        yield (*loc, "integration"), (
+            f'integration applies to kind = "rate" points, not {point.kind}s'
+        )
     if point.rollover is not None and point.kind != "counter":
-        yield (*loc, "rollover"), "rollover applies to counter points only"
+        yield (*loc, "rollover"), (
+            f'rollover applies to kind = "counter" points, not {point.kind}s'
+        )
+    if point.max_rate is not None and point.kind != "counter":
+        yield (*loc, "max_rate"), (
+            f'max_rate applies to kind = "counter" points, not {point.kind}s'
+        )
     if point.kind in ("counter", "rate") and point.unit and units.lookup(point.unit) is None:
         yield (*loc, "unit"), _unknown_unit(point.unit)
         return
@@ -267,21 +310,62 @@ def _check_point_units(
     carrier = carriers.get(point.carrier)
     if carrier is None:
         yield (*loc, "carrier"), (
-            f"unknown carrier {point.carrier!r} (known: {', '.join(sorted(carriers))}; "
+            f"unknown carrier {quote(point.carrier)} (known: {', '.join(sorted(carriers))}; "
             "add one under [energy.carriers.NAME])"
         )
         return
     carrier_unit: str = getattr(carrier, "unit")  # noqa: B009 - Carrier, typed loosely above
     if point.kind == "gauge":
-        yield (*loc, "carrier"), "a gauge is not accounted: carrier applies to counters and rates"
-        return
-    amount_unit = point.unit if point.kind == "counter" else units.integral_unit(point.unit)
-    if amount_unit is None or units.conversion_factor(amount_unit, carrier_unit) is None:
-        what = "its unit" if point.kind == "counter" else "its integral"
-        yield (*loc, "unit"), (
-            f"{point.unit!r} does not convert to {point.carrier}'s unit {carrier_unit!r} "
-            f"({what} must be a {units.lookup(carrier_unit).dimension if units.lookup(carrier_unit) else '?'})"  # noqa: E501
+        yield (*loc, "carrier"), (
+            'a gauge is not accounted: carrier applies to kind = "counter" or "rate" points'
         )
+        return
+    yield from _check_carrier_unit(loc, point, point.carrier, carrier_unit)
+
+
+def _check_carrier_unit(
+    loc: Loc, point: ModbusPoint | OpcuaPoint, carrier: str, carrier_unit: str
+) -> Iterator[Problem]:
+    """A counter's unit, or a rate's integral, must convert to its carrier's unit."""
+    target = units.lookup(carrier_unit)
+    if target is None:
+        return  # reported on [energy.carriers]
+    if not point.unit:
+        yield (*loc, "unit"), (
+            f'a {point.kind} of {carrier} needs its unit (e.g. unit = "{_example_unit(point.kind, target.dimension)}")'
+        )
+        return
+    if point.kind == "counter":
+        if units.conversion_factor(point.unit, carrier_unit) is None:
+            yield (*loc, "unit"), (
+                f"{quote(point.unit)} does not convert to {carrier_unit}, the unit of {carrier}: "
+                f"a counter of {carrier} counts {target.dimension.replace('_', ' ')}: use "
+                f"{_one_of(units.of_dimension(target.dimension))}"
+            )
+        return
+    amount = units.integral_unit(point.unit)
+    if amount is None or units.conversion_factor(amount, carrier_unit) is None:
+        rate = units.rate_dimension(target.dimension)
+        expected = (
+            f"is a {rate.replace('_', ' ')}: use {_one_of(units.of_dimension(rate))}"
+            if rate
+            else f'cannot be a rate: make it kind = "counter" in {carrier_unit}'
+        )
+        integral = f" integrates to {amount}, which" if amount else ""
+        yield (*loc, "unit"), (
+            f"{quote(point.unit)}{integral} does not convert to {carrier_unit}, the unit of "
+            f"{carrier}: a rate of {carrier} {expected}"
+        )
+
+
+def _one_of(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _example_unit(kind: str, dimension: str) -> str:
+    rate = units.rate_dimension(dimension)
+    names = units.of_dimension(rate if kind == "rate" and rate else dimension)
+    return names[0] if names else ""
 
 
 def _check_groups(cfg: Config) -> Iterator[Problem]:
@@ -299,53 +383,80 @@ def _check_groups(cfg: Config) -> Iterator[Problem]:
     for g, group in enumerate(cfg.groups):
         loc: Loc = ("groups", g)
         if group.name in seen:
-            yield (*loc, "name"), f"group {group.name!r} is already defined as groups[{seen[group.name]}]"
+            yield (*loc, "name"), (
+                f"group {quote(group.name)} is already defined as groups[{seen[group.name]}]"
+            )
+        elif group.name in device_names:
+            yield (*loc, "name"), (
+                f"{quote(group.name)} is also a device name: a group needs a name of its own"
+            )
         seen.setdefault(group.name, g)
         if not group.members:
             yield (*loc, "members"), "a group needs at least one member"
         for m, member in enumerate(group.members):
             if member in groups:
                 continue
-            point = points.get(member)
-            if point is None:
-                hint = (
-                    f"device {member.split('.')[0]!r} has no such point"
-                    if member.split(".")[0] in device_names
-                    else "expected \"device.point\" of a configured device, or a group name"
-                )
-                yield (*loc, "members", m), f"{member!r} does not exist ({hint})"
-            elif point.kind == "gauge" or point.carrier is None:
-                yield (*loc, "members", m), (
-                    f"{member!r} cannot be accounted: members are counter or rate points with "
-                    "a carrier"
-                )
+            yield from _check_member((*loc, "members", m), member, points, device_names)
         if group.production is not None:
             point = points.get(group.production)
             if point is None:
-                yield (*loc, "production"), f"{group.production!r} is not a configured point"
+                yield (*loc, "production"), (
+                    f"{quote(group.production)} is not a configured point (expected "
+                    '"device.point")'
+                )
             elif point.kind == "gauge":
-                yield (*loc, "production"), "production must be a counter (or rate) point"
+                yield (*loc, "production"), (
+                    f"{quote(group.production)} is a gauge: production must be a counter "
+                    "(or rate) point"
+                )
     yield from _check_group_cycles(cfg)
+
+
+def _check_member(
+    loc: Loc,
+    member: str,
+    points: dict[str, ModbusPoint | OpcuaPoint],
+    device_names: set[str],
+) -> Iterator[Problem]:
+    point = points.get(member)
+    device, _, name = member.partition(".")
+    if point is None:
+        if device in device_names:
+            known = sorted(k.partition(".")[2] for k in points if k.partition(".")[0] == device)
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {device}.{close[0]}?" if close else "check the point name"
+            yield loc, f"{quote(member)} does not exist: device {device} has no point {name} ({hint})"
+        else:
+            yield loc, (
+                f"{quote(member)} does not exist (expected \"device.point\" of a configured "
+                "device, or a group name)"
+            )
+    elif point.kind == "gauge":
+        yield loc, (
+            f"{quote(member)} is a gauge: group members are counter or rate points with a carrier"
+        )
+    elif point.carrier is None:
+        yield loc, (
+            f"{quote(member)} has no carrier: set carrier on the point (e.g. carrier = "
+            '"electricity") so the group knows what it sums'
+        )
 
 
 def _check_group_cycles(cfg: Config) -> Iterator[Problem]:
     groups = {g.name: g for g in cfg.groups}
     index = {g.name: i for i, g in enumerate(cfg.groups)}
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    reported: set[str] = set()
 
     def visit(name: str, path: list[str]) -> Iterator[Problem]:
         state[name] = 1
-        for member in groups[name].members:
+        for m, member in enumerate(groups[name].members):
             if member not in groups:
                 continue
             if state.get(member) == 1:
-                cycle = [*path[path.index(member):], member] if member in path else [name, member]
-                if member not in reported:
-                    reported.add(member)
-                    yield ("groups", index[name], "members"), (
-                        f"groups form a cycle: {' -> '.join(cycle)}"
-                    )
+                cycle = [*path[path.index(member) :], member]
+                yield ("groups", index[name], "members", m), (
+                    f"groups form a cycle: {' -> '.join(cycle)} (a group cannot contain itself)"
+                )
             elif state.get(member) is None:
                 yield from visit(member, [*path, member])
         state[name] = 2
@@ -356,7 +467,7 @@ def _check_group_cycles(cfg: Config) -> Iterator[Problem]:
 
 
 def _minutes(text: str) -> tuple[int, int] | None:
-    match = _HOURS_RE.fullmatch(text)
+    match = _HOURS_RE.fullmatch(text.strip())
     if not match:
         return None
     h1, m1, h2, m2 = (int(x) for x in match.groups())
@@ -365,43 +476,71 @@ def _minutes(text: str) -> tuple[int, int] | None:
     return h1 * 60 + m1, h2 * 60 + m2
 
 
+def _clock(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
 def _check_day(loc: Loc, periods: tuple[TariffPeriod, ...]) -> Iterator[Problem]:
     """Periods of one day type must cover 24 h exactly once (ranges may cross midnight)."""
-    owner: list[str | None] = [None] * 1440
+    owner: list[tuple[str, str] | None] = [None] * 1440  # (period, range) owning each minute
     names: set[str] = set()
+    complete = True
     for p, period in enumerate(periods):
         if period.name in names:
-            yield (*loc, p, "name"), f"period {period.name!r} appears twice"
+            yield (*loc, p, "name"), f"period {quote(period.name)} appears twice"
         names.add(period.name)
+        if not period.hours:
+            yield (*loc, p, "hours"), 'a period needs at least one range (hours = ["08:00-11:00"])'
         for h, text in enumerate(period.hours):
             span = _minutes(text)
             if span is None:
-                yield (*loc, p, "hours", h), f"{text!r} is not a time range (expected \"HH:MM-HH:MM\")"
+                complete = False
+                yield (*loc, p, "hours", h), (
+                    f'{quote(text)} is not a time range (expected "HH:MM-HH:MM" from 00:00 to '
+                    '24:00, e.g. "23:00-07:00")'
+                )
                 continue
             start, end = span
-            if start == end:
-                yield (*loc, p, "hours", h), f"{text!r} is empty"
+            if start % 1440 == end % 1440 and (start, end) != (0, 1440):
+                complete = False
+                yield (*loc, p, "hours", h), (
+                    f'{quote(text)} is empty (for the whole day write "00:00-24:00")'
+                )
                 continue
-            minute = start
-            while minute != end:
-                m = minute % 1440
-                if owner[m] is not None and owner[m] != period.name:
-                    yield (*loc, p, "hours", h), (
-                        f"{text!r} overlaps period {owner[m]!r} at {m // 60:02d}:{m % 60:02d}"
+            length = (end - start) % 1440 or 1440
+            for step in range(length):
+                m = (start + step) % 1440
+                other = owner[m]
+                if other is not None:
+                    whose = (
+                        f"period {quote(other[0])} ({other[1]})"
+                        if other[0] != period.name
+                        else f"{other[1]} of the same period"
                     )
+                    yield (*loc, p, "hours", h), f"{quote(text)} overlaps {whose} at {_clock(m)}"
                     break
-                owner[m] = period.name
-                minute = (minute + 1) % 1440
-                if minute == end % 1440:
-                    break
-    if periods:
-        gaps = [m for m, o in enumerate(owner) if o is None]
+                owner[m] = (period.name, text)
+    if periods and complete:
+        gaps = _ranges([m for m, o in enumerate(owner) if o is None])
         if gaps:
-            first = gaps[0]
             yield loc, (
-                f"periods do not cover 24 h: nothing from {first // 60:02d}:{first % 60:02d} "
-                f"({len(gaps)} minutes uncovered)"
+                f"the periods do not cover 24 h: no period for {', '.join(gaps)} (every minute "
+                "of the day needs a price)"
             )
+
+
+def _ranges(minutes: list[int]) -> list[str]:
+    """[420, 421, ..., 479] -> ["07:00-08:00"]."""
+    out: list[str] = []
+    start = prev = None
+    for m in [*minutes, None]:
+        if m is not None and prev is not None and m == prev + 1:
+            prev = m
+            continue
+        if start is not None and prev is not None:
+            out.append(f"{_clock(start)}-{_clock(prev + 1)}")
+        start = prev = m
+    return out
 
 
 def _check_tariff(cfg: Config) -> Iterator[Problem]:
@@ -414,15 +553,17 @@ def _check_tariff(cfg: Config) -> Iterator[Problem]:
         yield from _check_day(("tariff", "holiday"), tariff.holiday)
     months: dict[int, int] = {}
     for s, season in enumerate(tariff.seasons):
-        match = _MONTHS_RE.fullmatch(season.months)
+        match = _MONTHS_RE.fullmatch(season.months.strip())
         loc: Loc = ("tariff", "seasons", s)
         if not match:
-            yield (*loc, "months"), f"{season.months!r} is not a month range (expected \"7-8\" or \"12-2\")"
+            yield (*loc, "months"), (
+                f'{quote(season.months)} is not a month range (expected "7-8", "12-2" or "6")'
+            )
             continue
         first = int(match.group(1))
         last = int(match.group(2) or first)
         if not (1 <= first <= 12 and 1 <= last <= 12):
-            yield (*loc, "months"), f"{season.months!r}: months are 1..12"
+            yield (*loc, "months"), f"{quote(season.months)}: months are 1..12"
             continue
         month = first
         while True:

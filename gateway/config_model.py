@@ -12,10 +12,36 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    WithJsonSchema,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from gateway.carriers import DEFAULT_CARRIERS
-from gateway.config_types import Duration, Name, Size, in_range, positive
+from gateway.config_types import (
+    NAME_RE,
+    Bool,
+    Duration,
+    Float,
+    Int,
+    Name,
+    Rollover,
+    Size,
+    in_range,
+    parse_duration,
+    positive,
+    quote,
+)
+from gateway.windows import check_interval
 
 __all__ = [
     "BufferConfig",
@@ -61,8 +87,8 @@ def _system_zone() -> str:
 
 
 class GatewayConfig(_Model):
-    id: Name
-    site: Name
+    id: Name = Field(description='this gateway\'s name, a topic level: id = "bf2-sub-a"')
+    site: Name = Field(description='the plant or site, a topic level: site = "plant1"')
     timezone: str = Field(default_factory=_system_zone)
     data_dir: Path = Path("/var/lib/ironwatt")
 
@@ -72,7 +98,7 @@ class GatewayConfig(_Model):
 
 
 class MqttConfig(_Model):
-    url: str
+    url: str = Field(description='the broker: url = "mqtts://broker.plant.local:8883"')
     client_id: str | None = None
     username: str | None = None
     password_file: Path | None = None
@@ -83,11 +109,11 @@ class MqttConfig(_Model):
     topic_prefix: str = "ironwatt"
     protocol: Literal["5", "3.1.1"] = "5"
     keepalive: Duration = 30.0
-    telemetry: bool = False
+    telemetry: Bool = False
     telemetry_qos: Literal[0, 1] = 0
     # Added keys (config.md allows additions).
-    max_inflight: Annotated[int, in_range(1, 1000)] = 20
-    drain_rate: Annotated[float, in_range(0, 1e9)] = 0.0  # messages/s after an outage; 0 = unlimited
+    max_inflight: Annotated[Int, in_range(1, 1000)] = 20
+    drain_rate: Annotated[Float, in_range(0, 1e9)] = 0.0  # messages/s after an outage; 0 = unlimited
     telemetry_heartbeat: Duration = 300.0
 
     def password(self) -> str | None:
@@ -108,67 +134,141 @@ class Interval(_Model):
     seconds: int
 
 
+def _interval(value: Any) -> Any:
+    """ "15m" -> Interval(name="15m", seconds=900), refusing lengths that do not tile a day."""
+    if isinstance(value, Interval | dict):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "interval", '{value} is not an interval (expected e.g. "15m", "1h", "1d")',
+            {"value": quote(value)},
+        )
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise PydanticCustomError("interval", str(exc)) from None
+    if not NAME_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "interval",
+            '{value} cannot name a topic level (write it in lowercase units: "15m", "1h")',
+            {"value": quote(value)},
+        )
+    if not seconds.is_integer() or seconds <= 0:
+        raise PydanticCustomError(
+            "interval", "{value} is not a whole number of seconds", {"value": quote(value)}
+        )
+    reason = check_interval(int(seconds))
+    if reason:
+        raise PydanticCustomError(
+            "interval", "{value} {reason}", {"value": quote(value), "reason": reason}
+        )
+    return Interval(name=value, seconds=int(seconds))
+
+
+IntervalSpec = Annotated[
+    Interval,
+    BeforeValidator(_interval),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+(ms|s|m|h|d))+$"}),
+]
+
+CarrierMethod = Literal["equivalent", "equal", "none"]
+
+
 class Carrier(_Model):
-    unit: str
-    kgce_per_unit: Annotated[float, in_range(0, 1e9)]
-    kgco2e_per_unit: Annotated[float, in_range(0, 1e9)]
-    method: str = "equivalent"
-    source: str = "config"
+    """An energy carrier: its accounting unit and conversion factors (defaults merged with
+    `[energy.carriers.NAME]`), `source` saying where the factors come from."""
+
+    unit: str = Field(description="the carrier's accounting unit, e.g. kWh, m3, t, GJ")
+    kgce_per_unit: Annotated[Float, in_range(0, 1e9)] = Field(
+        description="standard coal equivalent per unit (kgce)"
+    )
+    kgco2e_per_unit: Annotated[Float, in_range(0, 1e9)] = Field(
+        description="CO2 equivalent per unit (kg)"
+    )
+    method: CarrierMethod = Field(
+        default="equivalent",
+        description='how kgce is counted: "equivalent" (当量值), "equal" (等价值), '
+        '"none" (not energy, e.g. product)',
+    )
+    source: str = Field(default="config", description="where the factors come from")
 
 
-class CarrierOverride(_Model):
-    unit: str | None = None
-    kgce_per_unit: Annotated[float, in_range(0, 1e9)] | None = None
-    kgco2e_per_unit: Annotated[float, in_range(0, 1e9)] | None = None
-    method: Literal["equivalent", "equal", "none"] | None = None
+def _merge_carriers(value: Any) -> Any:
+    """Overrides of `[energy.carriers.NAME]` merged over the built-in defaults (gateway/carriers)."""
+    if not isinstance(value, dict):
+        return value  # the dict validator words the type error
+    merged: dict[str, Any] = {
+        name: {
+            "unit": d.unit,
+            "kgce_per_unit": d.kgce_per_unit,
+            "kgco2e_per_unit": d.kgco2e_per_unit,
+            "method": d.method,
+            "source": d.source,
+        }
+        for name, d in DEFAULT_CARRIERS.items()
+    }
+    for name, over in value.items():
+        if isinstance(over, dict) and name in merged:
+            changed = [k for k, v in over.items() if k != "source" and merged[name].get(k) != v]
+            base = dict(merged[name])
+            if changed:
+                base["source"] = f"config ({', '.join(changed)}); default: {base['source']}"
+            merged[name] = {**base, **over}
+        elif isinstance(over, dict) and "source" not in over:
+            merged[name] = {**over, "source": "config"}
+        else:
+            merged[name] = over
+    return merged
+
+
+_CARRIER_OVERRIDE_SCHEMA = {
+    "type": "object",
+    "description": "overrides of the default carriers, or new carriers (unit and factors)",
+    "additionalProperties": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "unit": {"type": "string"},
+            "kgce_per_unit": {"type": "number", "minimum": 0},
+            "kgco2e_per_unit": {"type": "number", "minimum": 0},
+            "method": {"enum": ["equivalent", "equal", "none"]},
+            "source": {"type": "string"},
+        },
+    },
+}
 
 
 class EnergyConfig(_Model):
-    intervals: tuple[str, ...] = ("1m", "15m", "1h", "1d")
+    intervals: tuple[IntervalSpec, ...] = Field(
+        default=tuple(_interval(n) for n in ("1m", "15m", "1h", "1d")),
+        description="windows published for every device and group; each divides 24 h",
+    )
     demand_interval: Duration = 900.0
     max_revision_age: Duration = 86400.0
-    carriers: dict[Name, CarrierOverride] = Field(default_factory=dict)
-
-    @property
-    def windows(self) -> tuple[Interval, ...]:
-        """The intervals with their lengths (validated in config_checks)."""
-        from gateway.config_types import parse_duration
-
-        return tuple(Interval(name=n, seconds=round(parse_duration(n))) for n in self.intervals)
-
-    @property
-    def resolved_carriers(self) -> dict[str, Carrier]:
-        """Defaults merged with the overrides of `[energy.carriers.*]`."""
-        merged: dict[str, Carrier] = {}
-        for name in sorted(set(DEFAULT_CARRIERS) | set(self.carriers)):
-            base = DEFAULT_CARRIERS.get(name)
-            over = self.carriers.get(name, CarrierOverride())
-            merged[name] = Carrier(
-                unit=over.unit or (base.unit if base else ""),
-                kgce_per_unit=_first(over.kgce_per_unit, base.kgce_per_unit if base else 0.0),
-                kgco2e_per_unit=_first(
-                    over.kgco2e_per_unit, base.kgco2e_per_unit if base else 0.0
-                ),
-                method=over.method or (base.method if base else "equivalent"),
-                source="config" if name in self.carriers else (base.source if base else "config"),
-            )
-        return merged
+    carriers: Annotated[
+        dict[Name, Carrier],
+        BeforeValidator(_merge_carriers),
+        WithJsonSchema(_CARRIER_OVERRIDE_SCHEMA),
+    ] = Field(default_factory=dict, validate_default=True)
 
 
 class TariffPeriod(_Model):
-    name: Name
-    price: Annotated[float, in_range(0, 1e6)]
-    hours: tuple[str, ...]
+    name: Name = Field(description='the period\'s name: name = "peak"')
+    price: Annotated[Float, in_range(0, 1e6)] = Field(description="price per kWh: price = 1.085")
+    hours: tuple[str, ...] = Field(description='local time ranges: hours = ["08:00-11:00"]')
 
 
 class TariffSeason(_Model):
-    months: str  # "7-8", "12-2", "6"
-    periods: tuple[TariffPeriod, ...]
+    months: str = Field(description='month range: months = "7-8" (or "12-2", "6")')
+    periods: tuple[TariffPeriod, ...] = Field(description="the periods of this season's days")
 
 
 class TariffConfig(_Model):
     currency: str = "CNY"
-    periods: tuple[TariffPeriod, ...]
+    periods: tuple[TariffPeriod, ...] = Field(
+        description="the periods of a day, covering 24 h: "
+        'periods = [{ name = "flat", price = 0.65, hours = ["00:00-24:00"] }]'
+    )
     seasons: tuple[TariffSeason, ...] = ()
     weekend: tuple[TariffPeriod, ...] | None = None
     holiday: tuple[TariffPeriod, ...] | None = None  # periods on `holidays`; default: weekend's
@@ -188,26 +288,28 @@ REGISTER_WORDS: dict[str, int] = {
 
 
 class _PointBase(_Model):
-    name: Name
+    name: Name = Field(description='the point\'s name: name = "energy_import"')
     kind: Kind = "gauge"
     unit: str = ""
     carrier: Name | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    max_rate: Annotated[float, AfterValidator(positive)] | None = None
+    scale: Float = 1.0
+    offset: Float = 0.0
+    max_rate: Annotated[Float, AfterValidator(positive)] | None = None
     max_gap: Duration | None = None
     integration: Integration | None = None
-    report_deadband: Annotated[float, in_range(0, 1e18)] | None = None
-    report_deadband_percent: Annotated[float, in_range(0, 100)] | None = None
+    report_deadband: Annotated[Float, in_range(0, 1e18)] | None = None
+    report_deadband_percent: Annotated[Float, in_range(0, 100)] | None = None
 
 
 class ModbusPoint(_PointBase):
     function: Literal["coil", "discrete", "input", "holding"] = "holding"
-    address: Annotated[int, in_range(0, 65535)]
+    address: Annotated[Int, in_range(0, 65535)] = Field(
+        description="0-based register or coil number as on the wire: address = 0x004A"
+    )
     type: RegisterType = "uint16"
     order: Literal["ABCD", "CDAB", "BADC", "DCBA"] = "ABCD"
-    rollover: Annotated[float, AfterValidator(positive)] | Literal["auto"] | None = None
-    bit: Annotated[int, in_range(0, 15)] | None = None
+    rollover: Rollover | None = None
+    bit: Annotated[Int, in_range(0, 15)] | None = None
     multiply_by: Literal["ct", "pt", "ct*pt"] | None = None
 
     @property
@@ -216,38 +318,49 @@ class ModbusPoint(_PointBase):
 
 
 class OpcuaPoint(_PointBase):
-    node: str
-    rollover: Annotated[float, AfterValidator(positive)] | None = None
+    node: str = Field(description='the node id: node = "ns=2;s=Line1.Power"')
+    rollover: Annotated[Float, AfterValidator(positive)] | None = None
     deadband_type: Literal["none", "absolute", "percent"] = "none"
-    deadband_value: Annotated[float, in_range(0, 1e18)] = 0.0
+    deadband_value: Annotated[Float, in_range(0, 1e18)] = 0.0
 
 
 class ModbusDevice(_Model):
-    name: Name
+    name: Name = Field(description='the device\'s name, a topic level: name = "sub-a-main"')
     driver: Literal["modbus"]
     transport: Literal["tcp", "rtu", "rtu-over-tcp"] = "tcp"
     host: str | None = None
-    port: Annotated[int, in_range(1, 65535)] = 502
-    unit: Annotated[int, in_range(0, 247)] = 1
+    port: Annotated[Int, in_range(1, 65535)] = 502
+    unit: Annotated[Int, in_range(0, 247)] = 1
     serial_port: str | None = None
-    baudrate: Annotated[int, in_range(300, 4_000_000)] = 9600
+    baudrate: Annotated[Int, in_range(300, 4_000_000)] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
-    ct_ratio: Annotated[float, AfterValidator(positive)] = 1.0
-    pt_ratio: Annotated[float, AfterValidator(positive)] = 1.0
+    ct_ratio: Annotated[Float, AfterValidator(positive)] = 1.0
+    pt_ratio: Annotated[Float, AfterValidator(positive)] = 1.0
     poll: Duration = 1.0
     timeout: Duration = 0.5
     profile: str | None = None
-    retries: Annotated[int, in_range(0, 10)] = 2
-    max_gap_registers: Annotated[int, in_range(0, 124)] = 10
-    max_registers_per_request: Annotated[int, in_range(1, 125)] = 125
-    max_bits_per_request: Annotated[int, in_range(1, 2000)] = 2000
-    enabled: bool = True
+    retries: Annotated[Int, in_range(0, 10)] = 2
+    max_gap_registers: Annotated[Int, in_range(0, 124)] = 10
+    max_registers_per_request: Annotated[Int, in_range(1, 125)] = 125
+    max_bits_per_request: Annotated[Int, in_range(1, 2000)] = 2000
+    enabled: Bool = True
     points: tuple[ModbusPoint, ...] = ()
 
+    _resolved: tuple[ModbusPoint, ...] | None = PrivateAttr(default=None)
+
     def resolved_points(self) -> tuple[ModbusPoint, ...]:
-        """The profile's points (if any) with the device's own, which override by name."""
+        """The profile's points (if any) with the device's own, which override by name.
+
+        Computed once per device (the profile file itself is parsed once per process);
+        KeyError for an unknown profile (`ironwatt check` reports it first).
+        """
+        if self._resolved is None:
+            self._resolved = self._merge_profile()
+        return self._resolved
+
+    def _merge_profile(self) -> tuple[ModbusPoint, ...]:
         if not self.profile:
             return self.points
         from drivers.modbus import profiles
@@ -265,9 +378,9 @@ class ModbusDevice(_Model):
 
 
 class OpcuaDevice(_Model):
-    name: Name
+    name: Name = Field(description='the device\'s name, a topic level: name = "bf2-plc"')
     driver: Literal["opcua"]
-    endpoint: str
+    endpoint: str = Field(description='the server: endpoint = "opc.tcp://10.10.1.30:4840"')
     mode: Literal["subscribe", "poll"] = "subscribe"
     interval: Duration = 1.0
     security_policy: Literal[
@@ -282,8 +395,8 @@ class OpcuaDevice(_Model):
     user_certificate: Path | None = None
     user_key: Path | None = None
     timeout: Duration = 5.0
-    queue_size: Annotated[int, in_range(1, 10000)] = 1
-    enabled: bool = True
+    queue_size: Annotated[Int, in_range(1, 10000)] = 1
+    enabled: Bool = True
     points: tuple[OpcuaPoint, ...] = ()
 
     def password(self) -> str | None:
@@ -309,8 +422,10 @@ Device = Annotated[
 
 
 class GroupConfig(_Model):
-    name: Name
-    members: tuple[str, ...]
+    name: Name = Field(description='the group\'s name, a topic level: name = "line-1"')
+    members: tuple[str, ...] = Field(
+        description='points ("device.point") and groups: members = ["meter1.energy_import"]'
+    )
     production: str | None = None
 
 
@@ -323,7 +438,8 @@ class Config(_Model):
     tariff: TariffConfig | None = None
     devices: tuple[Device, ...] = ()
     groups: tuple[GroupConfig, ...] = ()
-    path: Path = Path("ironwatt.toml")
+    # The file it was read from (set by the loader, not a TOML key).
+    path: SkipJsonSchema[Path] = Path("ironwatt.toml")
 
     def device(self, name: str) -> ModbusDevice | OpcuaDevice:
         for dev in self.devices:

@@ -6,19 +6,38 @@ expected, so `config.py` can print it after `file:line: key.path:` unchanged.
 
 from __future__ import annotations
 
+import json
+import math
 import re
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BeforeValidator,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Strict,
+    ValidationInfo,
+    WithJsonSchema,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 __all__ = [
+    "NAME_RE",
+    "Bool",
+    "Float",
+    "Int",
     "Duration",
     "Name",
+    "Rollover",
     "Size",
+    "format_duration",
+    "quote",
     "in_range",
     "parse_duration",
     "parse_size",
+    "positive",
 ]
 
 NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
@@ -27,9 +46,33 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
 # K/M/G are binary, as SQLite pages and disks are counted; KiB/MiB/GiB are accepted as synonyms.
 _SIZE_UNITS = {
-    "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40,
-    "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+    "B": 1,
+    "KB": 1 << 10,
+    "MB": 1 << 20,
+    "GB": 1 << 30,
+    "TB": 1 << 40,
+    "KiB": 1 << 10,
+    "MiB": 1 << 20,
+    "GiB": 1 << 30,
+    "TiB": 1 << 40,
 }
+_DURATION_FORMS = 'expected a number and a unit: "500ms", "1s", "15m", "1h", "1d" or "1h30m"'
+_SIZE_FORMS = 'expected a number and a unit: "64MB", "512MB", "2GB"; 1 MB = 1024 KB'
+
+
+def quote(value: Any) -> str:
+    """A value as the technician would write it in TOML: "text" in double quotes, 1.5, true."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _num(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(quote(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {quote(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def parse_duration(text: str) -> float:
@@ -42,15 +85,32 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         pos = match.end()
     if pos == 0 or pos != len(stripped):
-        raise ValueError(f"{text!r} is not a duration (expected e.g. \"500ms\", \"1s\", \"15m\", \"1h\", \"1d\")")
+        raise ValueError(f"{quote(text)} is not a duration ({_DURATION_FORMS})")
     return total
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration: 900 -> '15m', 0.5 -> '500ms', 5400 -> '1h30m'."""
+    if seconds <= 0 or not math.isfinite(seconds):
+        raise ValueError(f"{seconds!r} is not a positive duration")
+    millis = round(seconds * 1000)
+    if abs(millis - seconds * 1000) > 1e-6 * max(1.0, seconds * 1000):
+        return f"{seconds!r}s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        count, millis = divmod(millis, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if millis:
+        parts.append(f"{millis}ms")
+    return "".join(parts)
 
 
 def parse_size(text: str) -> int:
     """'512MB' -> bytes (binary multiples). ValueError with the accepted forms."""
     match = _SIZE_RE.fullmatch(text.strip())
     if not match:
-        raise ValueError(f"{text!r} is not a size (expected e.g. \"64MB\", \"512MB\", \"2GB\")")
+        raise ValueError(f"{quote(text)} is not a size ({_SIZE_FORMS})")
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
@@ -58,16 +118,17 @@ def _duration(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, str):
         raise PydanticCustomError(
             "duration",
-            "{value} is not a duration: write it as a string with a unit (e.g. \"1s\", \"15m\")",
-            {"value": repr(value)},
+            "{value} is not a duration: write it as a string with a unit "
+            '(e.g. "1s", "500ms", "15m")',
+            {"value": quote(value)},
         )
     try:
-        seconds = parse_duration(value)
+        seconds = parse_duration(value.lstrip("-") if value.strip().startswith("-") else value)
     except ValueError as exc:
         raise PydanticCustomError("duration", str(exc)) from None
-    if seconds <= 0:
+    if seconds <= 0 or value.strip().startswith("-"):
         raise PydanticCustomError(
-            "duration", "{value!r} must be longer than zero", {"value": value}
+            "duration", "{value} must be longer than zero", {"value": quote(value)}
         )
     return seconds
 
@@ -75,50 +136,129 @@ def _duration(value: Any) -> float:
 def _size(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise PydanticCustomError(
-            "size", "{value} is not a size (expected e.g. \"512MB\")", {"value": repr(value)}
+            "size", "{value} is not a size (" + _SIZE_FORMS + ")", {"value": quote(value)}
         )
     if isinstance(value, int):
+        if value <= 0:
+            raise PydanticCustomError("size", "{value} must be larger than zero", {"value": value})
         return value
     try:
-        return parse_size(value)
+        size = parse_size(value)
     except ValueError as exc:
         raise PydanticCustomError("size", str(exc)) from None
+    if size <= 0:
+        raise PydanticCustomError(
+            "size", "{value} must be larger than zero", {"value": quote(value)}
+        )
+    return size
 
 
-def _name(value: Any) -> str:
+def _name(value: Any, info: ValidationInfo) -> str:
     if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        if isinstance(value, str) and value and _repairing(info):
+            return value  # the second pass that finds cross-key problems keeps names as written
         raise PydanticCustomError(
             "name",
             "{value} is not a valid name (expected 1 to 64 of a-z, 0-9, _ and -: lowercase, "
             "no spaces, so it can be an MQTT topic level)",
-            {"value": repr(value)},
+            {"value": quote(value)},
         )
     return value
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
-Size = Annotated[int, BeforeValidator(_size)]
-Name = Annotated[str, BeforeValidator(_name)]
+def _repairing(info: ValidationInfo) -> bool:
+    """Whether this is the loader's second pass over a document already known to be wrong."""
+    return isinstance(info.context, dict) and bool(info.context.get("repair"))
 
 
-def in_range(low: float, high: float) -> AfterValidator:
-    """Range check worded as `70000 is out of range (0..65535)`."""
+def _rollover(value: Any) -> float | str:
+    """One clear problem for `float | "auto"` instead of one per branch of the union."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise PydanticCustomError(
+            "rollover",
+            '{value} is not a rollover (expected the modulus as a number greater than 0, '
+            'e.g. 100000000, or "auto")',
+            {"value": quote(value)},
+        )
+    return float(value)
 
-    def check(value: Any) -> Any:
-        if not low <= value <= high:
+
+_DURATION_SCHEMA = {
+    "type": "string",
+    "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$",
+    "description": 'duration: "500ms", "1s", "15m", "1h", "1d"',
+}
+_SIZE_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"},
+        {"type": "integer", "minimum": 1},
+    ],
+    "description": 'size: "64MB", "512MB", "2GB", or bytes',
+}
+
+# TOML has real numbers and booleans: "502" in quotes is a mistake worth reporting, not coercing.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]  # accepts whole numbers too (TOML `port = 1` vs `scale = 1`)
+Bool = Annotated[bool, Strict()]
+
+Duration = Annotated[float, BeforeValidator(_duration), WithJsonSchema(_DURATION_SCHEMA)]
+Size = Annotated[int, BeforeValidator(_size), WithJsonSchema(_SIZE_SCHEMA)]
+Name = Annotated[
+    str,
+    BeforeValidator(_name),
+    WithJsonSchema({"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}),
+]
+Rollover = Annotated[
+    float | Literal["auto"],
+    BeforeValidator(_rollover),
+    WithJsonSchema(
+        {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "auto"}]}
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """A range check worded as `70000 is out of range (0..65535)`, with minimum/maximum in the
+    JSON Schema so editors flag it too."""
+
+    low: float
+    high: float
+
+    def check(self, value: Any) -> Any:
+        if not self.low <= value <= self.high:
             raise PydanticCustomError(
                 "range",
                 "{value} is out of range ({low}..{high})",
-                {"value": value, "low": _num(low), "high": _num(high)},
+                {"value": quote(value), "low": _num(self.low), "high": _num(self.high)},
             )
         return value
 
-    return AfterValidator(check)
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        out.update(minimum=self.low, maximum=self.high)
+        return out
+
+
+def in_range(low: float, high: float) -> _Range:
+    """Range check worded as `70000 is out of range (0..65535)`."""
+    return _Range(low, high)
 
 
 def positive(value: float) -> float:
     if value <= 0:
-        raise PydanticCustomError("positive", "{value} must be greater than 0", {"value": value})
+        raise PydanticCustomError(
+            "positive", "{value} must be greater than 0", {"value": _num(value)}
+        )
     return value
 
 

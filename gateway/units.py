@@ -6,6 +6,7 @@ over hours is the matching quantity (kW -> kWh, m3/h -> m3, t/h -> t).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 __all__ = [
@@ -16,6 +17,9 @@ __all__ = [
     "conversion_factor",
     "integral_unit",
     "lookup",
+    "of_dimension",
+    "rate_dimension",
+    "suggest",
 ]
 
 
@@ -76,6 +80,29 @@ RATE_TO_QUANTITY: dict[str, str] = {
 
 def lookup(name: str) -> Unit | None:
     return UNITS.get(name)
+
+
+def of_dimension(dimension: str) -> list[str]:
+    """The units of one dimension, canonical first: of_dimension("energy") -> [kWh, Wh, ...]."""
+    return [u.name for u in UNITS.values() if u.dimension == dimension]
+
+
+def rate_dimension(quantity: str) -> str | None:
+    """The dimension whose integral is `quantity`: "energy" -> "power", None if none."""
+    for rate, amount in RATE_TO_QUANTITY.items():
+        if amount == quantity:
+            return rate
+    return None
+
+
+def suggest(name: str) -> str | None:
+    """The known unit a mistyped one most likely meant ("kwh" -> "kWh", "m³" -> "m3")."""
+    folded = name.replace("³", "3").replace("²", "2").replace(" ", "").casefold()
+    for unit in UNITS:
+        if unit and unit.casefold() == folded:
+            return unit
+    close = difflib.get_close_matches(name, [u for u in UNITS if u], n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def canonical(name: str) -> str:

@@ -1,0 +1,90 @@
+"""The bad-input corpus: every broken config in cases/ is refused with exactly its expected report.
+
+`<name>.toml` is the config, `<name>.expected` the report `ironwatt check` prints on stderr,
+with `{file}` for the config's path and `{dir}` for its folder (the test's tmp dir).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.config.support import CASES, check, stage
+
+NAMES = sorted(p.stem for p in CASES.glob("*.toml"))
+# file:LINE: key.path: message; a TOML syntax error has no key path, only its line and column.
+PROBLEM = re.compile(r"^\{file\}:\d+: (?:[a-z_]+(?:\[\d+\])*(?:\.[a-z_]+(?:\[\d+\])*)*: |not valid TOML)")
+
+
+def test_corpus_is_complete() -> None:
+    assert len(NAMES) >= 25
+    missing = [n for n in NAMES if not (CASES / f"{n}.expected").is_file()]
+    assert missing == []
+    orphans = [p.stem for p in CASES.glob("*.expected") if p.stem not in NAMES]
+    assert orphans == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_case(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = stage(CASES / f"{name}.toml", tmp_path)
+    run = check(config, capsys)
+    report = run.err.replace(str(config), "{file}").replace(str(tmp_path), "{dir}")
+    expected = (CASES / f"{name}.expected").read_text(encoding="utf-8")
+    assert report == expected
+    assert run.status == 2
+    assert run.out == ""
+    assert "Traceback" not in run.err
+    *problems, total = report.splitlines()
+    assert problems, "a refused config names at least one problem"
+    for line in problems:
+        assert PROBLEM.match(line), line
+    count = len(problems)
+    assert total == f"{count} problem{'s' if count != 1 else ''}: the configuration was refused"
+    lines = [int(line.split(":")[1]) for line in problems]
+    assert lines == sorted(lines), "problems are sorted by line"
+
+
+def test_several_problems_are_all_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Shape errors and cross-key errors of one file come in one report."""
+    run = check(stage(CASES / "several_problems.toml", tmp_path), capsys)
+    keys = {line.split(": ")[1] for line in run.err.splitlines()[:-1]}
+    assert {
+        "gateway.id",  # a name
+        "gateway.timezone",  # cross-check, found despite the shape errors
+        "mqtt.url",
+        "devices[0].unit",
+        "devices[0].points[0].address",
+        "devices[0].points[0].rollover",
+        "devices[1].name",  # duplicate device
+        "groups[0].members[1]",  # a member that does not exist
+    } <= keys
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = check(tmp_path / "nope.toml", capsys)
+    assert run.status == 2
+    assert run.err.startswith(f"{tmp_path / 'nope.toml'}: cannot read the file: No such file")
+    assert "Traceback" not in run.err
+
+
+def test_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[gateway]\nid = "caf\xe9"\n')
+    run = check(path, capsys)
+    assert run.status == 2
+    assert "not UTF-8" in run.err
+
+
+def test_private_secret_file_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same config as the 0644 case, pointed at the 0600 file, passes."""
+    text = (CASES / "secret_readable_by_others.toml").read_text(encoding="utf-8")
+    source = tmp_path / "src" / "ok.toml"
+    source.parent.mkdir()
+    source.write_text(text.replace("secret-644.txt", "secret-600.txt"), encoding="utf-8")
+    staged = tmp_path / "run"
+    staged.mkdir()
+    run = check(stage(source, staged), capsys)
+    assert run.status == 0, run.err
+    assert "password from" in run.out
