@@ -1,16 +1,13 @@
 """The SQLite outbox: every outgoing message is committed here, with its seq, before it is sent.
 
-One writer thread owns every write (batched transactions, bounded queue); readers use their own
-connections. The size cap, drop policy, disk-full handling and seq reservation live here.
+One writer thread (buffer_writer.py) owns every write: batched transactions, a bounded queue, the
+size cap and drop policy; readers (the uplink, stats) use their own connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import dataclasses
-import json
 import logging
 import sqlite3
 import threading
@@ -20,28 +17,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.buffer_policy import DROP_ORDER, Candidate, GapInfo, MessageClass, merge_gap, plan_drop
+from gateway.buffer_policy import MessageClass
 from gateway.buffer_schema import meta_get, meta_set, migrate
 from gateway.buffer_types import Message, OutboxSettings, OutboxStats, Row, encode_body
-
-__all__ = ["Message", "MessageClass", "Outbox", "OutboxBusy", "OutboxReader", "OutboxSettings"]
+from gateway.buffer_writer import Fut, PendingPut, Writer
 
 log = logging.getLogger("ironwatt.buffer")
 
-_ROW_OVERHEAD = 40  # bytes a row costs beyond its topic and body (header, id, seq, index entry)
-_LOW_WATER = 0.95  # a drop brings the used size down to this fraction of the cap
-_NEAR_CAP, _NEAR_CAP_CLEAR = 0.90, 0.80
-_RETRY_S = 0.5  # how often a stalled writer (disk full, read-only) tries again
-_CANDIDATES = 2000  # rows looked at per class and round of dropping
-_FAILURE_NAMES = {
-    sqlite3.SQLITE_FULL: "disk_full",
-    sqlite3.SQLITE_READONLY: "read_only",
-    sqlite3.SQLITE_IOERR: "io_error",
-    sqlite3.SQLITE_CANTOPEN: "io_error",
-}
-
-
-_Fut = concurrent.futures.Future
+__all__ = ["Message", "MessageClass", "Outbox", "OutboxBusy", "OutboxReader", "OutboxSettings"]
 
 
 class OutboxBusy(RuntimeError):
@@ -55,27 +38,16 @@ def _boot_id() -> str:
         return ""
 
 
-def _storage_failure(exc: sqlite3.Error) -> str | None:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return None if code is None else _FAILURE_NAMES.get(code & 0xFF)
-
-
-@dataclasses.dataclass(slots=True)
-class _Put:
-    items: list[tuple[str, bytes, int, int]]  # topic, encoded rest, qos, cls
-    future: concurrent.futures.Future[list[int | None]]
-
-
-class Outbox:
+class Outbox(Writer):
     """The durable queue between the daemon and the uplink. Thread-safe; close() when done."""
 
     def __init__(self, settings: OutboxSettings) -> None:
         self.settings = settings
         settings.path.parent.mkdir(parents=True, exist_ok=True)
         self._cv = threading.Condition()
-        self._puts: deque[_Put] = deque()
+        self._puts: deque[PendingPut] = deque()
         self._acks: list[int] = []
-        self._calls: deque[tuple[Callable[[sqlite3.Connection], Any], _Fut[Any]]] = deque()
+        self._calls: deque[tuple[Callable[[sqlite3.Connection], Any], Fut[Any]]] = deque()
         self._closing = False
         self._listeners: list[Callable[[], None]] = []
         # Rows the uplink has read (possibly published): a gap row past this may still be edited.
@@ -150,29 +122,8 @@ class Outbox:
         # Rows written by an earlier process may have been published: never edit them.
         self._handed_out = self._next_id - 1
 
-    @contextlib.contextmanager
-    def _synced(self) -> Any:
-        """One fsync'd commit even under `normal` (WAL sync covers every earlier frame too)."""
-        self._conn.execute("PRAGMA synchronous=FULL")
-        try:
-            yield
-        finally:
-            sync = "FULL" if self.settings.durability == "full" else "NORMAL"
-            self._conn.execute(f"PRAGMA synchronous={sync}")
-
-    def _measure(self) -> int:
-        conn = self._conn
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        size = conn.execute("PRAGMA page_size").fetchone()[0]
-        return int((pages - free) * size)
 
     # -- the public API ---------------------------------------------------------------------
-
-    @property
-    def link_epoch(self) -> int:
-        """Changes at every connect and disconnect of the uplink, and at every process start."""
-        return (self._session << 32) | self._link_transitions
 
     @property
     def link_up(self) -> bool:
@@ -217,7 +168,7 @@ class Outbox:
                 self._cv.wait(left)
             if self._closing:
                 raise RuntimeError("the outbox is closed")
-            self._puts.append(_Put(items, fut))
+            self._puts.append(PendingPut(items, fut))
             self._cv.notify_all()
         return fut
 
@@ -346,315 +297,6 @@ class Outbox:
             self._local.conn = conn
         return conn
 
-    # -- the writer thread --------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            self._loop()
-        finally:
-            self._shutdown()
-
-    def _loop(self) -> None:
-        retry_at = 0.0
-        while True:
-            with self._cv:
-                while True:
-                    stalled = self._pressure in ("disk_full", "read_only", "io_error")
-                    can_put = bool(self._puts) and (not stalled or time.monotonic() >= retry_at)
-                    if self._acks or self._calls or can_put:
-                        break
-                    if self._closing and (not self._puts or stalled):
-                        return
-                    self._cv.wait(_RETRY_S if stalled else None)
-                acks, self._acks = self._acks, []
-                calls = list(self._calls)
-                self._calls.clear()
-                puts = list(self._puts) if can_put else []
-            if acks:
-                self._delete(acks)
-                retry_at = 0.0  # room may have come back
-            if puts:
-                if self._store(puts):
-                    with self._cv:
-                        for _ in puts:
-                            self._puts.popleft()
-                        self._cv.notify_all()
-                else:
-                    retry_at = time.monotonic() + _RETRY_S
-            for fn, fut in calls:
-                try:
-                    fut.set_result(fn(self._conn))
-                except BaseException as exc:  # the caller gets it; the writer carries on
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    fut.set_exception(exc)
-
-    def _shutdown(self) -> None:
-        conn = self._conn
-        for put in self._puts:
-            if not put.future.done():
-                put.future.set_exception(RuntimeError("outbox closed before the disk took it"))
-        try:
-            with self._synced():
-                conn.execute("BEGIN IMMEDIATE")
-                meta_set(conn, "clean", 0 if self._puts else 1)
-                conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            log.error("buffer %s: could not record a clean shutdown: %s", self.settings.path, exc)
-        conn.close()
-
-    def _delete(self, ids: list[int]) -> None:
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            cur = conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-            conn.execute("COMMIT")
-            self.backlog -= max(cur.rowcount, 0)
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            # The rows stay and are sent again: a duplicate, never a loss.
-            log.error("buffer %s: could not delete %d acknowledged messages: %s",
-                      self.settings.path, len(ids), exc)
-
-    def _prepare(self, items: list[tuple[str, bytes, int, int]], rows: list[tuple[Any, ...]],
-                 now: float, epoch: int) -> list[int | None]:
-        head = b'{"v":1,"stream":"' + self.stream.encode() + b'","seq":'
-        common = (
-            b',"gw":' + json.dumps(self.settings.gw_id).encode()
-            + b',"site":' + json.dumps(self.settings.site).encode()
-        )
-        tele_head = b'{"v":1' + common
-        seqs: list[int | None] = []
-        seq, rid = self.next_seq, self._next_id
-        for topic, rest, qos, cls in items:
-            if cls == MessageClass.TELEMETRY:
-                rows.append((rid, None, topic, tele_head + rest, len(tele_head), qos, cls, now,
-                             epoch))
-                seqs.append(None)
-            else:
-                prefix = head + str(seq).encode() + common
-                rows.append((rid, seq, topic, prefix + rest, len(prefix), qos, cls, now, epoch))
-                seqs.append(seq)
-                seq += 1
-            rid += 1
-        self.next_seq, self._next_id = seq, rid
-        return seqs
-
-    def _store(self, puts: list[_Put]) -> bool:
-        """One transaction for every queued batch; False when the disk refused it."""
-        conn = self._conn
-        saved = (self.next_seq, self._next_id)
-        now, epoch = time.time(), self.link_epoch
-        rows: list[tuple[Any, ...]] = []
-        events = list(self._pending_events)
-        try:
-            if events:
-                self._prepare(events, rows, now, epoch)
-            results = [self._prepare(put.items, rows, now, epoch) for put in puts]
-            if self.next_seq - 1 > self._reserved:
-                self._reserve(self.next_seq - 1 + self.settings.seq_block)
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?)", rows)
-            meta_set(conn, "last_seq", self.next_seq - 1)
-            meta_set(conn, "last_id", self._next_id - 1)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self.next_seq, self._next_id = saved
-            self._storage_failed(exc, sum(len(p.items) for p in puts))
-            return False
-        self.backlog += len(rows)
-        self._pending_events = self._pending_events[len(events) :]
-        if self._pressure is not None:
-            self._recovered()
-        self._after_commit()
-        for put, seqs in zip(puts, results, strict=True):
-            put.future.set_result(seqs)
-        for listener in self._listeners:
-            listener()
-        return True
-
-    def _reserve(self, upto: int) -> None:
-        with self._synced():
-            self._conn.execute("BEGIN IMMEDIATE")
-            meta_set(self._conn, "reserved_seq", upto)
-            self._conn.execute("COMMIT")
-        self._reserved = upto
-
-    # -- pressure: disk full, read-only, near the cap -----------------------------------------
-
-    def _storage_failed(self, exc: sqlite3.Error, waiting: int) -> None:
-        kind = _storage_failure(exc)
-        if kind is None:
-            raise exc
-        if self._pressure != kind:
-            self._pressure, self._pressure_since = kind, time.time()
-            log.error(
-                "buffer %s: cannot store messages (%s: %s); %d messages wait in memory and "
-                "producers are held back. Check free space and that the data_dir partition is "
-                "writable; the gateway retries every %.1f s",
-                self.settings.path, kind, exc, waiting, _RETRY_S,
-            )
-            self._queue_event({"type": "buffer_pressure", "state": kind, "detail": str(exc),
-                               "used_bytes": self.used_bytes,
-                               "max_bytes": self.settings.max_size_bytes})
-        if kind == "disk_full" and len(self._puts) >= self.settings.max_pending:
-            # Producers are blocked: make room the way the cap would, with a gap that says so.
-            need = sum(
-                len(t) + len(r) + _ROW_OVERHEAD for p in self._puts for t, r, _, _ in p.items
-            )
-            self._drop(need * 2, "disk_full")
-
-    def _recovered(self) -> None:
-        kind, since = self._pressure, self._pressure_since
-        self._pressure = None
-        log.warning("buffer %s: storing again after %s for %.1f s", self.settings.path, kind,
-                    time.time() - since)
-        self._queue_event({"type": "buffer_pressure", "state": "cleared", "after": kind,
-                           "duration_s": round(time.time() - since, 3)})
-        self._flush_events()
-
-    def _queue_event(self, body: dict[str, Any]) -> None:
-        self._pending_events.append(
-            (self.settings.event_topic, encode_body(body), 1, int(MessageClass.EVENT))
-        )
-
-    def _flush_events(self) -> None:
-        """Store queued pressure events now (they ride the next batch when this fails)."""
-        if not self._pending_events:
-            return
-        conn, rows = self._conn, []
-        saved = (self.next_seq, self._next_id)
-        events = list(self._pending_events)
-        try:
-            self._prepare(events, rows, time.time(), self.link_epoch)
-            if self.next_seq - 1 > self._reserved:
-                self._reserve(self.next_seq - 1 + self.settings.seq_block)
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?)", rows)
-            meta_set(conn, "last_seq", self.next_seq - 1)
-            meta_set(conn, "last_id", self._next_id - 1)
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self.next_seq, self._next_id = saved
-            return
-        self.backlog += len(rows)
-        self._pending_events = []
-
-    def _after_commit(self) -> None:
-        self.used_bytes = self._measure()
-        cap = self.settings.max_size_bytes
-        if self.used_bytes > cap:
-            self._drop(self.used_bytes - int(cap * _LOW_WATER), "max_size")
-            self.used_bytes = self._measure()
-        if not self._near_cap and self.used_bytes >= cap * _NEAR_CAP:
-            self._near_cap = True
-            log.warning("buffer %s: %d of %d bytes used: the uplink is behind; the oldest "
-                        "telemetry, then windows, go past the cap", self.settings.path,
-                        self.used_bytes, cap)
-            self._queue_event({"type": "buffer_pressure", "state": "near_cap",
-                               "used_bytes": self.used_bytes, "max_bytes": cap})
-            self._flush_events()
-        elif self._near_cap and self.used_bytes < cap * _NEAR_CAP_CLEAR:
-            self._near_cap = False
-
-    # -- dropping -----------------------------------------------------------------------------
-
-    def _drop(self, excess: int, reason: str) -> int:
-        """Drop per policy until `excess` bytes of pages are free; returns messages dropped."""
-        conn, total = self._conn, 0
-        for _ in range(50):
-            if excess <= 0:
-                break
-            before = self._measure()
-            cands = self._candidates(excess)
-            chosen = plan_drop(cands, excess)
-            if not chosen:
-                log.error("buffer %s: over its %s but only gap events are left",
-                          self.settings.path, reason)
-                break
-            try:
-                if self.next_seq >= self._reserved:  # the gap event may need a number
-                    self._reserve(self.next_seq + self.settings.seq_block)
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("DELETE FROM outbox WHERE id = ?", [(c.id,) for c in chosen])
-                self._record_gap(chosen, reason)
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                log.error("buffer %s: could not drop messages: %s", self.settings.path, exc)
-                break
-            total += len(chosen)
-            self.backlog -= len(chosen)
-            self._dropped_total += len(chosen)
-            excess -= max(before - self._measure(), 1)
-        if total:
-            log.warning("buffer %s: dropped %d messages (%s); a gap event says which",
-                        self.settings.path, total, reason)
-        return total
-
-    def _candidates(self, excess: int) -> list[Candidate]:
-        cands: list[Candidate] = []
-        got = 0
-        for cls in DROP_ORDER:
-            cur = self._conn.execute(
-                "SELECT id, seq, length(topic) + length(body), created FROM outbox "
-                "WHERE cls = ? ORDER BY id LIMIT ?",
-                (int(cls), _CANDIDATES),
-            )
-            found = 0
-            for rid, seq, size, created in cur:
-                cands.append(Candidate(rid, cls, seq, size + _ROW_OVERHEAD, created))
-                got += size + _ROW_OVERHEAD
-                found += 1
-            # A class is looked past only once it is empty: the next round picks up the rest.
-            if got >= excess or found == _CANDIDATES:
-                break
-        return cands
-
-    def _record_gap(self, dropped: list[Candidate], reason: str) -> None:
-        """Merge into the newest gap event if the uplink has not read it yet, else a new one."""
-        conn = self._conn
-        raw = meta_get(conn, "open_gap")
-        with self.handout_lock:
-            existing, gap_id = None, None
-            if raw is not None:
-                saved = json.loads(raw)
-                alive = conn.execute("SELECT seq FROM outbox WHERE id = ?",
-                                     (saved["id"],)).fetchone()
-                if alive is not None and saved["id"] > self._handed_out:
-                    existing, gap_id, gap_seq = GapInfo(**saved["gap"]), saved["id"], alive[0]
-            gap = merge_gap(existing, dropped, reason)
-            rest = encode_body(gap.payload())
-            if gap_id is None:
-                rows: list[tuple[Any, ...]] = []
-                self._prepare([(self.settings.event_topic, rest, 1, int(MessageClass.GAP))],
-                              rows, time.time(), self.link_epoch)
-                conn.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?)", rows)
-                gap_id = rows[0][0]
-                meta_set(conn, "last_seq", self.next_seq - 1)
-                meta_set(conn, "last_id", self._next_id - 1)
-                self.backlog += 1
-                self._gaps_total += 1
-                meta_set(conn, "gaps_total", self._gaps_total)
-            else:
-                head = (b'{"v":1,"stream":"' + self.stream.encode() + b'","seq":'
-                        + str(gap_seq).encode() + b',"gw":' + json.dumps(self.settings.gw_id)
-                        .encode() + b',"site":' + json.dumps(self.settings.site).encode())
-                conn.execute("UPDATE outbox SET body = ?, splice = ? WHERE id = ?",
-                             (head + rest, len(head), gap_id))
-            meta_set(conn, "open_gap", json.dumps({"id": gap_id,
-                                                   "gap": dataclasses.asdict(gap)}))
-            meta_set(conn, "dropped_total", self._dropped_total + len(dropped))
-
-    def _note_handout(self, upto: int) -> None:
-        if upto > self._handed_out:
-            self._handed_out = upto
 
 
 class OutboxReader:

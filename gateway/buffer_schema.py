@@ -35,7 +35,8 @@ def _v1_outbox(db: sqlite_utils.Database) -> None:
         if_not_exists=True,
     )
     # The drop policy looks for the oldest message of one class.
-    db["outbox"].create_index(["cls", "id"], index_name="outbox_cls_id", if_not_exists=True)
+    db.table("outbox").create_index(["cls", "id"], index_name="outbox_cls_id",
+                                    if_not_exists=True)
     stream = secrets.token_hex(4)
     db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('stream', ?)", [stream])
 

@@ -37,7 +37,7 @@ _IDLE_S = 0.05  # longest wait for new rows when there is nothing to send
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
     """Exponential backoff with full jitter in its upper half: never in lockstep with peers."""
-    ceiling = min(high, low * (2 ** min(attempt, 30)))
+    ceiling = min(high, low * float(2 ** min(attempt, 30)))
     return ceiling / 2 + rng.random() * ceiling / 2
 
 
