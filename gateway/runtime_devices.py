@@ -130,6 +130,7 @@ class Supervisor:
         gw_id: str,
         site: str,
         factory: Callable[..., _Driver] = build_driver,
+        restart_backoff: Callable[[], Backoff] = lambda: Backoff(initial=1.0, maximum=60.0),
     ) -> None:
         self.index = index
         self.sink = sink
@@ -137,10 +138,11 @@ class Supervisor:
         self.gw_id = gw_id
         self.site = site
         self._factory = factory
+        self._backoff = restart_backoff
         self.running: dict[str, _Running] = {}
 
     def start(self, unit: DeviceUnit) -> None:
-        entry = _Running(unit)
+        entry = _Running(unit, backoff=self._backoff())
         self.running[unit.key] = entry
         entry.task = asyncio.create_task(self._supervise(entry), name=f"device:{unit.key}")
 

@@ -199,6 +199,10 @@ class _Printer:
         self.client.disconnect()
 
 
+def say(text: str) -> None:
+    print(f"demo: {text}", flush=True)
+
+
 def _free_port() -> int:
     import socket
 
@@ -211,7 +215,6 @@ async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
     from gateway.sim.broker import BrokerMissing, DemoBroker
     from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 
-    say = lambda text: print(f"demo: {text}", flush=True)  # noqa: E731
     try:
         broker = DemoBroker(workdir)
     except BrokerMissing as exc:

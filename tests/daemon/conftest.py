@@ -1,0 +1,131 @@
+"""Daemon test fixtures: a Modbus plant on its own loop thread, a broker, a gateway process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.sim.modbus_meters import ModbusPlant, SimMeter
+from tests.support.mosquitto import Mosquitto
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class PlantThread:
+    """A ModbusPlant served from a background event loop, so sync tests can drive a subprocess."""
+
+    def __init__(self, meters: list[SimMeter]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.plant = ModbusPlant(meters)
+        self.call(self.plant.start())
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def stop(self) -> None:
+        self.call(self.plant.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path_factory.mktemp("broker")) as b:
+        yield b
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GatewayProcess:
+    """`ironwatt run -c CONFIG` as a child, its stderr in a file, sd_notify on a test socket."""
+
+    def __init__(self, config: Path, workdir: Path, watchdog_usec: int = 1_000_000) -> None:
+        self.config = config
+        self.log_path = workdir / "gateway.log"
+        self.notify_path = workdir / "notify.sock"
+        self.watchdog_usec = watchdog_usec
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with __import__("contextlib").suppress(FileNotFoundError):
+            self.notify_path.unlink()
+        self.notify.bind(str(self.notify_path))
+        self.notify.settimeout(0.2)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.notes: list[str] = []
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(self.notify_path),
+            "WATCHDOG_USEC": str(self.watchdog_usec),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("WATCHDOG_PID", None)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.config)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        )  # fmt: skip
+        log.close()
+
+    def read_notes(self, until: str | None = None, timeout: float = 10.0) -> list[str]:
+        """Collect sd_notify datagrams (until one contains `until`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                note = self.notify.recv(4096).decode()
+            except TimeoutError:
+                if until is None:
+                    break
+                assert self.proc is not None and self.proc.poll() is None, self.log()
+                continue
+            self.notes.append(note)
+            if until is not None and until in note:
+                return self.notes
+        if until is not None:
+            raise AssertionError(
+                f"no {until!r} from the gateway in {timeout}s: {self.notes}\n" + self.log()
+            )
+        return self.notes
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                "the gateway did not stop within its budget\n" + self.log()
+            ) from exc
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.notify.close()

@@ -1,0 +1,219 @@
+"""Pieces of the runtime without processes: unit planning, config diffs, the supervisor, status."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.base import Backoff
+from gateway.config import load_config
+from gateway.health import render_metrics
+from gateway.runtime import diff_devices, point_keys
+from gateway.runtime_devices import DeviceUnit, QueueSink, Supervisor, plan_units
+from gateway.runtime_status import metrics_of, render_table
+from gateway.samples import PointIndex, SampleBatch
+from gateway.sim.plant import demo_config, format_message
+from tests.daemon.test_health import parse_prometheus
+
+BASE = """
+[gateway]
+id = "gw"
+site = "s"
+timezone = "UTC"
+data_dir = "{data}"
+[mqtt]
+url = "mqtt://127.0.0.1:1"
+[energy]
+intervals = ["10s"]
+"""
+
+
+def _modbus(name: str, port: int, unit: int, poll: str = "1s", enabled: bool = True) -> str:
+    return f"""
+[[devices]]
+name = "{name}"
+driver = "modbus"
+host = "127.0.0.1"
+port = {port}
+unit = {unit}
+poll = "{poll}"
+enabled = {"true" if enabled else "false"}
+  [[devices.points]]
+  name = "e"
+  address = 0
+  kind = "counter"
+  unit = "kWh"
+"""
+
+
+def _opcua(name: str) -> str:
+    return f"""
+[[devices]]
+name = "{name}"
+driver = "opcua"
+endpoint = "opc.tcp://127.0.0.1:4841"
+  [[devices.points]]
+  name = "t"
+  node = "ns=2;s=T"
+  kind = "gauge"
+  unit = "degC"
+"""
+
+
+def _load(tmp_path: Path, body: str, name: str = "c.toml") -> Any:
+    path = tmp_path / name
+    path.write_text(BASE.format(data=tmp_path / "data") + body)
+    return load_config(path)
+
+
+def test_units_group_modbus_by_link(tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        _modbus("a", 5020, 1) + _modbus("b", 5020, 2) + _modbus("c", 5021, 1)
+        + _modbus("off", 5022, 1, enabled=False) + _opcua("plc"),
+    )  # fmt: skip
+    units = plan_units(cfg.devices)
+    assert {k: u.names for k, u in units.items()} == {
+        "modbus/tcp:127.0.0.1:5020": ("a", "b"),
+        "modbus/tcp:127.0.0.1:5021": ("c",),
+        "opcua/plc": ("plc",),
+    }
+    assert point_keys(cfg) == ["a.e", "b.e", "c.e", "plc.t"]
+
+
+def test_diff_devices_and_untouched_units(tmp_path: Path) -> None:
+    old = _load(tmp_path, _modbus("a", 5020, 1) + _modbus("b", 5020, 2) + _modbus("c", 5021, 1))
+    new = _load(
+        tmp_path, _modbus("a", 5020, 1) + _modbus("c", 5021, 1, poll="2s") + _modbus("d", 5023, 1),
+        "d.toml",
+    )  # fmt: skip
+    assert diff_devices(old, new) == (["d"], ["b"], ["c"])
+    before, after = plan_units(old.devices), plan_units(new.devices)
+    # Only units whose devices are equal survive a reload untouched.
+    assert [k for k, u in after.items() if before.get(k) == u] == []
+    same = _load(tmp_path, _modbus("a", 5020, 1) + _modbus("b", 5020, 2), "e.toml")
+    assert (
+        plan_units(same.devices)["modbus/tcp:127.0.0.1:5020"] == before["modbus/tcp:127.0.0.1:5020"]
+    )
+
+
+class _Crashing:
+    """A driver that fails on start, as a bug in a protocol package would."""
+
+    runs = 0
+
+    def __init__(self, *args: Any) -> None:
+        pass
+
+    async def run(self) -> None:
+        _Crashing.runs += 1
+        raise RuntimeError("decoder bug")
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "starting"}
+
+
+@pytest.mark.asyncio
+async def test_supervisor_restarts_a_crashed_unit(tmp_path: Path) -> None:
+    sink = QueueSink()
+    sup = Supervisor(
+        PointIndex(), sink, tmp_path, "gw", "s", factory=_Crashing,
+        restart_backoff=lambda: Backoff(initial=0.02, maximum=0.05),
+    )  # fmt: skip
+    cfg = _load(tmp_path, _opcua("plc"))
+    sup.start(DeviceUnit("opcua/plc", "opcua", cfg.devices))
+    await asyncio.sleep(0.3)
+    status = sup.status()["plc"]
+    await sup.stop_all()
+    assert _Crashing.runs >= 3 and status["crashes"] >= 3
+    assert "decoder bug" in status["last_crash"]
+    _, events = sink.take()
+    assert events and all(e.type == "device_down" and e.device == "plc" for e in events)
+    assert sup.running == {}
+
+
+def test_queue_sink_merges_batches() -> None:
+    sink = QueueSink()
+    a, b = SampleBatch(), SampleBatch()
+    a.append(0, 1.0, 2.0)
+    b.append(1, 1.5, 3.0)
+    sink.add_samples(a)
+    sink.add_samples(b)
+    assert sink.wake.is_set()
+    batch, events = sink.take()
+    assert list(batch) == [(0, 1.0, 2.0, 0), (1, 1.5, 3.0, 0)] and events == []
+    assert not sink.wake.is_set() and len(sink.pending) == 0
+
+
+STATUS = {
+    "gw": "gw", "site": "s", "version": "0.1.0", "since": "2026-11-29T06:00:00.000Z",
+    "config": "/etc/ironwatt/ironwatt.toml", "started": 1000.0,
+    "devices": {
+        "m1": {"driver": "modbus", "state": "up", "last_success": 995.0, "polls": 10,
+               "errors": 0, "overruns": 1, "crashes": 0},
+        "plc": {"driver": "opcua", "state": "down", "last_success": None, "polls": 3,
+                "errors": 3, "last_error": "connection refused by 127.0.0.1:4840"},
+    },
+    "buffer": {"backlog": 12, "oldest_age_s": 30.2, "used_bytes": 4096,
+               "max_size_bytes": 1 << 20, "dropped_total": 0, "stream": "ab12", "next_seq": 40},
+    "uplink": {"broker": "mqtt://b:1883", "connected": False, "state": "connecting",
+               "since": None, "acked": 27, "lag_s": 30.2, "last_error": "refused"},
+    "energy": {"samples": 500, "dropped": {"out_of_order": 2}},
+    "clock_steps": 0, "reloads": 1,
+}  # fmt: skip
+
+
+def test_status_table() -> None:
+    text = render_table(STATUS, now=1000.0)
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("DEVICE"))
+    assert lines[header + 1].split()[:4] == ["m1", "modbus", "up", "5s"]
+    assert lines[header + 2].split()[:4] == ["plc", "opcua", "down", "never"]
+    assert lines[header + 2].endswith("connection refused by 127.0.0.1:4840")
+    assert "buffer: 12 messages waiting, oldest 30s" in text
+    assert "uplink: NOT connected to mqtt://b:1883" in text
+
+
+def test_metrics_from_status() -> None:
+    families = parse_prometheus(render_metrics(metrics_of(STATUS)))
+    assert families["ironwatt_device_up"] == [
+        'ironwatt_device_up{device="m1"} 1',
+        'ironwatt_device_up{device="plc"} 0',
+    ]
+    assert families["ironwatt_buffer_backlog_messages"] == ["ironwatt_buffer_backlog_messages 12"]
+    assert families["ironwatt_kernel_dropped_samples_total"] == [
+        'ironwatt_kernel_dropped_samples_total{reason="out_of_order"} 2'
+    ]
+    assert families["ironwatt_uplink_connected"] == ["ironwatt_uplink_connected 0"]
+
+
+def test_demo_config_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "demo.toml"
+    path.write_text(demo_config(tmp_path, "mqtt://127.0.0.1:1", 5020, "opc.tcp://127.0.0.1:4840",
+                                9108))  # fmt: skip
+    cfg = load_config(path)
+    assert [d.name for d in cfg.devices] == ["meter-1", "meter-2", "bf2-plc"]
+    assert [g.name for g in cfg.groups] == ["blast-furnace-2"]
+
+
+def test_demo_formats_messages() -> None:
+    energy = (
+        b'{"v":1,"seq":7,"replayed":false,"device":"meter-1","interval":"10s",'
+        b'"start":"2026-11-29T06:15:00.000Z","end":"2026-11-29T06:15:10.000Z","revision":1,'
+        b'"points":{"energy_import":{"kind":"counter","unit":"kWh","delta":0.1,"first":1000.0,'
+        b'"last":1000.1,"coverage":1.0},"power_total":{"kind":"rate","unit":"kW","mean":36.0,'
+        b'"integral":0.1,"integral_unit":"kWh"}}}'
+    )
+    text = format_message("ironwatt/s/gw/energy/10s/meter-1", energy)
+    assert text.splitlines()[0] == "energy  10s meter-1 06:15:00-06:15:10 rev 1 [seq 7]"
+    assert "energy_import    delta 0.100 kWh (first 1000.00, last 1000.10)" in text
+    assert "power_total      mean 36.00 kW, integral 0.100 kWh" in text
+    status = format_message("ironwatt/s/gw/status", b'{"state":"online","devices":2,"backlog":0}')
+    assert status.startswith("status  online: 2 devices")
+    event = format_message(
+        "ironwatt/s/gw/event", b'{"seq":3,"type":"device_up","device":"m1","reason":"connected"}'
+    )
+    assert event == "event   device_up m1 (connected) [seq 3]"
