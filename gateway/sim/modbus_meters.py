@@ -332,7 +332,18 @@ class ModbusPlant:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    meters = [SimMeter(unit=u, profile=args.profile, power_kw=5.0 + (u % 17)) for u in args.units]
+    profile = None if args.profile == "none" else args.profile
+    meters = [SimMeter(unit=u, profile=profile, power_kw=5.0 + (u % 17)) for u in args.units]
+    for spec in args.fill:
+        # "holding:0-999": serve float32 values (ABCD) over that range on every unit (benches).
+        function, _, span = spec.partition(":")
+        first, _, last = span.partition("-")
+        start, end = int(first), int(last)
+        values = [
+            w for a in range(start, end + 1, 2) for w in encode_value(200.0 + a % 50, "float32")
+        ]
+        for m in meters:
+            m.set_registers(function, start, values[: end - start + 1])
     for u in args.silent:
         meters.append(SimMeter(unit=u, silent=True))
     plant = ModbusPlant(
@@ -364,7 +375,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baudrate", type=int, default=19200)
     parser.add_argument("--units", type=parse_units, default=[1])
     parser.add_argument("--silent", type=parse_units, default=[], help="unit ids that never answer")
-    parser.add_argument("--profile", default="eastron-sdm630")
+    parser.add_argument("--profile", default="eastron-sdm630", help='a profile name, or "none"')
+    parser.add_argument(
+        "--fill",
+        action="append",
+        default=[],
+        metavar="FUNCTION:LO-HI",
+        help="also serve float32 values on a range, e.g. holding:0-999 (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(_serve(args))
