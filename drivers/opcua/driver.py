@@ -120,6 +120,8 @@ class OpcuaDriver:
                     raise
                 except Exception as exc:  # every failure is per device: report, back off, retry
                     self._went_down(self._reason(exc))
+                finally:
+                    await self._close()
                 delay = self.backoff.next_delay()
                 log.debug("device %s: reconnecting in %.1f s", self.name, delay)
                 await asyncio.sleep(delay)
@@ -381,10 +383,12 @@ class OpcuaDriver:
 
     def _on_publish(self, result: Any) -> None:
         """Publish callback: every data change of one PublishResponse into the batch."""
+        now = time.time()
+        # Keepalives count too: the session is alive, `status` shows when it last spoke.
+        self.health.last_success = now
         data = result.NotificationMessage.NotificationData
         if not data:
-            return  # keepalive
-        now = time.time()
+            return
         append = self._append
         for notif in data:
             items = getattr(notif, "MonitoredItems", None)

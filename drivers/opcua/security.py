@@ -7,6 +7,7 @@ application certificate on first use, and refuses servers whose certificate is n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -279,7 +280,7 @@ async def make_client(settings: ConnectionSettings) -> Client:
         try:
             endpoints = await fetch_endpoints(endpoint, settings.timeout)
         except (OSError, TimeoutError) as exc:
-            raise OpcuaConnectError(f"device {label}: cannot reach {endpoint}: {exc!r}") from exc
+            raise OpcuaConnectError(describe_connect_error(exc, settings)) from exc
         offered = _endpoint_certificate(endpoints, settings.security_policy, settings.security_mode)
         if settings.secure:
             uri, mode_value = POLICY_URIS[settings.security_policy], MODES[settings.security_mode]
@@ -379,9 +380,17 @@ async def connect(settings: ConnectionSettings) -> Client:
     """A connected client, or OpcuaConnectError with a message that says what to check."""
     try:
         client = await make_client(settings)
-        await asyncio.wait_for(client.connect(), settings.timeout * 3)
     except OpcuaConnectError:
         raise
     except Exception as exc:
         raise OpcuaConnectError(describe_connect_error(exc, settings)) from exc
+    try:
+        await asyncio.wait_for(client.connect(), settings.timeout * 3)
+    except BaseException as exc:
+        # A timeout can cancel connect() halfway: drop whatever socket it had opened.
+        with contextlib.suppress(Exception):
+            client.disconnect_socket()
+        if isinstance(exc, Exception):
+            raise OpcuaConnectError(describe_connect_error(exc, settings)) from exc
+        raise
     return client

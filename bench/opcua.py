@@ -1,0 +1,260 @@
+"""OPC UA intake: 2,000 monitored items at 100 ms, a bare asyncua client against the gateway driver.
+
+The simulated PLC runs in its own process; each client run is a fresh process (alternating
+bare / gateway) that measures notifications received and its own CPU over a steady window.
+The gateway run includes the driver's sink feeding the aggregation kernel (`ext.kernel`).
+Last line: `RESULT notifications_per_s=<gateway median> cpu_ratio_vs_bare=<ratio of medians>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ITEMS = 2000
+INTERVAL = 0.1
+WARMUP = 1.5
+WINDOW = 5.0
+RUNS = 3  # per client kind, alternating
+NSU = "nsu=urn:plant1:bf2;s="
+KINDS = ("bare", "gateway", "floor")
+
+
+# -- client processes ----------------------------------------------------------------------------
+
+
+async def measure(count: Any, started: asyncio.Event) -> dict[str, float]:
+    """Wait for the first notification, warm up, then count and time a steady window."""
+    await asyncio.wait_for(started.wait(), 30)
+    await asyncio.sleep(WARMUP)
+    n0, c0, t0 = count(), time.process_time(), time.monotonic()
+    await asyncio.sleep(WINDOW)
+    n1, c1, t1 = count(), time.process_time(), time.monotonic()
+    return {"notifications": n1 - n0, "seconds": t1 - t0, "cpu": c1 - c0}
+
+
+async def run_bare(endpoint: str, ns: int) -> dict[str, float]:
+    """asyncua's documented way: a handler with datachange_notification, items at 100 ms."""
+    from asyncua.client.client import Client
+
+    from drivers.opcua.security import ua_module
+
+    ua = ua_module()
+    started = asyncio.Event()
+
+    class Handler:
+        n = 0
+
+        def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+            Handler.n += 1
+            started.set()
+
+    client = Client(endpoint, timeout=30)
+    await client.connect()
+    try:
+        sub: Any = await client.create_subscription(INTERVAL * 1000, Handler())
+        nodes = [client.get_node(ua.NodeId(f"Bench.Item{i:04d}", ns)) for i in range(ITEMS)]
+        await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=INTERVAL * 1000)
+        return await measure(lambda: Handler.n, started)
+    finally:
+        await client.disconnect()
+
+
+async def run_floor(endpoint: str, ns: int) -> dict[str, float]:
+    """The least a client can do: a raw publish callback that only counts the items."""
+    from asyncua.client.client import Client
+
+    from drivers.opcua.security import ua_module
+    from drivers.opcua.subscription import make_subscription
+
+    ua = ua_module()
+    started = asyncio.Event()
+    total = [0]
+
+    def on_publish(result: Any) -> None:
+        for notif in result.NotificationMessage.NotificationData or ():
+            items = getattr(notif, "MonitoredItems", None)
+            if items:
+                total[0] += len(items)
+                started.set()
+
+    client = Client(endpoint, timeout=30)
+    await client.connect()
+    try:
+        sub = await make_subscription(client, INTERVAL * 1000, on_publish)
+        nodes = [client.get_node(ua.NodeId(f"Bench.Item{i:04d}", ns)) for i in range(ITEMS)]
+        await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=INTERVAL * 1000)
+        return await measure(lambda: total[0], started)
+    finally:
+        await client.disconnect()
+
+
+class KernelSink:
+    """The daemon's path from a driver to the aggregation kernel: batches in, windows out."""
+
+    def __init__(self, point_count: int) -> None:
+        from zoneinfo import ZoneInfo
+
+        from ext import kernel as mod
+        from gateway.windows import edges_between
+
+        now = time.time()
+        tz = ZoneInfo("UTC")
+        edges = [edges_between(tz, s, now - 3600, now + 7200) for s in (60, 900)]
+        self.mod = mod
+        self.kernel = mod.Kernel(2)
+        self.kernel.extend_grid(*mod.build_grid(edges))
+        for pid in range(point_count):
+            self.kernel.configure_point(pid, f"bench.item{pid}", mod.GAUGE, since=now, max_gap=5.0)
+        self.samples = 0
+        self.windows = 0
+        self.events = 0
+        self.started = asyncio.Event()
+
+    def add_samples(self, batch: Any) -> None:
+        self.kernel.ingest(batch.point, batch.ts, batch.value, batch.quality)
+        self.samples += len(batch)
+        self.started.set()
+
+    def add_event(self, event: Any) -> None:
+        self.events += 1
+
+    def close(self) -> None:
+        windows, _blocks = self.kernel.close_until(time.time())
+        self.windows += len(windows["point"])
+
+
+async def run_gateway(endpoint: str, ns: int) -> dict[str, float]:
+    import tempfile
+
+    from drivers.opcua.driver import OpcuaDriver
+    from gateway.config_model import OpcuaDevice
+    from gateway.samples import PointIndex
+
+    device = OpcuaDevice.model_validate(
+        {
+            "name": "bench",
+            "driver": "opcua",
+            "endpoint": endpoint,
+            "interval": f"{int(INTERVAL * 1000)}ms",
+            "timeout": "30s",
+            "points": [
+                {"name": f"item{i}", "node": f"{NSU}Bench.Item{i:04d}"} for i in range(ITEMS)
+            ],
+        }
+    )
+    index = PointIndex()
+    sink = KernelSink(ITEMS)
+    driver = OpcuaDriver(device, index, sink, Path(tempfile.mkdtemp()), "bench", "bench")
+
+    async def closer() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            sink.close()
+
+    task = asyncio.create_task(driver.run())
+    closing = asyncio.create_task(closer())
+    try:
+        result = await measure(lambda: sink.samples, sink.started)
+        result["kernel_dropped"] = sum(sink.kernel.stats().values())
+        return result
+    finally:
+        for t in (task, closing):
+            t.cancel()
+        await asyncio.gather(task, closing, return_exceptions=True)
+
+
+def client_main(kind: str, endpoint: str, ns: int) -> None:
+    runner = {"bare": run_bare, "gateway": run_gateway, "floor": run_floor}[kind]
+    print(json.dumps(asyncio.run(runner(endpoint, ns))), flush=True)
+
+
+# -- orchestration -------------------------------------------------------------------------------
+
+
+def start_server() -> tuple[subprocess.Popen[str], str, int]:
+    from gateway.sim.opcua_plc import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "gateway.sim.opcua_plc", "--port", str(port), "--static"]
+    cmd += ["--bench-items", str(ITEMS), "--bench-interval", str(INTERVAL)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY"):
+        proc.kill()
+        raise SystemExit(f"simulated PLC did not start: {line!r}")
+    return proc, f"opc.tcp://127.0.0.1:{port}", int(line.rsplit("ns=", 1)[1])
+
+
+def one_run(kind: str, endpoint: str, ns: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--client", kind, "--endpoint", endpoint, "--ns", str(ns)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"{kind} client failed:\n{out.stderr[-2000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--client", choices=KINDS)
+    parser.add_argument("--endpoint")
+    parser.add_argument("--ns", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=RUNS)
+    args = parser.parse_args()
+    if args.client:
+        client_main(args.client, args.endpoint, args.ns)
+        return
+
+    server, endpoint, ns = start_server()
+    results: dict[str, list[dict[str, float]]] = {k: [] for k in KINDS}
+    try:
+        print(f"{ITEMS} items at {INTERVAL * 1000:.0f} ms from a simulated PLC at {endpoint}")
+        print(f"each run: {WARMUP:g} s warm-up, {WINDOW:g} s measured, fresh client process")
+        for run in range(args.runs):
+            for kind in KINDS:
+                r = one_run(kind, endpoint, ns)
+                results[kind].append(r)
+                rate = r["notifications"] / r["seconds"]
+                cpu = r["cpu"] / max(r["notifications"], 1) * 10_000
+                load = r["cpu"] / r["seconds"]
+                print(f"  run {run + 1} {kind:8s} {rate:9.0f} notifications/s  "
+                      f"{cpu * 1000:7.1f} ms CPU per 10,000  ({load:.0%} of a core)")  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    def med(kind: str, f: Callable[[dict[str, float]], float]) -> float:
+        return statistics.median(f(r) for r in results[kind])
+
+    rates = {k: med(k, lambda r: r["notifications"] / r["seconds"]) for k in KINDS}
+    cpus = {k: med(k, lambda r: r["cpu"] / max(r["notifications"], 1) * 10_000) for k in KINDS}
+    print("medians:")
+    for k in KINDS:
+        print(f"  {k:8s} {rates[k]:9.0f} notifications/s  {cpus[k] * 1000:7.1f} ms CPU per 10,000")
+    print(f"gateway receives {rates['gateway'] / rates['bare']:.1%} of the bare client "
+          f"at {cpus['gateway'] / cpus['bare']:.2f}x its CPU per notification "
+          f"({cpus['gateway'] / cpus['floor']:.2f}x the count-only floor)")  # fmt: skip
+    print(
+        f"RESULT notifications_per_s={rates['gateway']:.0f} "
+        f"cpu_ratio_vs_bare={cpus['gateway'] / cpus['bare']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
