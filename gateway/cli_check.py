@@ -34,9 +34,7 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help=f"the config file (default: {DEFAULT_PATH})",
     )
-    check.add_argument(
-        "--points", action="store_true", help="list every point of every device"
-    )
+    check.add_argument("--points", action="store_true", help="list every point of every device")
     check.set_defaults(func=_run_check)
 
     config = subparsers.add_parser("config", help="tools for the config file")
@@ -150,7 +148,9 @@ def _gateway_lines(cfg: Config) -> Iterator[str]:
         if t.seasons:
             yield "         seasons: " + ", ".join(f"months {s.months}" for s in t.seasons)
         if t.weekend is not None:
-            yield "         weekend: " + "; ".join(f"{p.name} {' '.join(p.hours)}" for p in t.weekend)
+            yield "         weekend: " + "; ".join(
+                f"{p.name} {' '.join(p.hours)}" for p in t.weekend
+            )
         if t.holidays:
             yield f"         {_count(len(t.holidays), 'holiday')}"
 

@@ -18,7 +18,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gateway.config_checks import check_config
-from gateway.config_types import quote
 from gateway.config_model import (
     Config,
     Device,
@@ -28,6 +27,7 @@ from gateway.config_model import (
     OpcuaDevice,
     OpcuaPoint,
 )
+from gateway.config_types import quote
 
 __all__ = [
     "DEFAULT_PATH",
@@ -85,6 +85,11 @@ def format_path(loc: Loc) -> str:
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SCALAR_END = re.compile(r"[,\]}\s#]")
+_SIMPLE_LINE = re.compile(
+    r"""([A-Za-z0-9_-]+)[ \t]*=[ \t]*"""
+    r"""(?:"[^"\\\n]*"|'[^'\n]*'|[A-Za-z0-9_.:+-]+)"""
+    r"""[ \t]*(?:#[^\n]*)?(?=\r?\n|$)"""
+)
 
 
 class KeyLocator:
@@ -96,7 +101,7 @@ class KeyLocator:
     """
 
     def __init__(self, text: str) -> None:
-        self.lines: dict[str, int] = {}
+        self._lines: dict[Loc, int] = {}
         self._text = text
         self._pos = 0
         self._line = 1
@@ -114,14 +119,18 @@ class KeyLocator:
             if self._pos >= len(text):
                 break
             char = text[self._pos]
-            if char == "#":
+            simple = _SIMPLE_LINE.match(text, self._pos)
+            if simple is not None:  # fast path: `key = 1`, `key = "text"  # comment`
+                self._put((*table, simple.group(1)), self._line)
+                self._pos = simple.end()
+            elif char == "#":
                 self._skip_comment()
             elif char == "[":
                 table = self._header()
             else:
                 line = self._line
                 parts = self._key()
-                self._put((*table, *parts), line)
+                self._put_dotted(table, parts, line)
                 self._skip_space()
                 self._pos += 1  # "="
                 self._value((*table, *parts))
@@ -201,7 +210,7 @@ class KeyLocator:
                     continue
                 line = self._line
                 parts = self._key()
-                self._put((*loc, *parts), line)
+                self._put_dotted(loc, parts, line)
                 self._skip_space()
                 self._pos += 1  # "="
                 self._value((*loc, *parts))
@@ -259,15 +268,25 @@ class KeyLocator:
         end = self._text.find("\n", self._pos)
         self._pos = len(self._text) if end < 0 else end
 
+    def _put_dotted(self, table: Loc, parts: tuple[str, ...], line: int) -> None:
+        """`site.name = ...` also places the `site` table it creates on that line."""
+        for end in range(1, len(parts) + 1):
+            self._put((*table, *parts[:end]), line)
+
     def _put(self, loc: Loc, line: int) -> None:
-        self.lines.setdefault(format_path(loc), line)
+        self._lines.setdefault(loc, line)
 
     # -- lookups --------------------------------------------------------------------------
+
+    @property
+    def lines(self) -> dict[str, int]:
+        """Every key path found, as `devices[0].points[1].name`, with its line."""
+        return {format_path(loc): line for loc, line in self._lines.items()}
 
     def line_of(self, loc: Loc) -> int | None:
         """The line of the key, else of the nearest enclosing key or table that has one."""
         for end in range(len(loc), 0, -1):
-            found = self.lines.get(format_path(loc[:end]))
+            found = self._lines.get(tuple(loc[:end]))
             if found is not None:
                 return found
         return None
@@ -306,7 +325,9 @@ def _pydantic_problems(exc: ValidationError, document: dict[str, Any]) -> list[t
                 else f'{quote(driver)} is not a known driver (expected "modbus" or "opcua")'
             )
         elif kind == "literal_error":
-            message = f"{quote(value)} is not allowed (expected {_or_list(ctx.get('expected', ''))})"
+            message = (
+                f"{quote(value)} is not allowed (expected {_or_list(ctx.get('expected', ''))})"
+            )
         elif kind in ("int_type", "int_parsing", "int_from_float"):
             message = f"{quote(value)} is not a whole number" + _unquote_hint(value)
         elif kind in ("float_type", "float_parsing", "finite_number"):
@@ -471,7 +492,6 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, [_toml_problem(exc, text)]) from None
-    locator = KeyLocator(text)
     _anchor_paths(document, Path(file).parent)
     found: list[tuple[Loc, str]] = []
     if "path" in document:  # `Config.path` is set by the loader, not a key of the file
@@ -484,6 +504,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     else:
         found += check_config(config)
     if found:
+        locator = KeyLocator(text)  # only a refused file needs line numbers
         raise ConfigError(
             file, [Problem(locator.line_of(loc) or 1, format_path(loc), msg) for loc, msg in found]
         )
@@ -536,16 +557,14 @@ def _checks_despite(
     replaced: list[Loc] = [loc for loc, _ in problems]
     for _ in range(6):
         try:
-            config = Config.model_validate(
-                {**doc, "path": Path(file)}, context={"repair": True}
-            )
+            config = Config.model_validate({**doc, "path": Path(file)}, context={"repair": True})
         except ValidationError as exc:
             if not all(_repair(doc, error, replaced) for error in exc.errors()):
                 return []
             continue
         try:
             found = check_config(config)
-        except Exception:  # noqa: BLE001 - a placeholder may upset a check; the first pass stands
+        except Exception:  # a placeholder may upset a check; the first pass stands
             return []
         return [
             (loc, msg)
@@ -564,8 +583,8 @@ def _repair(doc: dict[str, Any], error: Any, replaced: list[Loc]) -> bool:
     parent = _walk(doc, loc[:-1])
     key = loc[-1]
     if kind == "driver":  # nothing of the device can be checked without knowing its kind
-        devices = _walk(doc, loc[:-1]) if isinstance(key, int) else None
-        if not isinstance(devices, list):
+        devices = _walk(doc, loc[:-1])
+        if not isinstance(devices, list) or not isinstance(key, int):
             return False
         devices[key] = {"name": f"device-{key}", "driver": "modbus", "host": "placeholder"}
         replaced.append(loc)
@@ -677,7 +696,9 @@ def load_config(path: str | Path = DEFAULT_PATH) -> Config:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(file, [Problem(None, "", f"cannot read the file: {exc.strerror}")]) from None
+        raise ConfigError(
+            file, [Problem(None, "", f"cannot read the file: {exc.strerror}")]
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError(file, [Problem(None, "", "the file is not UTF-8 text")]) from None
     return parse_config(text, file)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import difflib
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway import units
 from gateway.config_model import (
+    Carrier,
     Config,
     ModbusDevice,
     ModbusPoint,
@@ -54,9 +55,12 @@ def _check_gateway(cfg: Config) -> Iterator[Problem]:
     try:
         ZoneInfo(cfg.gateway.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        yield ("gateway", "timezone"), (
-            f"{quote(cfg.gateway.timezone)} is not a known time zone (expected an IANA name "
-            "such as \"Asia/Shanghai\" or \"UTC\")"
+        yield (
+            ("gateway", "timezone"),
+            (
+                f"{quote(cfg.gateway.timezone)} is not a known time zone (expected an IANA name "
+                'such as "Asia/Shanghai" or "UTC")'
+            ),
         )
 
 
@@ -71,9 +75,12 @@ def _check_secret_file(loc: Loc, path: Path | None) -> Iterator[Problem]:
     if not stat.S_ISREG(mode):
         yield loc, f"{quote(str(path))} is not a file"
     elif mode & (stat.S_IRWXG | stat.S_IRWXO):
-        yield loc, (
-            f"{quote(str(path))} is readable by group or others (mode "
-            f"{stat.S_IMODE(mode):04o}): a secret must be private: chmod 600 {path}"
+        yield (
+            loc,
+            (
+                f"{quote(str(path))} is readable by group or others (mode "
+                f"{stat.S_IMODE(mode):04o}): a secret must be private: chmod 600 {path}"
+            ),
         )
 
 
@@ -86,9 +93,12 @@ def _check_mqtt(cfg: Config) -> Iterator[Problem]:
     m = cfg.mqtt
     parts = urlsplit(m.url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        yield ("mqtt", "url"), (
-            f"{quote(m.url)} is not a broker URL "
-            "(expected mqtt://HOST[:PORT], or mqtts://HOST[:PORT] for TLS)"
+        yield (
+            ("mqtt", "url"),
+            (
+                f"{quote(m.url)} is not a broker URL "
+                "(expected mqtt://HOST[:PORT], or mqtts://HOST[:PORT] for TLS)"
+            ),
         )
     else:
         try:
@@ -101,8 +111,12 @@ def _check_mqtt(cfg: Config) -> Iterator[Problem]:
         yield ("mqtt", "username"), "a password is set but no username"
     yield from _check_secret_file(("mqtt", "password_file"), m.password_file)
     if m.password_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m.password_env):
-        yield ("mqtt", "password_env"), (
-            f"{quote(m.password_env)} is not an environment variable name (e.g. IRONWATT_MQTT_PASSWORD)"
+        yield (
+            ("mqtt", "password_env"),
+            (
+                f"{quote(m.password_env)} is not an environment variable name "
+                "(e.g. IRONWATT_MQTT_PASSWORD)"
+            ),
         )
     yield from _check_file(("mqtt", "ca_file"), m.ca_file)
     yield from _check_file(("mqtt", "cert_file"), m.cert_file)
@@ -113,8 +127,9 @@ def _check_mqtt(cfg: Config) -> Iterator[Problem]:
         yield ("mqtt", "url"), "TLS files are set but the URL is mqtt:// (use mqtts://)"
     prefix_levels = m.topic_prefix.split("/")
     if not m.topic_prefix or any(not lvl or set(lvl) & set("+#") for lvl in prefix_levels):
-        yield ("mqtt", "topic_prefix"), (
-            f"{quote(m.topic_prefix)} is not a valid topic prefix (no empty levels, no + or #)"
+        yield (
+            ("mqtt", "topic_prefix"),
+            f"{quote(m.topic_prefix)} is not a valid topic prefix (no empty levels, no + or #)",
         )
 
 
@@ -122,15 +137,19 @@ def _check_energy(cfg: Config) -> Iterator[Problem]:
     seen: dict[int, str] = {}
     for i, interval in enumerate(cfg.energy.intervals):
         if interval.seconds in seen:
-            yield ("energy", "intervals", i), (
-                f"{quote(interval.name)} is the same length as {quote(seen[interval.seconds])}"
+            yield (
+                ("energy", "intervals", i),
+                f"{quote(interval.name)} is the same length as {quote(seen[interval.seconds])}",
             )
         seen.setdefault(interval.seconds, interval.name)
     demand = cfg.energy.demand_interval
     if not demand.is_integer() or check_interval(int(demand)) or demand > 86400:
-        yield ("energy", "demand_interval"), (
-            f"{quote(format_duration(demand))} must divide 24 h (e.g. \"15m\", \"30m\") so "
-            "demand blocks align like windows"
+        yield (
+            ("energy", "demand_interval"),
+            (
+                f'{quote(format_duration(demand))} must divide 24 h (e.g. "15m", "30m") so '
+                "demand blocks align like windows"
+            ),
         )
     for name, carrier in cfg.energy.carriers.items():
         if units.lookup(carrier.unit) is None:
@@ -153,8 +172,12 @@ def _check_devices(cfg: Config) -> Iterator[Problem]:
     for d, device in enumerate(cfg.devices):
         loc: Loc = ("devices", d)
         if device.name in names:
-            yield (*loc, "name"), (
-                f"device {quote(device.name)} is already defined as devices[{names[device.name]}]"
+            yield (
+                (*loc, "name"),
+                (
+                    f"device {quote(device.name)} is already defined as "
+                    f"devices[{names[device.name]}]"
+                ),
             )
         names.setdefault(device.name, d)
         if isinstance(device, ModbusDevice):
@@ -162,12 +185,17 @@ def _check_devices(cfg: Config) -> Iterator[Problem]:
         else:
             yield from _check_opcua(loc, device)
         seen: dict[str, int] = {}
-        for p, point in enumerate(device.points):
+        own: tuple[ModbusPoint | OpcuaPoint, ...] = device.points
+        for p, point in enumerate(own):
             ploc: Loc = (*loc, "points", p)
             if point.name in seen:
-                yield (*ploc, "name"), (
-                    f"point {quote(point.name)} is already defined in device {quote(device.name)} "
-                    f"as points[{seen[point.name]}]"
+                yield (
+                    (*ploc, "name"),
+                    (
+                        f"point {quote(point.name)} is already defined in device "
+                        f"{quote(device.name)} "
+                        f"as points[{seen[point.name]}]"
+                    ),
                 )
             seen.setdefault(point.name, p)
             yield from _check_point_units(ploc, point, carriers)
@@ -176,24 +204,34 @@ def _check_devices(cfg: Config) -> Iterator[Problem]:
 def _check_modbus(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
     if device.transport in ("tcp", "rtu-over-tcp"):
         if not device.host:
-            yield (*loc, "host"), (
-                f"transport {quote(device.transport)} needs host = \"IP or name\" "
-                '(for a serial line: transport = "rtu" and serial_port = "/dev/ttyUSB0")'
+            yield (
+                (*loc, "host"),
+                (
+                    f'transport {quote(device.transport)} needs host = "IP or name" '
+                    '(for a serial line: transport = "rtu" and serial_port = "/dev/ttyUSB0")'
+                ),
             )
         if device.serial_port:
-            yield (*loc, "serial_port"), (
-                f'serial_port is for transport = "rtu", not {quote(device.transport)}'
+            yield (
+                (*loc, "serial_port"),
+                f'serial_port is for transport = "rtu", not {quote(device.transport)}',
             )
     elif not device.serial_port:
-        yield (*loc, "serial_port"), (
-            'transport "rtu" needs serial_port = "/dev/ttyUSB0" (or the port the RS-485 '
-            "adapter is on)"
+        yield (
+            (*loc, "serial_port"),
+            (
+                'transport "rtu" needs serial_port = "/dev/ttyUSB0" (or the port the RS-485 '
+                "adapter is on)"
+            ),
         )
     if device.timeout >= device.poll * 4:
-        yield (*loc, "timeout"), (
-            f"{format_duration(device.timeout)} is 4 poll periods or more (poll is "
-            f"{format_duration(device.poll)}): a silent device would hold up its link; "
-            "shorten timeout or poll less often"
+        yield (
+            (*loc, "timeout"),
+            (
+                f"{format_duration(device.timeout)} is 4 poll periods or more (poll is "
+                f"{format_duration(device.poll)}): a silent device would hold up its link; "
+                "shorten timeout or poll less often"
+            ),
         )
     if device.profile is not None:
         from drivers.modbus import profiles
@@ -210,55 +248,78 @@ def _check_modbus(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
 def _check_register(device: ModbusDevice, loc: Loc, point: ModbusPoint) -> Iterator[Problem]:
     bit_function = point.function in ("coil", "discrete")
     if bit_function and point.type != "bool":
-        yield (*loc, "type"), (
-            f'a {point.function} is a single bit: type must be "bool", not {quote(point.type)} '
-            '(for a number, read function = "holding" or "input")'
+        yield (
+            (*loc, "type"),
+            (
+                f'a {point.function} is a single bit: type must be "bool", not {quote(point.type)} '
+                '(for a number, read function = "holding" or "input")'
+            ),
         )
     if point.bit is not None and bit_function:
         yield (*loc, "bit"), f"bit selects a bit of a register; a {point.function} is one already"
     elif not bit_function and point.type == "bool" and point.bit is None:
-        yield (*loc, "bit"), (
-            f'type "bool" on a {point.function} register needs bit = 0..15 (which bit of it)'
+        yield (
+            (*loc, "bit"),
+            f'type "bool" on a {point.function} register needs bit = 0..15 (which bit of it)',
         )
     elif point.bit is not None and point.type not in ("bool", "uint16", "int16"):
-        yield (*loc, "bit"), (
-            f"bit reads one bit of a 16-bit register: type must be uint16, int16 or bool, "
-            f"not {point.type}"
+        yield (
+            (*loc, "bit"),
+            (
+                f"bit reads one bit of a 16-bit register: type must be uint16, int16 or bool, "
+                f"not {point.type}"
+            ),
         )
     last = point.address + point.words - 1
     if last > 65535:
-        yield (*loc, "address"), (
-            f"{point.type} needs {point.words} registers: {point.address}..{last} runs past "
-            "65535 (the last register)"
+        yield (
+            (*loc, "address"),
+            (
+                f"{point.type} needs {point.words} registers: {point.address}..{last} runs past "
+                "65535 (the last register)"
+            ),
         )
     if point.rollover == "auto" and point.type not in UNSIGNED:
-        yield (*loc, "rollover"), (
-            f'"auto" needs an unsigned integer register (uint16, uint32, uint64), not '
-            f"{point.type}: give the modulus as a number (e.g. rollover = 100000000)"
+        yield (
+            (*loc, "rollover"),
+            (
+                f'"auto" needs an unsigned integer register (uint16, uint32, uint64), not '
+                f"{point.type}: give the modulus as a number (e.g. rollover = 100000000)"
+            ),
         )
     if point.words > device.max_registers_per_request:
-        yield (*loc, "type"), (
-            f"{point.type} needs {point.words} registers but the device reads at most "
-            f"{device.max_registers_per_request} per request"
+        yield (
+            (*loc, "type"),
+            (
+                f"{point.type} needs {point.words} registers but the device reads at most "
+                f"{device.max_registers_per_request} per request"
+            ),
         )
 
 
 def _check_opcua(loc: Loc, device: OpcuaDevice) -> Iterator[Problem]:
     if not device.endpoint.startswith("opc.tcp://"):
-        yield (*loc, "endpoint"), (
-            f"{quote(device.endpoint)} is not an OPC UA endpoint (expected opc.tcp://HOST:PORT)"
+        yield (
+            (*loc, "endpoint"),
+            f"{quote(device.endpoint)} is not an OPC UA endpoint (expected opc.tcp://HOST:PORT)",
         )
     none_policy = device.security_policy == "None"
     none_mode = device.security_mode == "None"
     if none_policy and not none_mode:
-        yield (*loc, "security_mode"), (
-            f"security_mode {quote(device.security_mode)} needs a security_policy "
-            '(e.g. security_policy = "Basic256Sha256"); without one, set both to "None"'
+        yield (
+            (*loc, "security_mode"),
+            (
+                f"security_mode {quote(device.security_mode)} needs a security_policy "
+                '(e.g. security_policy = "Basic256Sha256"); without one, set both to "None"'
+            ),
         )
     elif none_mode and not none_policy:
-        yield (*loc, "security_policy"), (
-            f"security_policy {quote(device.security_policy)} needs security_mode = \"Sign\" "
-            'or "SignAndEncrypt"; without security, set both to "None"'
+        yield (
+            (*loc, "security_policy"),
+            (
+                f'security_policy {quote(device.security_policy)} needs security_mode = "Sign" '
+                'or "SignAndEncrypt"; without security, set both to "None"'
+            ),
         )
     if device.password_file is not None and device.password_env is not None:
         yield (*loc, "password_env"), "give password_file or password_env, not both"
@@ -270,37 +331,48 @@ def _check_opcua(loc: Loc, device: OpcuaDevice) -> Iterator[Problem]:
     yield from _check_secret_file((*loc, "user_key"), device.user_key)
     if (device.user_certificate is None) != (device.user_key is None):
         which = "user_key" if device.user_key is None else "user_certificate"
-        yield (*loc, "user_certificate" if which == "user_key" else "user_key"), (
-            f"an X.509 user identity needs both user_certificate and user_key ({which} is missing)"
+        yield (
+            (*loc, "user_certificate" if which == "user_key" else "user_key"),
+            (
+                "an X.509 user identity needs both user_certificate and user_key "
+                f"({which} is missing)"
+            ),
         )
     for p, point in enumerate(device.points):
         if not _NODE_RE.fullmatch(point.node):
-            yield (*loc, "points", p, "node"), (
-                f"{quote(point.node)} is not a node id (expected e.g. \"ns=2;s=Line1.Power\", "
-                "\"nsu=urn:plant;i=1001\")"
+            yield (
+                (*loc, "points", p, "node"),
+                (
+                    f'{quote(point.node)} is not a node id (expected e.g. "ns=2;s=Line1.Power", '
+                    '"nsu=urn:plant;i=1001")'
+                ),
             )
         if point.deadband_type == "percent" and point.deadband_value > 100:
-            yield (*loc, "points", p, "deadband_value"), (
-                f"{point.deadband_value:g} is out of range (0..100 for a percent deadband)"
+            yield (
+                (*loc, "points", p, "deadband_value"),
+                f"{point.deadband_value:g} is out of range (0..100 for a percent deadband)",
             )
 
 
 def _check_point_units(
-    loc: Loc, point: ModbusPoint | OpcuaPoint, carriers: dict[str, object]
+    loc: Loc, point: ModbusPoint | OpcuaPoint, carriers: Mapping[str, Carrier]
 ) -> Iterator[Problem]:
     if point.max_gap is not None and point.kind != "rate":
         yield (*loc, "max_gap"), f'max_gap applies to kind = "rate" points, not {point.kind}s'
     if point.integration is not None and point.kind != "rate":
-        yield (*loc, "integration"), (
-            f'integration applies to kind = "rate" points, not {point.kind}s'
+        yield (
+            (*loc, "integration"),
+            f'integration applies to kind = "rate" points, not {point.kind}s',
         )
     if point.rollover is not None and point.kind != "counter":
-        yield (*loc, "rollover"), (
-            f'rollover applies to kind = "counter" points, not {point.kind}s'
+        yield (
+            (*loc, "rollover"),
+            f'rollover applies to kind = "counter" points, not {point.kind}s',
         )
     if point.max_rate is not None and point.kind != "counter":
-        yield (*loc, "max_rate"), (
-            f'max_rate applies to kind = "counter" points, not {point.kind}s'
+        yield (
+            (*loc, "max_rate"),
+            f'max_rate applies to kind = "counter" points, not {point.kind}s',
         )
     if point.kind in ("counter", "rate") and point.unit and units.lookup(point.unit) is None:
         yield (*loc, "unit"), _unknown_unit(point.unit)
@@ -309,15 +381,19 @@ def _check_point_units(
         return
     carrier = carriers.get(point.carrier)
     if carrier is None:
-        yield (*loc, "carrier"), (
-            f"unknown carrier {quote(point.carrier)} (known: {', '.join(sorted(carriers))}; "
-            "add one under [energy.carriers.NAME])"
+        yield (
+            (*loc, "carrier"),
+            (
+                f"unknown carrier {quote(point.carrier)} (known: {', '.join(sorted(carriers))}; "
+                "add one under [energy.carriers.NAME])"
+            ),
         )
         return
-    carrier_unit: str = getattr(carrier, "unit")  # noqa: B009 - Carrier, typed loosely above
+    carrier_unit = carrier.unit
     if point.kind == "gauge":
-        yield (*loc, "carrier"), (
-            'a gauge is not accounted: carrier applies to kind = "counter" or "rate" points'
+        yield (
+            (*loc, "carrier"),
+            'a gauge is not accounted: carrier applies to kind = "counter" or "rate" points',
         )
         return
     yield from _check_carrier_unit(loc, point, point.carrier, carrier_unit)
@@ -331,16 +407,24 @@ def _check_carrier_unit(
     if target is None:
         return  # reported on [energy.carriers]
     if not point.unit:
-        yield (*loc, "unit"), (
-            f'a {point.kind} of {carrier} needs its unit (e.g. unit = "{_example_unit(point.kind, target.dimension)}")'
+        yield (
+            (*loc, "unit"),
+            (
+                f"a {point.kind} of {carrier} needs its unit (e.g. unit = "
+                f'"{_example_unit(point.kind, target.dimension)}")'
+            ),
         )
         return
     if point.kind == "counter":
         if units.conversion_factor(point.unit, carrier_unit) is None:
-            yield (*loc, "unit"), (
-                f"{quote(point.unit)} does not convert to {carrier_unit}, the unit of {carrier}: "
-                f"a counter of {carrier} counts {target.dimension.replace('_', ' ')}: use "
-                f"{_one_of(units.of_dimension(target.dimension))}"
+            yield (
+                (*loc, "unit"),
+                (
+                    f"{quote(point.unit)} does not convert to {carrier_unit}, the unit of "
+                    f"{carrier}: "
+                    f"a counter of {carrier} counts {target.dimension.replace('_', ' ')}: use "
+                    f"{_one_of(units.of_dimension(target.dimension))}"
+                ),
             )
         return
     amount = units.integral_unit(point.unit)
@@ -352,9 +436,12 @@ def _check_carrier_unit(
             else f'cannot be a rate: make it kind = "counter" in {carrier_unit}'
         )
         integral = f" integrates to {amount}, which" if amount else ""
-        yield (*loc, "unit"), (
-            f"{quote(point.unit)}{integral} does not convert to {carrier_unit}, the unit of "
-            f"{carrier}: a rate of {carrier} {expected}"
+        yield (
+            (*loc, "unit"),
+            (
+                f"{quote(point.unit)}{integral} does not convert to {carrier_unit}, the unit of "
+                f"{carrier}: a rate of {carrier} {expected}"
+            ),
         )
 
 
@@ -383,12 +470,14 @@ def _check_groups(cfg: Config) -> Iterator[Problem]:
     for g, group in enumerate(cfg.groups):
         loc: Loc = ("groups", g)
         if group.name in seen:
-            yield (*loc, "name"), (
-                f"group {quote(group.name)} is already defined as groups[{seen[group.name]}]"
+            yield (
+                (*loc, "name"),
+                f"group {quote(group.name)} is already defined as groups[{seen[group.name]}]",
             )
         elif group.name in device_names:
-            yield (*loc, "name"), (
-                f"{quote(group.name)} is also a device name: a group needs a name of its own"
+            yield (
+                (*loc, "name"),
+                f"{quote(group.name)} is also a device name: a group needs a name of its own",
             )
         seen.setdefault(group.name, g)
         if not group.members:
@@ -398,16 +487,22 @@ def _check_groups(cfg: Config) -> Iterator[Problem]:
                 continue
             yield from _check_member((*loc, "members", m), member, points, device_names)
         if group.production is not None:
-            point = points.get(group.production)
-            if point is None:
-                yield (*loc, "production"), (
-                    f"{quote(group.production)} is not a configured point (expected "
-                    '"device.point")'
+            produced = points.get(group.production)
+            if produced is None:
+                yield (
+                    (*loc, "production"),
+                    (
+                        f"{quote(group.production)} is not a configured point (expected "
+                        '"device.point")'
+                    ),
                 )
-            elif point.kind == "gauge":
-                yield (*loc, "production"), (
-                    f"{quote(group.production)} is a gauge: production must be a counter "
-                    "(or rate) point"
+            elif produced.kind == "gauge":
+                yield (
+                    (*loc, "production"),
+                    (
+                        f"{quote(group.production)} is a gauge: production must be a counter "
+                        "(or rate) point"
+                    ),
                 )
     yield from _check_group_cycles(cfg)
 
@@ -425,20 +520,33 @@ def _check_member(
             known = sorted(k.partition(".")[2] for k in points if k.partition(".")[0] == device)
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean {device}.{close[0]}?" if close else "check the point name"
-            yield loc, f"{quote(member)} does not exist: device {device} has no point {name} ({hint})"
+            yield (
+                loc,
+                f"{quote(member)} does not exist: device {device} has no point {name} ({hint})",
+            )
         else:
-            yield loc, (
-                f"{quote(member)} does not exist (expected \"device.point\" of a configured "
-                "device, or a group name)"
+            yield (
+                loc,
+                (
+                    f'{quote(member)} does not exist (expected "device.point" of a configured '
+                    "device, or a group name)"
+                ),
             )
     elif point.kind == "gauge":
-        yield loc, (
-            f"{quote(member)} is a gauge: group members are counter or rate points with a carrier"
+        yield (
+            loc,
+            (
+                f"{quote(member)} is a gauge: group members are counter or rate points "
+                "with a carrier"
+            ),
         )
     elif point.carrier is None:
-        yield loc, (
-            f"{quote(member)} has no carrier: set carrier on the point (e.g. carrier = "
-            '"electricity") so the group knows what it sums'
+        yield (
+            loc,
+            (
+                f"{quote(member)} has no carrier: set carrier on the point (e.g. carrier = "
+                '"electricity") so the group knows what it sums'
+            ),
         )
 
 
@@ -454,8 +562,9 @@ def _check_group_cycles(cfg: Config) -> Iterator[Problem]:
                 continue
             if state.get(member) == 1:
                 cycle = [*path[path.index(member) :], member]
-                yield ("groups", index[name], "members", m), (
-                    f"groups form a cycle: {' -> '.join(cycle)} (a group cannot contain itself)"
+                yield (
+                    ("groups", index[name], "members", m),
+                    f"groups form a cycle: {' -> '.join(cycle)} (a group cannot contain itself)",
                 )
             elif state.get(member) is None:
                 yield from visit(member, [*path, member])
@@ -495,16 +604,20 @@ def _check_day(loc: Loc, periods: tuple[TariffPeriod, ...]) -> Iterator[Problem]
             span = _minutes(text)
             if span is None:
                 complete = False
-                yield (*loc, p, "hours", h), (
-                    f'{quote(text)} is not a time range (expected "HH:MM-HH:MM" from 00:00 to '
-                    '24:00, e.g. "23:00-07:00")'
+                yield (
+                    (*loc, p, "hours", h),
+                    (
+                        f'{quote(text)} is not a time range (expected "HH:MM-HH:MM" from 00:00 to '
+                        '24:00, e.g. "23:00-07:00")'
+                    ),
                 )
                 continue
             start, end = span
             if start % 1440 == end % 1440 and (start, end) != (0, 1440):
                 complete = False
-                yield (*loc, p, "hours", h), (
-                    f'{quote(text)} is empty (for the whole day write "00:00-24:00")'
+                yield (
+                    (*loc, p, "hours", h),
+                    f'{quote(text)} is empty (for the whole day write "00:00-24:00")',
                 )
                 continue
             length = (end - start) % 1440 or 1440
@@ -523,9 +636,12 @@ def _check_day(loc: Loc, periods: tuple[TariffPeriod, ...]) -> Iterator[Problem]
     if periods and complete:
         gaps = _ranges([m for m, o in enumerate(owner) if o is None])
         if gaps:
-            yield loc, (
-                f"the periods do not cover 24 h: no period for {', '.join(gaps)} (every minute "
-                "of the day needs a price)"
+            yield (
+                loc,
+                (
+                    f"the periods do not cover 24 h: no period for {', '.join(gaps)} (every minute "
+                    "of the day needs a price)"
+                ),
             )
 
 
@@ -556,8 +672,9 @@ def _check_tariff(cfg: Config) -> Iterator[Problem]:
         match = _MONTHS_RE.fullmatch(season.months.strip())
         loc: Loc = ("tariff", "seasons", s)
         if not match:
-            yield (*loc, "months"), (
-                f'{quote(season.months)} is not a month range (expected "7-8", "12-2" or "6")'
+            yield (
+                (*loc, "months"),
+                f'{quote(season.months)} is not a month range (expected "7-8", "12-2" or "6")',
             )
             continue
         first = int(match.group(1))

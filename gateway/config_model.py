@@ -113,7 +113,9 @@ class MqttConfig(_Model):
     telemetry_qos: Literal[0, 1] = 0
     # Added keys (config.md allows additions).
     max_inflight: Annotated[Int, in_range(1, 1000)] = 20
-    drain_rate: Annotated[Float, in_range(0, 1e9)] = 0.0  # messages/s after an outage; 0 = unlimited
+    drain_rate: Annotated[Float, in_range(0, 1e9)] = (
+        0.0  # messages/s after an outage; 0 = unlimited
+    )
     telemetry_heartbeat: Duration = 300.0
 
     def password(self) -> str | None:
@@ -140,7 +142,8 @@ def _interval(value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise PydanticCustomError(
-            "interval", '{value} is not an interval (expected e.g. "15m", "1h", "1d")',
+            "interval",
+            '{value} is not an interval (expected e.g. "15m", "1h", "1d")',
             {"value": quote(value)},
         )
     try:
@@ -194,7 +197,7 @@ class Carrier(_Model):
 
 
 def _merge_carriers(value: Any) -> Any:
-    """Overrides of `[energy.carriers.NAME]` merged over the built-in defaults (gateway/carriers)."""
+    """Overrides of `[energy.carriers.NAME]` merged over the defaults of gateway/carriers."""
     if not isinstance(value, dict):
         return value  # the dict validator words the type error
     merged: dict[str, Any] = {
@@ -282,8 +285,15 @@ RegisterType = Literal[
 ]
 
 REGISTER_WORDS: dict[str, int] = {
-    "bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2,
-    "int64": 4, "uint64": 4, "float32": 2, "float64": 4,
+    "bool": 1,
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float32": 2,
+    "float64": 4,
 }
 
 
@@ -416,7 +426,7 @@ Device = Annotated[
     Discriminator(
         _device_tag,
         custom_error_type="driver",
-        custom_error_message="driver must be \"modbus\" or \"opcua\"",
+        custom_error_message='driver must be "modbus" or "opcua"',
     ),
 ]
 

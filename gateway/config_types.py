@@ -26,18 +26,18 @@ from pydantic_core import PydanticCustomError, core_schema
 __all__ = [
     "NAME_RE",
     "Bool",
+    "Duration",
     "Float",
     "Int",
-    "Duration",
     "Name",
     "Rollover",
     "Size",
     "format_duration",
-    "quote",
     "in_range",
     "parse_duration",
     "parse_size",
     "positive",
+    "quote",
 ]
 
 NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
@@ -178,7 +178,7 @@ def _rollover(value: Any) -> float | str:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise PydanticCustomError(
             "rollover",
-            '{value} is not a rollover (expected the modulus as a number greater than 0, '
+            "{value} is not a rollover (expected the modulus as a number greater than 0, "
             'e.g. 100000000, or "auto")',
             {"value": quote(value)},
         )
@@ -213,9 +213,7 @@ Name = Annotated[
 Rollover = Annotated[
     float | Literal["auto"],
     BeforeValidator(_rollover),
-    WithJsonSchema(
-        {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "auto"}]}
-    ),
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "auto"}]}),
 ]
 
 

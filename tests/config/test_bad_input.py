@@ -15,7 +15,9 @@ from tests.config.support import CASES, check, stage
 
 NAMES = sorted(p.stem for p in CASES.glob("*.toml"))
 # file:LINE: key.path: message; a TOML syntax error has no key path, only its line and column.
-PROBLEM = re.compile(r"^\{file\}:\d+: (?:[a-z_]+(?:\[\d+\])*(?:\.[a-z_]+(?:\[\d+\])*)*: |not valid TOML)")
+PROBLEM = re.compile(
+    r"^\{file\}:\d+: (?:[a-z_]+(?:\[\d+\])*(?:\.[a-z_]+(?:\[\d+\])*)*: |not valid TOML)"
+)
 
 
 def test_corpus_is_complete() -> None:
@@ -46,7 +48,9 @@ def test_case(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert lines == sorted(lines), "problems are sorted by line"
 
 
-def test_several_problems_are_all_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_several_problems_are_all_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Shape errors and cross-key errors of one file come in one report."""
     run = check(stage(CASES / "several_problems.toml", tmp_path), capsys)
     keys = {line.split(": ")[1] for line in run.err.splitlines()[:-1]}
@@ -77,7 +81,9 @@ def test_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "not UTF-8" in run.err
 
 
-def test_private_secret_file_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_private_secret_file_is_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The same config as the 0644 case, pointed at the 0600 file, passes."""
     text = (CASES / "secret_readable_by_others.toml").read_text(encoding="utf-8")
     source = tmp_path / "src" / "ok.toml"
