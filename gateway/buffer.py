@@ -151,11 +151,12 @@ class Outbox(Writer):
         block=False raises OutboxBusy instead.
         """
         items = []
+        append, telemetry = items.append, MessageClass.TELEMETRY
         for msg in messages:
-            cls = MessageClass(msg.cls)
-            if cls is not MessageClass.TELEMETRY and msg.qos != 1:
+            cls = msg.cls
+            if msg.qos != 1 and cls != telemetry:
                 raise ValueError(f"{msg.topic}: windows and events are published at QoS 1")
-            items.append((msg.topic, encode_body(msg.body), int(msg.qos), int(cls)))
+            append((msg.topic, encode_body(msg.body), msg.qos, int(cls)))
         fut: concurrent.futures.Future[list[int | None]] = concurrent.futures.Future()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:

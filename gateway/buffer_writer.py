@@ -177,27 +177,31 @@ class Writer:
 
     def _prepare(self, items: list[tuple[str, bytes, int, int]], rows: list[tuple[Any, ...]],
                  now: float, epoch: int) -> list[int | None]:
-        head = b'{"v":1,"stream":"' + self.stream.encode() + b'","seq":'
-        common = (
-            b',"gw":' + json.dumps(self.settings.gw_id).encode()
-            + b',"site":' + json.dumps(self.settings.site).encode()
-        )
-        tele_head = b'{"v":1' + common
+        tele_head, seq_fmt = self._heads()
         seqs: list[int | None] = []
+        append, tele = rows.append, int(MessageClass.TELEMETRY)
         seq, rid = self.next_seq, self._next_id
         for topic, rest, qos, cls in items:
-            if cls == MessageClass.TELEMETRY:
-                rows.append((rid, None, topic, tele_head + rest, len(tele_head), qos, cls, now,
-                             epoch))
+            if cls == tele:
+                append((rid, None, topic, tele_head + rest, len(tele_head), qos, cls, now, epoch))
                 seqs.append(None)
             else:
-                prefix = head + str(seq).encode() + common
-                rows.append((rid, seq, topic, prefix + rest, len(prefix), qos, cls, now, epoch))
+                prefix = seq_fmt % seq
+                append((rid, seq, topic, prefix + rest, len(prefix), qos, cls, now, epoch))
                 seqs.append(seq)
                 seq += 1
             rid += 1
         self.next_seq, self._next_id = seq, rid
         return seqs
+
+    def _heads(self) -> tuple[bytes, bytes]:
+        """The stored JSON's common fields: for telemetry, and a %-template for a seq."""
+        common = (
+            b',"gw":' + json.dumps(self.settings.gw_id).encode()
+            + b',"site":' + json.dumps(self.settings.site).encode()
+        )
+        head = b'{"v":1,"stream":"' + self.stream.encode() + b'","seq":'
+        return b'{"v":1' + common, head.replace(b"%", b"%%") + b"%d" + common.replace(b"%", b"%%")
 
     def _store(self, puts: list[PendingPut]) -> bool:
         """One transaction for every queued batch; False when the disk refused it."""
@@ -360,10 +364,10 @@ class Writer:
         cands: list[Candidate] = []
         got = 0
         for cls in DROP_ORDER:
+            # A literal class, so that SQLite uses the partial index of telemetry.
             cur = self._conn.execute(
                 "SELECT id, seq, length(topic) + length(body), created FROM outbox "
-                "WHERE cls = ? ORDER BY id LIMIT ?",
-                (int(cls), _CANDIDATES),
+                f"WHERE cls = {int(cls)} ORDER BY id LIMIT {_CANDIDATES}"
             )
             found = 0
             for rid, seq, size, created in cur:
@@ -401,9 +405,7 @@ class Writer:
                 self._gaps_total += 1
                 meta_set(conn, "gaps_total", self._gaps_total)
             else:
-                head = (b'{"v":1,"stream":"' + self.stream.encode() + b'","seq":'
-                        + str(gap_seq).encode() + b',"gw":' + json.dumps(self.settings.gw_id)
-                        .encode() + b',"site":' + json.dumps(self.settings.site).encode())
+                head = self._heads()[1] % gap_seq
                 conn.execute("UPDATE outbox SET body = ?, splice = ? WHERE id = ?",
                              (head + rest, len(head), gap_id))
             meta_set(conn, "open_gap", json.dumps({"id": gap_id,
