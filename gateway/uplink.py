@@ -200,10 +200,10 @@ class Uplink:
         self._connack, self._lost = None, False
         try:
             if s.protocol == "5":
-                client.connect(self._host, self._port, keepalive=int(s.keepalive_s),
+                client.connect(self._host, self._port, keepalive=max(1, round(s.keepalive_s)),
                                clean_start=True)
             else:
-                client.connect(self._host, self._port, keepalive=int(s.keepalive_s))
+                client.connect(self._host, self._port, keepalive=max(1, round(s.keepalive_s)))
         except ssl.SSLError as exc:
             self._problem(
                 f"MQTT TLS handshake with {self._where()} failed: {exc.reason or exc}; check "

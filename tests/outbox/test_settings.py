@@ -1,0 +1,45 @@
+"""OutboxSettings and UplinkSettings read from a real config file by the contract's key names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.buffer_types import OutboxSettings
+from gateway.uplink_settings import UplinkSettings, parse_url
+
+
+def test_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.config import load_config
+
+    monkeypatch.setenv("IW_TEST_MQTT_PASSWORD", "s3cret-from-env")
+    config = tmp_path / "ironwatt.toml"
+    config.write_text(
+        '[gateway]\nid = "bf2-sub-a"\nsite = "plant1"\n'
+        f'data_dir = "{tmp_path / "data"}"\n'
+        '[mqtt]\nurl = "mqtts://broker.plant.local"\nusername = "bf2"\n'
+        'password_env = "IW_TEST_MQTT_PASSWORD"\nprotocol = "3.1.1"\nkeepalive = "15s"\n'
+        'max_inflight = 50\ndrain_rate = 200\n'
+        '[buffer]\nmax_size = "64MB"\ndurability = "normal"\n'
+    )
+    cfg = load_config(config)
+    ob = OutboxSettings.from_config(cfg)
+    assert ob.path == tmp_path / "data" / "ironwatt.db"
+    assert (ob.gw_id, ob.site, ob.durability, ob.max_size_bytes) == (
+        "bf2-sub-a", "plant1", "normal", 64 << 20)
+    assert ob.event_topic == "ironwatt/plant1/bf2-sub-a/event"
+    up = UplinkSettings.from_config(cfg)
+    assert up.client_id == "ironwatt-plant1-bf2-sub-a"
+    assert up.password == "s3cret-from-env" and "s3cret" not in repr(up)
+    assert (up.protocol, up.keepalive_s, up.max_inflight, up.drain_rate) == ("3.1.1", 15.0, 50,
+                                                                             200.0)
+    assert up.status_topic == "ironwatt/plant1/bf2-sub-a/status"
+
+
+def test_parse_url() -> None:
+    assert parse_url("mqtt://h") == ("h", 1883, False)
+    assert parse_url("mqtts://h") == ("h", 8883, True)
+    assert parse_url("mqtts://10.0.0.1:9000") == ("10.0.0.1", 9000, True)
+    with pytest.raises(ValueError, match="mqtt:// or mqtts://"):
+        parse_url("http://h")
