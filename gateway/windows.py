@@ -109,8 +109,8 @@ def next_edge(tz: ZoneInfo, interval_s: int, t: float) -> float:
 def window_of(tz: ZoneInfo, interval_s: int, t: float) -> tuple[float, float]:
     """The half-open window [start, end) that contains instant t."""
     span = max(interval_s, DAY) * 2 + 3 * 3600
-    before = edges_between(tz, interval_s, t - span, t + 1e-9)
-    start = before[-1]
+    # Half-open windows: an edge at exactly t starts t's window.
+    start = max(e for e in edges_between(tz, interval_s, t - span, t + 1.0) if e <= t)
     return start, next_edge(tz, interval_s, t)
 
 
