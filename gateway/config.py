@@ -445,21 +445,30 @@ def _models_at(loc: Loc, document: dict[str, Any]) -> list[type[BaseModel]]:
     """The model(s) describing the table at `loc`, following the document for device drivers."""
     models: list[type[BaseModel]] = [Config]
     node: Any = document
+    keyed = False  # the last key was a table of named tables ([energy.carriers.NAME])
     for part in loc:
         if isinstance(part, int):
             node = node[part] if isinstance(node, list) and 0 <= part < len(node) else {}
             models = _pick_driver(models, node)
             continue
         node = node.get(part, {}) if isinstance(node, dict) else {}
+        if keyed:
+            keyed = False
+            continue
         found: list[type[BaseModel]] = []
         for model in models:
             field = model.model_fields.get(part)
             if field is not None:
                 found += _models_in(field.annotation)
+                keyed = keyed or _is_mapping(field.annotation)
         models = _pick_driver(found, node)
         if not models:
             return []
     return models
+
+
+def _is_mapping(annotation: Any) -> bool:
+    return getattr(_base_type(annotation), "__origin__", None) is dict
 
 
 def _pick_driver(models: list[type[BaseModel]], node: Any) -> list[type[BaseModel]]:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway import units
+from gateway.carriers import DEFAULT_CARRIERS
 from gateway.config_model import (
     Carrier,
     Config,
@@ -154,6 +155,17 @@ def _check_energy(cfg: Config) -> Iterator[Problem]:
     for name, carrier in cfg.energy.carriers.items():
         if units.lookup(carrier.unit) is None:
             yield ("energy", "carriers", name, "unit"), _unknown_unit(carrier.unit)
+        default = DEFAULT_CARRIERS.get(name)
+        if (
+            default is not None
+            and carrier.method != default.method
+            and carrier.kgce_per_unit == default.kgce_per_unit
+        ):
+            # The default factor belongs to the default method: relabelling it is a wrong number.
+            yield ("energy", "carriers", name, "method"), (
+                f"method {quote(carrier.method)} needs its own kgce_per_unit: the default "
+                f"{default.kgce_per_unit:g} is the {quote(default.method)} value"
+            )
 
 
 def _unknown_unit(unit: str) -> str:
@@ -473,11 +485,6 @@ def _check_groups(cfg: Config) -> Iterator[Problem]:
             yield (
                 (*loc, "name"),
                 f"group {quote(group.name)} is already defined as groups[{seen[group.name]}]",
-            )
-        elif group.name in device_names:
-            yield (
-                (*loc, "name"),
-                f"{quote(group.name)} is also a device name: a group needs a name of its own",
             )
         seen.setdefault(group.name, g)
         if not group.members:

@@ -181,12 +181,12 @@ class Carrier(_Model):
     """An energy carrier: its accounting unit and conversion factors (defaults merged with
     `[energy.carriers.NAME]`), `source` saying where the factors come from."""
 
-    unit: str = Field(description="the carrier's accounting unit, e.g. kWh, m3, t, GJ")
+    unit: str = Field(description='the carrier\'s accounting unit: unit = "kWh" (or m3, t, GJ)')
     kgce_per_unit: Annotated[Float, in_range(0, 1e9)] = Field(
-        description="standard coal equivalent per unit (kgce)"
+        description="kg of standard coal equivalent per unit: kgce_per_unit = 0.1229"
     )
     kgco2e_per_unit: Annotated[Float, in_range(0, 1e9)] = Field(
-        description="CO2 equivalent per unit (kg)"
+        description="kg CO2e per unit: kgco2e_per_unit = 0.5306 (0 when not emitting)"
     )
     method: CarrierMethod = Field(
         default="equivalent",

@@ -16,7 +16,7 @@ from tests.config.support import CASES, check, stage
 NAMES = sorted(p.stem for p in CASES.glob("*.toml"))
 # file:LINE: key.path: message; a TOML syntax error has no key path, only its line and column.
 PROBLEM = re.compile(
-    r"^\{file\}:\d+: (?:[a-z_]+(?:\[\d+\])*(?:\.[a-z_]+(?:\[\d+\])*)*: |not valid TOML)"
+    r"^\{file\}:\d+: (?:[a-z0-9_-]+(?:\[\d+\])*(?:\.[a-z0-9_-]+(?:\[\d+\])*)*: |not valid TOML)"
 )
 
 

@@ -247,3 +247,27 @@ def test_installed_console_script(tmp_path: Path) -> None:
         f"{config}:16: devices[0].points[0].address: 70000 is out of range (0..65535)\n"
         "1 problem: the configuration was refused\n"
     )
+
+
+def test_reference_documents_every_key() -> None:
+    """docs/config.md names every key the model accepts."""
+    from pydantic import BaseModel
+
+    from gateway import config_model
+
+    text = CONTRACT.read_text(encoding="utf-8")
+    models = [
+        m
+        for m in vars(config_model).values()
+        if isinstance(m, type)
+        and issubclass(m, BaseModel)
+        and m.__module__ == config_model.__name__
+    ]
+    undocumented = {
+        f"{m.__name__}.{name}"
+        for m in models
+        if m.__name__ not in ("Interval", "Config")
+        for name in m.model_fields
+        if f"`{name}`" not in text
+    }
+    assert undocumented == set()

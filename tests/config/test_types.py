@@ -111,7 +111,7 @@ def test_good_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["", "Meter1", "energy import", "x" * 65, "a.b", "a/b", "ü", 5])
 def test_bad_names(name: object) -> None:
     with pytest.raises(ValidationError, match="is not a valid name"):
-        _Holder(name=name)
+        _Holder.model_validate({"name": name})
 
 
 @pytest.mark.parametrize(
@@ -125,12 +125,12 @@ def test_bad_names(name: object) -> None:
 )
 def test_duration_field_errors(value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        _Holder(poll=value)
+        _Holder.model_validate({"poll": value})
 
 
 def test_size_field_accepts_bytes() -> None:
     assert _Holder(size=4096).size == 4096
-    assert _Holder(size="4KB").size == 4096
+    assert _Holder.model_validate({"size": "4KB"}).size == 4096
     with pytest.raises(ValidationError, match="must be larger than zero"):
         _Holder(size=0)
 
