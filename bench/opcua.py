@@ -35,13 +35,24 @@ KINDS = ("bare", "gateway", "floor")
 # -- client processes ----------------------------------------------------------------------------
 
 
-async def measure(count: Any, started: asyncio.Event) -> dict[str, float]:
-    """Wait for the first notification, warm up, then count and time a steady window."""
-    await asyncio.wait_for(started.wait(), 30)
+async def measure(count: Any, tick: asyncio.Event) -> dict[str, float]:
+    """Warm up, then count and time a window whose both edges fall right after a delivery.
+
+    The server publishes whole cycles (2,000 values) at once, and a starved server does so
+    less often than every 100 ms: edges aligned on deliveries count whole cycles, where a
+    fixed window would be off by up to a cycle at each end.
+    """
+    await asyncio.wait_for(tick.wait(), 30)
     await asyncio.sleep(WARMUP)
-    n0, c0, t0 = count(), time.process_time(), time.monotonic()
+
+    async def after_delivery() -> tuple[int, float, float]:
+        tick.clear()
+        await asyncio.wait_for(tick.wait(), 30)
+        return count(), time.process_time(), time.monotonic()
+
+    n0, c0, t0 = await after_delivery()
     await asyncio.sleep(WINDOW)
-    n1, c1, t1 = count(), time.process_time(), time.monotonic()
+    n1, c1, t1 = await after_delivery()
     return {"notifications": n1 - n0, "seconds": t1 - t0, "cpu": c1 - c0}
 
 
@@ -52,14 +63,14 @@ async def run_bare(endpoint: str, ns: int) -> dict[str, float]:
     from drivers.opcua.security import ua_module
 
     ua = ua_module()
-    started = asyncio.Event()
+    tick = asyncio.Event()
 
     class Handler:
         n = 0
 
         def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
             Handler.n += 1
-            started.set()
+            tick.set()
 
     client = Client(endpoint, timeout=30)
     await client.connect()
@@ -67,7 +78,7 @@ async def run_bare(endpoint: str, ns: int) -> dict[str, float]:
         sub: Any = await client.create_subscription(INTERVAL * 1000, Handler())
         nodes = [client.get_node(ua.NodeId(f"Bench.Item{i:04d}", ns)) for i in range(ITEMS)]
         await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=INTERVAL * 1000)
-        return await measure(lambda: Handler.n, started)
+        return await measure(lambda: Handler.n, tick)
     finally:
         await client.disconnect()
 
@@ -80,7 +91,7 @@ async def run_floor(endpoint: str, ns: int) -> dict[str, float]:
     from drivers.opcua.subscription import make_subscription
 
     ua = ua_module()
-    started = asyncio.Event()
+    tick = asyncio.Event()
     total = [0]
 
     def on_publish(result: Any) -> None:
@@ -88,7 +99,7 @@ async def run_floor(endpoint: str, ns: int) -> dict[str, float]:
             items = getattr(notif, "MonitoredItems", None)
             if items:
                 total[0] += len(items)
-                started.set()
+                tick.set()
 
     client = Client(endpoint, timeout=30)
     await client.connect()
@@ -96,7 +107,7 @@ async def run_floor(endpoint: str, ns: int) -> dict[str, float]:
         sub = await make_subscription(client, INTERVAL * 1000, on_publish)
         nodes = [client.get_node(ua.NodeId(f"Bench.Item{i:04d}", ns)) for i in range(ITEMS)]
         await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=INTERVAL * 1000)
-        return await measure(lambda: total[0], started)
+        return await measure(lambda: total[0], tick)
     finally:
         await client.disconnect()
 
@@ -121,12 +132,12 @@ class KernelSink:
         self.samples = 0
         self.windows = 0
         self.events = 0
-        self.started = asyncio.Event()
+        self.tick = asyncio.Event()
 
     def add_samples(self, batch: Any) -> None:
         self.kernel.ingest(batch.point, batch.ts, batch.value, batch.quality)
         self.samples += len(batch)
-        self.started.set()
+        self.tick.set()
 
     def add_event(self, event: Any) -> None:
         self.events += 1
@@ -167,7 +178,7 @@ async def run_gateway(endpoint: str, ns: int) -> dict[str, float]:
     task = asyncio.create_task(driver.run())
     closing = asyncio.create_task(closer())
     try:
-        result = await measure(lambda: sink.samples, sink.started)
+        result = await measure(lambda: sink.samples, sink.tick)
         result["kernel_dropped"] = sum(sink.kernel.stats().values())
         return result
     finally:

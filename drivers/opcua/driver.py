@@ -345,9 +345,13 @@ class OpcuaDriver:
             results = await asyncio.wait_for(sub.create_monitored_items(requests), timeout)
             for slot, result in zip(chunk, results, strict=True):
                 if isinstance(result, ua.StatusCode):
-                    errors[slot] = self._point_message(
-                        slot, f"the server refused to monitor it ({result.name})"
-                    )
+                    what = f"the server refused to monitor it ({result.name})"
+                    if "Filter" in result.name:
+                        what += (
+                            "; check deadband_type/deadband_value (a percent deadband needs "
+                            "an EURange on the node)"
+                        )
+                    errors[slot] = self._point_message(slot, what)
         self._set_point_errors(errors)
         self._bad_now(sorted(errors))
         self.health.success()
