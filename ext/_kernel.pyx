@@ -89,12 +89,12 @@ cdef struct Point:
     double cend
     double max_rate_s
     double max_gap
+    double rollover
     Cell cell
 
 
 cdef struct Cold:
     # Per-point settings and counts only the rare paths (falls, edges, bad samples) touch.
-    double rollover
     double resolution
     double max_rate
     double grace
@@ -419,7 +419,7 @@ cdef class Kernel:
         st.active = 1
         st.pid = pid
         st.kind = kind
-        cd.rollover = rollover
+        st.rollover = rollover
         cd.max_rate = max_rate
         st.max_rate_s = max_rate / 3600.0  # per second: one multiply per sample, no divide
         cd.resolution = resolution
@@ -484,6 +484,9 @@ cdef class Kernel:
             if quality[i] != 0 or v != v:
                 self._bad(st, t)
                 continue
+            if st.kind == 0 and st.rollover > 0.0 and not (0.0 <= v < st.rollover):
+                self._bad(st, t)  # outside the register's range: a sentinel or a glitch
+                continue
             if not st.based:
                 self._first(st, t, v)
                 continue
@@ -502,7 +505,7 @@ cdef class Kernel:
                     d = 0.0
                     v = v0
                 else:
-                    roll = cold[p].rollover
+                    roll = st.rollover
                     w = d + roll
                     if roll > 0.0 and w >= 0.0 and (
                             (w <= st.max_rate_s * dt) if st.max_rate_s > 0.0
@@ -586,7 +589,7 @@ cdef class Kernel:
     cdef void _span_counter(self, Point* st, double t, double v, double d, int wrap, int reset):
         cdef double t0 = st.t0, v0 = st.v0
         cdef double dt = t - t0
-        cdef double roll = self.cold[st.pid].rollover
+        cdef double roll = st.rollover
         cdef int covered = st.max_gap == 0.0 or dt <= st.max_gap
         cdef double done = 0.0, s = t0, vs = v0, e, cum, ve
         cdef Cell* cell

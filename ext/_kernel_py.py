@@ -348,6 +348,9 @@ class Kernel:
             if q != 0 or v != v:
                 self._bad(st, t)
                 continue
+            if st.kind == COUNTER and st.rollover > 0.0 and not 0.0 <= v < st.rollover:
+                self._bad(st, t)  # outside the register's range: a sentinel or a glitch
+                continue
             if not st.based:
                 self._first(st, t, v)
                 continue

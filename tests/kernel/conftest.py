@@ -6,6 +6,7 @@ IRONWATT_NO_EXTENSIONS=1 asks for the twin alone.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from array import array
@@ -41,6 +42,12 @@ def km(request: pytest.FixtureRequest) -> ModuleType:
     return load(request.param)
 
 
+@functools.lru_cache(maxsize=64)
+def cached_edges(tz: ZoneInfo, interval: int, start: float, end: float) -> tuple[float, ...]:
+    """gateway.windows edges, computed once per test session (zoneinfo work is slow-ish)."""
+    return tuple(edges_between(tz, interval, start, end))
+
+
 def kernel(
     mod: ModuleType,
     intervals: Sequence[int] = (60, 900, 3600),
@@ -54,7 +61,7 @@ def kernel(
 ) -> Any:
     """A kernel with a grid covering [start, start + hours) built from gateway.windows."""
     end = start + hours * 3600.0
-    edge_lists = [edges_between(tz, s, start, end + 1) for s in intervals]
+    edge_lists = [cached_edges(tz, s, start, end + 1) for s in intervals]
     edges, masks, periods = mod.build_grid(
         edge_lists, [b for b, _ in tou], [p for _, p in tou], initial_period
     )

@@ -1,0 +1,159 @@
+"""Hypothesis properties: twins agree bit for bit, batch splits change nothing, energy is conserved.
+
+Random sample streams of counters (with wraps, resets, glitches), rates and gauges.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.kernel.conftest import DAY0, NO_EXT, batch, kernel, load, records
+
+pytestmark = pytest.mark.twin
+
+# `km` is a module, not per-example state: sharing it across examples is safe.
+PROP = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+KINDS = ("counter", "rate", "gauge")
+
+step = st.tuples(
+    st.one_of(
+        st.floats(0.5, 120.0, allow_nan=False),
+        st.sampled_from([0.0, -5.0, 900.0]),  # duplicate, out of order, a gap
+    ),
+    st.one_of(
+        st.floats(0.0, 50.0, allow_nan=False),  # a rise
+        # jitter, a fall read as a wrap, a meter reset, a word-order glitch, NaN
+        st.sampled_from([-0.001, -400.0, -2000.0, 5e6, math.nan]),
+    ),
+    st.sampled_from([0, 0, 0, 0, 0, 1, 2]),
+)
+streams = st.lists(st.lists(step, min_size=1, max_size=60), min_size=3, max_size=3)
+splits = st.lists(st.integers(0, 200), max_size=6)
+
+
+def rows_of(streams_: list[list[tuple[float, float, int]]]) -> list[tuple[int, float, float, int]]:
+    """Interleave per-point streams by time, as poll cycles deliver them."""
+    rows = []
+    for pid, stream in enumerate(streams_):
+        t = DAY0 + 1.0 + pid * 0.1
+        v = 500.0
+        for dt, dv, q in stream:
+            t += dt
+            if math.isnan(dv):
+                value = math.nan
+            elif pid == 0 and dv == 5e6:
+                value = v + dv  # a glitch: never becomes the baseline
+            elif pid == 0:
+                v = (v + dv) % 1000.0 if dv > -1000.0 else 0.0
+                value = v
+            else:
+                value = 100.0 + dv
+            rows.append((pid, t, value, q))
+    rows.sort(key=lambda r: (r[1], r[0]))
+    return rows
+
+
+def build(mod: ModuleType) -> Any:
+    k = kernel(mod, (60, 900, 3600), hours=5.0, demand_interval=1, n_periods=2,
+               tou=[(DAY0 + 1800.0, 1), (DAY0 + 7200.0, 0)])
+    k.configure_point(0, "m.energy", mod.COUNTER, since=DAY0, rollover=1000.0,
+                      max_rate=36000.0, resolution=0.01, max_gap=300.0, tou=True)
+    k.configure_point(1, "m.power", mod.RATE, since=DAY0, max_gap=150.0, demand=True, tou=True)
+    k.configure_point(2, "m.temp", mod.GAUGE, since=DAY0, integration=mod.HOLD)
+    return k
+
+
+def run(mod: ModuleType, rows: list[Any], cuts: list[int], mid_close: bool = False) -> Any:
+    k = build(mod)
+    bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
+    out = []
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        k.ingest(*batch(rows[a:b]))
+        if mid_close:
+            out.append(k.close_until(rows[b - 1][1]))
+    out.append(k.close_until(DAY0 + 5 * 3600.0 + 10.0))
+    flat = []
+    for wins, blocks in out:
+        flat.append({n: c.tobytes() for n, c in wins.items()})
+        flat.append({n: c.tobytes() for n, c in blocks.items()})
+    return flat, k.snapshot(), k.stats()
+
+
+@pytest.mark.skipif(NO_EXT, reason="IRONWATT_NO_EXTENSIONS=1: no compiled kernel to compare")
+@settings(PROP, max_examples=250)
+@given(streams, splits)
+def test_compiled_equals_pure_bitwise(streams_: Any, cuts: list[int]) -> None:
+    rows = rows_of(streams_)
+    compiled = load("compiled")
+    pure = load("pure")
+    assert run(compiled, rows, cuts, mid_close=True) == run(pure, rows, cuts, mid_close=True)
+
+
+@PROP
+@given(streams, splits, splits)
+def test_batch_splits_change_nothing(km: ModuleType, streams_: Any, a: list[int], b: list[int]) -> None:
+    rows = rows_of(streams_)
+    assert run(km, rows, a)[:2] == run(km, rows, b)[:2]
+
+
+@PROP
+@given(
+    st.lists(st.tuples(st.floats(1.0, 200.0), st.floats(0.0, 30.0)), min_size=2, max_size=120)
+)
+def test_conservation_across_window_lengths(km: ModuleType, steps: list[tuple[float, float]]) -> None:
+    k = kernel(km, (900, 3600), hours=8.0)
+    k.configure_point(0, "m.energy", km.COUNTER, since=DAY0, rollover=1000.0)
+    k.configure_point(1, "m.power", km.RATE, since=DAY0)
+    rows = []
+    t, v, total = DAY0 + 0.5, 990.0, 0.0
+    for dt, dv in steps:
+        rows += [(0, t, v), (1, t, 100.0 + dv)]
+        t += dt
+        v = (v + dv) % 1000.0
+        total += dv
+    total -= steps[-1][1]
+    k.ingest(*batch(rows))
+    recs = records(k.close_until(DAY0 + 8 * 3600.0 + 1)[0])
+    for pid in (0, 1):
+        hours = [r for r in recs if r["point"] == pid and r["interval"] == 1]
+        quarters = [r for r in recs if r["point"] == pid and r["interval"] == 0]
+        for h in hours:
+            inside = [q["delta"] for q in quarters if h["start"] <= q["start"] < h["end"]]
+            assert len(inside) == 4
+            if math.isnan(h["delta"]):
+                assert all(math.isnan(x) for x in inside)
+            else:
+                assert sum(inside) == pytest.approx(h["delta"], rel=1e-9, abs=1e-9)
+    ctr = [r for r in recs if r["point"] == 0 and r["interval"] == 1]
+    got = sum(r["delta"] for r in ctr if not math.isnan(r["delta"]))
+    assert got == pytest.approx(total, rel=1e-9, abs=1e-9)
+    for r in ctr:
+        if not math.isnan(r["delta"]):
+            expect = r["last"] - r["first"] + r["rollovers"] * 1000.0
+            assert r["delta"] == pytest.approx(expect, rel=1e-9, abs=1e-6)
+
+
+@PROP
+@given(streams)
+def test_counters_never_negative_nor_implausible(km: ModuleType, streams_: Any) -> None:
+    rows = rows_of(streams_)
+    k = build(km)
+    k.ingest(*batch(rows))
+    recs = records(k.close_until(DAY0 + 5 * 3600.0 + 10.0)[0], 2)
+    for r in recs:
+        if r["point"] != 0 or math.isnan(r["delta"]):
+            continue
+        assert r["delta"] >= 0.0
+        assert r["delta"] <= 36000.0 * (r["end"] - r["start"]) / 3600.0 * (1 + 1e-9)
+        assert 0.0 <= r["coverage"] <= 1.0 + 1e-12
+        assert 0.0 <= r["first"] < 1000.0 and 0.0 <= r["last"] < 1000.0
