@@ -22,23 +22,33 @@ from tests.support.mosquitto import Mosquitto
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class PlantThread:
-    """A ModbusPlant served from a background event loop, so sync tests can drive a subprocess."""
+class LoopThread:
+    """An event loop in a background thread: simulators served while sync tests drive a child."""
 
-    def __init__(self, meters: list[SimMeter]) -> None:
+    def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+
+    def call(self, coro: Any, timeout: float = 20.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class PlantThread(LoopThread):
+    """A ModbusPlant on its own loop thread."""
+
+    def __init__(self, meters: list[SimMeter]) -> None:
+        super().__init__()
         self.plant = ModbusPlant(meters)
         self.call(self.plant.start())
 
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
     def stop(self) -> None:
         self.call(self.plant.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.close()
 
 
 @pytest.fixture(scope="module")
