@@ -390,6 +390,17 @@ def _unknown_key(loc: Loc, document: dict[str, Any]) -> tuple[Loc, str]:
             "ironwatt (password_file, chmod 600) or name an environment variable (password_env)"
         )
     known = _known_keys(loc[:-1], document)
+    models = _models_at(loc[:-1], document)
+    drivers = (
+        (ModbusDevice, OpcuaDevice, "modbus", "opcua"),
+        (OpcuaDevice, ModbusDevice, "opcua", "modbus"),
+    )
+    for mine, other, name, driver in drivers:
+        if models == [other] and key in mine.model_fields:
+            return (
+                loc,
+                f'unknown key: {key} is a {name} key, and this device has driver = "{driver}"',
+            )
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return loc, f"unknown key (did you mean {close[0]}?)"
@@ -411,9 +422,16 @@ def _missing(loc: Loc, document: dict[str, Any]) -> str:
 
 
 def _unquote_hint(value: Any) -> str:
-    if isinstance(value, str):
-        return " (write numbers and true/false without quotes)"
-    return ""
+    """A number or boolean in quotes is the likely mistake; say so only when it is one."""
+    if not isinstance(value, str):
+        return ""
+    if value.strip().lower() in ("true", "false"):
+        return " (write true and false without quotes)"
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (write numbers without quotes)"
 
 
 def _or_list(expected: str) -> str:
@@ -575,11 +593,7 @@ def _checks_despite(
             found = check_config(config)
         except Exception:  # a placeholder may upset a check; the first pass stands
             return []
-        return [
-            (loc, msg)
-            for loc, msg in found
-            if not any(loc[: len(r)] == r or r[: len(loc)] == loc for r in replaced)
-        ]
+        return [(loc, msg) for loc, msg in found if not any(loc[: len(r)] == r for r in replaced)]
     return []
 
 

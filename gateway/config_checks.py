@@ -601,6 +601,11 @@ def _check_day(loc: Loc, periods: tuple[TariffPeriod, ...]) -> Iterator[Problem]
     owner: list[tuple[str, str] | None] = [None] * 1440  # (period, range) owning each minute
     names: set[str] = set()
     complete = True
+    if not periods:
+        yield loc, (
+            'no periods: a day needs periods covering 24 h (e.g. [{ name = "flat", price = 0.65, '
+            'hours = ["00:00-24:00"] }])'
+        )
     for p, period in enumerate(periods):
         if period.name in names:
             yield (*loc, p, "name"), f"period {quote(period.name)} appears twice"

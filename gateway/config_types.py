@@ -227,6 +227,12 @@ class _Range:
 
     def check(self, value: Any) -> Any:
         if not self.low <= value <= self.high:
+            if self.high >= 1e9:  # "no upper bound" in practice: say only what matters
+                raise PydanticCustomError(
+                    "range",
+                    "{value} is out of range (must be {low} or more)",
+                    {"value": quote(value), "low": _num(self.low)},
+                )
             raise PydanticCustomError(
                 "range",
                 "{value} is out of range ({low}..{high})",
