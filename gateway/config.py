@@ -6,6 +6,7 @@ tomllib keeps no positions, so `KeyLocator` maps key paths back to lines by a li
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import re
@@ -107,7 +108,10 @@ class KeyLocator:
         self._line = 1
         # Arrays of tables seen so far: resolved path -> number of elements.
         self._aot: dict[Loc, int] = {}
-        self._scan()
+        # A construct this scan does not follow stops it: the lines found so far are kept, and
+        # problems after it fall back to their enclosing table, or line 1. Never a traceback.
+        with contextlib.suppress(ValueError, IndexError):
+            self._scan()
 
     # -- the scan -------------------------------------------------------------------------
 
@@ -339,7 +343,7 @@ def _pydantic_problems(exc: ValidationError, document: dict[str, Any]) -> list[t
         elif kind in ("dict_type", "model_type", "model_attributes_type"):
             message = f"expected a table, got {_toml_type(value)} {quote(value)}"
         elif kind in ("tuple_type", "list_type"):
-            message = f"expected an array [...], got {_toml_type(value)} {quote(value)}"
+            message = _not_an_array(loc, value)
         elif kind.startswith("date"):
             message = f"{quote(value)} is not a date (expected YYYY-MM-DD, e.g. 2026-10-01)"
         elif kind == "path_type":
@@ -419,6 +423,17 @@ def _missing(loc: Loc, document: dict[str, Any]) -> str:
         if field.description:
             return f"required key is missing ({field.description})"
     return "required key is missing"
+
+
+def _not_an_array(loc: Loc, value: Any) -> str:
+    key = format_path(tuple(p for p in loc if isinstance(p, str)))
+    if isinstance(value, dict):
+        # `[devices]` where `[[devices]]` was meant: the classic single/double bracket slip.
+        return (
+            f"[{key}] is a single table here: write [[{key}]] (double brackets), "
+            "once for each element"
+        )
+    return f"expected an array, got {_toml_type(value)}: {loc[-1]} = [{quote(value)}]"
 
 
 def _unquote_hint(value: Any) -> str:
@@ -717,7 +732,8 @@ def load_config(path: str | Path = DEFAULT_PATH) -> Config:
     """Read and validate the file; ConfigError (exit 2 in the CLI) when it cannot be used."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # utf-8-sig: Windows editors (Notepad) may start the file with a byte order mark.
+        text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(
             file, [Problem(None, "", f"cannot read the file: {exc.strerror}")]

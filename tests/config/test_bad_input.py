@@ -94,3 +94,30 @@ def test_private_secret_file_is_accepted(
     run = check(stage(source, staged), capsys)
     assert run.status == 0, run.err
     assert "password from" in run.out
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Notepad saves UTF-8 with a BOM; the file is still a config."""
+    text = (
+        (CASES / "unit_id_300.toml").read_text(encoding="utf-8").replace("unit = 300", "unit = 3")
+    )
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    run = check(path, capsys)
+    assert run.status == 0, run.err
+
+
+def test_locator_never_raises_on_a_refused_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Keys the scan cannot follow (unicode in a quoted key, odd spacing) still get a report."""
+    path = tmp_path / "odd.toml"
+    path.write_text(
+        '[gateway]\nid = "gw1"\nsite = "plant1"\n"ünïcode" = 1\n\n[ mqtt ]\nurl = "mqtt://h"\n'
+        "[[ devices ]]\nname = 'm'\ndriver = 'modbus'\nhost = 'h'\nunit = 300\n",
+        encoding="utf-8",
+    )
+    run = check(path, capsys)
+    assert run.status == 2
+    assert f"{path}:4: gateway.ünïcode: unknown key" in run.err
+    assert f"{path}:12: devices[0].unit: 300 is out of range (0..247)" in run.err
