@@ -105,9 +105,7 @@ def build_helper() -> Any:
     tmp = tempfile.mkdtemp(prefix="iw_bench_")
     src = Path(tmp) / "iw_bench_helper.pyx"
     src.write_text(HELPER)
-    ext = Extension(
-        "iw_bench_helper", [str(src)], extra_compile_args=["-O2", "-ffp-contract=off"]
-    )
+    ext = Extension("iw_bench_helper", [str(src)], extra_compile_args=["-O2", "-ffp-contract=off"])
     dist = Distribution({"ext_modules": cythonize([ext], quiet=True), "script_name": "bench"})
     cmd: Any = dist.get_command_obj("build_ext")
     cmd.build_lib = tmp
@@ -129,14 +127,29 @@ def make_kernel(mod: Any, points: int) -> Any:
     for p in range(points):
         kind = p % 5
         if kind < 2:
-            k.configure_point(p, f"d{p // 20}.e{p}", mod.COUNTER, since=T0, rollover=100000.0,
-                              max_rate=3600.0, resolution=0.001, max_gap=3.0, grace=GRACE)
+            k.configure_point(
+                p,
+                f"d{p // 20}.e{p}",
+                mod.COUNTER,
+                since=T0,
+                rollover=100000.0,
+                max_rate=3600.0,
+                resolution=0.001,
+                max_gap=3.0,
+                grace=GRACE,
+            )
         elif kind < 4:
-            k.configure_point(p, f"d{p // 20}.p{p}", mod.RATE, since=T0, max_gap=3.0,
-                              demand=kind == 2, grace=GRACE)
+            k.configure_point(
+                p,
+                f"d{p // 20}.p{p}",
+                mod.RATE,
+                since=T0,
+                max_gap=3.0,
+                demand=kind == 2,
+                grace=GRACE,
+            )
         else:
-            k.configure_point(p, f"d{p // 20}.g{p}", mod.GAUGE, since=T0, max_gap=3.0,
-                              grace=GRACE)
+            k.configure_point(p, f"d{p // 20}.g{p}", mod.GAUGE, since=T0, max_gap=3.0, grace=GRACE)
     return k
 
 
@@ -171,8 +184,10 @@ def main() -> None:
     pn = PURE_POINTS * CYCLES
     pruns = [run(_kernel_py, pdata, PURE_POINTS) for _ in range(RUNS)]
     pure_s = statistics.median(r[0] for r in pruns)
-    print(f"pure: {pn:,} samples ({PURE_POINTS} points, scaled per sample), "
-          f"{pruns[0][1]:,} windows, median {pure_s:.3f} s")
+    print(
+        f"pure: {pn:,} samples ({PURE_POINTS} points, scaled per sample), "
+        f"{pruns[0][1]:,} windows, median {pure_s:.3f} s"
+    )
 
     ts, vs = helper.series(n, T0)
     fl = []
@@ -186,10 +201,14 @@ def main() -> None:
     kernel_msps = n / kernel_s / 1e6
     pure_msps = pn / pure_s / 1e6
     floor_msps = n / floor_s / 1e6
-    print(f"compiled/pure {kernel_msps / pure_msps:.1f}x, floor/compiled "
-          f"{floor_msps / kernel_msps:.1f}x")
-    print(f"RESULT kernel_msps={kernel_msps:.1f} pure_msps={pure_msps:.2f} "
-          f"floor_msps={floor_msps:.1f}")
+    print(
+        f"compiled/pure {kernel_msps / pure_msps:.1f}x, floor/compiled "
+        f"{floor_msps / kernel_msps:.1f}x"
+    )
+    print(
+        f"RESULT kernel_msps={kernel_msps:.1f} pure_msps={pure_msps:.2f} "
+        f"floor_msps={floor_msps:.1f}"
+    )
 
 
 if __name__ == "__main__":

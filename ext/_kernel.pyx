@@ -195,7 +195,7 @@ cdef void acc_from_list(Acc* a, list x):
 
 
 cdef class Kernel:
-    """Windowed aggregation of many points over a base grid of window edges handed in by the caller."""
+    """Windowed aggregation of many points over a grid of window edges handed in by the caller."""
 
     cdef int nk, dk, nper
     cdef double max_age

@@ -1,6 +1,6 @@
-"""Pure-Python twin of the aggregation kernel (ext/_kernel.pyx): same API, same results, bit for bit.
+"""Pure-Python twin of the aggregation kernel (ext/_kernel.pyx): same API, same bits.
 
-The fallback on machines without a compiler, and the reference the compiled kernel is tested against.
+The fallback where no compiler was available, and the reference the compiled kernel is tested on.
 """
 
 from __future__ import annotations
@@ -110,6 +110,22 @@ class _Acc:
 
     __slots__ = (*_ACC_FIELDS, "periods")
 
+    start: float
+    delta: float
+    covered: float
+    vmin: float
+    vmax: float
+    first: float
+    last: float
+    samples: int
+    bad: int
+    rollovers: int
+    resets: int
+    estimated: int
+    peak: float
+    peak_at: float
+    periods: list[float]
+
     def __init__(self, start: float, n_periods: int) -> None:
         self.periods = [0.0] * n_periods
         self.clear(start)
@@ -136,10 +152,54 @@ class _Acc:
 
 class _Point:
     __slots__ = (
-        "pid", "key", "kind", "rollover", "max_rate", "max_rate_s", "resolution", "max_gap", "hold",
-        "demand", "tou", "grace",
-        "tseen", "based", "t0", "v0", "c", "cstart", "cend", "cell", "wins", "pend_bad", "pend_t",
+        "based",
+        "c",
+        "cell",
+        "cend",
+        "cstart",
+        "demand",
+        "grace",
+        "hold",
+        "key",
+        "kind",
+        "max_gap",
+        "max_rate",
+        "max_rate_s",
+        "pend_bad",
+        "pend_t",
+        "pid",
+        "resolution",
+        "rollover",
+        "t0",
+        "tou",
+        "tseen",
+        "v0",
+        "wins",
     )  # fmt: skip
+
+    pid: int
+    key: str
+    kind: int
+    rollover: float
+    max_rate: float
+    max_rate_s: float
+    resolution: float
+    max_gap: float
+    hold: int
+    demand: int
+    tou: int
+    grace: float
+    tseen: float
+    based: int
+    t0: float
+    v0: float
+    c: int
+    cstart: float
+    cend: float
+    cell: _Acc
+    wins: list[_Acc]
+    pend_bad: int
+    pend_t: float
 
     def __init__(self) -> None:
         self.tseen = -_INF
@@ -151,7 +211,7 @@ class _Point:
 
 
 class Kernel:
-    """Windowed aggregation of many points over a base grid of window edges handed in by the caller."""
+    """Windowed aggregation of many points over a grid of window edges handed in by the caller."""
 
     def __init__(
         self,
@@ -449,7 +509,9 @@ class Kernel:
         st.t0 = t
         st.v0 = v
 
-    def _span_counter(self, st: _Point, t: float, v: float, d: float, wrap: int, reset: int) -> None:
+    def _span_counter(
+        self, st: _Point, t: float, v: float, d: float, wrap: int, reset: int
+    ) -> None:
         t0 = st.t0
         v0 = st.v0
         dt = t - t0
@@ -580,9 +642,7 @@ class Kernel:
             if b.covered > 0.0:
                 # rate sums are (v0 + v1) * dt, twice unit*s; counters are in the unit
                 avg = b.delta / (2.0 * length) if st.kind else b.delta / (length / 3600.0)
-            self._blocks.append(
-                (end + st.grace, (st.pid, b.start, end, avg, b.covered / length))
-            )
+            self._blocks.append((end + st.grace, (st.pid, b.start, end, avg, b.covered / length)))
             if avg == avg:
                 for w in st.wins:
                     if b.start >= w.start and not avg <= w.peak:

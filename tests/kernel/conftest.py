@@ -70,9 +70,9 @@ def kernel(
     return k
 
 
-def batch(rows: Iterable[tuple[int, float, float, int] | tuple[int, float, float]]) -> tuple[
-    array[int], array[float], array[float], array[int]
-]:
+def batch(
+    rows: Iterable[tuple[int, float, float, int] | tuple[int, float, float]],
+) -> tuple[array[int], array[float], array[float], array[int]]:
     p: array[int] = array("i")
     t: array[float] = array("d")
     v: array[float] = array("d")

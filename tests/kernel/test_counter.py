@@ -5,6 +5,7 @@ Table tests over hand-computed windows (energy.md, "counter").
 
 from __future__ import annotations
 
+import itertools
 import math
 from types import ModuleType
 from typing import Any
@@ -150,6 +151,6 @@ def test_conservation_over_many_edges(km: ModuleType) -> None:
         assert sum(w["rollovers"] for w in ws) == 1
     # windows chain: one window's last is the next one's first
     ms = pick(recs, interval=0)
-    for a, b in zip(ms, ms[1:], strict=False):
+    for a, b in itertools.pairwise(ms):
         if not math.isnan(b["first"]):
             assert a["last"] == b["first"]

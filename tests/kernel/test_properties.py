@@ -5,6 +5,7 @@ Random sample streams of counters (with wraps, resets, glitches), rates and gaug
 
 from __future__ import annotations
 
+import itertools
 import math
 from types import ModuleType
 from typing import Any
@@ -64,10 +65,25 @@ def rows_of(streams_: list[list[tuple[float, float, int]]]) -> list[tuple[int, f
 
 
 def build(mod: ModuleType) -> Any:
-    k = kernel(mod, (60, 900, 3600), hours=5.0, demand_interval=1, n_periods=2,
-               tou=[(DAY0 + 1800.0, 1), (DAY0 + 7200.0, 0)])
-    k.configure_point(0, "m.energy", mod.COUNTER, since=DAY0, rollover=1000.0,
-                      max_rate=36000.0, resolution=0.01, max_gap=300.0, tou=True)
+    k = kernel(
+        mod,
+        (60, 900, 3600),
+        hours=5.0,
+        demand_interval=1,
+        n_periods=2,
+        tou=[(DAY0 + 1800.0, 1), (DAY0 + 7200.0, 0)],
+    )
+    k.configure_point(
+        0,
+        "m.energy",
+        mod.COUNTER,
+        since=DAY0,
+        rollover=1000.0,
+        max_rate=36000.0,
+        resolution=0.01,
+        max_gap=300.0,
+        tou=True,
+    )
     k.configure_point(1, "m.power", mod.RATE, since=DAY0, max_gap=150.0, demand=True, tou=True)
     k.configure_point(2, "m.temp", mod.GAUGE, since=DAY0, integration=mod.HOLD)
     return k
@@ -77,7 +93,7 @@ def run(mod: ModuleType, rows: list[Any], cuts: list[int], mid_close: bool = Fal
     k = build(mod)
     bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
     out = []
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         k.ingest(*batch(rows[a:b]))
         if mid_close:
             out.append(k.close_until(rows[b - 1][1]))
@@ -101,16 +117,18 @@ def test_compiled_equals_pure_bitwise(streams_: Any, cuts: list[int]) -> None:
 
 @PROP
 @given(streams, splits, splits)
-def test_batch_splits_change_nothing(km: ModuleType, streams_: Any, a: list[int], b: list[int]) -> None:
+def test_batch_splits_change_nothing(
+    km: ModuleType, streams_: Any, a: list[int], b: list[int]
+) -> None:
     rows = rows_of(streams_)
     assert run(km, rows, a)[:2] == run(km, rows, b)[:2]
 
 
 @PROP
-@given(
-    st.lists(st.tuples(st.floats(1.0, 200.0), st.floats(0.0, 30.0)), min_size=2, max_size=120)
-)
-def test_conservation_across_window_lengths(km: ModuleType, steps: list[tuple[float, float]]) -> None:
+@given(st.lists(st.tuples(st.floats(1.0, 200.0), st.floats(0.0, 30.0)), min_size=2, max_size=120))
+def test_conservation_across_window_lengths(
+    km: ModuleType, steps: list[tuple[float, float]]
+) -> None:
     k = kernel(km, (900, 3600), hours=8.0)
     k.configure_point(0, "m.energy", km.COUNTER, since=DAY0, rollover=1000.0)
     k.configure_point(1, "m.power", km.RATE, since=DAY0)

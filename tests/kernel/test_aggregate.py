@@ -1,0 +1,213 @@
+"""gateway.aggregate on both kernels: device payloads as mqtt.md shows them, TOU, demand, state.
+
+Edges in a real zone (Asia/Shanghai), points as the config describes them.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from types import ModuleType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.aggregate import Aggregator, PointSpec, integral_unit
+from gateway.samples import SampleBatch
+from tests.kernel.conftest import DAY0
+
+pytestmark = pytest.mark.twin
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+START = DAY0 - 8 * 3600  # local midnight in Shanghai (UTC+8)
+
+SPECS = [
+    PointSpec(
+        "sub-a-main",
+        "energy_import",
+        "counter",
+        "kWh",
+        "electricity",
+        rollover=1e8,
+        max_rate=50000.0,
+        grace=2.0,
+        tou=True,
+    ),
+    PointSpec(
+        "sub-a-main",
+        "power_total",
+        "rate",
+        "kW",
+        "electricity",
+        max_gap=3.0,
+        demand=True,
+        grace=2.0,
+        tou=True,
+    ),
+    PointSpec("sub-a-main", "furnace_temp", "gauge", "degC", grace=2.0),
+    PointSpec("bf2-plc", "gas_flow", "rate", "m3/h", "natural_gas", integration="hold", grace=1.0),
+]
+
+
+class Calendar:
+    """Valley 23:00-07:00, flat otherwise, local Shanghai time."""
+
+    names = ("flat", "valley")
+
+    def _all(self) -> list[tuple[float, int]]:
+        out = []
+        for d in range(-3, 4):
+            base = START + d * 86400
+            out += [(base + 7 * 3600, 0), (base + 23 * 3600, 1)]
+        return out
+
+    def period_at(self, t: float) -> int:
+        marks = self._all()
+        i = bisect_right([b for b, _ in marks], t) - 1
+        return marks[i][1]
+
+    def boundaries(self, start: float, end: float) -> list[tuple[float, int]]:
+        return [(b, p) for b, p in self._all() if start <= b < end]
+
+
+def make(km: ModuleType, now: float) -> Aggregator:
+    agg = Aggregator(
+        SHANGHAI,
+        [("1m", 60), ("15m", 900), ("1h", 3600)],
+        demand_interval=900,
+        tou=Calendar(),
+        kernel_module=km,
+        lookahead=3 * 3600.0,
+    )
+    agg.set_points(SPECS, now)
+    return agg
+
+
+def poll(agg: Aggregator, t: float, i: int) -> SampleBatch:
+    b = SampleBatch()
+    ids = agg.index
+    b.append(ids.id("sub-a-main.energy_import"), t, 1203388.0 + i * 0.25)
+    b.append(ids.id("sub-a-main.power_total"), t, 900.0)
+    b.append(ids.id("sub-a-main.furnace_temp"), t, 1480.0 + (i % 3))
+    if i % 10 == 0:
+        b.append(ids.id("bf2-plc.gas_flow"), t, 360.0)
+    return b
+
+
+def run(agg: Aggregator, t0: float, n: int) -> list[Any]:
+    out = []
+    for i in range(n):
+        t = t0 + i
+        agg.ingest(poll(agg, t, i), t)
+        out.append(agg.close_until(t))
+    return out
+
+
+def test_device_payloads_match_the_contract(km: ModuleType) -> None:
+    t0 = START + 22 * 3600 + 59 * 60  # 22:59 local: the 23:00 edge is a TOU boundary too
+    agg = make(km, t0)
+    closed = run(agg, t0, 125)
+    wins = [w for c in closed for w in c.windows]
+    minute = [w for w in wins if w.interval == "1m" and w.device == "sub-a-main"]
+    assert [w.payload["start"] for w in minute] == [
+        "2026-11-29T14:59:00.000Z",
+        "2026-11-29T15:00:00.000Z",
+    ]
+    p = minute[1].payload
+    assert set(p) == {"device", "interval", "start", "end", "revision", "estimated", "points"}
+    assert (p["device"], p["interval"], p["revision"], p["estimated"]) == (
+        "sub-a-main",
+        "1m",
+        1,
+        False,
+    )
+    assert p["end"] == "2026-11-29T15:01:00.000Z"
+    e = p["points"]["energy_import"]
+    assert {k: e[k] for k in ("kind", "unit", "carrier", "rollovers", "resets")} == {
+        "kind": "counter",
+        "unit": "kWh",
+        "carrier": "electricity",
+        "rollovers": 0,
+        "resets": 0,
+    }
+    assert e["delta"] == pytest.approx(15.0)
+    assert e["last"] - e["first"] == pytest.approx(15.0)
+    assert (e["samples"], e["bad"], e["coverage"]) == (60, 0, 1.0)
+    assert e["by_period"] == pytest.approx({"flat": 0.0, "valley": 15.0})
+    pw = p["points"]["power_total"]
+    assert pw["integral"] == pytest.approx(15.0) and pw["integral_unit"] == "kWh"
+    assert (pw["mean"], pw["min"], pw["max"]) == (900.0, 900.0, 900.0)
+    assert "peak_demand" not in pw  # no whole 15m block in a 1m window
+    g = p["points"]["furnace_temp"]
+    assert set(g) == {"kind", "unit", "mean", "min", "max", "last", "samples", "bad", "coverage"}
+    gas = [w for w in wins if w.device == "bf2-plc" and w.interval == "1m"][1].payload
+    flow = gas["points"]["gas_flow"]
+    assert flow["integral"] == pytest.approx(6.0) and flow["integral_unit"] == "m3"
+    assert flow["carrier"] == "natural_gas"
+
+
+def test_peak_demand_and_blocks(km: ModuleType) -> None:
+    t0 = START + 10 * 3600 - 5
+    agg = make(km, t0)
+    closed = run(agg, t0, 910)
+    blocks = [b for c in closed for b in c.blocks]
+    assert [b.key for b in blocks] == ["sub-a-main.power_total"] * 2
+    # the block average is its energy over its whole length: 5 s of 900 kW in 15 min is 5 kW
+    assert blocks[0].demand == pytest.approx(5.0) and blocks[0].coverage == 5 / 900
+    assert blocks[1].demand == pytest.approx(900.0) and blocks[1].coverage == 1.0
+    q = [w for c in closed for w in c.windows if w.interval == "15m" and w.device == "sub-a-main"]
+    pw = q[-1].payload["points"]["power_total"]
+    assert pw["peak_demand"] == pytest.approx(900.0)
+    assert pw["peak_demand_at"] == q[-1].payload["end"]
+
+
+def test_snapshot_survives_a_restart(km: ModuleType) -> None:
+    t0 = START + 10 * 3600 + 30
+    straight = make(km, t0)
+    expected = [w.payload for c in run(straight, t0, 200) for w in c.windows]
+
+    first = make(km, t0)
+    got = [w.payload for c in run(first, t0, 100) for w in c.windows]
+    data = first.snapshot()
+    second = make(km, t0 + 100)
+    assert sorted(second.restore(data)) == sorted(s.key for s in SPECS)
+    for i in range(100, 200):
+        second.ingest(poll(second, t0 + i, i), t0 + i)
+        got += [w.payload for w in second.close_until(t0 + i).windows]
+    assert got == expected
+
+
+def test_reload_adds_and_retires_points(km: ModuleType) -> None:
+    t0 = START + 10 * 3600 + 30
+    agg = make(km, t0)
+    run(agg, t0, 10)
+    agg.set_points(SPECS[:2], t0 + 10)
+    assert "sub-a-main.furnace_temp" not in agg.index
+    closed = run_subset(agg, t0 + 10, 60)
+    pts = closed[-1].payload["points"]
+    assert set(pts) == {"energy_import", "power_total"}
+
+
+def run_subset(agg: Aggregator, t0: float, n: int) -> list[Any]:
+    out = []
+    for i in range(n):
+        t = t0 + i
+        b = SampleBatch()
+        b.append(agg.index.id("sub-a-main.energy_import"), t, 5.0 + i)
+        b.append(agg.index.id("sub-a-main.power_total"), t, 1.0)
+        agg.ingest(b, t)
+        out += agg.close_until(t).windows
+    return out
+
+
+def test_units_and_bad_config() -> None:
+    assert [integral_unit(u) for u in ("kW", "MW", "m3/h", "t/h", "A")] == [
+        "kWh",
+        "MWh",
+        "m3",
+        "t",
+        "A*h",
+    ]
+    agg = Aggregator(SHANGHAI, [("1m", 60)])
+    with pytest.raises(ValueError, match="kind 'meter'"):
+        agg.set_points([PointSpec("d", "p", "meter", "kWh")], DAY0)
