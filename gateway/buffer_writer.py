@@ -117,7 +117,7 @@ class Writer:
         while True:
             with self._cv:
                 while True:
-                    stalled = self._pressure in ("disk_full", "read_only", "io_error")
+                    stalled = self._pressure is not None
                     can_put = bool(self._puts) and (not stalled or time.monotonic() >= retry_at)
                     if self._acks or self._calls or can_put:
                         break
@@ -132,7 +132,17 @@ class Writer:
                 self._delete(acks)
                 retry_at = 0.0  # room may have come back
             if puts:
-                if self._store(puts):
+                try:
+                    stored = self._store(puts)
+                except Exception as exc:
+                    # A bug, not the disk: fail these batches loudly, keep the writer alive.
+                    log.exception("buffer %s: could not store %d batches", self.settings.path,
+                                  len(puts))
+                    for put in puts:
+                        if not put.future.done():
+                            put.future.set_exception(exc)
+                    stored = True
+                if stored:
                     with self._cv:
                         for _ in puts:
                             self._puts.popleft()
@@ -248,9 +258,8 @@ class Writer:
     # -- pressure: disk full, read-only, near the cap -----------------------------------------
 
     def _storage_failed(self, exc: sqlite3.Error, waiting: int) -> None:
-        kind = _storage_failure(exc)
-        if kind is None:
-            raise exc
+        # Anything else (a lock held too long by another process...) is retried the same way.
+        kind = _storage_failure(exc) or "error"
         if self._pressure != kind:
             self._pressure, self._pressure_since = kind, time.time()
             log.error(

@@ -246,3 +246,26 @@ def test_stats_report_oldest_age_and_seq_range(make_outbox: MakeOutbox) -> None:
     st = outbox.stats()
     assert (st.backlog, st.first_seq, st.last_seq, st.next_seq) == (3, 1, 3, 4)
     assert st.oldest_age_s is not None and 0 <= st.oldest_age_s < 5
+
+
+def test_read_only_database_is_reported_and_recovers(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox()
+    outbox.enqueue(windows(2))
+    # A read-only remount, as seen by SQLite (root ignores file modes, so say it to SQLite).
+    outbox.call(lambda conn: conn.execute("PRAGMA query_only=1")).result(5)
+    fut = outbox.submit(windows(3))
+    assert wait_for(lambda: outbox.stats().pressure == "read_only")
+    assert not fut.done()
+    outbox.call(lambda conn: conn.execute("PRAGMA query_only=0")).result(5)
+    assert fut.result(10) == [4, 5, 6]  # 3 is the read_only event, stored first
+    states = [b["state"] for _, c, b in rows(outbox) if c == MessageClass.EVENT]
+    assert states == ["read_only", "cleared"]
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
