@@ -150,7 +150,7 @@ class Outbox(Writer):
         Blocks while the writer is `max_pending` batches behind (backpressure); with
         block=False raises OutboxBusy instead.
         """
-        items = []
+        items: list[tuple[str, bytes, int, int]] = []
         append, telemetry = items.append, MessageClass.TELEMETRY
         for msg in messages:
             cls = msg.cls
