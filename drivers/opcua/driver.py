@@ -24,6 +24,7 @@ from drivers.opcua.security import (
     settings_for_device,
     ua_module,
 )
+from drivers.opcua.subscription import KEEPALIVE_S
 from gateway.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN, PointIndex, SampleBatch
 
 __all__ = ["ConnectionLost", "OpcuaDriver"]
@@ -98,6 +99,23 @@ class OpcuaDriver:
         self._client: Any = None
         self._sub: Any = None
         self._numeric_reported: set[int] = set()
+        # Last good value per slot (NaN: none), when it arrived, and source-minus-receive time:
+        # what the refresh of subscribed points re-asserts (see _refresh_loop).
+        n = len(self.points)
+        self._last_value: list[float] = [NAN] * n
+        self._last_seen: list[float] = [0.0] * n
+        self._last_offset: list[float] = [0.0] * n
+        # Subscribed points with a max_gap get their held value re-sent after max_gap/2 of
+        # silence while the session is healthy: with report-by-exception a steady value is
+        # silence, and max_gap must measure a silent connection, not a steady process.
+        self.refresh_after: dict[int, float] = {
+            slot: float(p.max_gap) / 2.0
+            for slot, p in enumerate(self.points)
+            if getattr(p, "max_gap", None)
+        }
+        self._refresher: asyncio.Task[None] | None = None
+        # Keepalives often enough that a refresh always follows recent proof of life.
+        self._keepalive_s = min([KEEPALIVE_S, *(a / 2.0 for a in self.refresh_after.values())])
         self._reported: dict[int, str] = {}  # slot -> the message last reported as an event
         self._pending_errors: dict[int, str] = {}
         self.samples = 0
@@ -211,6 +229,11 @@ class OpcuaDriver:
         return f"{type(exc).__name__}: {exc}"
 
     async def _close(self) -> None:
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
         client, self._client, self._sub = self._client, None, None
         if client is None:
             return
@@ -290,23 +313,29 @@ class OpcuaDriver:
             if code & _SEVERITY == 0 or v is not None:
                 self._non_numeric(slot, v)
                 code = 0x80000000
+        ts = now
         if self.source_timestamps:
             src = dv.SourceTimestamp or dv.ServerTimestamp
             if src is not None:
-                now = src.timestamp()
+                ts = src.timestamp()
+                self._last_offset[slot] = ts - now
         batch = self._batch
         batch.point.append(self.pids[slot])
-        batch.ts.append(now)
+        batch.ts.append(ts)
+        self._last_seen[slot] = now
         if code & _SEVERITY == 0:
             batch.value.append(value)
             batch.quality.append(QUALITY_GOOD)
+            self._last_value[slot] = value
         elif code & _SEVERITY == _UNCERTAIN:
             batch.value.append(value)
             batch.quality.append(QUALITY_UNCERTAIN)
+            self._last_value[slot] = NAN
             self.uncertain += 1
         else:
             batch.value.append(NAN)
             batch.quality.append(QUALITY_BAD)
+            self._last_value[slot] = NAN
             self.bad += 1
 
     def _non_numeric(self, slot: int, v: Any) -> None:
@@ -329,8 +358,10 @@ class OpcuaDriver:
         from drivers.opcua.subscription import make_subscription
 
         period_ms = self.interval * 1000.0
+        for slot in range(len(self.points)):
+            self._last_value[slot] = NAN
         sub = await asyncio.wait_for(
-            make_subscription(client, period_ms, self._on_publish), timeout
+            make_subscription(client, period_ms, self._on_publish, self._keepalive_s), timeout
         )
         self._sub = sub
         errors = self._pending_errors
@@ -354,8 +385,29 @@ class OpcuaDriver:
                     errors[slot] = self._point_message(slot, what)
         self._set_point_errors(errors)
         self._bad_now(sorted(errors))
+        if self.refresh_after:
+            self._refresher = asyncio.create_task(
+                self._refresh_loop(), name=f"opcua-refresh-{self.name}"
+            )
         self.health.success()
         self.backoff.reset()
+
+    async def _refresh_loop(self) -> None:
+        """Re-send held values of quiet subscribed points while the session is alive."""
+        lost = self._lost
+        tick = min(1.0, min(self.refresh_after.values()) / 2.0)
+        alive_within = self._keepalive_s + 2.0 * self.interval
+        while lost is not None and not lost.is_set():
+            await asyncio.sleep(tick)
+            now = time.time()
+            if lost.is_set() or now - (self.health.last_success or 0.0) > alive_within:
+                continue  # no word from the server lately: never re-assert a value then
+            batch = self._batch
+            for slot, after in self.refresh_after.items():
+                value = self._last_value[slot]
+                if value == value and now - self._last_seen[slot] >= after:
+                    batch.append(self.pids[slot], now + self._last_offset[slot], value)
+                    self._last_seen[slot] = now
 
     def _item_request(
         self, slot: int, nodeid: Any, period_ms: float, queue_size: int, ua: Any

@@ -18,9 +18,16 @@ KEEPALIVE_S = 5.0
 
 
 async def make_subscription(
-    client: Any, period_ms: float, on_publish: Callable[[Any], None]
+    client: Any,
+    period_ms: float,
+    on_publish: Callable[[Any], None],
+    keepalive_s: float = KEEPALIVE_S,
 ) -> Any:
-    """Create a subscription on `client` whose notifications all go to `on_publish`."""
+    """Create a subscription on `client` whose notifications all go to `on_publish`.
+
+    The server answers at least every `keepalive_s` (an empty PublishResponse when nothing
+    changed), which is how the driver knows a quiet session is still alive.
+    """
     from asyncua.common.subscription import Subscription
 
     from drivers.opcua.security import ua_module
@@ -36,7 +43,7 @@ async def make_subscription(
                 self.last_sequence_number = int(message.SequenceNumber)
             on_publish(publish_result)
 
-    keepalive = max(1, math.ceil(KEEPALIVE_S * 1000.0 / period_ms))
+    keepalive = max(1, math.ceil(keepalive_s * 1000.0 / period_ms))
     params = ua.CreateSubscriptionParameters()
     params.RequestedPublishingInterval = period_ms
     params.RequestedMaxKeepAliveCount = keepalive

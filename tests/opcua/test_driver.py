@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -184,3 +185,24 @@ async def test_source_timestamps_and_uncertain_quality(
     assert value == 7.5 and quality == QUALITY_UNCERTAIN
     assert abs(ts - datetime.now(UTC).timestamp()) < 10
     assert src.uncertain == 1 and src.status()["uncertain"] == 1 and src.bad == 0
+
+
+@pytest.mark.asyncio
+async def test_steady_subscribed_value_is_refreshed_within_max_gap(
+    plc: PlcProcess, tmp_path: Path
+) -> None:
+    """Report-by-exception sends nothing while a value is steady: re-assert it every max_gap/2."""
+    sink = RecordingSink()
+    points = [
+        point("refreshed", NSU + "Types.Int32", max_gap="1s"),
+        point("quiet", NSU + "Types.Int16"),
+    ]
+    d = driver(make_device(plc.endpoint, points), sink, tmp_path)
+    async with running(d):
+        await wait_until(lambda: len(sink.rows("bf2.refreshed")) >= 4, 10, "refreshed values")
+    assert d.refresh_after == {0: 0.5}
+    rows = sink.rows("bf2.refreshed")
+    assert {(v, q) for _k, _t, v, q in rows} == {(-123456.0, QUALITY_GOOD)}
+    gaps = [b[1] - a[1] for a, b in itertools.pairwise(rows)]
+    assert all(0.4 <= g <= 1.0 for g in gaps), gaps
+    assert len(sink.rows("bf2.quiet")) == 1

@@ -109,7 +109,15 @@ async def test_frozen_server_is_detected_by_keepalive(
     assert plc.proc is not None
     sink = RecordingSink()
     driver = OpcuaDriver(
-        make_device(plc.endpoint, [point("flow", NSU + "Utilities.NG.Flow")], timeout="1s"),
+        make_device(
+            plc.endpoint,
+            # "steady" never changes: its value is refreshed every 0.5 s while the PLC speaks.
+            [
+                point("flow", NSU + "Utilities.NG.Flow"),
+                point("steady", NSU + "Types.Int32", max_gap="1s"),
+            ],
+            timeout="1s",
+        ),
         sink.index,
         sink,
         tmp_path,
@@ -119,7 +127,7 @@ async def test_frozen_server_is_detected_by_keepalive(
         backoff=Backoff(initial=0.5, maximum=1.0),
     )
     async with running(driver):
-        await wait_until(lambda: len(sink.rows()) >= 3, 10, "values")
+        await wait_until(lambda: len(sink.rows("bf2.steady")) >= 2, 10, "a refreshed value")
         plc.proc.send_signal(signal.SIGSTOP)
         try:
             stopped_at = time.time()
@@ -135,4 +143,8 @@ async def test_frozen_server_is_detected_by_keepalive(
             "values after the resume",
         )
     assert detected < 6
-    assert [q for _k, _t, _v, q in sink.rows()].count(QUALITY_BAD) == 1
+    assert [q for _k, _t, _v, q in sink.rows()].count(QUALITY_BAD) == 2
+    # No refresh of the steady value once the PLC went quiet (keepalive 0.25 s + 2 intervals).
+    steady = [ts for _k, ts, _v, q in sink.rows("bf2.steady") if q == QUALITY_GOOD]
+    assert len([ts for ts in steady if ts < stopped_at]) >= 2
+    assert [ts for ts in steady if stopped_at + 0.6 < ts < resumed_at] == []
