@@ -235,6 +235,13 @@ class Outbox(Writer):
         """A read connection for the calling thread (the uplink's)."""
         return OutboxReader(self, self._new_reader())
 
+    def oldest_age_s(self) -> float:
+        """Age of the oldest message waiting (0 when none): `status.lag_s`."""
+        row = self._reader_conn().execute(
+            "SELECT created FROM outbox ORDER BY id LIMIT 1"
+        ).fetchone()
+        return 0.0 if row is None else max(0.0, time.time() - float(row[0]))
+
     def stats(self) -> OutboxStats:
         conn = self._reader_conn()
         first = conn.execute(

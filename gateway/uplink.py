@@ -117,7 +117,7 @@ class Uplink:
             connects=self._connects,
             refusals=self._refusals,
             backlog=self.outbox.backlog,
-            lag_s=self._lag_s,
+            lag_s=self.outbox.oldest_age_s(),
         )
 
     # -- the thread -----------------------------------------------------------------------------
@@ -128,24 +128,39 @@ class Uplink:
         try:
             while not self._stop.is_set():
                 self._state = "connecting"
-                client = self._client()
-                if self._connect(client):
-                    attempt = 0
-                    try:
-                        self._session(client, reader)
-                    finally:
-                        self._end_session(client)
+                try:
+                    if self._attempt(reader):
+                        attempt = 0  # a session ran: start the backoff afresh
+                except Exception as exc:  # never let the uplink thread die: report, retry
+                    log.exception("uplink to %s: unexpected error", self._where())
+                    self._last_error = f"unexpected error: {exc!r}"
+                    self._state = "offline"
                 if self._stop.is_set():
                     break
-                self._state = "refused" if self._state == "refused" else "offline"
                 self._stop.wait(backoff_delay(attempt, self.settings.reconnect_min_s,
                                               self.settings.reconnect_max_s, self._rng))
                 attempt += 1
-        except Exception:
-            log.exception("uplink to %s stopped by an unexpected error", self._where())
-            raise
         finally:
             reader.close()
+
+    def _attempt(self, reader: OutboxReader) -> bool:
+        """One connection: set up, connect, run the session until it ends; True if it ran."""
+        try:
+            client = self._client()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._state = "offline"
+            self._problem(f"MQTT TLS setup for {self._where()} failed: {exc}; check that "
+                          "mqtt.ca_file, cert_file and key_file exist, are PEM and match")
+            return False
+        if not self._connect(client):
+            if self._state != "refused":
+                self._state = "offline"
+            return False
+        try:
+            self._session(client, reader)
+        finally:
+            self._end_session(client)
+        return True
 
     def _where(self) -> str:
         return f"{self._host}:{self._port}"

@@ -216,3 +216,16 @@ def test_broker_that_never_acks_bounded_memory_no_loss(
         real.stop()
     assert set(seqs(got)) == set(range(1, n + 1))
     assert wait(lambda: outbox.stats().backlog == 0, 5)
+
+
+def test_missing_ca_file_is_reported_not_fatal(make_outbox: MakeOutbox, tmp_path: Path) -> None:
+    outbox = make_outbox()
+    up = Uplink(settings(f"mqtts://127.0.0.1:{free_port()}", ca_file=tmp_path / "no-ca.pem"),
+                outbox)
+    up.start()
+    try:
+        assert wait(lambda: "TLS setup" in (up.status().last_error or ""), 5)
+        assert "mqtt.ca_file" in (up.status().last_error or "")
+        assert up._thread is not None and up._thread.is_alive()  # retrying, not dead
+    finally:
+        up.stop()
