@@ -1,0 +1,340 @@
+"""Benchmark of the Modbus driver: 200 meters x 40 points polled flat out by the real gateway.
+
+Beside it, the ceiling: a bare pymodbus client reading the same blocks over the same links with
+the same concurrency. Servers: a small libmodbus C server (built here; libmodbus-dev is
+installed with apt-get when missing and allowed), else pymodbus simulator processes.
+Last line: RESULT requests_per_s=<gw> ceiling_requests_per_s=<bare> values_per_s=<n> rss_mb=<m>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.sim.modbus_meters import free_port  # noqa: E402
+
+METERS = 200
+POINTS = 40  # float32 each: 20 from register 0, 20 from register 200 -> 2 blocks per meter
+POLL, TIMEOUT = "20ms", "75ms"  # saturating: 400 requests per 20 ms is more than any link does
+WINDOWS, WINDOW_S = 3, 3.0
+BLOCKS = [(0, 40), (200, 40)]
+
+
+def addresses() -> list[int]:
+    return [2 * k if k < 20 else 200 + 2 * (k - 20) for k in range(POINTS)]
+
+
+# ---- servers --------------------------------------------------------------------------------
+
+
+def build_c_server(work: Path) -> Path | None:
+    """Compile bench/modbus_server.c against libmodbus; None when that is not possible here."""
+    if shutil.which("gcc") is None:
+        return None
+    header = Path("/usr/include/modbus/modbus.h")
+    if not header.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing libmodbus-dev with apt-get ...", file=sys.stderr)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "libmodbus-dev"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180, check=False,
+        )  # fmt: skip
+    if not header.exists():
+        return None
+    binary = work / "modbus_server"
+    result = subprocess.run(
+        ["gcc", "-O2", "-o", str(binary), str(ROOT / "bench" / "modbus_server.c"),
+         "-I/usr/include/modbus", "-lmodbus"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        print(f"C server did not build:\n{result.stderr}", file=sys.stderr)
+        return None
+    return binary
+
+
+def start_servers(work: Path) -> tuple[list[subprocess.Popen[str]], list[int], str]:
+    binary = build_c_server(work)
+    if binary is not None:
+        ports = [free_port() for _ in range(20)]
+        proc = subprocess.Popen([str(binary), *map(str, ports)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit("the C Modbus server did not start")
+        return [proc], ports, f"libmodbus C server, {len(ports)} links"
+    # Fallback: pymodbus servers, fewer links (each is a Python process).
+    ports = [free_port() for _ in range(4)]
+    procs = []
+    for port in ports:
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway.sim.modbus_meters",
+                    "--port",
+                    str(port),
+                    "--units",
+                    f"1-{METERS // len(ports)}",
+                    "--profile",
+                    "none",
+                    "--fill",
+                    "holding:0-239",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+            )  # fmt: skip
+        )
+    for p in procs:
+        assert p.stdout is not None
+        p.stdout.readline()
+    return procs, ports, f"pymodbus simulator processes (libmodbus unavailable), {len(ports)} links"
+
+
+def layout(ports: list[int]) -> list[tuple[int, int]]:
+    """(port, unit) of each meter: meters spread evenly over the links, unit ids 1.. per link."""
+    return [(ports[i % len(ports)], i // len(ports) + 1) for i in range(METERS)]
+
+
+# ---- the gateway ----------------------------------------------------------------------------
+
+
+def write_config(work: Path, meters: list[tuple[int, int]], http_port: int) -> Path:
+    lines = [
+        "[gateway]", 'id = "bench"', 'site = "lab"', f'data_dir = "{work / "data"}"',
+        'timezone = "UTC"', "[mqtt]", f'url = "mqtt://127.0.0.1:{free_port()}"',  # nobody listens
+        "[http]", f'listen = "127.0.0.1:{http_port}"',
+    ]  # fmt: skip
+    for i, (port, unit) in enumerate(meters):
+        lines += [
+            "[[devices]]", f'name = "m{i:03d}"', 'driver = "modbus"', 'host = "127.0.0.1"',
+            f"port = {port}", f"unit = {unit}", f'poll = "{POLL}"', f'timeout = "{TIMEOUT}"',
+        ]  # fmt: skip
+        for k, address in enumerate(addresses()):
+            kind, unit_name = ("rate", "kW") if k < 10 else ("gauge", "V")
+            lines += [
+                "  [[devices.points]]", f'  name = "p{k:02d}"', '  function = "holding"',
+                f"  address = {address}", '  type = "float32"', f'  unit = "{unit_name}"',
+                f'  kind = "{kind}"',
+            ]  # fmt: skip
+    path = work / "bench.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# The daemon, plus a thread that records whether asyncua was ever imported.
+WRAPPER = """
+import json, sys, threading, time
+def spy(path):
+    while True:
+        loaded = any(m == "asyncua" or m.startswith("asyncua.") for m in list(sys.modules))
+        with open(path, "w") as f:
+            json.dump({"asyncua": loaded}, f)
+        time.sleep(0.5)
+threading.Thread(target=spy, args=(sys.argv[1],), daemon=True).start()
+from gateway.cli import main
+sys.exit(main(["--log-level", "error", "run", "-c", sys.argv[2]]))
+"""
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def status(http_port: int) -> dict[str, dict[str, float]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=5) as r:
+        devices: dict[str, dict[str, float]] = json.load(r)["devices"]
+        return devices
+
+
+def totals(devices: dict[str, dict[str, float]]) -> tuple[float, float, float]:
+    req = sum(d.get("requests", 0) for d in devices.values())
+    good = sum(d.get("polls", 0) - d.get("errors", 0) for d in devices.values())
+    errors = sum(d.get("errors", 0) for d in devices.values())
+    return req, good, errors
+
+
+def run_gateway(work: Path, meters: list[tuple[int, int]]) -> dict[str, object]:
+    http_port = free_port()
+    config = write_config(work, meters, http_port)
+    spy = work / "spy.json"
+    log = (work / "gateway.log").open("w")  # a file, never a pipe nobody reads (it would fill)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, str(spy), str(config)], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=log, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                tail = (work / "gateway.log").read_text()[-2000:]
+                raise SystemExit(f"the gateway exited:\n{tail}")
+            try:
+                devices = status(http_port)
+                if len(devices) == METERS and all(d.get("state") == "up" for d in devices.values()):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the gateway did not bring every meter up within 60 s")
+            time.sleep(0.2)
+        time.sleep(1.0)  # past the first overruns of a cold start
+        rates, values, cpus, errs = [], [], [], 0.0
+        for _ in range(WINDOWS):
+            t0, c0, (r0, g0, e0) = time.monotonic(), proc_cpu(proc.pid), totals(status(http_port))
+            time.sleep(WINDOW_S)
+            t1, c1, (r1, g1, e1) = time.monotonic(), proc_cpu(proc.pid), totals(status(http_port))
+            rates.append((r1 - r0) / (t1 - t0))
+            values.append((g1 - g0) * POINTS / (t1 - t0))
+            cpus.append((c1 - c0) / max(1.0, r1 - r0) * 1e6)
+            errs += e1 - e0
+        rss = proc_rss_mb(proc.pid)
+        asyncua = json.loads(spy.read_text())["asyncua"] if spy.exists() else None
+        plan = status(http_port)["m000"].get("requests_per_poll")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    return {
+        "requests_per_s": statistics.median(rates),
+        "values_per_s": statistics.median(values),
+        "cpu_us": statistics.median(cpus),
+        "errors": errs,
+        "rss_mb": rss,
+        "asyncua": asyncua,
+        "requests_per_poll": plan,
+    }
+
+
+# ---- the ceiling: a bare pymodbus client ------------------------------------------------------
+
+
+async def _ceiling(meters: list[tuple[int, int]]) -> dict[str, float]:
+    from pymodbus.client import AsyncModbusTcpClient
+
+    by_port: dict[int, list[int]] = {}
+    for port, unit in meters:
+        by_port.setdefault(port, []).append(unit)
+    clients = {p: AsyncModbusTcpClient("127.0.0.1", port=p, timeout=1, retries=0) for p in by_port}
+    await asyncio.gather(*(c.connect() for c in clients.values()))
+    count = 0
+
+    async def link(port: int) -> None:
+        nonlocal count
+        client = clients[port]
+        while True:
+            for unit in by_port[port]:
+                for start, n in BLOCKS:
+                    rr = await client.read_holding_registers(start, count=n, device_id=unit)
+                    if rr.isError():
+                        raise RuntimeError(f"bare client: {rr}")
+                    count += 1
+
+    tasks = [asyncio.create_task(link(p)) for p in by_port]
+    await asyncio.sleep(1.0)
+    rates, cpus = [], []
+    for _ in range(WINDOWS):
+        t0, c0, n0 = time.monotonic(), time.process_time(), count
+        await asyncio.sleep(WINDOW_S)
+        t1, c1, n1 = time.monotonic(), time.process_time(), count
+        rates.append((n1 - n0) / (t1 - t0))
+        cpus.append((c1 - c0) / max(1, n1 - n0) * 1e6)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for c in clients.values():
+        c.close()
+    return {"requests_per_s": statistics.median(rates), "cpu_us": statistics.median(cpus)}
+
+
+def run_ceiling(meters: list[tuple[int, int]]) -> dict[str, float]:
+    """In its own process, so its CPU time is its own."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--ceiling", json.dumps(meters)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ceiling", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ceiling:
+        meters = [tuple(m) for m in json.loads(args.ceiling)]
+        print(json.dumps(asyncio.run(_ceiling(meters))))  # type: ignore[arg-type]
+        return 0
+
+    from drivers.modbus.planner import Span, plan
+
+    fields = [Span("holding", a, 2) for a in addresses()]
+    planned = plan(fields).requests
+    with tempfile.TemporaryDirectory(prefix="ironwatt-bench-modbus-") as tmp:
+        work = Path(tmp)
+        (work / "data").mkdir()
+        procs, ports, what = start_servers(work)
+        try:
+            meters = layout(ports)
+            print(f"servers: {what}; {METERS} meters x {POINTS} float32 points, poll {POLL}")
+            print(
+                f"requests per poll cycle: planned {planned * METERS} ({planned} per meter), "
+                f"naive one-per-point {POINTS * METERS}"
+            )
+            gw = run_gateway(work, meters)
+            bare = run_ceiling(meters)
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(timeout=10)
+    ratio = gw["requests_per_s"] / bare["requests_per_s"]  # type: ignore[operator]
+    print(
+        f"gateway (ironwatt run: decode + kernel + buffer): {gw['requests_per_s']:.0f} requests/s, "
+        f"{gw['values_per_s']:.0f} values/s, {gw['cpu_us']:.0f} CPU us/request, "
+        f"{gw['errors']:.0f} failed polls, plan {gw['requests_per_poll']} requests/poll/meter"
+    )
+    print(
+        f"ceiling (bare pymodbus client, same blocks/links/concurrency): "
+        f"{bare['requests_per_s']:.0f} requests/s, {bare['cpu_us']:.0f} CPU us/request"
+    )
+    print(
+        f"gateway / ceiling: {ratio:.0%} of the request rate (goal >= 60%); "
+        f"RSS {gw['rss_mb']:.1f} MB (goal < 60 MB); asyncua imported: {gw['asyncua']}"
+    )
+    print(
+        f"RESULT requests_per_s={gw['requests_per_s']:.0f} "
+        f"ceiling_requests_per_s={bare['requests_per_s']:.0f} "
+        f"values_per_s={gw['values_per_s']:.0f} rss_mb={gw['rss_mb']:.1f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
