@@ -198,11 +198,13 @@ def test_broker_that_never_acks_bounded_memory_no_loss(
     up.start()
     try:
         assert wait(lambda: len(silent.publishes) >= 20, 10)
+        outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(n, 2 * n)])  # more keeps coming
+        n *= 2
         time.sleep(0.5)
         data = [t for t in silent.publishes if t == TOPIC]
         assert len(data) == 20  # the window, and not one message more
         st = up.status()
-        assert st.inflight == 20 and st.backlog == n
+        assert st.inflight == 20 and st.published == 20 and st.backlog == n
         assert st.connected
     finally:
         silent.stop()
