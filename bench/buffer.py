@@ -30,16 +30,23 @@ DRAIN_N = 20_000
 INFLIGHT = 20
 TOPIC = "ironwatt/plant1/gw1/energy/1m/m1"
 # The published message is 300 bytes: this body plus the common fields spliced in.
-_COMMONS = (b'{"v":1,"stream":"9f1c2e7a","seq":18342,"gw":"gw1","site":"plant1",'
-            b'"sent":"2026-11-29T06:15:01.204Z","replayed":false,')
+_COMMONS = (
+    b'{"v":1,"stream":"9f1c2e7a","seq":18342,"gw":"gw1","site":"plant1",'
+    b'"sent":"2026-11-29T06:15:01.204Z","replayed":false,'
+)
 _PAD = 300 - len(_COMMONS) - len(b'"device":"m1","pad":""}')
 BODY = b'{"device":"m1","pad":"' + b"x" * _PAD + b'"}'
 PUBLISHED = _COMMONS + BODY[1:]
 
 
 def settings(path: Path, durability: str) -> OutboxSettings:
-    return OutboxSettings(path=path, gw_id="gw1", site="plant1", durability=durability,  # type: ignore[arg-type]
-                          max_size_bytes=4 << 30)
+    return OutboxSettings(
+        path=path,
+        gw_id="gw1",
+        site="plant1",
+        durability=durability,  # type: ignore[arg-type]
+        max_size_bytes=4 << 30,
+    )
 
 
 def enqueue_rate(workdir: Path, durability: str, run: int) -> float:
@@ -73,8 +80,17 @@ def drain_rate(workdir: Path, broker: Mosquitto, run: int) -> float:
     outbox = Outbox(settings(workdir / f"drain-{run}.db", "normal"))
     for _ in range(DRAIN_N // BATCH):
         outbox.enqueue([Message(TOPIC, BODY) for _ in range(BATCH)])
-    up = Uplink(UplinkSettings(url=broker.url, client_id=f"bench-{run}", site="plant1",
-                               gw_id="gw1", max_inflight=INFLIGHT, drain_rate=0.0), outbox)
+    up = Uplink(
+        UplinkSettings(
+            url=broker.url,
+            client_id=f"bench-{run}",
+            site="plant1",
+            gw_id="gw1",
+            max_inflight=INFLIGHT,
+            drain_rate=0.0,
+        ),
+        outbox,
+    )
     t0 = time.perf_counter()
     up.start()
     while outbox.backlog > 0:  # PUBACK -> delete committed for every message
@@ -89,8 +105,9 @@ def paho_rate(broker: Mosquitto, payload: bytes, run: int) -> float:
     acked = 0
     finished = threading.Event()
 
-    def on_publish(client: mqtt.Client, userdata: object, mid: int, rc: object,
-                   props: object) -> None:
+    def on_publish(
+        client: mqtt.Client, userdata: object, mid: int, rc: object, props: object
+    ) -> None:
         nonlocal acked
         acked += 1
         if acked == DRAIN_N:
@@ -116,8 +133,14 @@ def main() -> None:
     payload = PUBLISHED
     with tempfile.TemporaryDirectory(prefix="ironwatt-bench-") as tmp:
         work = Path(tmp)
-        results: dict[str, list[float]] = {"normal": [], "full": [], "drain": [], "paho": [],
-                                           "commit_normal": [], "commit_full": []}
+        results: dict[str, list[float]] = {
+            "normal": [],
+            "full": [],
+            "drain": [],
+            "paho": [],
+            "commit_normal": [],
+            "commit_full": [],
+        }
         # Enqueue runs are short and this machine is shared: more of them, for a steadier median.
         for run in range(ENQUEUE_RUNS):
             for durability in ("normal", "full"):
@@ -130,20 +153,26 @@ def main() -> None:
                 results["paho"].append(paho_rate(broker, payload, run))
                 results["drain"].append(drain_rate(work, broker, run))
         med = {k: statistics.median(v) for k, v in results.items()}
-        print(f"payload as published: {len(payload)} bytes; median of {ENQUEUE_RUNS} enqueue "
-              f"runs and {RUNS} of the others")
-        for key, label in (("normal", "enqueue, durability=normal"),
-                           ("full", "enqueue, durability=full"),
-                           ("commit_normal", "commits of 10 msgs one at a time, normal"),
-                           ("commit_full", "commits of 10 msgs one at a time, full"),
-                           ("drain", "drain to Mosquitto, QoS 1, PUBACK -> delete"),
-                           ("paho", "raw paho QoS 1 publish (ceiling)")):
+        print(
+            f"payload as published: {len(payload)} bytes; median of {ENQUEUE_RUNS} enqueue "
+            f"runs and {RUNS} of the others"
+        )
+        for key, label in (
+            ("normal", "enqueue, durability=normal"),
+            ("full", "enqueue, durability=full"),
+            ("commit_normal", "commits of 10 msgs one at a time, normal"),
+            ("commit_full", "commits of 10 msgs one at a time, full"),
+            ("drain", "drain to Mosquitto, QoS 1, PUBACK -> delete"),
+            ("paho", "raw paho QoS 1 publish (ceiling)"),
+        ):
             runs = ", ".join(f"{x:,.0f}" for x in results[key])
             unit = "commit/s" if key.startswith("commit") else "msg/s"
             print(f"  {label:48s} {med[key]:>10,.0f} {unit:8s} [{runs}]")
         print(f"  drain / paho ceiling: {med['drain'] / med['paho']:.0%}")
-        print(f"RESULT enqueue_per_s={med['normal']:.0f} drain_per_s={med['drain']:.0f} "
-              f"paho_ceiling_per_s={med['paho']:.0f}")
+        print(
+            f"RESULT enqueue_per_s={med['normal']:.0f} drain_per_s={med['drain']:.0f} "
+            f"paho_ceiling_per_s={med['paho']:.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,16 @@ from gateway.buffer_writer import Fut, PendingPut, Writer
 
 log = logging.getLogger("ironwatt.buffer")
 
-__all__ = ["Message", "MessageClass", "Outbox", "OutboxBusy", "OutboxReader", "OutboxSettings"]
+__all__ = [
+    "Message",
+    "MessageClass",
+    "Outbox",
+    "OutboxBusy",
+    "OutboxReader",
+    "OutboxSettings",
+    "OutboxStats",
+    "open_outbox",
+]
 
 
 class OutboxBusy(RuntimeError):
@@ -98,7 +107,9 @@ class Outbox(Writer):
             log.warning(
                 "buffer %s: unclean shutdown under durability=normal; seq resumes at %d "
                 "(a hole of %d numbers, never a reuse)",
-                self.settings.path, reserved + 1, reserved - last_seq,
+                self.settings.path,
+                reserved + 1,
+                reserved - last_seq,
             )
             last_seq = reserved
         self.next_seq = last_seq + 1
@@ -110,8 +121,11 @@ class Outbox(Writer):
         with self._synced():
             conn.execute("BEGIN IMMEDIATE")
             for key, value in (
-                ("clean", 0), ("boot_id", _boot_id()), ("session", self._session),
-                ("durability", self.settings.durability), ("last_seq", last_seq),
+                ("clean", 0),
+                ("boot_id", _boot_id()),
+                ("session", self._session),
+                ("durability", self.settings.durability),
+                ("last_seq", last_seq),
                 ("reserved_seq", self._reserved),
             ):
                 meta_set(conn, key, value)
@@ -121,7 +135,6 @@ class Outbox(Writer):
         self.backlog = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         # Rows written by an earlier process may have been published: never edit them.
         self._handed_out = self._next_id - 1
-
 
     # -- the public API ---------------------------------------------------------------------
 
@@ -221,9 +234,11 @@ class Outbox(Writer):
         self.call(write).result(timeout)
 
     def get_state(self, name: str) -> bytes | None:
-        row = self._reader_conn().execute(
-            "SELECT value FROM state WHERE name = ?", (name,)
-        ).fetchone()
+        row = (
+            self._reader_conn()
+            .execute("SELECT value FROM state WHERE name = ?", (name,))
+            .fetchone()
+        )
         return None if row is None else bytes(row[0])
 
     def limit_pages(self, pages: int | None) -> None:
@@ -237,16 +252,14 @@ class Outbox(Writer):
 
     def oldest_age_s(self) -> float:
         """Age of the oldest message waiting (0 when none): `status.lag_s`."""
-        row = self._reader_conn().execute(
-            "SELECT created FROM outbox ORDER BY id LIMIT 1"
-        ).fetchone()
+        row = (
+            self._reader_conn().execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
+        )
         return 0.0 if row is None else max(0.0, time.time() - float(row[0]))
 
     def stats(self) -> OutboxStats:
         conn = self._reader_conn()
-        first = conn.execute(
-            "SELECT created FROM outbox ORDER BY id LIMIT 1"
-        ).fetchone()
+        first = conn.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
         seqs = conn.execute(
             "SELECT (SELECT seq FROM outbox WHERE seq IS NOT NULL ORDER BY id LIMIT 1),"
             " (SELECT seq FROM outbox WHERE seq IS NOT NULL ORDER BY id DESC LIMIT 1)"
@@ -306,7 +319,6 @@ class Outbox(Writer):
         return conn
 
 
-
 class OutboxReader:
     """The uplink's view: the oldest rows in publish order. One thread per reader."""
 
@@ -340,4 +352,3 @@ class OutboxReader:
 def open_outbox(settings: OutboxSettings) -> Outbox:
     """Open (creating or migrating) the outbox database and start its writer."""
     return Outbox(settings)
-

@@ -136,8 +136,9 @@ class Writer:
                     stored = self._store(puts)
                 except Exception as exc:
                     # A bug, not the disk: fail these batches loudly, keep the writer alive.
-                    log.exception("buffer %s: could not store %d batches", self.settings.path,
-                                  len(puts))
+                    log.exception(
+                        "buffer %s: could not store %d batches", self.settings.path, len(puts)
+                    )
                     for put in puts:
                         if not put.future.done():
                             put.future.set_exception(exc)
@@ -182,11 +183,20 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             # The rows stay and are sent again: a duplicate, never a loss.
-            log.error("buffer %s: could not delete %d acknowledged messages: %s",
-                      self.settings.path, len(ids), exc)
+            log.error(
+                "buffer %s: could not delete %d acknowledged messages: %s",
+                self.settings.path,
+                len(ids),
+                exc,
+            )
 
-    def _prepare(self, items: list[tuple[str, bytes, int, int]], rows: list[tuple[Any, ...]],
-                 now: float, epoch: int) -> list[int | None]:
+    def _prepare(
+        self,
+        items: list[tuple[str, bytes, int, int]],
+        rows: list[tuple[Any, ...]],
+        now: float,
+        epoch: int,
+    ) -> list[int | None]:
         tele_head, seq_fmt = self._heads()
         seqs: list[int | None] = []
         append, tele = rows.append, int(MessageClass.TELEMETRY)
@@ -207,8 +217,10 @@ class Writer:
     def _heads(self) -> tuple[bytes, bytes]:
         """The stored JSON's common fields: for telemetry, and a %-template for a seq."""
         common = (
-            b',"gw":' + json.dumps(self.settings.gw_id).encode()
-            + b',"site":' + json.dumps(self.settings.site).encode()
+            b',"gw":'
+            + json.dumps(self.settings.gw_id).encode()
+            + b',"site":'
+            + json.dumps(self.settings.site).encode()
         )
         head = b'{"v":1,"stream":"' + self.stream.encode() + b'","seq":'
         return b'{"v":1' + common, head.replace(b"%", b"%%") + b"%d" + common.replace(b"%", b"%%")
@@ -266,11 +278,21 @@ class Writer:
                 "buffer %s: cannot store messages (%s: %s); %d messages wait in memory and "
                 "producers are held back. Check free space and that the data_dir partition is "
                 "writable; the gateway retries every %.1f s",
-                self.settings.path, kind, exc, waiting, _RETRY_S,
+                self.settings.path,
+                kind,
+                exc,
+                waiting,
+                _RETRY_S,
             )
-            self._queue_event({"type": "buffer_pressure", "state": kind, "detail": str(exc),
-                               "used_bytes": self.used_bytes,
-                               "max_bytes": self.settings.max_size_bytes})
+            self._queue_event(
+                {
+                    "type": "buffer_pressure",
+                    "state": kind,
+                    "detail": str(exc),
+                    "used_bytes": self.used_bytes,
+                    "max_bytes": self.settings.max_size_bytes,
+                }
+            )
         if kind == "disk_full" and len(self._puts) >= self.settings.max_pending:
             # Producers are blocked: make room the way the cap would, with a gap that says so.
             need = sum(
@@ -281,10 +303,20 @@ class Writer:
     def _recovered(self) -> None:
         kind, since = self._pressure, self._pressure_since
         self._pressure = None
-        log.warning("buffer %s: storing again after %s for %.1f s", self.settings.path, kind,
-                    time.time() - since)
-        self._queue_event({"type": "buffer_pressure", "state": "cleared", "after": kind,
-                           "duration_s": round(time.time() - since, 3)})
+        log.warning(
+            "buffer %s: storing again after %s for %.1f s",
+            self.settings.path,
+            kind,
+            time.time() - since,
+        )
+        self._queue_event(
+            {
+                "type": "buffer_pressure",
+                "state": "cleared",
+                "after": kind,
+                "duration_s": round(time.time() - since, 3),
+            }
+        )
         self._flush_events()
 
     def _queue_event(self, body: dict[str, Any]) -> None:
@@ -324,11 +356,21 @@ class Writer:
             self.used_bytes = self._measure()
         if not self._near_cap and self.used_bytes >= cap * _NEAR_CAP:
             self._near_cap = True
-            log.warning("buffer %s: %d of %d bytes used: the uplink is behind; the oldest "
-                        "telemetry, then windows, go past the cap", self.settings.path,
-                        self.used_bytes, cap)
-            self._queue_event({"type": "buffer_pressure", "state": "near_cap",
-                               "used_bytes": self.used_bytes, "max_bytes": cap})
+            log.warning(
+                "buffer %s: %d of %d bytes used: the uplink is behind; the oldest "
+                "telemetry, then windows, go past the cap",
+                self.settings.path,
+                self.used_bytes,
+                cap,
+            )
+            self._queue_event(
+                {
+                    "type": "buffer_pressure",
+                    "state": "near_cap",
+                    "used_bytes": self.used_bytes,
+                    "max_bytes": cap,
+                }
+            )
             self._flush_events()
         elif self._near_cap and self.used_bytes < cap * _NEAR_CAP_CLEAR:
             self._near_cap = False
@@ -345,8 +387,11 @@ class Writer:
             cands = self._candidates(excess)
             chosen = plan_drop(cands, excess)
             if not chosen:
-                log.error("buffer %s: over its %s but only gap events are left",
-                          self.settings.path, reason)
+                log.error(
+                    "buffer %s: over its %s but only gap events are left",
+                    self.settings.path,
+                    reason,
+                )
                 break
             try:
                 if self.next_seq >= self._reserved:  # the gap event may need a number
@@ -365,8 +410,12 @@ class Writer:
             self._dropped_total += len(chosen)
             excess -= max(before - self._measure(), 1)
         if total:
-            log.warning("buffer %s: dropped %d messages (%s); a gap event says which",
-                        self.settings.path, total, reason)
+            log.warning(
+                "buffer %s: dropped %d messages (%s); a gap event says which",
+                self.settings.path,
+                total,
+                reason,
+            )
         return total
 
     def _candidates(self, excess: int) -> list[Candidate]:
@@ -396,16 +445,21 @@ class Writer:
             existing, gap_id = None, None
             if raw is not None:
                 saved = json.loads(raw)
-                alive = conn.execute("SELECT seq FROM outbox WHERE id = ?",
-                                     (saved["id"],)).fetchone()
+                alive = conn.execute(
+                    "SELECT seq FROM outbox WHERE id = ?", (saved["id"],)
+                ).fetchone()
                 if alive is not None and saved["id"] > self._handed_out:
                     existing, gap_id, gap_seq = GapInfo(**saved["gap"]), saved["id"], alive[0]
             gap = merge_gap(existing, dropped, reason)
             rest = encode_body(gap.payload())
             if gap_id is None:
                 rows: list[tuple[Any, ...]] = []
-                self._prepare([(self.settings.event_topic, rest, 1, int(MessageClass.GAP))],
-                              rows, time.time(), self.link_epoch)
+                self._prepare(
+                    [(self.settings.event_topic, rest, 1, int(MessageClass.GAP))],
+                    rows,
+                    time.time(),
+                    self.link_epoch,
+                )
                 conn.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?)", rows)
                 gap_id = rows[0][0]
                 meta_set(conn, "last_seq", self.next_seq - 1)
@@ -415,10 +469,11 @@ class Writer:
                 meta_set(conn, "gaps_total", self._gaps_total)
             else:
                 head = self._heads()[1] % gap_seq
-                conn.execute("UPDATE outbox SET body = ?, splice = ? WHERE id = ?",
-                             (head + rest, len(head), gap_id))
-            meta_set(conn, "open_gap", json.dumps({"id": gap_id,
-                                                   "gap": dataclasses.asdict(gap)}))
+                conn.execute(
+                    "UPDATE outbox SET body = ?, splice = ? WHERE id = ?",
+                    (head + rest, len(head), gap_id),
+                )
+            meta_set(conn, "open_gap", json.dumps({"id": gap_id, "gap": dataclasses.asdict(gap)}))
             meta_set(conn, "dropped_total", self._dropped_total + len(dropped))
 
     def _note_handout(self, upto: int) -> None:

@@ -29,7 +29,8 @@ _DEFAULT_CONFIG = "/etc/ironwatt/ironwatt.toml"
 
 def register(subparsers: Any) -> None:
     buffer = subparsers.add_parser(
-        "buffer", help="inspect, export or check the SQLite outbox",
+        "buffer",
+        help="inspect, export or check the SQLite outbox",
         description="Look into the outbox (read-only): safe while the gateway runs.",
     )
     commands = buffer.add_subparsers(dest="buffer_command", metavar="COMMAND")
@@ -37,8 +38,13 @@ def register(subparsers: Any) -> None:
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
-        p.add_argument("-c", "--config", default=_DEFAULT_CONFIG, metavar="FILE",
-                       help=f"the config file (default: {_DEFAULT_CONFIG})")
+        p.add_argument(
+            "-c",
+            "--config",
+            default=_DEFAULT_CONFIG,
+            metavar="FILE",
+            help=f"the config file (default: {_DEFAULT_CONFIG})",
+        )
         return p
 
     stats = add("stats", "messages, bytes, oldest age, seq range and drops")
@@ -46,8 +52,11 @@ def register(subparsers: Any) -> None:
     stats.set_defaults(func=_run_stats)
     export = add("export", "write the waiting messages as JSON lines or CSV")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-    export.add_argument("--since", metavar="WHEN",
-                        help="only messages stored since: an RFC 3339 time or an age (2h, 1d)")
+    export.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only messages stored since: an RFC 3339 time or an age (2h, 1d)",
+    )
     export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     export.set_defaults(func=_run_export)
     verify = add("verify", "SQLite integrity check and seq bookkeeping")
@@ -55,6 +64,7 @@ def register(subparsers: Any) -> None:
 
 
 # -- args -> settings ---------------------------------------------------------------------------
+
 
 def _settings(args: argparse.Namespace) -> OutboxSettings:
     given = getattr(args, "outbox_settings", None)
@@ -93,8 +103,10 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"--since {text!r}: expected an RFC 3339 time "
-                         "(2026-11-29T06:00:00Z) or an age (90m, 2h, 1d)") from None
+        raise ValueError(
+            f"--since {text!r}: expected an RFC 3339 time "
+            "(2026-11-29T06:00:00Z) or an age (90m, 2h, 1d)"
+        ) from None
     if stamp.tzinfo is None:
         raise ValueError(f"--since {text!r}: give a time zone (Z or +08:00)")
     return stamp.timestamp()
@@ -102,10 +114,14 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 # -- settings -> action ---------------------------------------------------------------------------
 
+
 def _open(settings: OutboxSettings) -> sqlite3.Connection | None:
     if not settings.path.exists():
-        print(f"no buffer database at {settings.path}: check gateway.data_dir in the config "
-              "(the gateway creates it on its first start)", file=sys.stderr)
+        print(
+            f"no buffer database at {settings.path}: check gateway.data_dir in the config "
+            "(the gateway creates it on its first start)",
+            file=sys.stderr,
+        )
         return None
     return sqlite3.connect(f"{settings.path.resolve().as_uri()}?mode=ro", uri=True)
 
@@ -124,8 +140,10 @@ def _size(n: float) -> str:
 
 def collect_stats(conn: sqlite3.Connection, settings: OutboxSettings) -> dict[str, Any]:
     meta = _meta(conn)
-    by_class = {MessageClass(c).name.lower(): n for c, n in
-                conn.execute("SELECT cls, COUNT(*) FROM outbox GROUP BY cls")}
+    by_class = {
+        MessageClass(c).name.lower(): n
+        for c, n in conn.execute("SELECT cls, COUNT(*) FROM outbox GROUP BY cls")
+    }
     first = conn.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
     seq_lo, seq_hi = conn.execute("SELECT MIN(seq), MAX(seq) FROM outbox").fetchone()
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
@@ -164,8 +182,7 @@ def buffer_stats(settings: OutboxSettings, out: TextIO, as_json: bool = False) -
         return 0
     classes = ", ".join(f"{k} {v}" for k, v in sorted(s["by_class"].items())) or "empty"
     age = "" if s["oldest_age_s"] is None else f" ({s['oldest_age_s']:.0f} s ago)"
-    seq = ("none" if s["first_seq"] is None
-           else f"{s['first_seq']} .. {s['last_seq']}")
+    seq = "none" if s["first_seq"] is None else f"{s['first_seq']} .. {s['last_seq']}"
     lines = [
         f"buffer      {s['path']} (schema v{s['schema_version']}, stream {s['stream']})",
         f"messages    {s['messages']} ({classes})",
@@ -183,13 +200,16 @@ def buffer_stats(settings: OutboxSettings, out: TextIO, as_json: bool = False) -
 def _rows(conn: sqlite3.Connection, since: float | None) -> Iterator[Row]:
     cur = conn.execute(
         "SELECT id, seq, topic, body, splice, qos, cls, created, epoch FROM outbox "
-        "WHERE created >= ? ORDER BY id", (since if since is not None else float("-inf"),))
+        "WHERE created >= ? ORDER BY id",
+        (since if since is not None else float("-inf"),),
+    )
     for r in cur:
         yield Row(*r)
 
 
-def buffer_export(settings: OutboxSettings, out: TextIO, fmt: str = "jsonl",
-                  since: float | None = None) -> int:
+def buffer_export(
+    settings: OutboxSettings, out: TextIO, fmt: str = "jsonl", since: float | None = None
+) -> int:
     """Every waiting message, oldest first, as it would be published now (replayed: true)."""
     conn = _open(settings)
     if conn is None:
@@ -205,11 +225,14 @@ def buffer_export(settings: OutboxSettings, out: TextIO, fmt: str = "jsonl",
             created = utc_iso(row.created)
             cls = MessageClass(row.cls).name.lower()
             if writer is not None:
-                writer.writerow([row.topic, "" if row.seq is None else row.seq, row.qos, cls,
-                                 created, payload])
+                writer.writerow(
+                    [row.topic, "" if row.seq is None else row.seq, row.qos, cls, created, payload]
+                )
             else:
-                out.write(f'{{"topic":{json.dumps(row.topic)},"qos":{row.qos},'
-                          f'"class":"{cls}","created":"{created}","payload":{payload}}}\n')
+                out.write(
+                    f'{{"topic":{json.dumps(row.topic)},"qos":{row.qos},'
+                    f'"class":"{cls}","created":"{created}","payload":{payload}}}\n'
+                )
             count += 1
     print(f"exported {count} messages from {settings.path}", file=sys.stderr)
     return 0
@@ -232,20 +255,27 @@ def buffer_verify(settings: OutboxSettings, out: TextIO) -> int:
             meta = _meta(conn)
             top = conn.execute("SELECT MAX(seq) FROM outbox").fetchone()[0] or 0
             if top > int(meta.get("reserved_seq", 0)):
-                problems.append(f"seq {top} is stored past the reserved block "
-                                f"{meta.get('reserved_seq')}: seq numbers could be reused")
-            dup = conn.execute("SELECT seq FROM outbox WHERE seq IS NOT NULL GROUP BY seq "
-                               "HAVING COUNT(*) > 1 LIMIT 1").fetchone()
+                problems.append(
+                    f"seq {top} is stored past the reserved block "
+                    f"{meta.get('reserved_seq')}: seq numbers could be reused"
+                )
+            dup = conn.execute(
+                "SELECT seq FROM outbox WHERE seq IS NOT NULL GROUP BY seq "
+                "HAVING COUNT(*) > 1 LIMIT 1"
+            ).fetchone()
             if dup:
                 problems.append(f"seq {dup[0]} is stored twice")
-            bad = conn.execute("SELECT COUNT(*) FROM outbox WHERE splice < 1 OR "
-                               "splice >= length(body)").fetchone()[0]
+            bad = conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE splice < 1 OR splice >= length(body)"
+            ).fetchone()[0]
             if bad:
                 problems.append(f"{bad} messages have a damaged body")
     if problems:
-        out.write("\n".join(problems) + f"\n{settings.path}: NOT OK; export what you can "
-                  "(`ironwatt buffer export`) and move the file aside: the gateway starts a "
-                  "new stream with an empty buffer\n")
+        out.write(
+            "\n".join(problems) + f"\n{settings.path}: NOT OK; export what you can "
+            "(`ironwatt buffer export`) and move the file aside: the gateway starts a "
+            "new stream with an empty buffer\n"
+        )
         return 1
     out.write(f"{settings.path}: ok\n")
     return 0

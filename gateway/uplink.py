@@ -59,8 +59,7 @@ class UplinkStatus:
 class Uplink:
     """Connects, publishes birth and will, drains the outbox. start()/stop() or `async with`."""
 
-    def __init__(self, settings: UplinkSettings, outbox: Outbox,
-                 devices: Any = None) -> None:
+    def __init__(self, settings: UplinkSettings, outbox: Outbox, devices: Any = None) -> None:
         self.settings = settings
         self.outbox = outbox
         self._devices = devices  # callable -> int, the number of configured devices
@@ -137,8 +136,14 @@ class Uplink:
                     self._state = "offline"
                 if self._stop.is_set():
                     break
-                self._stop.wait(backoff_delay(attempt, self.settings.reconnect_min_s,
-                                              self.settings.reconnect_max_s, self._rng))
+                self._stop.wait(
+                    backoff_delay(
+                        attempt,
+                        self.settings.reconnect_min_s,
+                        self.settings.reconnect_max_s,
+                        self._rng,
+                    )
+                )
                 attempt += 1
         finally:
             reader.close()
@@ -149,8 +154,10 @@ class Uplink:
             client = self._client()
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._state = "offline"
-            self._problem(f"MQTT TLS setup for {self._where()} failed: {exc}; check that "
-                          "mqtt.ca_file, cert_file and key_file exist, are PEM and match")
+            self._problem(
+                f"MQTT TLS setup for {self._where()} failed: {exc}; check that "
+                "mqtt.ca_file, cert_file and key_file exist, are PEM and match"
+            )
             return False
         if not self._connect(client):
             if self._state != "refused":
@@ -169,7 +176,8 @@ class Uplink:
         s = self.settings
         v5 = s.protocol == "5"
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=s.client_id,
+            CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,
         )
@@ -196,9 +204,15 @@ class Uplink:
         s = self.settings
         devices = self._devices() if callable(self._devices) else 0
         doc = {
-            "v": 1, "state": state, "gw": s.gw_id, "site": s.site, "version": s.version,
-            "since": utc_iso(self._since or time.time()), "devices": devices,
-            "backlog": self.outbox.backlog, "lag_s": round(self._lag_s, 3),
+            "v": 1,
+            "state": state,
+            "gw": s.gw_id,
+            "site": s.site,
+            "version": s.version,
+            "since": utc_iso(self._since or time.time()),
+            "devices": devices,
+            "backlog": self.outbox.backlog,
+            "lag_s": round(self._lag_s, 3),
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -215,8 +229,9 @@ class Uplink:
         self._connack, self._lost = None, False
         try:
             if s.protocol == "5":
-                client.connect(self._host, self._port, keepalive=max(1, round(s.keepalive_s)),
-                               clean_start=True)
+                client.connect(
+                    self._host, self._port, keepalive=max(1, round(s.keepalive_s)), clean_start=True
+                )
             else:
                 client.connect(self._host, self._port, keepalive=max(1, round(s.keepalive_s)))
         except ssl.SSLError as exc:
@@ -227,8 +242,9 @@ class Uplink:
             )
             return False
         except OSError as exc:
-            self._problem(f"MQTT broker {self._where()} unreachable: {exc}; retrying",
-                          logging.WARNING)
+            self._problem(
+                f"MQTT broker {self._where()} unreachable: {exc}; retrying", logging.WARNING
+            )
             return False
         deadline = time.monotonic() + s.connect_timeout_s
         while self._connack is None and not self._lost and time.monotonic() < deadline:
@@ -236,14 +252,22 @@ class Uplink:
                 break
         if self._connack is None:
             if self._lost:
-                hint = ("a broker requiring a client certificate closes TLS connections without "
-                        "one: check mqtt.cert_file/key_file" if self._tls else
-                        "check the broker's log and listener settings")
-                self._problem(f"MQTT broker {self._where()} closed the connection before "
-                              f"accepting it ({hint}); retrying")
+                hint = (
+                    "a broker requiring a client certificate closes TLS connections without "
+                    "one: check mqtt.cert_file/key_file"
+                    if self._tls
+                    else "check the broker's log and listener settings"
+                )
+                self._problem(
+                    f"MQTT broker {self._where()} closed the connection before "
+                    f"accepting it ({hint}); retrying"
+                )
             else:
-                self._problem(f"MQTT broker {self._where()} did not answer CONNECT within "
-                              f"{s.connect_timeout_s:.0f} s; retrying", logging.WARNING)
+                self._problem(
+                    f"MQTT broker {self._where()} did not answer CONNECT within "
+                    f"{s.connect_timeout_s:.0f} s; retrying",
+                    logging.WARNING,
+                )
             client.disconnect()
             return False
         if self._connack.is_failure:
@@ -259,20 +283,35 @@ class Uplink:
             return False
         return True
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                    reason_code: ReasonCode, properties: Any) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
         self._connack = reason_code
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                       reason_code: ReasonCode, properties: Any) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
         self._lost = True
         if reason_code.is_failure and self._state == "online" and not self._stop.is_set():
-            self._problem(f"MQTT connection to {self._where()} lost: {reason_code}; "
-                          "resending what was not acknowledged after reconnecting",
-                          logging.WARNING)
+            self._problem(
+                f"MQTT connection to {self._where()} lost: {reason_code}; "
+                "resending what was not acknowledged after reconnecting",
+                logging.WARNING,
+            )
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
-                    reason_code: ReasonCode, properties: Any) -> None:
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
+    ) -> None:
         entry = self._inflight.pop(mid, None)
         if entry is None:
             self._status_mids.discard(mid)
@@ -280,8 +319,10 @@ class Uplink:
         if reason_code.is_failure:
             # The broker did not take it (ACL, quota): keep the row; a reconnect resends it.
             self._refusals += 1
-            self._problem(f"MQTT broker {self._where()} refused a message: {reason_code}; "
-                          "check the broker's ACL for this gateway's topics")
+            self._problem(
+                f"MQTT broker {self._where()} refused a message: {reason_code}; "
+                "check the broker's ACL for this gateway's topics"
+            )
             self._lost = True
             return
         self._acked.append(entry[0])
@@ -289,8 +330,9 @@ class Uplink:
 
     def _publish_status(self, client: mqtt.Client, state: str) -> mqtt.MQTTMessageInfo:
         self._lag_s = self._lag()
-        info = client.publish(self.settings.status_topic, self._status_doc(state), qos=1,
-                              retain=True)
+        info = client.publish(
+            self.settings.status_topic, self._status_doc(state), qos=1, retain=True
+        )
         self._status_mids.add(info.mid)
         return info
 
@@ -349,8 +391,11 @@ class Uplink:
             if self._inflight:
                 oldest = next(iter(self._inflight.values()))[1]
                 if now - oldest > s.ack_timeout_s:
-                    self._problem(f"MQTT broker {self._where()} has not acknowledged a message "
-                                  f"for {s.ack_timeout_s:.0f} s; reconnecting", logging.WARNING)
+                    self._problem(
+                        f"MQTT broker {self._where()} has not acknowledged a message "
+                        f"for {s.ack_timeout_s:.0f} s; reconnecting",
+                        logging.WARNING,
+                    )
                     break
             wait = _IDLE_S
             if pending and len(self._inflight) < s.max_inflight:
@@ -383,5 +428,8 @@ class Uplink:
             client.disconnect()
         self._state = "offline"
         self._reader = None
-        log.info("MQTT session with %s ended; %d messages wait in the outbox", self._where(),
-                 self.outbox.backlog)
+        log.info(
+            "MQTT session with %s ended; %d messages wait in the outbox",
+            self._where(),
+            self.outbox.backlog,
+        )

@@ -54,7 +54,8 @@ class SilentBroker:
     def start(self) -> None:
         self._thread.start()
         fut = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port), self._loop)
+            asyncio.start_server(self._handle, "127.0.0.1", self.port), self._loop
+        )
         self._server = fut.result(5)
 
     def stop(self) -> None:

@@ -29,9 +29,14 @@ SIZE_64MB = 64 << 20  # the config reads sizes in binary multiples
 
 def filled(make_outbox: MakeOutbox) -> Outbox:
     outbox = make_outbox()
-    outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(4)]
-                   + [Message("ironwatt/plant1/gw1/telemetry/m1", {"p": 1.5}, qos=0,
-                              cls=MessageClass.TELEMETRY)])
+    outbox.enqueue(
+        [Message(TOPIC, {"n": i}) for i in range(4)]
+        + [
+            Message(
+                "ironwatt/plant1/gw1/telemetry/m1", {"p": 1.5}, qos=0, cls=MessageClass.TELEMETRY
+            )
+        ]
+    )
     return outbox
 
 

@@ -27,8 +27,14 @@ PROC = Path(__file__).with_name("gateway_proc.py")
 
 
 def settings(url: str, **kw: Any) -> UplinkSettings:
-    base: dict[str, Any] = dict(url=url, client_id="gw-test", site="plant1", gw_id="gw1",
-                                reconnect_min_s=0.1, reconnect_max_s=0.4)
+    base: dict[str, Any] = dict(
+        url=url,
+        client_id="gw-test",
+        site="plant1",
+        gw_id="gw1",
+        reconnect_min_s=0.1,
+        reconnect_max_s=0.4,
+    )
     base.update(kw)
     return UplinkSettings(**base)
 
@@ -64,8 +70,12 @@ class Lines:
 
 def spawn(db: Path, url: str, count: int, rate: float) -> tuple[subprocess.Popen[str], Lines]:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
-    proc = subprocess.Popen([sys.executable, str(PROC), str(db), url, str(count), str(rate)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(PROC), str(db), url, str(count), str(rate)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None
     return proc, Lines(proc.stdout)
 
@@ -108,8 +118,12 @@ def test_mutual_tls(make_outbox: MakeOutbox, tmp_path: Path) -> None:
         collector = Collector(broker, TOPIC, use_tls=True)
         outbox = make_outbox()
         outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(5)])
-        good = settings(broker.tls_url, ca_file=broker.ca.ca_file,
-                        cert_file=broker.ca.client_cert, key_file=broker.ca.client_key)
+        good = settings(
+            broker.tls_url,
+            ca_file=broker.ca.ca_file,
+            cert_file=broker.ca.client_cert,
+            key_file=broker.ca.client_key,
+        )
         up = Uplink(good, outbox)
         up.start()
         got = collector.wait_for(lambda g: len(seqs(g)) == 5, 10)
@@ -193,8 +207,9 @@ def test_broker_that_never_acks_bounded_memory_no_loss(
     outbox = make_outbox()
     n = 3000
     outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(n)])
-    up = Uplink(settings(real.url.replace("mqtt://", "mqtt://"), protocol="3.1.1",
-                         max_inflight=20), outbox)
+    up = Uplink(
+        settings(real.url.replace("mqtt://", "mqtt://"), protocol="3.1.1", max_inflight=20), outbox
+    )
     up.start()
     try:
         assert wait(lambda: len(silent.publishes) >= 20, 10)
@@ -222,8 +237,9 @@ def test_broker_that_never_acks_bounded_memory_no_loss(
 
 def test_missing_ca_file_is_reported_not_fatal(make_outbox: MakeOutbox, tmp_path: Path) -> None:
     outbox = make_outbox()
-    up = Uplink(settings(f"mqtts://127.0.0.1:{free_port()}", ca_file=tmp_path / "no-ca.pem"),
-                outbox)
+    up = Uplink(
+        settings(f"mqtts://127.0.0.1:{free_port()}", ca_file=tmp_path / "no-ca.pem"), outbox
+    )
     up.start()
     try:
         assert wait(lambda: "TLS setup" in (up.status().last_error or ""), 5)

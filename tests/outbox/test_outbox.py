@@ -18,8 +18,9 @@ MakeOutbox = Callable[..., Outbox]
 
 
 def windows(n: int, size: int = 300) -> list[Message]:
-    return [Message("ironwatt/plant1/gw1/energy/1m/m1", {"i": i, "pad": "x" * size})
-            for i in range(n)]
+    return [
+        Message("ironwatt/plant1/gw1/energy/1m/m1", {"i": i, "pad": "x" * size}) for i in range(n)
+    ]
 
 
 def rows(outbox: Outbox) -> list[tuple[int | None, int, dict[str, object]]]:
@@ -31,19 +32,29 @@ def rows(outbox: Outbox) -> list[tuple[int | None, int, dict[str, object]]]:
 
 def test_seq_increases_across_batches_and_skips_telemetry(make_outbox: MakeOutbox) -> None:
     outbox = make_outbox()
-    first = outbox.enqueue([
-        Message("a", {"x": 1}),
-        Message("t", {"y": 2}, qos=0, cls=MessageClass.TELEMETRY),
-        Message("e", b'{"type":"device_up"}', cls=MessageClass.EVENT),
-    ])
+    first = outbox.enqueue(
+        [
+            Message("a", {"x": 1}),
+            Message("t", {"y": 2}, qos=0, cls=MessageClass.TELEMETRY),
+            Message("e", b'{"type":"device_up"}', cls=MessageClass.EVENT),
+        ]
+    )
     second = outbox.enqueue(windows(3))
     assert first == [1, None, 2]
     assert second == [3, 4, 5]
     got = rows(outbox)
     assert [g[0] for g in got] == [1, None, 2, 3, 4, 5]
     body = got[0][2]
-    assert body == {"v": 1, "stream": outbox.stream, "seq": 1, "gw": "gw1", "site": "plant1",
-                    "sent": "t", "replayed": False, "x": 1}
+    assert body == {
+        "v": 1,
+        "stream": outbox.stream,
+        "seq": 1,
+        "gw": "gw1",
+        "site": "plant1",
+        "sent": "t",
+        "replayed": False,
+        "x": 1,
+    }
     assert "seq" not in got[1][2] and "replayed" not in got[1][2]
     assert got[2][2]["type"] == "device_up"
 
@@ -145,10 +156,10 @@ def test_refuses_a_newer_schema(make_outbox: MakeOutbox, tmp_path: Path) -> None
 def test_cap_drops_telemetry_then_windows_never_events_first(make_outbox: MakeOutbox) -> None:
     cap = 400_000
     outbox = make_outbox(max_size_bytes=cap)
-    tele = [Message("t", {"pad": "t" * 300}, qos=0, cls=MessageClass.TELEMETRY)
-            for _ in range(100)]
-    events = [Message("e", {"type": "device_down", "n": i}, cls=MessageClass.EVENT)
-              for i in range(20)]
+    tele = [Message("t", {"pad": "t" * 300}, qos=0, cls=MessageClass.TELEMETRY) for _ in range(100)]
+    events = [
+        Message("e", {"type": "device_down", "n": i}, cls=MessageClass.EVENT) for i in range(20)
+    ]
     outbox.enqueue(tele + events)
     outbox.enqueue(windows(600))  # ~200 kB
     assert outbox.stats().dropped_total == 0

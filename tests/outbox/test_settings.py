@@ -20,20 +20,28 @@ def test_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         f'data_dir = "{tmp_path / "data"}"\n'
         '[mqtt]\nurl = "mqtts://broker.plant.local"\nusername = "bf2"\n'
         'password_env = "IW_TEST_MQTT_PASSWORD"\nprotocol = "3.1.1"\nkeepalive = "15s"\n'
-        'max_inflight = 50\ndrain_rate = 200\n'
+        "max_inflight = 50\ndrain_rate = 200\n"
         '[buffer]\nmax_size = "64MB"\ndurability = "normal"\n'
     )
     cfg = load_config(config)
     ob = OutboxSettings.from_config(cfg)
     assert ob.path == tmp_path / "data" / "ironwatt.db"
     assert (ob.gw_id, ob.site, ob.durability, ob.max_size_bytes) == (
-        "bf2-sub-a", "plant1", "normal", 64 << 20)
+        "bf2-sub-a",
+        "plant1",
+        "normal",
+        64 << 20,
+    )
     assert ob.event_topic == "ironwatt/plant1/bf2-sub-a/event"
     up = UplinkSettings.from_config(cfg)
     assert up.client_id == "ironwatt-plant1-bf2-sub-a"
     assert up.password == "s3cret-from-env" and "s3cret" not in repr(up)
-    assert (up.protocol, up.keepalive_s, up.max_inflight, up.drain_rate) == ("3.1.1", 15.0, 50,
-                                                                             200.0)
+    assert (up.protocol, up.keepalive_s, up.max_inflight, up.drain_rate) == (
+        "3.1.1",
+        15.0,
+        50,
+        200.0,
+    )
     assert up.status_topic == "ironwatt/plant1/bf2-sub-a/status"
 
 

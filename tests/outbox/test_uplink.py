@@ -21,8 +21,15 @@ STATUS = "ironwatt/plant1/gw1/status"
 
 
 def settings(url: str, **kw: Any) -> UplinkSettings:
-    base: dict[str, Any] = dict(url=url, client_id="gw-test", site="plant1", gw_id="gw1",
-                                reconnect_min_s=0.1, reconnect_max_s=0.4, status_interval_s=0.5)
+    base: dict[str, Any] = dict(
+        url=url,
+        client_id="gw-test",
+        site="plant1",
+        gw_id="gw1",
+        reconnect_min_s=0.1,
+        reconnect_max_s=0.4,
+        status_interval_s=0.5,
+    )
     base.update(kw)
     return UplinkSettings(**base)
 
@@ -116,8 +123,7 @@ def test_birth_will_and_graceful_offline(make_outbox: MakeOutbox, broker: Mosqui
     collector = Collector(broker, STATUS)
     uplink = Uplink(settings(broker.url, protocol="3.1.1"), outbox, devices=lambda: 7)
     uplink.start()
-    got = collector.wait_for(
-        lambda g: any(json.loads(p)["backlog"] == 0 for _, p, _ in g), 10)
+    got = collector.wait_for(lambda g: any(json.loads(p)["backlog"] == 0 for _, p, _ in g), 10)
     docs = [json.loads(p) for _, p, _ in got]
     assert docs[0]["state"] == "online" and docs[0]["devices"] == 7
     assert {"v", "gw", "site", "version", "since", "backlog", "lag_s"} <= set(docs[0])
@@ -132,15 +138,25 @@ def test_birth_will_and_graceful_offline(make_outbox: MakeOutbox, broker: Mosqui
     assert got and got[0][2] and json.loads(got[0][1])["state"] == "offline"
 
 
-def test_last_will_when_the_gateway_vanishes(make_outbox: MakeOutbox, broker: Mosquitto,
-                                             tmp_path: Path) -> None:
+def test_last_will_when_the_gateway_vanishes(
+    make_outbox: MakeOutbox, broker: Mosquitto, tmp_path: Path
+) -> None:
     import subprocess
     import sys
 
     collector = Collector(broker, STATUS)
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("gateway_proc.py")),
-                             str(tmp_path / "will.db"), broker.url, "5", "100"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("gateway_proc.py")),
+            str(tmp_path / "will.db"),
+            broker.url,
+            "5",
+            "100",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         collector.wait_for(lambda g: any(json.loads(p)["state"] == "online" for _, p, _ in g))
     finally:

@@ -63,40 +63,64 @@ class TestCA:
             return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
         def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-            path.write_bytes(key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption()))
+            path.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
             path.chmod(0o600)
 
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = (
-            x509.CertificateBuilder().subject_name(name("ironwatt test CA"))
-            .issuer_name(name("ironwatt test CA")).public_key(ca_key.public_key())
+            x509.CertificateBuilder()
+            .subject_name(name("ironwatt test CA"))
+            .issuer_name(name("ironwatt test CA"))
+            .public_key(ca_key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False,
-                                         False), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
             .sign(ca_key, hashes.SHA256())
         )
 
         def leaf(cn: str, server: bool) -> tuple[Any, Any]:
             key = ec.generate_private_key(ec.SECP256R1())
             builder = (
-                x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca_cert.subject)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                x509.CertificateBuilder()
+                .subject_name(name(cn))
+                .issuer_name(ca_cert.subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5))
                 .not_valid_after(now + datetime.timedelta(days=1))
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else
-                     ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .add_extension(
+                    x509.ExtendedKeyUsage(
+                        [
+                            ExtendedKeyUsageOID.SERVER_AUTH
+                            if server
+                            else ExtendedKeyUsageOID.CLIENT_AUTH
+                        ]
+                    ),
+                    critical=False,
+                )
             )
             if server:
-                builder = builder.add_extension(x509.SubjectAlternativeName([
-                    x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
-                ]), critical=False)
+                builder = builder.add_extension(
+                    x509.SubjectAlternativeName(
+                        [
+                            x509.DNSName("localhost"),
+                            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        ]
+                    ),
+                    critical=False,
+                )
             return key, builder.sign(ca_key, hashes.SHA256())
 
         pem = serialization.Encoding.PEM
@@ -141,7 +165,10 @@ class Mosquitto:
             "max_queued_messages 0",  # the default 1000 silently drops to a slow subscriber
             "max_inflight_messages 0",
             f"log_dest file {self.log_file}",
-            "log_type error", "log_type warning", "log_type notice", "log_type information",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
             "per_listener_settings false",
             # Started as root, mosquitto would switch to user `mosquitto` and could no longer
             # write its log and persistence file in our temp dir.
@@ -151,8 +178,11 @@ class Mosquitto:
             pw = self.workdir / "passwd"
             pw.write_text("")
             for user, password in self.users.items():
-                subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True,
-                               capture_output=True)
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(pw), user, password],
+                    check=True,
+                    capture_output=True,
+                )
             pw.chmod(0o644)
             lines += ["allow_anonymous false", f"password_file {pw}"]
         else:
@@ -178,16 +208,18 @@ class Mosquitto:
     def start(self, timeout: float = 10.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         for port in (self.port, self.tls_port):
             if port and not _wait_port(port, timeout):
                 err = b""
                 if self.proc.poll() is not None and self.proc.stderr is not None:
                     err = self.proc.stderr.read()
                 self.stop()
-                raise RuntimeError(f"mosquitto did not listen on {port}: {err.decode()}"
-                                   f"{self.log()}")
+                raise RuntimeError(
+                    f"mosquitto did not listen on {port}: {err.decode()}{self.log()}"
+                )
 
     def stop(self) -> None:
         if self.proc is None:
@@ -217,24 +249,37 @@ class Mosquitto:
 class Collector:
     """Subscribes to `topic` (QoS 1) and keeps every message: (topic, payload, retain)."""
 
-    def __init__(self, broker: Mosquitto, topic: str = "#", *, username: str | None = None,
-                 password: str | None = None, use_tls: bool = False,
-                 client_id: str = "collector") -> None:
+    def __init__(
+        self,
+        broker: Mosquitto,
+        topic: str = "#",
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool = False,
+        client_id: str = "collector",
+    ) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         # A persistent session: the broker queues for us while we are away (broker outages).
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
         self.client.reconnect_delay_set(0.05, 0.5)
         if username:
             self.client.username_pw_set(username, password)
         port = broker.port
         if use_tls and broker.ca is not None:
-            self.client.tls_set(ca_certs=str(broker.ca.ca_file),
-                                certfile=str(broker.ca.client_cert),
-                                keyfile=str(broker.ca.client_key),
-                                tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            self.client.tls_set(
+                ca_certs=str(broker.ca.ca_file),
+                certfile=str(broker.ca.client_cert),
+                keyfile=str(broker.ca.client_key),
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
             port = broker.tls_port
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
@@ -252,8 +297,9 @@ class Collector:
         with self._lock:
             return list(self.messages)
 
-    def wait_for(self, predicate: Callable[[list[tuple[str, bytes, bool]]], bool],
-                 timeout: float = 10.0) -> list[tuple[str, bytes, bool]]:
+    def wait_for(
+        self, predicate: Callable[[list[tuple[str, bytes, bool]]], bool], timeout: float = 10.0
+    ) -> list[tuple[str, bytes, bool]]:
         deadline = time.monotonic() + timeout
         while True:
             got = self.snapshot()
