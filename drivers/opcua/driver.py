@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ class OpcuaDriver:
         flush_interval: float = 0.1,
         flush_samples: int = 4096,
         backoff: Backoff | None = None,
-        watchdog_interval: float = 1.0,
+        watchdog_interval: float = 1.0,  # asyncua's keepalive probe (Read of ServerStatus)
     ) -> None:
         self.device = device
         self.name: str = device.name
@@ -123,7 +124,6 @@ class OpcuaDriver:
         self.uncertain = 0
         self.reconnects = 0
         self.namespace_indexes: dict[str, int] = {}
-        self.last_flush = 0.0
 
     # -- public -----------------------------------------------------------------------------
 
@@ -174,12 +174,13 @@ class OpcuaDriver:
             self._batch = SampleBatch()
             self.samples += len(batch)
             self.sink.add_samples(batch)
-        self.last_flush = time.monotonic()
 
     # -- session ----------------------------------------------------------------------------
 
     def settings(self) -> ConnectionSettings:
-        return settings_for_device(self.device, self.data_dir, self.gateway_id, self.site)
+        """Read afresh at every connect: a fixed password file is picked up on the next try."""
+        settings = settings_for_device(self.device, self.data_dir, self.gateway_id, self.site)
+        return replace(settings, watchdog_interval=self.watchdog_interval)
 
     async def _session(self) -> None:
         ua = ua_module()
@@ -271,6 +272,7 @@ class OpcuaDriver:
     def _resolve(self, namespaces: Sequence[str], ua: Any) -> list[Any]:
         """ns= NodeIds for this session; nsu= looked up in the server's NamespaceArray now."""
         errors = dict(self._config_errors)
+        self._numeric_reported.clear()  # a new session checks the value types again
         nodeids: list[Any] = []
         self.namespace_indexes = {}
         for slot, ref in enumerate(self.refs):

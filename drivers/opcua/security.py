@@ -76,7 +76,7 @@ class ConnectionSettings:
     timeout: float = 5.0
     application_uri: str = "urn:ironwatt:gateway"
     pki_dir: Path | None = None  # where the own certificate is created when none is given
-    require_pin: bool = True  # the runtime never trusts on first use; `opcua trust` sets False
+    watchdog_interval: float = 1.0  # the client probes ServerStatus this often (dead sessions)
 
     @property
     def secure(self) -> bool:
@@ -260,7 +260,9 @@ async def make_client(settings: ConnectionSettings) -> Client:
             f"device {label}: security_policy {settings.security_policy} needs security_mode "
             "Sign or SignAndEncrypt"
         )
-    client = Client(endpoint, timeout=settings.timeout)
+    client = Client(
+        endpoint, timeout=settings.timeout, watchdog_intervall=settings.watchdog_interval
+    )
     client.name = client.description = f"ironwatt {label}"
     client.application_uri = settings.application_uri
     client.product_uri = "urn:ironwatt"
@@ -269,7 +271,8 @@ async def make_client(settings: ConnectionSettings) -> Client:
     client.session_timeout = 60_000
 
     pinned = load_der(settings.server_certificate) if settings.server_certificate else None
-    if settings.secure and pinned is None and settings.require_pin:
+    # Never trust on first use: the technician pins with `ironwatt opcua trust` beforehand.
+    if settings.secure and pinned is None:
         raise OpcuaConnectError(
             f"device {label}: security_policy {settings.security_policy} needs a pinned server "
             f"certificate: run `ironwatt opcua trust {endpoint} --out <file.der>`, check the "

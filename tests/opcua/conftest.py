@@ -1,7 +1,7 @@
 """Fixtures for the OPC UA tests: the simulated PLC in a subprocess, a recording sink, devices.
 
 The PLC runs as its own process so a restart is a real one (killed socket, new server state);
-module-scoped where tests only read, so the slow asyncua start is paid once per module.
+session-scoped where tests only read, so the slow asyncua start is paid once.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncua.crypto import cert_gen
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from drivers.base import DeviceEvent
 from drivers.opcua.driver import OpcuaDriver
@@ -43,7 +48,7 @@ class PlcProcess:
     def endpoint(self) -> str:
         return f"opc.tcp://127.0.0.1:{self.port}"
 
-    def start(self, *extra: str, timeout: float = 30.0) -> None:
+    def start(self, *extra: str, timeout: float = 60.0) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -87,13 +92,65 @@ class PlcProcess:
         self.proc = None
 
 
-@pytest.fixture(scope="module")
+PASSWORD = "s3cret-Ofen2"
+
+
+def make_cert(directory: Path, uri: str) -> tuple[Path, Path]:
+    """A self-signed certificate (DER) and key (PEM), as a PLC or a user would bring them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = cert_gen.generate_private_key()
+    cert = cert_gen.generate_self_signed_app_certificate(
+        key,
+        uri,
+        {},
+        [x509.UniformResourceIdentifier(uri), x509.DNSName(socket.gethostname())],
+        extended=[ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    cert_path, key_path = directory / "cert.der", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(Encoding.DER))
+    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pki")
+
+
+@pytest.fixture(scope="session")
+def user_cert(pki: Path) -> tuple[Path, Path]:
+    return make_cert(pki / "operator", "urn:plant1:operator")
+
+
+@pytest.fixture(scope="session")
+def secure_plc(pki: Path, user_cert: tuple[Path, Path]) -> Iterator[PlcProcess]:
+    proc = PlcProcess(
+        "--static",
+        "--cert-dir", str(pki / "server"),
+        "--security", "Basic256Sha256_SignAndEncrypt",
+        "--security", "Aes128_Sha256_RsaOaep_SignAndEncrypt",
+        "--security", "Aes256_Sha256_RsaPss_Sign",
+        "--user", f"gateway:{PASSWORD}",
+        "--user-certificate", str(user_cert[0]),
+    )  # fmt: skip
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture(scope="session")
+def pinned(pki: Path, secure_plc: PlcProcess) -> Path:
+    """The secure PLC's certificate, as `ironwatt opcua trust` would have saved it."""
+    return pki / "server" / "server-cert.der"
+
+
+@pytest.fixture(scope="session")
 def plc() -> Iterator[PlcProcess]:
     """A static (values change only when written), anonymous, unsecured PLC."""
     proc = PlcProcess("--static", "--max-nodes-per-read", "4")
     proc.start()
     yield proc
-    proc.stop()
+    proc.kill()
 
 
 def point(name: str, node: str, **extra: Any) -> dict[str, Any]:

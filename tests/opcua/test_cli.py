@@ -11,7 +11,7 @@ import pytest
 
 from drivers.opcua.security import fingerprint
 from gateway.cli_opcua import describe_device, register
-from tests.opcua.conftest import NSU, PlcProcess, make_device, point
+from tests.opcua.conftest import NSU, PASSWORD, PlcProcess, make_device, point
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -78,48 +78,49 @@ def test_connection_refused_is_one_clear_line(capsys: pytest.CaptureFixture[str]
 
 
 def test_trust_shows_fingerprint_and_saves_after_confirmation(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    secure_plc: PlcProcess,
+    pinned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    plc = PlcProcess(
-        "--static", "--cert-dir", str(tmp_path / "server"),
-        "--security", "None", "--security", "Basic256Sha256_SignAndEncrypt",
-    )  # fmt: skip
-    plc.start()
-    try:
-        server_der = (tmp_path / "server" / "server-cert.der").read_bytes()
-        out = tmp_path / "pki" / "bf2.der"
-        monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
-        code, text, _err = run_cli(["opcua", "trust", plc.endpoint, "--out", str(out)], capsys)
-        assert code == 1 and not out.exists()
-        assert f"SHA-256 fingerprint: {fingerprint(server_der)}" in text
-        assert "application URI:     urn:ironwatt:sim:plc" in text
-        monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
-        code, text, _err = run_cli(["opcua", "trust", plc.endpoint, "--out", str(out)], capsys)
-        assert code == 0 and out.read_bytes() == server_der
-        code, text, _err = run_cli(
-            ["opcua", "trust", plc.endpoint, "--out", str(out), "--yes"], capsys
-        )
-        assert code == 0 and "already holds this certificate" in text
-        # With the pin, a secure read works; the client certificate lands in --data-dir.
-        code, text, err = run_cli(
-            [
-                "opcua", "read", plc.endpoint, NSU + "Types.Double",
-                "--security-policy", "Basic256Sha256", "--server-certificate", str(out),
-                "--data-dir", str(tmp_path / "data"),
-            ],
-            capsys,
-        )  # fmt: skip
-        assert code == 0, err
-        assert "Double = 2.25" in text
-        assert (tmp_path / "data" / "pki" / "own" / "cert.der").exists()
-        # Without it, the tool refuses and says how to fix it.
-        code, _text, err = run_cli(
-            ["opcua", "read", plc.endpoint, "i=2258", "--security-policy", "Basic256Sha256"],
-            capsys,
-        )
-        assert code == 1 and "ironwatt opcua trust" in err
-    finally:
-        plc.stop()
+    plc = secure_plc
+    server_der = pinned.read_bytes()
+    out = tmp_path / "pki" / "bf2.der"
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    code, text, _err = run_cli(["opcua", "trust", plc.endpoint, "--out", str(out)], capsys)
+    assert code == 1 and not out.exists()
+    assert f"SHA-256 fingerprint: {fingerprint(server_der)}" in text
+    assert "application URI:     urn:ironwatt:sim:plc" in text
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    code, text, _err = run_cli(["opcua", "trust", plc.endpoint, "--out", str(out)], capsys)
+    assert code == 0 and out.read_bytes() == server_der
+    code, text, _err = run_cli(["opcua", "trust", plc.endpoint, "--out", str(out), "--yes"], capsys)
+    assert code == 0 and "already holds this certificate" in text
+    # With the pin, a secure read works; the client certificate lands in --data-dir.
+    monkeypatch.setenv("PLC_PASSWORD", PASSWORD)
+    secure = [
+        "--security-policy", "Basic256Sha256", "--username", "gateway",
+        "--password-env", "PLC_PASSWORD", "--data-dir", str(tmp_path / "data"),
+    ]  # fmt: skip
+    code, text, err = run_cli(
+        [
+            "opcua",
+            "read",
+            plc.endpoint,
+            NSU + "Types.Double",
+            "--server-certificate",
+            str(out),
+            *secure,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "Double = 2.25" in text
+    assert (tmp_path / "data" / "pki" / "own" / "cert.der").exists()
+    # Without it, the tool refuses and says how to fix it.
+    code, _text, err = run_cli(["opcua", "read", plc.endpoint, "i=2258", *secure], capsys)
+    assert code == 1 and "ironwatt opcua trust" in err
 
 
 def test_describe_device_lists_nodes_mode_and_problems(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def restartable_plc() -> Iterator[PlcProcess]:
     proc = PlcProcess("--evolve-interval", "0.1")
     proc.start()
     yield proc
-    proc.stop()
+    proc.kill()
 
 
 @pytest.mark.asyncio

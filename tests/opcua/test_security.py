@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from asyncua.crypto import cert_gen
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.security import (
@@ -26,63 +20,15 @@ from gateway.config_model import OpcuaDevice
 from gateway.samples import QUALITY_GOOD
 from tests.opcua.conftest import (
     NSU,
+    PASSWORD,
     PlcProcess,
     RecordingSink,
+    make_cert,
     make_device,
     point,
     running,
     wait_until,
 )
-
-PASSWORD = "s3cret-Ofen2"
-
-
-def make_cert(directory: Path, uri: str) -> tuple[Path, Path]:
-    """A self-signed certificate (DER) and key (PEM), as a PLC or a user would bring them."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = cert_gen.generate_private_key()
-    cert = cert_gen.generate_self_signed_app_certificate(
-        key,
-        uri,
-        {},
-        [x509.UniformResourceIdentifier(uri), x509.DNSName(socket.gethostname())],
-        extended=[ExtendedKeyUsageOID.CLIENT_AUTH],
-    )
-    cert_path, key_path = directory / "cert.der", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(Encoding.DER))
-    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
-    return cert_path, key_path
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("pki")
-
-
-@pytest.fixture(scope="module")
-def user_cert(pki: Path) -> tuple[Path, Path]:
-    return make_cert(pki / "operator", "urn:plant1:operator")
-
-
-@pytest.fixture(scope="module")
-def secure_plc(pki: Path, user_cert: tuple[Path, Path]) -> Iterator[PlcProcess]:
-    proc = PlcProcess(
-        "--static",
-        "--cert-dir", str(pki / "server"),
-        "--security", "Basic256Sha256_SignAndEncrypt",
-        "--security", "Aes128_Sha256_RsaOaep_SignAndEncrypt",
-        "--security", "Aes256_Sha256_RsaPss_Sign",
-        "--user", f"gateway:{PASSWORD}",
-        "--user-certificate", str(user_cert[0]),
-    )  # fmt: skip
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def pinned(pki: Path, secure_plc: PlcProcess) -> Path:
-    return pki / "server" / "server-cert.der"
 
 
 def secure_device(
