@@ -270,7 +270,16 @@ async def make_client(settings: ConnectionSettings) -> Client:
     # if we vanish: 60 s rather than asyncua's hour keeps dead sessions from piling up on PLCs.
     client.session_timeout = 60_000
 
-    pinned = load_der(settings.server_certificate) if settings.server_certificate else None
+    pinned: bytes | None = None
+    if settings.server_certificate is not None:
+        try:
+            pinned = load_der(settings.server_certificate)
+        except (OSError, ValueError) as exc:
+            raise OpcuaConnectError(
+                f"device {label}: server_certificate {settings.server_certificate} cannot be "
+                f"read ({getattr(exc, 'strerror', None) or exc}): run `ironwatt opcua trust "
+                f"{endpoint} --out {settings.server_certificate}`"
+            ) from None
     # Never trust on first use: the technician pins with `ironwatt opcua trust` beforehand.
     if settings.secure and pinned is None:
         raise OpcuaConnectError(

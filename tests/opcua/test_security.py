@@ -153,3 +153,11 @@ async def test_unpinned_or_mismatched_server_certificate_is_refused(
     )
     with pytest.raises(OpcuaConnectError, match="server certificate mismatch"):
         await connect(plain)
+
+
+@pytest.mark.asyncio
+async def test_missing_pinned_file_names_the_file(secure_plc: PlcProcess, tmp_path: Path) -> None:
+    device = secure_device(secure_plc, tmp_path / "gone.der", None)
+    with pytest.raises(OpcuaConnectError) as err:
+        await connect(settings_for_device(device, tmp_path, "gw1", "plant1"))
+    assert f"server_certificate {tmp_path / 'gone.der'} cannot be read" in str(err.value)
