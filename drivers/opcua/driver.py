@@ -241,10 +241,13 @@ class OpcuaDriver:
         client.connection_lost_callback = None
         try:
             await asyncio.wait_for(client.disconnect(), 2.0)
-        except Exception:
-            # A dead transport cannot close politely; drop the socket and the client's tasks.
+        except BaseException as exc:
+            # A dead transport cannot close politely (and a cancel may cut it short): drop the
+            # socket so nothing of this session lingers.
             with contextlib.suppress(Exception):
                 client.disconnect_socket()
+            if not isinstance(exc, Exception):
+                raise
 
     # -- node ids ---------------------------------------------------------------------------
 
