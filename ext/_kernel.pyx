@@ -44,6 +44,8 @@ _ACC_FIELDS = (
     "samples", "bad", "rollovers", "resets", "estimated", "peak", "peak_at",
 )
 _STATE_FIELDS = ("tseen", "based", "t0", "v0", "cstart", "pend_bad", "pend_t")
+# Windows closed during one point's gap that a later reading may still revise, at most.
+MAX_REVISABLE = 4096
 
 
 cdef struct Acc:
@@ -130,6 +132,7 @@ cdef struct Rec:
     double coverage
     double peak
     double peak_at
+    int gap
 
 
 cdef struct Blk:
@@ -221,6 +224,8 @@ cdef class Kernel:
     cdef Blk* bq
     cdef Py_ssize_t blen, bcap
     cdef double next_due
+    cdef int forcing
+    cdef dict revisable  # pid -> [(record tuple, periods tuple)], windows closed in a gap
     cdef long long n_ooo, n_future, n_unknown
 
     def __cinit__(self):
@@ -277,6 +282,8 @@ cdef class Kernel:
         self.blen = 0
         self.bcap = 0
         self.next_due = INF
+        self.forcing = 0
+        self.revisable = {}
         self.n_ooo = 0
         self.n_future = 0
         self.n_unknown = 0
@@ -330,12 +337,20 @@ cdef class Kernel:
                     self.next_due = st.cend + self.cold[p].grace
 
     cdef void _trim(self):
-        cdef long long low = self.glen + self.off - 2, drop, i
+        cdef long long low = self.glen + self.off - 2, drop, i, keep
         cdef int p, k
         cdef unsigned int m
+        cdef double oldest = INF
         for p in range(self.npts):
-            if self.pts[p].active and self.cold[p].c < low:
-                low = self.cold[p].c
+            if self.pts[p].active:
+                if self.cold[p].c < low:
+                    low = self.cold[p].c
+                if self.pts[p].cstart < oldest:
+                    oldest = self.pts[p].cstart
+        # Keep max_revision_age of cells behind every cursor: gap energy is split over them.
+        keep = self._bisect(oldest - self.max_age) - 1 + self.off
+        if keep < low:
+            low = keep
         drop = low - self.off
         if drop < 4096 or drop * 2 < self.glen:
             return
@@ -407,6 +422,7 @@ cdef class Kernel:
             g = self._bisect(since) - 1
             memset(st, 0, sizeof(Point))
             memset(cd, 0, sizeof(Cold))
+            self.revisable.pop(pid, None)
             st.tseen = -INF
             cd.c = g + self.off
             st.cstart = self.grid[g]
@@ -448,6 +464,7 @@ cdef class Kernel:
         if 0 <= pid < self.npts:
             self.pts[pid].active = 0
             self.keys[pid] = None
+            self.revisable.pop(pid, None)
 
     # ---- ingest -----------------------------------------------------------------------------
 
@@ -594,15 +611,13 @@ cdef class Kernel:
         cdef double done = 0.0, s = t0, vs = v0, e, cum, ve
         cdef Cell* cell
         if t0 < st.cstart:
-            # Windows between the last reading and this one were closed without it: the gap's
-            # energy for them goes to the first open window, marked estimated.
+            # Windows between the last reading and this one were closed without it.
             s = st.cstart
             done = d * (s - t0) / dt
             vs = v0 + done
             if roll > 0.0 and vs >= roll:
                 vs -= roll
-            st.cell.delta += done
-            st.cell.estimated = 1
+            self._spread_gap(st, t, d, done)
             covered = 0
         while t >= st.cend:
             e = st.cend
@@ -637,6 +652,101 @@ cdef class Kernel:
             cell.estimated = 1
         st.t0 = t
         st.v0 = v
+
+    cdef double _value_at(self, Point* st, double x, double d, double dt):
+        """The counter reading at instant x, interpolated over the gap."""
+        cdef double val = st.v0 + d * (x - st.t0) / dt
+        if st.rollover > 0.0 and val >= st.rollover:
+            val -= st.rollover
+        return val
+
+    cdef void _split_periods(self, list out, double a, double b, double t0, double d,
+                             double dt):
+        """Add the gap energy between instants a and b to `out` by TOU period of the grid."""
+        cdef long long g = self._bisect(a) - 1
+        cdef double lo, hi
+        if g < 0:
+            g = 0
+        while g + 1 < self.glen and self.grid[g] < b:
+            lo = self.grid[g] if self.grid[g] > a else a
+            hi = self.grid[g + 1] if self.grid[g + 1] < b else b
+            if hi > lo:
+                out[self.period[g]] += d * (hi - t0) / dt - d * (lo - t0) / dt
+            g += 1
+
+    cdef void _spread_gap(self, Point* st, double t, double d, double done):
+        """Share a counter's energy over the windows closed since its last reading.
+
+        Windows already emitted (within max_revision_age) are emitted again with revision + 1
+        and estimated; what belongs to older ones, or to windows still open, goes to the open
+        window of each interval, estimated.
+        """
+        cdef double t0 = st.t0
+        cdef double dt = t - t0
+        cdef double cs = st.cstart
+        cdef Cold* cd = &self.cold[st.pid]
+        cdef int tou = cd.tou and self.nper > 0
+        cdef int k, j, nk = self.nk, nper = self.nper
+        cdef double ws, we, a, share, first, last, rest
+        cdef list revised = [0.0] * nk
+        cdef Acc* w
+        cdef double* wp
+        items = self.revisable.pop(st.pid, [])
+        if d != 0.0:
+            for rec, per in items:
+                k = rec[1]
+                ws = rec[5]
+                we = rec[6]
+                if we < t - self.max_age:
+                    continue
+                a = ws if ws > t0 else t0
+                share = d * (we - t0) / dt - d * (a - t0) / dt
+                revised[k] += share
+                first = self._value_at(st, ws, d, dt) if ws >= t0 else rec[8]
+                last = self._value_at(st, we, d, dt)
+                new_per = per
+                if tou:
+                    lst = list(per)
+                    self._split_periods(lst, a, we, t0, d, dt)
+                    new_per = tuple(lst)
+                new = (rec[0], rec[1], rec[2], rec[3] + 1, 1, ws, we, rec[7] + share, first,
+                       last) + tuple(rec[10:20]) + (0,)
+                self._push_tuple(new, new_per, we + cd.grace)
+                if we + cd.grace < self.next_due:
+                    self.next_due = we + cd.grace
+        cdef long long g = cd.c - self.off
+        for k in range(nk):
+            w = &self.wins[st.pid * nk + k]
+            wp = &self.wper[(st.pid * nk + k) * nper]
+            a = w.start if w.start > t0 else t0
+            if w.first != w.first and w.start >= t0:
+                w.first = self._value_at(st, w.start, d, dt)
+            if d == 0.0:
+                continue
+            w.delta += done - <double>revised[k]
+            w.estimated = 1
+            if tou:
+                lst = [wp[j] for j in range(nper)]
+                self._split_periods(lst, a, cs, t0, d, dt)
+                for j in range(nper):
+                    wp[j] = lst[j]
+                rest = done - <double>revised[k] - (d * (cs - t0) / dt - d * (a - t0) / dt)
+                wp[self.period[g]] += rest
+
+    cdef tuple _rec_tuple(self, Rec* r):
+        return (r.point, r.interval, r.kind, r.revision, r.estimated, r.start, r.end, r.delta,
+                r.first, r.last, r.mean, r.vmin, r.vmax, r.rollovers, r.resets, r.samples,
+                r.bad, r.coverage, r.peak, r.peak_at, r.gap)
+
+    cdef void _push_tuple(self, tuple rec, tuple per, double due):
+        cdef Rec* r = self._new_rec()
+        cdef int j
+        (r.point, r.interval, r.kind, r.revision, r.estimated, r.start, r.end, r.delta,
+         r.first, r.last, r.mean, r.vmin, r.vmax, r.rollovers, r.resets, r.samples,
+         r.bad, r.coverage, r.peak, r.peak_at, r.gap) = rec
+        r.due = due
+        for j in range(self.nper):
+            self.qper[(self.qlen - 1) * self.nper + j] = per[j]
 
     cdef void _span_rate(self, Point* st, double t, double v, int covered, int sample):
         cdef double t0 = st.t0, v0 = st.v0
@@ -816,6 +926,7 @@ cdef class Kernel:
         r.coverage = w.covered / length
         r.peak = w.peak
         r.peak_at = w.peak_at
+        r.gap = 1 if self.forcing and kind == 0 and st.based else 0
         cdef double* rp = &self.qper[(self.qlen - 1) * self.nper]
         for i in range(self.nper):
             if not self.cold[st.pid].tou:
@@ -824,9 +935,15 @@ cdef class Kernel:
                 rp[i] = wp[i]
             else:
                 rp[i] = wp[i] / 7200.0
+        if r.gap:
+            lst = self.revisable.setdefault(st.pid, [])
+            lst.append((self._rec_tuple(r), tuple([rp[i] for i in range(self.nper)])))
+            if len(lst) > MAX_REVISABLE:
+                del lst[0]
 
     cdef double _force(self, Point* st, double t):
         cdef double s, grace = self.cold[st.pid].grace
+        self.forcing = 1
         while st.cend + grace <= t:
             if st.based and st.kind != 0 and st.hold and st.max_gap == 0.0:
                 # A held value stands through silence (subscribed points): credit it now.
@@ -834,6 +951,7 @@ cdef class Kernel:
                 st.cell.delta += (st.v0 + st.v0) * (st.cend - s)
                 st.cell.covered += st.cend - s
             self._close_cell(st)
+        self.forcing = 0
         return st.cend + grace
 
     def close_until(self, double t):
@@ -868,6 +986,7 @@ cdef class Kernel:
         cdef array c_bad = clone(ai, n, False), c_cov = clone(ad, n, False)
         cdef array c_peak = clone(ad, n, False), c_peak_at = clone(ad, n, False)
         cdef array c_per = clone(ad, n * self.nper, False)
+        cdef array c_gap = clone(aB, n, False)
         cdef Py_ssize_t o = 0
         cdef Rec* r
         for i in range(self.qlen):
@@ -893,6 +1012,7 @@ cdef class Kernel:
                 c_cov.data.as_doubles[o] = r.coverage
                 c_peak.data.as_doubles[o] = r.peak
                 c_peak_at.data.as_doubles[o] = r.peak_at
+                c_gap.data.as_uchars[o] = r.gap
                 for j in range(self.nper):
                     c_per.data.as_doubles[o * self.nper + j] = self.qper[i * self.nper + j]
                 o += 1
@@ -908,7 +1028,8 @@ cdef class Kernel:
             "estimated": c_est, "start": c_start, "end": c_end, "delta": c_delta,
             "first": c_first, "last": c_last, "mean": c_mean, "min": c_min, "max": c_max,
             "rollovers": c_roll, "resets": c_resets, "samples": c_samples, "bad": c_bad,
-            "coverage": c_cov, "peak": c_peak, "peak_at": c_peak_at, "periods": c_per,
+            "coverage": c_cov, "peak": c_peak, "peak_at": c_peak_at, "gap": c_gap,
+            "periods": c_per,
         }
         n = 0
         for i in range(self.blen):
@@ -961,9 +1082,7 @@ cdef class Kernel:
                 r = &self.q[i]
                 if r.point == p:
                     queued.append([
-                        [r.interval, r.kind, r.revision, r.estimated, r.start, r.end, r.delta,
-                         r.first, r.last, r.mean, r.vmin, r.vmax, r.rollovers, r.resets,
-                         r.samples, r.bad, r.coverage, r.peak, r.peak_at],
+                        list(self._rec_tuple(r)[1:]),
                         [self.qper[i * self.nper + j] for j in range(self.nper)],
                     ])
             blocks = []
@@ -988,6 +1107,8 @@ cdef class Kernel:
                 "wins": wins,
                 "queue": queued,
                 "blocks": blocks,
+                "revisable": [[list(rec[1:]), list(per)]
+                              for rec, per in self.revisable.get(p, [])],
             }
         doc = {"intervals": self.nk, "periods": self.nper, "points": points}
         body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
@@ -1067,14 +1188,8 @@ cdef class Kernel:
                     kept += 1
             self.qlen = kept
             for rec, per in item["queue"]:
-                r = self._new_rec()
-                (r.interval, r.kind, r.revision, r.estimated, r.start, r.end, r.delta,
-                 r.first, r.last, r.mean, r.vmin, r.vmax, r.rollovers, r.resets,
-                 r.samples, r.bad, r.coverage, r.peak, r.peak_at) = rec
-                r.point = pid
-                r.due = r.end + cd.grace
-                for j in range(self.nper):
-                    self.qper[(self.qlen - 1) * self.nper + j] = per[j]
+                self._push_tuple((pid, *rec), tuple(per), rec[5] + cd.grace)
+            self.revisable[pid] = [((pid, *rec), tuple(per)) for rec, per in item["revisable"]]
             kept = 0
             for i in range(self.blen):
                 if self.bq[i].point != pid:

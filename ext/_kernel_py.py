@@ -56,6 +56,7 @@ WINDOW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("coverage", "d"),
     ("peak", "d"),
     ("peak_at", "d"),
+    ("gap", "B"),  # 1: closed during a counter gap, may be published again with revision + 1
 )
 BLOCK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("point", "i"),
@@ -72,6 +73,8 @@ _ACC_FIELDS = (
     "samples", "bad", "rollovers", "resets", "estimated", "peak", "peak_at",
 )  # fmt: skip
 _STATE_FIELDS = ("tseen", "based", "t0", "v0", "cstart", "pend_bad", "pend_t")
+# Windows closed during one point's gap that a later reading may still revise, at most.
+MAX_REVISABLE = 4096
 
 
 def build_grid(
@@ -169,6 +172,7 @@ class _Point:
         "pend_t",
         "pid",
         "resolution",
+        "revisable",
         "rollover",
         "t0",
         "tou",
@@ -200,6 +204,7 @@ class _Point:
     wins: list[_Acc]
     pend_bad: int
     pend_t: float
+    revisable: list[tuple[tuple[Any, ...], tuple[float, ...]]]
 
     def __init__(self) -> None:
         self.tseen = -_INF
@@ -208,6 +213,7 @@ class _Point:
         self.v0 = 0.0
         self.pend_bad = 0
         self.pend_t = 0.0
+        self.revisable = []
 
 
 class Kernel:
@@ -242,6 +248,7 @@ class Kernel:
         self._queue: list[tuple[float, tuple[Any, ...], tuple[float, ...]]] = []
         self._blocks: list[tuple[float, tuple[Any, ...]]] = []
         self._next_due = _INF
+        self._forcing = False
         self._out_of_order = 0
         self._future = 0
         self._unknown = 0
@@ -281,9 +288,17 @@ class Kernel:
     def _trim(self) -> None:
         """Drop grid cells no point will visit again (every live cursor is past them)."""
         low = len(self._grid) + self._off - 2
+        oldest = _INF
         for st in self._points:
-            if st is not None and st.c < low:
-                low = st.c
+            if st is not None:
+                if st.c < low:
+                    low = st.c
+                if st.cstart < oldest:
+                    oldest = st.cstart
+        # Keep max_revision_age of cells behind every cursor: gap energy is split over them.
+        keep = bisect_right(self._grid, oldest - self._max_age) - 1 + self._off
+        if keep < low:
+            low = keep
         drop = low - self._off
         if drop < 4096 or drop * 2 < len(self._grid):
             return
@@ -521,15 +536,13 @@ class Kernel:
         s = t0
         vs = v0
         if t0 < st.cstart:
-            # Windows between the last reading and this one were closed without it: the gap's
-            # energy for them goes to the first open window, marked estimated.
+            # Windows between the last reading and this one were closed without it.
             s = st.cstart
             done = d * (s - t0) / dt
             vs = v0 + done
             if roll > 0.0 and vs >= roll:
                 vs -= roll
-            st.cell.delta += done
-            st.cell.estimated = 1
+            self._spread_gap(st, t, d, done)
             covered = False
         while t >= st.cend:
             e = st.cend
@@ -564,6 +577,79 @@ class Kernel:
             cell.estimated = 1
         st.t0 = t
         st.v0 = v
+
+    def _value_at(self, st: _Point, x: float, d: float, dt: float) -> float:
+        """The counter reading at instant x, interpolated over the gap."""
+        val = st.v0 + d * (x - st.t0) / dt
+        if st.rollover > 0.0 and val >= st.rollover:
+            val -= st.rollover
+        return val
+
+    def _split_periods(
+        self, out: list[float], a: float, b: float, t0: float, d: float, dt: float
+    ) -> None:
+        """Add the gap energy between instants a and b to `out` by TOU period of the grid."""
+        grid = self._grid
+        g = bisect_right(grid, a) - 1
+        if g < 0:
+            g = 0
+        while g + 1 < len(grid) and grid[g] < b:
+            lo = grid[g] if grid[g] > a else a
+            hi = grid[g + 1] if grid[g + 1] < b else b
+            if hi > lo:
+                out[self._period[g]] += d * (hi - t0) / dt - d * (lo - t0) / dt
+            g += 1
+
+    def _spread_gap(self, st: _Point, t: float, d: float, done: float) -> None:
+        """Share a counter's energy over the windows closed since its last reading.
+
+        Windows already emitted (within max_revision_age) are emitted again with revision + 1
+        and estimated; what belongs to older ones, or to windows still open, goes to the open
+        window of each interval, estimated.
+        """
+        t0 = st.t0
+        dt = t - t0
+        cs = st.cstart
+        tou = st.tou and self._nper > 0
+        revised = [0.0] * self._nk
+        if d != 0.0:
+            for rec, per in st.revisable:
+                k = rec[1]
+                ws = rec[5]
+                we = rec[6]
+                if we < t - self._max_age:
+                    continue
+                a = ws if ws > t0 else t0
+                share = d * (we - t0) / dt - d * (a - t0) / dt
+                revised[k] += share
+                first = self._value_at(st, ws, d, dt) if ws >= t0 else rec[8]
+                last = self._value_at(st, we, d, dt)
+                new_per = per
+                if tou:
+                    lst = list(per)
+                    self._split_periods(lst, a, we, t0, d, dt)
+                    new_per = tuple(lst)
+                new = (
+                    *rec[:3], rec[3] + 1, 1, ws, we, rec[7] + share, first, last, *rec[10:20], 0,
+                )  # fmt: skip
+                self._queue.append((we + st.grace, new, new_per))
+                if we + st.grace < self._next_due:
+                    self._next_due = we + st.grace
+        st.revisable = []
+        g = st.c - self._off
+        for k in range(self._nk):
+            w = st.wins[k]
+            a = w.start if w.start > t0 else t0
+            if w.first != w.first and w.start >= t0:
+                w.first = self._value_at(st, w.start, d, dt)
+            if d == 0.0:
+                continue
+            w.delta += done - revised[k]
+            w.estimated = 1
+            if tou:
+                self._split_periods(w.periods, a, cs, t0, d, dt)
+                rest = done - revised[k] - (d * (cs - t0) / dt - d * (a - t0) / dt)
+                w.periods[self._period[g]] += rest
 
     def _span_rate(self, st: _Point, t: float, v: float, covered: bool, sample: int) -> None:
         t0 = st.t0
@@ -689,9 +775,10 @@ class Kernel:
                 delta = w.delta / 7200.0
             else:
                 last = w.last
+        gap = 1 if self._forcing and kind == COUNTER and st.based else 0
         rec = (
             st.pid, k, kind, 1, w.estimated, w.start, end, delta, first, last, mean, vmin, vmax,
-            w.rollovers, w.resets, w.samples, w.bad, w.covered / length, w.peak, w.peak_at,
+            w.rollovers, w.resets, w.samples, w.bad, w.covered / length, w.peak, w.peak_at, gap,
         )  # fmt: skip
         if not st.tou:
             per: tuple[float, ...] = (_NAN,) * self._nper
@@ -700,9 +787,14 @@ class Kernel:
         else:
             per = tuple(x / 7200.0 for x in w.periods)
         self._queue.append((end + st.grace, rec, per))
+        if gap:
+            st.revisable.append((rec, per))
+            if len(st.revisable) > MAX_REVISABLE:
+                del st.revisable[0]
 
     def _force(self, st: _Point, t: float) -> float:
         """Close the point's cells whose end + grace <= t; returns its next due time."""
+        self._forcing = True
         while st.cend + st.grace <= t:
             if st.based and st.kind != COUNTER and st.hold and st.max_gap == 0.0:
                 # A held value stands through silence (subscribed points): credit it now.
@@ -710,6 +802,7 @@ class Kernel:
                 st.cell.delta += (st.v0 + st.v0) * (st.cend - s)
                 st.cell.covered += st.cend - s
             self._close_cell(st)
+        self._forcing = False
         return st.cend + st.grace
 
     def close_until(self, t: float) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -769,6 +862,7 @@ class Kernel:
                 continue
             queued = [[list(rec[1:]), list(per)] for _, rec, per in self._queue if rec[0] == st.pid]
             blocks = [list(b[1:]) for _, b in self._blocks if b[0] == st.pid]
+            revisable = [[list(rec[1:]), list(per)] for rec, per in st.revisable]
             points[st.key] = {
                 "kind": st.kind,
                 "state": [getattr(st, f) for f in _STATE_FIELDS],
@@ -776,6 +870,7 @@ class Kernel:
                 "wins": [[getattr(w, f) for f in _ACC_FIELDS] + [list(w.periods)] for w in st.wins],
                 "queue": queued,
                 "blocks": blocks,
+                "revisable": revisable,
             }
         doc = {"intervals": self._nk, "periods": self._nper, "points": points}
         body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
@@ -825,6 +920,7 @@ class Kernel:
             self._queue = [q for q in self._queue if q[1][0] != pid]
             for rec, per in item["queue"]:
                 self._queue.append((rec[5] + st.grace, (pid, *rec), tuple(per)))
+            st.revisable = [((pid, *rec), tuple(per)) for rec, per in item["revisable"]]
             self._blocks = [b for b in self._blocks if b[1][0] != pid]
             for brec in item["blocks"]:
                 self._blocks.append((brec[1] + st.grace, (pid, *brec)))

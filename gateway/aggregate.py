@@ -160,6 +160,11 @@ class Aggregator:
         self.index = PointIndex()
         self._specs: dict[int, PointSpec] = {}
         self._horizon = -math.inf
+        self._max_age = float(max_revision_age)
+        # Device windows published while a counter of theirs was in a gap, by (interval,
+        # device, start): a revision republishes the whole window, every point of it, since
+        # subscribers keep only the highest revision.
+        self._revisable: dict[tuple[int, str, float], dict[str, Any]] = {}
 
     # ---- grid -------------------------------------------------------------------------------
 
@@ -243,6 +248,7 @@ class Aggregator:
         nper = len(self._periods)
         periods: array[float] = wins["periods"]
         cols = {name: wins[name] for name in wins}
+        revised: dict[tuple[int, str, float], dict[str, Any]] = {}
         for i in range(len(cols["point"])):
             spec = self._specs.get(cols["point"][i])
             if spec is None:
@@ -250,6 +256,9 @@ class Aggregator:
             k = cols["interval"][i]
             start = cols["start"][i]
             gkey = (k, spec.device, start)
+            if cols["revision"][i] > 1:
+                self._revise(out, revised, gkey, spec, cols, i, periods[i * nper : (i + 1) * nper])
+                continue
             wp = grouped.get(gkey)
             if wp is None:
                 wp = WindowPayload(
@@ -270,9 +279,13 @@ class Aggregator:
                 out.windows.append(wp)
             body = self._point_body(spec, cols, i, periods[i * nper : (i + 1) * nper])
             wp.payload["points"][spec.name] = body
-            wp.payload["revision"] = max(wp.payload["revision"], cols["revision"][i])
             if cols["estimated"][i]:
                 wp.payload["estimated"] = True
+            if cols["gap"][i]:
+                self._revisable[gkey] = wp.payload
+        horizon = now - self._max_age - 2 * max(self._seconds)
+        for key in [key for key in self._revisable if key[2] < horizon]:
+            del self._revisable[key]
         for i in range(len(blocks["point"])):
             spec = self._specs.get(blocks["point"][i])
             if spec is None:
@@ -287,6 +300,41 @@ class Aggregator:
                 )
             )
         return out
+
+    def _revise(
+        self,
+        out: Closed,
+        revised: dict[tuple[int, str, float], dict[str, Any]],
+        gkey: tuple[int, str, float],
+        spec: PointSpec,
+        cols: dict[str, Any],
+        i: int,
+        periods: Sequence[float],
+    ) -> None:
+        """Fold one point's revised window into its device window, published again whole."""
+        payload = revised.get(gkey)
+        if payload is None:
+            k = gkey[0]
+            before = self._revisable.get(gkey)
+            if before is not None:
+                payload = dict(before)
+                payload["points"] = dict(before["points"])
+                payload["revision"] = before["revision"] + 1
+            else:  # published before a restart: only the revised points can be sent again
+                payload = {
+                    "device": spec.device,
+                    "interval": self._names[k],
+                    "start": utc_iso(gkey[2]),
+                    "end": utc_iso(cols["end"][i]),
+                    "revision": cols["revision"][i],
+                    "estimated": True,
+                    "points": {},
+                }
+            payload["estimated"] = True
+            revised[gkey] = payload
+            self._revisable[gkey] = payload
+            out.windows.append(WindowPayload(self._names[k], spec.device, gkey[2], payload))
+        payload["points"][spec.name] = self._point_body(spec, cols, i, periods)
 
     def _point_body(
         self, spec: PointSpec, cols: dict[str, Any], i: int, periods: Sequence[float]

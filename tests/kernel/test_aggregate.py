@@ -211,3 +211,28 @@ def test_units_and_bad_config() -> None:
     agg = Aggregator(SHANGHAI, [("1m", 60)])
     with pytest.raises(ValueError, match="kind 'meter'"):
         agg.set_points([PointSpec("d", "p", "meter", "kWh")], DAY0)
+
+
+def test_gap_revision_republishes_the_whole_device_window(km: ModuleType) -> None:
+    t0 = START + 10 * 3600
+    agg = make(km, t0)
+    ids = agg.index
+    published = []
+    for i in range(300):
+        t = t0 + i
+        b = SampleBatch()
+        if not 30 < i < 200:  # the counter is silent for almost three minutes
+            b.append(ids.id("sub-a-main.energy_import"), t, 1000.0 + i * 0.5)
+        b.append(ids.id("sub-a-main.power_total"), t, 30.0)
+        agg.ingest(b, t)
+        published += agg.close_until(t).windows
+    minutes = [w.payload for w in published if w.interval == "1m" and w.device == "sub-a-main"]
+    second = [p for p in minutes if p["start"] == "2026-11-29T02:01:00.000Z"]
+    assert [p["revision"] for p in second] == [1, 2]
+    original, again = second
+    assert original["points"]["energy_import"]["delta"] == 0.0
+    assert again["estimated"] is True
+    assert again["points"]["energy_import"]["delta"] == pytest.approx(30.0)
+    assert again["points"]["energy_import"]["estimated"] is True
+    assert again["points"]["power_total"] == original["points"]["power_total"]
+    assert original["revision"] == 1  # what was handed out before is left as it was

@@ -124,19 +124,40 @@ def test_window_waits_for_grace(km: ModuleType) -> None:
     assert w["coverage"] == 59 / 60
 
 
-def test_gap_energy_goes_to_the_first_open_window_estimated(km: ModuleType) -> None:
-    k = one_counter(km)
-    feed(k, [(0, DAY0 + 30, 100.0)])
+@pytest.mark.parametrize(
+    ("max_age", "revised", "open_share"),
+    [
+        (86400.0, {0: 3.0, 1: 6.0, 2: 6.0}, 3.0),
+        # windows that ended more than max_revision_age before the reading are not revised:
+        # their share goes to the first open window
+        (90.0, {1: 6.0, 2: 6.0}, 6.0),
+    ],
+)
+def test_gap_energy_revises_closed_windows(
+    km: ModuleType, max_age: float, revised: dict[int, float], open_share: float
+) -> None:
+    k = kernel(km, max_revision_age=max_age)
+    k.configure_point(0, "m.energy", km.COUNTER, since=DAY0)
+    feed(k, [(0, DAY0 + 20, 99.0), (0, DAY0 + 30, 100.0)])
     first = close(k, DAY0 + 181)  # windows 0, 1, 2 closed without a later reading
-    assert [w["delta"] for w in pick(first, interval=0)] == [0.0, 0.0, 0.0]
+    assert [w["delta"] for w in pick(first, interval=0)] == [1.0, 0.0, 0.0]
+    assert [w["gap"] for w in pick(first, interval=0)] == [1, 1, 1]
     feed(k, [(0, DAY0 + 210, 118.0)])  # 18 kWh over 180 s: 3 per 30 s
     recs = close(k, DAY0 + 241)
-    (w3,) = pick(recs, interval=0)
+    again = pick(recs, interval=0, revision=2)
+    assert {round((w["start"] - DAY0) / 60): w["delta"] for w in again} == pytest.approx(
+        {i: d + (1.0 if i == 0 else 0.0) for i, d in revised.items()}
+    )
+    assert all(w["estimated"] == 1 and w["gap"] == 0 for w in again)
+    for w in again:  # first/last interpolated at the edges inside the gap
+        assert w["last"] == pytest.approx(100.0 + 0.1 * (w["end"] - DAY0 - 30))
+    (w3,) = pick(recs, interval=0, revision=1)
     assert w3["estimated"] == 1
-    assert w3["delta"] == pytest.approx(18.0)
+    assert w3["delta"] == pytest.approx(open_share)
+    assert w3["first"] == pytest.approx(115.0)
     hour = close(k, DAY0 + 3601)
     (h,) = pick(hour, interval=2)
-    assert h["delta"] == pytest.approx(18.0) and h["estimated"] == 1
+    assert h["delta"] == pytest.approx(19.0) and h["estimated"] == 1
 
 
 def test_conservation_over_many_edges(km: ModuleType) -> None:
