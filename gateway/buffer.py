@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.buffer_policy import MessageClass
+from gateway.buffer_rows import Fut, PendingPut
 from gateway.buffer_schema import meta_get, meta_set, migrate
 from gateway.buffer_types import Message, OutboxSettings, OutboxStats, Row, encode_body
-from gateway.buffer_writer import Fut, PendingPut, Writer
+from gateway.buffer_writer import Writer
 
 log = logging.getLogger("ironwatt.buffer")
 

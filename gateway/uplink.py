@@ -7,6 +7,7 @@ unacknowledged is resent by paho behind our back; after a reconnect we resend fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -385,9 +386,16 @@ class Uplink:
             # Status when due, and once more when a backlog has just been drained.
             now_caught_up = drained and not self._inflight
             if now >= next_status or (now_caught_up and not caught_up):
+                if now_caught_up:
+                    # Let the deletes land first, so the status says `backlog: 0` when it is.
+                    if self._acked:
+                        self.outbox.ack(self._acked)
+                        self._acked, last_flush = [], now
+                    with contextlib.suppress(TimeoutError):  # a stalled disk: report anyway
+                        self.outbox.flush(timeout=2.0)
                 self._publish_status(client, "online")
                 next_status = now + s.status_interval_s
-            caught_up = now_caught_up or (caught_up and drained)
+            caught_up = now_caught_up
             if self._inflight:
                 oldest = next(iter(self._inflight.values()))[1]
                 if now - oldest > s.ack_timeout_s:
