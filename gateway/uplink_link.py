@@ -1,0 +1,219 @@
+"""One MQTT connection of the uplink: the paho client (TLS, credentials, will), CONNECT and
+its refusals, paho's callbacks, the retained status document. The draining is in uplink.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.buffer import Outbox, OutboxReader
+from gateway.uplink_settings import UplinkSettings, parse_url
+from gateway.windows import utc_iso
+
+__all__ = ["Link"]
+
+log = logging.getLogger("ironwatt.uplink")
+
+
+class Link:
+    """The connection-level state and callbacks; Uplink adds the thread and the session."""
+
+    def __init__(self, settings: UplinkSettings, outbox: Outbox, devices: Any = None) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self._devices = devices  # callable -> int, the number of configured devices
+        self._host, self._port, self._tls = parse_url(settings.url)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state = "offline"
+        self._since: float | None = None
+        self._last_error: str | None = None
+        self._last_logged: tuple[str, float] = ("", 0.0)
+        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (row id, sent at)
+        self._acked: list[int] = []
+        self._published = self._acknowledged = self._connects = self._refusals = 0
+        self._connack: ReasonCode | None = None
+        self._lost = False
+        self._status_mids: set[int] = set()
+        self._lag_s = 0.0
+        self._reader: OutboxReader | None = None
+
+    def _where(self) -> str:
+        return f"{self._host}:{self._port}"
+
+    def _client(self) -> mqtt.Client:
+        s = self.settings
+        v5 = s.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        client.connect_timeout = s.connect_timeout_s
+        # paho's own window one above ours, so a status message never waits behind it.
+        client.max_inflight_messages_set(s.max_inflight + 2)
+        client.max_queued_messages_set(0)
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if self._tls:
+            client.tls_set(
+                ca_certs=str(s.ca_file) if s.ca_file else None,
+                certfile=str(s.cert_file) if s.cert_file else None,
+                keyfile=str(s.key_file) if s.key_file else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        client.will_set(s.status_topic, self._status_doc("offline"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _status_doc(self, state: str) -> bytes:
+        s = self.settings
+        devices = self._devices() if callable(self._devices) else 0
+        doc = {
+            "v": 1,
+            "state": state,
+            "gw": s.gw_id,
+            "site": s.site,
+            "version": s.version,
+            "since": utc_iso(self._since or time.time()),
+            "devices": devices,
+            "backlog": self.outbox.backlog,
+            "lag_s": round(self._lag_s, 3),
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def _problem(self, text: str, level: int = logging.ERROR) -> None:
+        """Log a failure once, then again at most every 5 minutes while it lasts."""
+        self._last_error = text
+        last, when = self._last_logged
+        if text != last or time.monotonic() - when > 300:
+            log.log(level, "%s", text)
+            self._last_logged = (text, time.monotonic())
+
+    def _connect(self, client: mqtt.Client) -> bool:
+        s = self.settings
+        self._connack, self._lost = None, False
+        try:
+            if s.protocol == "5":
+                client.connect(
+                    self._host, self._port, keepalive=max(1, round(s.keepalive_s)), clean_start=True
+                )
+            else:
+                client.connect(self._host, self._port, keepalive=max(1, round(s.keepalive_s)))
+        except ssl.SSLError as exc:
+            self._problem(
+                f"MQTT TLS handshake with {self._where()} failed: {exc.reason or exc}; check "
+                "mqtt.ca_file (the broker's CA), mqtt.cert_file/key_file (mutual TLS) and that "
+                "the broker's certificate names this host"
+            )
+            return False
+        except OSError as exc:
+            self._problem(
+                f"MQTT broker {self._where()} unreachable: {exc}; retrying", logging.WARNING
+            )
+            return False
+        deadline = time.monotonic() + s.connect_timeout_s
+        while self._connack is None and not self._lost and time.monotonic() < deadline:
+            if client.loop(0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        if self._connack is None:
+            if self._lost:
+                hint = (
+                    "a broker requiring a client certificate closes TLS connections without "
+                    "one: check mqtt.cert_file/key_file"
+                    if self._tls
+                    else "check the broker's log and listener settings"
+                )
+                self._problem(
+                    f"MQTT broker {self._where()} closed the connection before "
+                    f"accepting it ({hint}); retrying"
+                )
+            else:
+                self._problem(
+                    f"MQTT broker {self._where()} did not answer CONNECT within "
+                    f"{s.connect_timeout_s:.0f} s; retrying",
+                    logging.WARNING,
+                )
+            client.disconnect()
+            return False
+        if self._connack.is_failure:
+            self._refusals += 1
+            self._state = "refused"
+            user = s.username or "(none)"
+            self._problem(
+                f"MQTT broker {self._where()} refused the connection: {self._connack} "
+                f"(client id {s.client_id!r}, user {user!r}); check mqtt.username, the password "
+                "file or variable, and the broker's ACL; retrying with backoff"
+            )
+            client.disconnect()
+            return False
+        return True
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        self._connack = reason_code
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        self._lost = True
+        if reason_code.is_failure and self._state == "online" and not self._stop.is_set():
+            self._problem(
+                f"MQTT connection to {self._where()} lost: {reason_code}; "
+                "resending what was not acknowledged after reconnecting",
+                logging.WARNING,
+            )
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
+            self._status_mids.discard(mid)
+            return
+        if reason_code.is_failure:
+            # The broker did not take it (ACL, quota): keep the row; a reconnect resends it.
+            self._refusals += 1
+            self._problem(
+                f"MQTT broker {self._where()} refused a message: {reason_code}; "
+                "check the broker's ACL for this gateway's topics"
+            )
+            self._lost = True
+            return
+        self._acked.append(entry[0])
+        self._acknowledged += 1
+
+    def _publish_status(self, client: mqtt.Client, state: str) -> mqtt.MQTTMessageInfo:
+        self._lag_s = self._lag()
+        info = client.publish(
+            self.settings.status_topic, self._status_doc(state), qos=1, retain=True
+        )
+        self._status_mids.add(info.mid)
+        return info
+
+    def _lag(self) -> float:
+        oldest = self._reader.oldest_created() if self._reader else None
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
