@@ -330,7 +330,16 @@ async def make_client(settings: ConnectionSettings) -> Client:
         else:
             if settings.pki_dir is None:
                 raise OpcuaConnectError(f"device {label}: no client certificate and no data dir")
-            cert_path, key_path = await own_certificate(settings.pki_dir, settings.application_uri)
+            try:
+                cert_path, key_path = await own_certificate(
+                    settings.pki_dir, settings.application_uri
+                )
+            except OSError as exc:
+                raise OpcuaConnectError(
+                    f"device {label}: cannot create or read the gateway's certificate in "
+                    f"{settings.pki_dir}/own ({exc.strerror or exc}): check the data_dir "
+                    "permissions (tools: --data-dir, or --certificate/--private-key)"
+                ) from None
         policy_class = getattr(security_policies, POLICIES[settings.security_policy])
         await client.set_security(
             policy_class,
