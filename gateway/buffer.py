@@ -154,7 +154,11 @@ class Outbox(Writer):
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Called from the writer thread after every commit that stored messages."""
-        self._listeners.append(callback)
+        # Copy on write: the writer iterates the list without a lock.
+        self._listeners = [*self._listeners, callback]
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        self._listeners = [cb for cb in self._listeners if cb != callback]
 
     def submit(
         self, messages: Iterable[Message], block: bool = True, timeout: float | None = None

@@ -32,7 +32,7 @@ log = logging.getLogger("ironwatt.uplink")
 
 _FETCH = 500  # rows read from the outbox at a time: the only messages held in memory
 _ACK_FLUSH_S = 0.05  # acknowledged ids are deleted in batches at most this late
-_IDLE_S = 0.05  # longest wait for new rows when there is nothing to send
+_IDLE_S = 1.0  # longest sleep when idle (new rows and stop() wake the thread at once)
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -69,12 +69,15 @@ class Uplink(Link):
         if self._thread is not None:
             return
         self._stop.clear()
+        self.outbox.add_listener(self._poke)
         self._thread = threading.Thread(target=self._run, name="ironwatt-uplink", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Publish `offline` (retained), disconnect, and wait for the thread."""
         self._stop.set()
+        self._poke()
+        self.outbox.remove_listener(self._poke)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -216,11 +219,14 @@ class Uplink(Link):
                         logging.WARNING,
                     )
                     break
-            wait = _IDLE_S
-            if pending and len(self._inflight) < s.max_inflight:
-                wait = 0.0 if s.drain_rate <= 0 else max(0.0, (1 - tokens) / s.drain_rate)
-                wait = min(wait, _IDLE_S)
-            if client.loop(wait) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            wait = min(_IDLE_S, max(0.0, next_status - now))
+            if self._acked:
+                wait = min(wait, _ACK_FLUSH_S)
+            if len(self._inflight) < s.max_inflight and (pending or not drained):
+                # More to send right now, or as soon as the rate limit gives a token.
+                rate_wait = 0.0 if s.drain_rate <= 0 else (1 - tokens) / s.drain_rate
+                wait = min(wait, max(0.0, rate_wait))
+            if not self._pump(client, wait):
                 break
         if self._stop.is_set() and not self._lost:
             self._say_goodbye(client)
@@ -230,10 +236,9 @@ class Uplink(Link):
         info = self._publish_status(client, "offline")
         deadline = time.monotonic() + 2.0
         while info.mid in self._status_mids and time.monotonic() < deadline:
-            if client.loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if not self._pump(client, 0.05):
                 break
         client.disconnect()
-        client.loop(0.1)
 
     def _end_session(self, client: mqtt.Client) -> None:
         self.outbox.set_link(False)

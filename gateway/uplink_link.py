@@ -4,8 +4,11 @@ its refusals, paho's callbacks, the retained status document. The draining is in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import select
+import socket
 import ssl
 import threading
 import time
@@ -46,6 +49,10 @@ class Link:
         self._status_mids: set[int] = set()
         self._lag_s = 0.0
         self._reader: OutboxReader | None = None
+        # The outbox pokes this after each commit: an idle session wakes at once, not at a tick.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
 
     def _where(self) -> str:
         return f"{self._host}:{self._port}"
@@ -126,7 +133,7 @@ class Link:
             return False
         deadline = time.monotonic() + s.connect_timeout_s
         while self._connack is None and not self._lost and time.monotonic() < deadline:
-            if client.loop(0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if not self._pump(client, 0.1):
                 break
         if self._connack is None:
             if self._lost:
@@ -217,3 +224,36 @@ class Link:
     def _lag(self) -> float:
         oldest = self._reader.oldest_created() if self._reader else None
         return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+    def _poke(self) -> None:
+        """Outbox listener (writer thread): new rows are there."""
+        with contextlib.suppress(OSError):  # full (already poked) or closed (stopped)
+            self._wake_w.send(b"\0")
+
+    def _pump(self, client: mqtt.Client, timeout: float) -> bool:
+        """One round of paho's network work, waiting at most `timeout`; False when it broke.
+
+        paho's external-loop API (socket/loop_read/loop_write/loop_misc) rather than
+        client.loop(): loop() sets up a wake-up socket pair that then costs one more send()
+        per publish, although we publish from this very thread.
+        """
+        sock = client.socket()
+        if sock is None:
+            return False
+        pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+        wlist = [sock] if client.want_write() else []
+        try:
+            readable, writable, _ = select.select(
+                [sock, self._wake_r], wlist, [], 0.0 if pending else timeout
+            )
+        except (OSError, ValueError):
+            return False
+        if self._wake_r in readable:
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+        ok = MQTTErrorCode.MQTT_ERR_SUCCESS
+        if (sock in readable or pending) and client.loop_read() != ok:
+            return False
+        if sock in writable and client.socket() is not None and client.loop_write() != ok:
+            return False
+        return client.socket() is not None and client.loop_misc() == ok
