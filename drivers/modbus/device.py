@@ -282,6 +282,7 @@ class DeviceRunner:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await self.poll_once()
+                _raise_if_cancelled()
                 due += period
                 late = self._mono() - due
                 if late > 0:
@@ -307,3 +308,15 @@ class DeviceRunner:
         snap["requests_per_poll"] = self.plan.requests
         snap["unreadable_points"] = [self.specs[i].name for i in self.plan.unreadable]
         return snap
+
+
+def _raise_if_cancelled() -> None:
+    """Honour a cancellation that a library swallowed.
+
+    pymodbus awaits its answers with asyncio.wait_for, which on Python 3.11 can return the
+    result and drop a cancel() that arrived at the same moment; the request stays counted in
+    `Task.cancelling()`, so the poll loop checks it and stops as it was asked to.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

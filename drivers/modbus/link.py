@@ -218,7 +218,10 @@ class Link:
             self.requests += 1
             where = f"{self.label} unit {unit} {function} {address}+{count}"
             try:
-                rr = await asyncio.wait_for(call(address, count=count, device_id=unit), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # races with the answer, and the daemon's shutdown would then hang.
+                async with asyncio.timeout(timeout):
+                    rr = await call(address, count=count, device_id=unit)
             except TimeoutError:
                 raise NoResponse(
                     f"{where}: no answer within {timeout:g} s (check the unit id, that the meter "
