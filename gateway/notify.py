@@ -28,6 +28,9 @@ class Notifier:
         except OSError:
             sock.close()
             return
+        # Never block the event loop: a manager that stops reading (a full queue) costs a
+        # lost ping, not a stalled gateway.
+        sock.setblocking(False)
         self._sock = sock
 
     @property

@@ -71,7 +71,8 @@ class Gateway:
     def __init__(self, cfg: Config, *, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.notifier = notifier or Notifier()
-        self.index = PointIndex(point_keys(cfg))
+        # The aggregator owns the point index (ids of every batch); set in _start().
+        self.index = PointIndex()
         self.sink = QueueSink()
         self.started = time.time()
         self.outbox: Outbox | None = None
@@ -137,7 +138,8 @@ class Gateway:
         # Opening the database may migrate or recover it: off the loop.
         self.outbox = await loop.run_in_executor(None, open_outbox, self._settings)
         now = time.time()
-        self.energy = EnergyStage(cfg, self.index, now)
+        self.energy = EnergyStage(cfg, now)
+        self.index = self.energy.index
         blob = await loop.run_in_executor(None, self.outbox.get_state, _SNAPSHOT_STATE)
         if blob is not None:
             try:
@@ -390,12 +392,8 @@ class Gateway:
             await self.supervisor.stop(key)
         # What the stopped drivers delivered last still belongs to their old points.
         await self._process()
-        new_keys = set(point_keys(new))
-        for key in [k for k, _ in self.index.items() if k not in new_keys]:
-            self.index.retire(key)
-        for key in point_keys(new):
-            self.index.add(key)
-        fresh = self.energy.reconfigure(new, self.index, time.time())
+        # Retires removed points' ids and adds new ones; unchanged points keep their state.
+        fresh, retuned = self.energy.reconfigure(new, time.time())
         for secret in (new.mqtt.password(), *self._device_secrets(new)):
             register_secret(secret)
         self.cfg = new
@@ -417,7 +415,9 @@ class Gateway:
         }  # fmt: skip
         if fresh:
             body["fresh_points"] = fresh
-            body["note"] = "changed points start fresh: their open windows were dropped"
+            body["note"] = "points whose kind changed start fresh: their open windows were dropped"
+        if retuned:
+            body["retuned_points"] = retuned
         if restart_needed:
             body["restart_needed"] = restart_needed
         await self._publish_event(body)

@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,12 @@ def test_systemd_unit_exposure() -> None:
         "After=network-online.target time-sync.target",
     ):
         assert line in text
+
+
+def test_notify_never_blocks_on_a_full_socket(notify_socket) -> None:
+    path, _sock = notify_socket  # bound but never read: its queue fills up
+    notifier = Notifier(path)
+    start = time.monotonic()
+    results = [notifier.watchdog() for _ in range(2000)]
+    assert time.monotonic() - start < 2.0
+    assert results[0] and not results[-1]

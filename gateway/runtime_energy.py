@@ -1,0 +1,139 @@
+"""The daemon's energy stage: config points → aggregator specs, closed windows → outbox messages.
+
+Wraps gateway.aggregate.Aggregator (which owns the kernel and the point index the drivers use);
+decides the per-point defaults energy.md leaves to the device: grace, max_gap, integration.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gateway.aggregate import Aggregator, PointSpec
+from gateway.buffer_policy import MessageClass
+from gateway.buffer_types import Message
+from gateway.samples import PointIndex, SampleBatch
+
+__all__ = ["EnergyStage", "specs_of"]
+
+_UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
+
+
+def _modbus_wire(device: Any) -> dict[str, tuple[str, float]]:
+    """Point name -> (register type, scale incl. CT/PT): what `rollover = "auto"` needs."""
+    from drivers.modbus.points import resolve
+
+    return {s.name: (s.type, s.scale) for s in resolve(device)}
+
+
+def specs_of(cfg: Any) -> list[PointSpec]:
+    """One aggregator spec per point of every enabled device."""
+    specs: list[PointSpec] = []
+    for device in cfg.devices:
+        if not getattr(device, "enabled", True):
+            continue
+        if device.driver == "modbus":
+            period, timeout, polled = float(device.poll), float(device.timeout), True
+            wire = _modbus_wire(device)
+        else:
+            period, timeout = float(device.interval), float(device.timeout)
+            polled, wire = device.mode == "poll", {}
+        for p in device.resolved_points():
+            rollover = 0.0
+            if p.rollover == "auto":
+                rtype, scale = wire.get(p.name, ("", 0.0))
+                bits = _UNSIGNED_BITS.get(rtype)
+                if bits is None:
+                    raise ValueError(
+                        f'device {device.name!r} point {p.name!r}: rollover = "auto" needs an '
+                        f"unsigned integer register, not {rtype or 'an OPC UA node'}"
+                    )
+                rollover = float(2**bits) * abs(scale)
+            elif p.rollover is not None:
+                rollover = float(p.rollover)
+            rtype, scale = wire.get(p.name, ("float", 0.0))
+            # An integer register moves in steps of its scale: one step down is jitter.
+            resolution = abs(scale) if rtype in _RES_TYPES else 0.0
+            # Polled points join readings up to 3 polls apart and integrate trapezoids;
+            # subscribed ones hold a value until the next (silence = unchanged), no max_gap.
+            max_gap = p.max_gap if p.max_gap is not None else (3 * period if polled else 0.0)
+            integration = p.integration or ("trapezoid" if polled else "hold")
+            specs.append(PointSpec(
+                device=device.name, name=p.name, kind=p.kind, unit=p.unit or "",
+                carrier=p.carrier, rollover=rollover, max_rate=float(p.max_rate or 0.0),
+                resolution=resolution, max_gap=float(max_gap), integration=integration,
+                demand=p.kind == "rate" and p.carrier == "electricity",
+                grace=max(1.0, period + timeout),
+            ))  # fmt: skip
+    return specs
+
+
+_RES_TYPES = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64", "bool"})
+
+
+class EnergyStage:
+    """Feeds the aggregator and turns what it closes into `energy/{interval}/{device}` messages."""
+
+    def __init__(self, cfg: Any, now: float) -> None:
+        energy = cfg.energy
+        self.agg = Aggregator(
+            cfg.gateway.tz,
+            [(i.name, int(i.seconds)) for i in energy.intervals],
+            demand_interval=int(energy.demand_interval) if energy.demand_interval else None,
+            max_revision_age=float(energy.max_revision_age),
+        )
+        self._prefix = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.site}/{cfg.gateway.id}"
+        self._specs = {s.key: s for s in specs_of(cfg)}
+        self.agg.set_points(self._specs.values(), now)
+        self.windows = 0
+
+    @property
+    def index(self) -> PointIndex:
+        """The point ids every driver must use: the aggregator's own index."""
+        return self.agg.index
+
+    def restore(self, blob: bytes) -> list[str]:
+        return self.agg.restore(blob)
+
+    def ingest(self, batch: SampleBatch) -> None:
+        self.agg.ingest(batch, time.time())
+
+    def close_due(self, now: float) -> list[Message]:
+        closed = self.agg.close_until(now)
+        self.windows += len(closed.windows)
+        return [
+            Message(
+                f"{self._prefix}/energy/{w.interval}/{w.device}",
+                w.payload,
+                qos=1,
+                cls=MessageClass.WINDOW,
+            )
+            for w in closed.windows
+        ]
+
+    def snapshot(self) -> bytes:
+        return self.agg.snapshot()
+
+    def reconfigure(self, cfg: Any, now: float) -> tuple[list[str], list[str]]:
+        """Apply a reloaded config's points; returns (fresh, retuned) point keys.
+
+        Unchanged points keep their state by key; a point whose kind changed starts fresh
+        (its open windows are dropped); other changes (max_rate, max_gap, ...) keep the state
+        and apply from now on.
+        """
+        new = {s.key: s for s in specs_of(cfg)}
+        fresh = sorted(k for k in new.keys() & self._specs.keys()
+                       if new[k].kind != self._specs[k].kind)  # fmt: skip
+        retuned = sorted(k for k in new.keys() & self._specs.keys()
+                         if new[k] != self._specs[k] and k not in fresh)  # fmt: skip
+        self.agg.set_points(new.values(), now)
+        self._specs = new
+        return fresh, retuned
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "kernel": self.agg.implementation,
+            "points": len(self._specs),
+            "windows": self.windows,
+            "dropped": self.agg.stats(),
+        }
