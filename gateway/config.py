@@ -222,7 +222,10 @@ class KeyLocator:
             self._string()
         else:
             match = _SCALAR_END.search(text, self._pos)
-            self._pos = match.start() if match else len(text)
+            end = match.start() if match else len(text)
+            if end == self._pos:  # not a value where one must be: the scan has lost its way
+                raise ValueError(f"KeyLocator: no value at line {self._line}")
+            self._pos = end
 
     def _string(self) -> str:
         """Read a basic, literal or multi-line string; return its raw content (keys only)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 
 import pytest
@@ -323,3 +324,76 @@ def test_locator_handles_crlf_and_dotted_headers() -> None:
     assert lines["energy.carriers.electricity.unit"] == 2
     assert lines["energy.carriers.steam"] == 4
     assert lines["energy.carriers.steam.unit"] == 5
+
+
+# A generated document, written in the styles technicians use, must have every key found on
+# the line it was written on.
+
+_VALUE = st.one_of(
+    st.integers(min_value=-(10**6), max_value=10**6),
+    st.booleans(),
+    st.text(alphabet="ab #[]={},.'\"\\", max_size=8),
+)
+_KEY = st.sampled_from(["name", "address", "unit", "scale", "node", "kind", "note"])
+_POINT = st.dictionaries(_KEY, _VALUE, min_size=1, max_size=4)
+_DEVICE = st.tuples(
+    st.dictionaries(st.sampled_from(["name", "host", "port", "poll"]), _VALUE, max_size=3),
+    st.lists(_POINT, max_size=3),
+    st.sampled_from(["headers", "inline", "one-line"]),
+)
+
+
+def _emit(devices: list[tuple[dict[str, object], list[dict[str, object]], str]], noise: bool):
+    lines: list[str] = []
+    where: dict[str, int] = {}
+
+    def add(text: str, path: str | None = None) -> None:
+        lines.append(text)
+        if path is not None:
+            where.setdefault(path, len(lines))
+        if noise:
+            lines.append('# a comment = [with] "brackets" #')
+
+    add("[gateway]", "gateway")
+    add('id = "gw1"  # trailing # comment', "gateway.id")
+    for d, (fields, points, style) in enumerate(devices):
+        add("[[devices]]", f"devices[{d}]")
+        for key, value in fields.items():
+            add(f"{key} = {json.dumps(value)}", f"devices[{d}].{key}")
+        if style == "headers":
+            for p, point in enumerate(points):
+                add("  [[devices.points]]", f"devices[{d}].points[{p}]")
+                for key, value in point.items():
+                    add(f"  {key} = {json.dumps(value)}", f"devices[{d}].points[{p}].{key}")
+        elif points and style == "inline":
+            add("points = [", f"devices[{d}].points")
+            for p, point in enumerate(points):
+                body = ", ".join(f"{k} = {json.dumps(v)}" for k, v in point.items())
+                add(f"  {{ {body} }},", f"devices[{d}].points[{p}]")
+                for key in point:
+                    where[f"devices[{d}].points[{p}].{key}"] = len(lines) - (1 if noise else 0)
+            add("]")
+        elif points:
+            body = ", ".join(
+                "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in point.items()) + " }"
+                for point in points
+            )
+            add(f"points = [{body}]", f"devices[{d}].points")
+            for p, point in enumerate(points):
+                where[f"devices[{d}].points[{p}]"] = where[f"devices[{d}].points"]
+                for key in point:
+                    where[f"devices[{d}].points[{p}].{key}"] = where[f"devices[{d}].points"]
+    return "\n".join(lines) + "\n", where
+
+
+@given(st.lists(_DEVICE, min_size=1, max_size=4), st.booleans())
+def test_locator_on_generated_documents(
+    devices: list[tuple[dict[str, object], list[dict[str, object]], str]], noise: bool
+) -> None:
+    text, where = _emit(devices, noise)
+    document = tomllib.loads(text)  # the emitter writes valid TOML ...
+    assert [d.get("points", []) for d in document["devices"]] == [
+        p if (p or s == "headers") else [] for _, p, s in devices
+    ]
+    found = KeyLocator(text).lines  # ... and every key is found where it was written
+    assert {path: found.get(path) for path in where} == where
