@@ -202,7 +202,9 @@ class DeviceRunner:
                 # The probe answered: the unit is back, read the rest with normal retries.
                 retries = self.settings.retries
         emit_bad(self._unreadable, self._wall(), batch)
-        if failure is None or (answered and isinstance(failure, DeviceError)):
+        # A unit that answered anything in this poll is alive (its failed blocks are bad samples
+        # and last_error says why); "down" is for a unit that answers nothing, or a lost link.
+        if failure is None or (answered and not isinstance(failure, LinkDown)):
             self.health.success()
             self.backoff.reset()
             if failure is not None:
