@@ -8,8 +8,12 @@ import json
 from bisect import bisect_right
 
 from cpython.array cimport array, clone
-from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memset
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memset
+
+
+cdef extern from "stdlib.h":
+    int posix_memalign(void** ptr, size_t alignment, size_t size)
 
 from ext._kernel_py import (
     BLOCK_COLUMNS,
@@ -142,6 +146,17 @@ cdef struct Blk:
     double end
     double demand
     double coverage
+
+
+cdef void* grow_aligned(void* old, size_t used, size_t size):
+    """realloc for cache-line aligned blocks: a 128-byte Point then spans exactly two lines."""
+    cdef void* new = NULL
+    if posix_memalign(&new, 64, size) != 0:
+        return NULL
+    if old != NULL:
+        memcpy(new, old, used)
+        free(old)
+    return new
 
 
 cdef inline void acc_clear(Acc* a, double start, double* per, int nper) noexcept nogil:
@@ -400,7 +415,7 @@ cdef class Kernel:
                 raise ValueError(f"point {key}: {name} must be >= 0, got {x!r}")
         if pid >= self.pcap:
             cap = max(pid + 1, self.pcap * 2, 64)
-            self.pts = <Point*>realloc(self.pts, cap * sizeof(Point))
+            self.pts = <Point*>grow_aligned(self.pts, self.pcap * sizeof(Point), cap * sizeof(Point))
             self.cold = <Cold*>realloc(self.cold, cap * sizeof(Cold))
             self.wins = <Acc*>realloc(self.wins, cap * self.nk * sizeof(Acc))
             self.wper = <double*>realloc(self.wper, cap * self.nk * max(self.nper, 1) * sizeof(double))
