@@ -72,7 +72,7 @@ async def run_bare(endpoint: str, ns: int) -> dict[str, float]:
             Handler.n += 1
             tick.set()
 
-    client = Client(endpoint, timeout=30)
+    client = Client(endpoint, timeout=30, watchdog_intervall=30)
     await client.connect()
     try:
         sub: Any = await client.create_subscription(INTERVAL * 1000, Handler())
@@ -101,7 +101,7 @@ async def run_floor(endpoint: str, ns: int) -> dict[str, float]:
                 total[0] += len(items)
                 tick.set()
 
-    client = Client(endpoint, timeout=30)
+    client = Client(endpoint, timeout=30, watchdog_intervall=30)
     await client.connect()
     try:
         sub = await make_subscription(client, INTERVAL * 1000, on_publish)

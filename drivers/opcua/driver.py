@@ -66,7 +66,7 @@ class OpcuaDriver:
         flush_interval: float = 0.1,
         flush_samples: int = 4096,
         backoff: Backoff | None = None,
-        watchdog_interval: float = 1.0,  # asyncua's keepalive probe (Read of ServerStatus)
+        watchdog_interval: float | None = None,
     ) -> None:
         self.device = device
         self.name: str = device.name
@@ -79,7 +79,12 @@ class OpcuaDriver:
         self.flush_interval = flush_interval
         self.flush_samples = flush_samples
         self.backoff = backoff or Backoff(initial=1.0, maximum=30.0)
-        self.watchdog_interval = watchdog_interval
+        # asyncua probes ServerStatus this often and gives the answer as long to come: the
+        # device's `timeout`, like every other request. A 1 s probe (asyncua's default) made
+        # a busy server (2,000 items at 100 ms on a loaded machine) look dead and flap.
+        self.watchdog_interval = (
+            float(device.timeout) if watchdog_interval is None else watchdog_interval
+        )
         self.source_timestamps = getattr(device, "timestamps", "gateway") == "source"
         self.health = DeviceHealth(self.name, sink)
         self.points: tuple[Any, ...] = tuple(device.points)
