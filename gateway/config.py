@@ -583,6 +583,8 @@ def _toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> Problem:
         return Problem(len(text.splitlines()) or 1, "", f"not valid TOML: {detail}")
     line, column = int(match.group(1)), int(match.group(2))
     source = text.splitlines()[line - 1].strip() if line <= len(text.splitlines()) else ""
+    if re.search(r"pass|secret|token|://[^/\s]*@", source, re.IGNORECASE):
+        source = ""  # never echo what may be a secret into logs
     where = f" in `{source}`" if source else ""
     return Problem(line, "", f"not valid TOML at column {column}{where}: {detail}")
 

@@ -60,7 +60,7 @@ def _check_gateway(cfg: Config) -> Iterator[Problem]:
             ("gateway", "timezone"),
             (
                 f"{quote(cfg.gateway.timezone)} is not a known time zone (expected an IANA name "
-                'such as "Asia/Shanghai" or "UTC")'
+                'such as "Asia/Shanghai" or "UTC"; without timezone the system zone is used)'
             ),
         )
 
@@ -90,9 +90,28 @@ def _check_file(loc: Loc, path: Path | None) -> Iterator[Problem]:
         yield loc, f"{quote(str(path))} does not exist or is not a file"
 
 
+def _inline_secret(url: str) -> str | None:
+    """The URL without its password when it carries one (mqtt://user:pw@host)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return None
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
 def _check_mqtt(cfg: Config) -> Iterator[Problem]:
     m = cfg.mqtt
     parts = urlsplit(m.url)
+    masked = _inline_secret(m.url)
+    if masked is not None:
+        yield (
+            ("mqtt", "url"),
+            (
+                f"{quote(masked)} carries a password: never write one in the config; put the user "
+                "in username and the password in password_file (chmod 600) or password_env"
+            ),
+        )
+        return
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         yield (
             ("mqtt", "url"),
@@ -135,6 +154,11 @@ def _check_mqtt(cfg: Config) -> Iterator[Problem]:
 
 
 def _check_energy(cfg: Config) -> Iterator[Problem]:
+    if not cfg.energy.intervals:
+        yield (
+            ("energy", "intervals"),
+            ('no intervals: nothing would be published (e.g. intervals = ["15m", "1h", "1d"])'),
+        )
     seen: dict[int, str] = {}
     for i, interval in enumerate(cfg.energy.intervals):
         if interval.seconds in seen:
@@ -162,9 +186,12 @@ def _check_energy(cfg: Config) -> Iterator[Problem]:
             and carrier.kgce_per_unit == default.kgce_per_unit
         ):
             # The default factor belongs to the default method: relabelling it is a wrong number.
-            yield ("energy", "carriers", name, "method"), (
-                f"method {quote(carrier.method)} needs its own kgce_per_unit: the default "
-                f"{default.kgce_per_unit:g} is the {quote(default.method)} value"
+            yield (
+                ("energy", "carriers", name, "method"),
+                (
+                    f"method {quote(carrier.method)} needs its own kgce_per_unit: the default "
+                    f"{default.kgce_per_unit:g} is the {quote(default.method)} value"
+                ),
             )
 
 
@@ -215,6 +242,13 @@ def _check_devices(cfg: Config) -> Iterator[Problem]:
 
 def _check_modbus(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
     if device.transport in ("tcp", "rtu-over-tcp"):
+        host = device.host or ""
+        if host.count(":") == 1 and host.rpartition(":")[2].isdigit():  # not an IPv6 address
+            name, _, port = host.rpartition(":")
+            yield (
+                (*loc, "host"),
+                (f"{quote(host)} includes a port: write host = {quote(name)} and port = {port}"),
+            )
         if not device.host:
             yield (
                 (*loc, "host"),
@@ -310,7 +344,16 @@ def _check_register(device: ModbusDevice, loc: Loc, point: ModbusPoint) -> Itera
 
 
 def _check_opcua(loc: Loc, device: OpcuaDevice) -> Iterator[Problem]:
-    if not device.endpoint.startswith("opc.tcp://"):
+    masked = _inline_secret(device.endpoint)
+    if masked is not None:
+        yield (
+            (*loc, "endpoint"),
+            (
+                f"{quote(masked)} carries a password: never write one in the config; use username "
+                "with password_file (chmod 600) or password_env"
+            ),
+        )
+    elif not device.endpoint.startswith("opc.tcp://"):
         yield (
             (*loc, "endpoint"),
             f"{quote(device.endpoint)} is not an OPC UA endpoint (expected opc.tcp://HOST:PORT)",
@@ -602,9 +645,12 @@ def _check_day(loc: Loc, periods: tuple[TariffPeriod, ...]) -> Iterator[Problem]
     names: set[str] = set()
     complete = True
     if not periods:
-        yield loc, (
-            'no periods: a day needs periods covering 24 h (e.g. [{ name = "flat", price = 0.65, '
-            'hours = ["00:00-24:00"] }])'
+        yield (
+            loc,
+            (
+                "no periods: a day needs periods covering 24 h "
+                '(e.g. [{ name = "flat", price = 0.65, hours = ["00:00-24:00"] }])'
+            ),
         )
     for p, period in enumerate(periods):
         if period.name in names:
