@@ -126,6 +126,7 @@ class Aggregator:
         tou: TouCalendar | None = None,
         lookahead: float = 6 * 3600.0,
         kernel_module: Any = None,
+        index: PointIndex | None = None,
     ) -> None:
         if not intervals:
             raise ValueError("energy.intervals: at least one interval is needed")
@@ -157,7 +158,8 @@ class Aggregator:
             n_periods=len(self._periods),
             max_revision_age=max_revision_age,
         )
-        self.index = PointIndex()
+        # The id map drivers stamp into batches; share one with them (or use this one).
+        self.index = index if index is not None else PointIndex()
         self._specs: dict[int, PointSpec] = {}
         self._horizon = -math.inf
         self._max_age = float(max_revision_age)
