@@ -40,6 +40,7 @@ __all__ = [
     "ModbusPoint",
     "OpcuaDevice",
     "OpcuaPoint",
+    "Problem",
     "load_config",
     "parse_config",
 ]

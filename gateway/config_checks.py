@@ -12,7 +12,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from gateway import units
 from gateway.carriers import DEFAULT_CARRIERS
@@ -53,14 +53,17 @@ def check_config(cfg: Config) -> list[Problem]:
 
 
 def _check_gateway(cfg: Config) -> Iterator[Problem]:
+    zone = cfg.gateway.timezone
     try:
-        ZoneInfo(cfg.gateway.timezone)
+        ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
+        close = difflib.get_close_matches(zone, sorted(available_timezones()), n=1, cutoff=0.8)
+        hint = f"did you mean {close[0]}?" if close else 'an IANA name such as "Asia/Shanghai"'
         yield (
             ("gateway", "timezone"),
             (
-                f"{quote(cfg.gateway.timezone)} is not a known time zone (expected an IANA name "
-                'such as "Asia/Shanghai" or "UTC"; without timezone the system zone is used)'
+                f"{quote(zone)} is not a known time zone ({hint}; without timezone the system "
+                "zone is used)"
             ),
         )
 
