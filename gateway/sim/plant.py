@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -178,6 +179,7 @@ class _Printer:
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.counts: Counter[str] = Counter()
+        self._last_status: str | None = None
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ironwatt-demo-viewer")
         self.client.on_message = self._on_message
@@ -190,6 +192,12 @@ class _Printer:
         kind = parts[3] if len(parts) > 3 else msg.topic
         with self._lock:
             self.counts[kind] += 1
+            if kind == "status":
+                # The gateway refreshes its retained status often; show only the changes.
+                state = json.loads(msg.payload).get("state")
+                if state == self._last_status:
+                    return
+                self._last_status = state
             print(
                 f"{time.strftime('%H:%M:%S')} {format_message(msg.topic, msg.payload)}", flush=True
             )
@@ -223,8 +231,8 @@ async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
     broker.start()
     say(f"Mosquitto broker on {broker.url} (log: {workdir / 'mosquitto.log'})")
     meters = [
-        SimMeter(unit=1, profile="eastron-sdm630", power_kw=42.0),
-        SimMeter(unit=2, profile="eastron-sdm630", power_kw=17.5),
+        SimMeter(unit=1, profile="eastron-sdm630", power_kw=42.0, energy_kwh=48213.5),
+        SimMeter(unit=2, profile="eastron-sdm630", power_kw=17.5, energy_kwh=9071.25),
     ]
     plant = ModbusPlant(meters)
     await plant.start()
@@ -299,6 +307,9 @@ async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
 
 
 def run_demo(duration: float = 60.0, opcua: bool = True, keep: bool = False) -> int:
+    # The simulators run in this process: their servers' per-request chatter is not the demo.
+    for noisy in ("asyncua", "pymodbus", "ironwatt.sim"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="ironwatt-demo-"))
     try:
         return asyncio.run(_demo(workdir, duration, opcua))
