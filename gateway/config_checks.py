@@ -58,14 +58,13 @@ def _check_gateway(cfg: Config) -> Iterator[Problem]:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         close = difflib.get_close_matches(zone, sorted(available_timezones()), n=1, cutoff=0.8)
-        hint = f"did you mean {close[0]}?" if close else 'an IANA name such as "Asia/Shanghai"'
-        yield (
-            ("gateway", "timezone"),
-            (
-                f"{quote(zone)} is not a known time zone ({hint}; without timezone the system "
-                "zone is used)"
-            ),
+        hint = (
+            f"did you mean {close[0]}?"
+            if close
+            else 'expected an IANA name such as "Asia/Shanghai" or "UTC"; without timezone '
+            "the system zone is used"
         )
+        yield ("gateway", "timezone"), f"{quote(zone)} is not a known time zone ({hint})"
 
 
 def _check_secret_file(loc: Loc, path: Path | None) -> Iterator[Problem]:
