@@ -59,6 +59,8 @@ def test_delta_split_by_time_across_an_edge(km: ModuleType) -> None:
         ({"max_rate": 3600.0}, [100.0, 70000.0, 101.0], 1.0, 0, 0, 1),
         # NaN is a bad sample
         ({}, [100.0, math.nan, 103.0], 3.0, 0, 0, 1),
+        # a reading outside 0..rollover (a sentinel such as 0xFFFFFFFF scaled) is bad
+        ({"rollover": 1000.0}, [100.0, 4294967.295, 101.0], 1.0, 0, 0, 1),
     ],
 )
 def test_counter_table(
@@ -175,3 +177,18 @@ def test_conservation_over_many_edges(km: ModuleType) -> None:
     for a, b in itertools.pairwise(ms):
         if not math.isnan(b["first"]):
             assert a["last"] == b["first"]
+
+
+def test_uncertain_quality_is_not_folded_in(km: ModuleType) -> None:
+    k = one_counter(km)
+    feed(k, [(0, DAY0 + 1, 100.0), (0, DAY0 + 2, 500.0, 2), (0, DAY0 + 3, 101.0)])
+    w = minute(close(k, DAY0 + 61), 0)
+    assert (w["delta"], w["samples"], w["bad"]) == (1.0, 2, 1)
+
+
+def test_settings_are_checked_with_the_point_named(km: ModuleType) -> None:
+    k = kernel(km)
+    with pytest.raises(ValueError, match=r"point m\.energy: max_rate must be >= 0"):
+        k.configure_point(0, "m.energy", km.COUNTER, since=DAY0, max_rate=-1.0)
+    with pytest.raises(ValueError, match=r"point m\.energy: start .* outside the window grid"):
+        k.configure_point(0, "m.energy", km.COUNTER, since=DAY0 - 10.0)
