@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop_tick = time.monotonic()
         self._settings = OutboxSettings.from_config(cfg)
+        self.failed = False  # an internal task died: exit non-zero so systemd restarts us
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -206,12 +208,10 @@ class Gateway:
                 # The pipeline is the gateway: without it nothing is stored. Stop and let
                 # systemd restart us (Restart=on-failure) rather than run hollow.
                 log.critical("internal task %s failed; stopping the gateway", name, exc_info=True)
-                self._failed = True
+                self.failed = True
                 self._stop.set()
 
         self._tasks.append(asyncio.create_task(guarded(), name=name))
-
-    _failed = False
 
     # -- the data path --------------------------------------------------------------------------
 
@@ -462,13 +462,21 @@ class Gateway:
         log.info("stopped")
 
 
-def run_gateway(config_path: str | Path, log_status: Callable[[str], None] | None = None) -> int:
-    """Load the config (exit 2 on errors, reported by the CLI) and run until stopped."""
+def run_gateway(config_path: str | Path) -> int:
+    """Load the config (ConfigError: exit 2, reported by the CLI) and run until stopped."""
     cfg = load_config(config_path)
     gateway = Gateway(cfg)
 
     async def main() -> int:
         code = await gateway.run()
-        return 1 if gateway._failed else code
+        return 1 if gateway.failed else code
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except (OSError, sqlite3.Error) as exc:
+        # Storage that cannot be opened is the usual first-install problem: say where and why.
+        log.critical(
+            "cannot start: %s (data_dir %s: does it exist, is it writable by the service user, "
+            "is the disk full?)", exc, cfg.gateway.data_dir,
+        )  # fmt: skip
+        return 1
