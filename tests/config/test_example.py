@@ -271,3 +271,15 @@ def test_reference_documents_every_key() -> None:
         if f"`{name}`" not in text
     }
     assert undocumented == set()
+
+
+def test_summary_of_a_serial_device_with_telemetry(capsys: pytest.CaptureFixture[str]) -> None:
+    run = check(REPO / "tests" / "config" / "files" / "serial-telemetry.toml", capsys, "--points")
+    assert run.status == 0, run.err
+    out = run.out
+    assert "meter-rtu [disabled]: modbus rtu /dev/ttyUSB0 19200 8E1 unit 7" in out
+    assert "CT 200 PT 1" in out
+    assert "ironwatt/plant1/gw1/telemetry/{device}" in out and "heartbeat 5m" in out
+    assert "drain 200 msg/s" in out
+    assert "- energy: holding 0 uint32 ABCD, counter Wh, electricity, x0.001" in out
+    assert "http     off" in out and "groups\n  (none)" in out
