@@ -45,10 +45,13 @@ class Dropping(RowStore):
             try:
                 if self.next_seq >= self._reserved:  # the gap event may need a number
                     self._reserve(self.next_seq + self.settings.seq_block)
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("DELETE FROM outbox WHERE id = ?", [(c.id,) for c in chosen])
-                self._record_gap(chosen, reason)
-                conn.execute("COMMIT")
+                # The uplink must not read the gap row between its update and the COMMIT: it
+                # would publish the old text, and a resend would then differ from it.
+                with self.handout_lock:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.executemany("DELETE FROM outbox WHERE id = ?", [(c.id,) for c in chosen])
+                    new_gap = self._record_gap(chosen, reason)
+                    conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -56,7 +59,8 @@ class Dropping(RowStore):
                 log.error("buffer %s: could not drop messages: %s", self.settings.path, exc)
                 break
             total += len(chosen)
-            self.backlog -= len(chosen)
+            self.backlog -= len(chosen) - new_gap
+            self._gaps_total += new_gap
             self._dropped_total += len(chosen)
             excess -= max(before - self._measure(), 1)
         if total:
@@ -87,42 +91,42 @@ class Dropping(RowStore):
                 break
         return cands
 
-    def _record_gap(self, dropped: list[Candidate], reason: str) -> None:
-        """Merge into the newest gap event if the uplink has not read it yet, else a new one."""
+    def _record_gap(self, dropped: list[Candidate], reason: str) -> int:
+        """Merge into the newest gap event if the uplink has not read it yet, else add one.
+
+        Runs inside the drop's transaction, under handout_lock; returns 1 if a row was added.
+        """
         conn = self._conn
         raw = meta_get(conn, "open_gap")
-        with self.handout_lock:
-            existing, gap_id = None, None
-            if raw is not None:
-                saved = json.loads(raw)
-                alive = conn.execute(
-                    "SELECT seq FROM outbox WHERE id = ?", (saved["id"],)
-                ).fetchone()
-                if alive is not None and saved["id"] > self._handed_out:
-                    existing, gap_id, gap_seq = GapInfo(**saved["gap"]), saved["id"], alive[0]
-            gap = merge_gap(existing, dropped, reason)
-            rest = encode_body(gap.payload())
-            if gap_id is None:
-                rows: list[tuple[Any, ...]] = []
-                self._prepare(
-                    [(self.settings.event_topic, rest, 1, int(MessageClass.GAP))],
-                    rows,
-                    time.time(),
-                    self.link_epoch,
-                )
-                self._insert(rows)
-                gap_id = rows[0][0]
-                self.backlog += 1
-                self._gaps_total += 1
-                meta_set(conn, "gaps_total", self._gaps_total)
-            else:
-                head = self._heads()[1] % gap_seq
-                conn.execute(
-                    "UPDATE outbox SET body = ?, splice = ? WHERE id = ?",
-                    (head + rest, len(head), gap_id),
-                )
-            meta_set(conn, "open_gap", json.dumps({"id": gap_id, "gap": dataclasses.asdict(gap)}))
-            meta_set(conn, "dropped_total", self._dropped_total + len(dropped))
+        existing, gap_id, gap_seq = None, None, 0
+        if raw is not None:
+            saved = json.loads(raw)
+            alive = conn.execute("SELECT seq FROM outbox WHERE id = ?", (saved["id"],)).fetchone()
+            if alive is not None and saved["id"] > self._handed_out:
+                existing, gap_id, gap_seq = GapInfo(**saved["gap"]), saved["id"], alive[0]
+        gap = merge_gap(existing, dropped, reason)
+        rest = encode_body(gap.payload())
+        added = 0
+        if gap_id is None:
+            rows: list[tuple[Any, ...]] = []
+            self._prepare(
+                [(self.settings.event_topic, rest, 1, int(MessageClass.GAP))],
+                rows,
+                time.time(),
+                self.link_epoch,
+            )
+            self._insert(rows)
+            gap_id, added = rows[0][0], 1
+            meta_set(conn, "gaps_total", self._gaps_total + 1)
+        else:
+            head = self._heads()[1] % gap_seq
+            conn.execute(
+                "UPDATE outbox SET body = ?, splice = ? WHERE id = ?",
+                (head + rest, len(head), gap_id),
+            )
+        meta_set(conn, "open_gap", json.dumps({"id": gap_id, "gap": dataclasses.asdict(gap)}))
+        meta_set(conn, "dropped_total", self._dropped_total + len(dropped))
+        return added
 
     def _note_handout(self, upto: int) -> None:
         if upto > self._handed_out:

@@ -280,3 +280,40 @@ def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def test_a_gap_row_once_read_is_never_edited(make_outbox: MakeOutbox) -> None:
+    import threading
+
+    outbox = make_outbox(max_size_bytes=200_000)
+    reader = outbox.reader()
+    seen: dict[int, bytes] = {}
+    done = threading.Event()
+
+    def read() -> None:  # the uplink's part: read everything, again and again
+        while not done.is_set():
+            for row in reader.fetch(0, 10_000):
+                if row.cls == MessageClass.GAP:
+                    seen.setdefault(row.id, row.body)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for _ in range(30):
+            outbox.enqueue(windows(100))
+    finally:
+        done.set()
+        thread.join()
+    reader.close()
+    final = {r.id: r.body for r in outbox.reader().fetch(0, 10**6) if r.cls == MessageClass.GAP}
+    assert seen and len(final) >= 1
+    for rid, body in seen.items():
+        if rid in final:
+            assert final[rid] == body
+    total = sum(
+        json.loads(compose(outbox_row, b"t", True))["messages"]
+        for outbox_row in outbox.reader().fetch(0, 10**6)
+        if outbox_row.cls == MessageClass.GAP
+    )
+    assert total == outbox.stats().dropped_total
