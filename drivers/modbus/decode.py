@@ -11,7 +11,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from drivers.modbus.points import BIT_FUNCTIONS, REGISTER_WORDS, PointSpec
 from gateway.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
@@ -82,18 +82,34 @@ def registers_to_bytes(registers: Sequence[int]) -> tuple[bytes, bytes]:
     return wire, regs.tobytes()
 
 
+_Meta = tuple[
+    int, int, int, float, float
+]  # how to check, sentinel a, sentinel b or bit, scale, offset
+
+
 @dataclass(slots=True)
 class _Lane:
-    """One struct format over one byte image; points whose bytes do not overlap."""
+    """One struct format over one byte image: points of one order and one check whose bytes
+    do not overlap. A lane whose values are all plausible takes the fast path (no per-value
+    branches): one `sum` or two `in` tests decide it."""
 
     view: str
     endian: str
-    codes: list[str]
-    offsets: list[int]  # byte offset of each member
-    members: list[int]  # index into the decoder's specs
+    check: int  # _FLOAT or _INT: fast path possible; anything else: per value
+    a: int = 0
+    b: int = 0
+    codes: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # byte offset of each member
+    members: list[int] = field(default_factory=list)  # index into the decoder's specs
+    meta: list[_Meta] = field(default_factory=list)
     compiled: struct.Struct | None = None
+    pids: array[int] = field(default_factory=lambda: array("i"))
+    scales: list[float] = field(default_factory=list)
+    shifts: list[float] = field(default_factory=list)
+    identity: bool = True
+    zeros: array[int] = field(default_factory=lambda: array("B"))
 
-    def compile(self) -> None:
+    def compile(self, pids: Sequence[int]) -> None:
         fmt = [self.endian]
         pos = 0
         for code, off in zip(self.codes, self.offsets, strict=True):
@@ -102,6 +118,50 @@ class _Lane:
             fmt.append(code)
             pos = off + struct.calcsize("<" + code)
         self.compiled = struct.Struct("".join(fmt))
+        self.pids = array("i", [pids[i] for i in self.members])
+        self.scales = [m[3] for m in self.meta]
+        self.shifts = [m[4] for m in self.meta]
+        self.identity = all(sc == 1.0 for sc in self.scales) and not any(self.shifts)
+        self.zeros = array("B", bytes(len(self.members)))
+
+
+def _meta_of(spec: PointSpec, bits: bool) -> _Meta:
+    if bits or (spec.type == "bool" and spec.bit is None):
+        return (_BOOL, 0, 0, 1.0, 0.0)
+    if spec.bit is not None:
+        return (_BIT, 0, spec.bit, spec.scale, spec.offset)
+    if spec.type in ("float32", "float64"):
+        return (_FLOAT, 0, 0, spec.scale, spec.offset)
+    sentinels = _sentinels(spec.type)
+    if sentinels is not None:
+        return (_INT, sentinels[0], sentinels[1], spec.scale, spec.offset)
+    return (_PLAIN, 0, 0, spec.scale, spec.offset)
+
+
+def _checked(raws: Sequence[float], metas: Sequence[_Meta]) -> tuple[list[float], list[int], int]:
+    """Values and qualities one by one: bits, booleans, and lanes holding a sentinel/NaN."""
+    values: list[float] = []
+    quality: list[int] = []
+    bad = 0
+    for raw, (how, a, b, scale, offset) in zip(raws, metas, strict=True):
+        if how == _FLOAT:
+            good = math.isfinite(raw)
+        elif how == _INT:
+            good = raw != a and raw != b
+        elif how == _BIT:
+            raw, good = float((int(raw) >> b) & 1), True
+        elif how == _BOOL:
+            raw, scale, offset, good = (1.0 if raw else 0.0), 1.0, 0.0, True
+        else:
+            good = True
+        if good:
+            values.append(raw * scale + offset)
+            quality.append(QUALITY_GOOD)
+        else:
+            values.append(math.nan)
+            quality.append(QUALITY_BAD)
+            bad += 1
+    return values, quality, bad
 
 
 class BlockDecoder:
@@ -122,21 +182,7 @@ class BlockDecoder:
         self.specs = list(specs)
         self.pids = array("i", pids)
         self._bits = function in BIT_FUNCTIONS
-        # Per point: (how to check, sentinel a, sentinel b or bit, scale, offset).
-        self._meta: list[tuple[int, int, int, float, float]] = []
-        for spec in self.specs:
-            sentinels = _sentinels(spec.type)
-            if self._bits or (spec.type == "bool" and spec.bit is None):
-                meta = (_BOOL, 0, 0, 1.0, 0.0)
-            elif spec.bit is not None:
-                meta = (_BIT, 0, spec.bit, spec.scale, spec.offset)
-            elif spec.type in ("float32", "float64"):
-                meta = (_FLOAT, 0, 0, spec.scale, spec.offset)
-            elif sentinels is not None:
-                meta = (_INT, sentinels[0], sentinels[1], spec.scale, spec.offset)
-            else:
-                meta = (_PLAIN, 0, 0, spec.scale, spec.offset)
-            self._meta.append(meta)
+        self._meta: list[_Meta] = [_meta_of(spec, self._bits) for spec in self.specs]
         self._lanes: list[_Lane] = [] if self._bits else self._build_lanes()
 
     def _build_lanes(self) -> list[_Lane]:
@@ -144,25 +190,31 @@ class BlockDecoder:
         ends: list[int] = []  # byte end of the last member of each lane
         order = sorted(range(len(self.specs)), key=lambda i: self.specs[i].address)
         for i in order:
-            spec = self.specs[i]
+            spec, meta = self.specs[i], self._meta[i]
             view, endian = _ORDER_VIEW[spec.order]
+            # Integer lanes hold one type, so one pair of sentinels tests the whole lane.
+            check = meta[0] if meta[0] in (_FLOAT, _INT) else _PLAIN
+            a, b = (meta[1], meta[2]) if check == _INT else (0, 0)
             off = 2 * (spec.address - self.start)
             if off < 0 or off + 2 * REGISTER_WORDS[spec.type] > 2 * self.count:
                 raise ValueError(f"point {spec.key} at {spec.address} lies outside its block")
-            for lane, end in zip(lanes, ends, strict=True):
-                if lane.view == view and lane.endian == endian and end <= off:
+            for k, lane in enumerate(lanes):
+                if (lane.view, lane.endian, lane.check, lane.a, lane.b) == (
+                    view, endian, check, a, b
+                ) and ends[k] <= off:  # fmt: skip
                     target = lane
                     break
             else:
-                target = _Lane(view, endian, [], [], [])
+                target = _Lane(view, endian, check, a, b)
                 lanes.append(target)
                 ends.append(0)
             target.codes.append(_CODES[spec.type])
             target.offsets.append(off)
             target.members.append(i)
+            target.meta.append(meta)
             ends[lanes.index(target)] = off + 2 * REGISTER_WORDS[spec.type]
         for lane in lanes:
-            lane.compile()
+            lane.compile(self.pids)
         return lanes
 
     def raw_values(self, data: Sequence[int] | Sequence[bool]) -> list[float]:
@@ -172,53 +224,56 @@ class BlockDecoder:
             for i, spec in enumerate(self.specs):
                 out[i] = float(bool(data[spec.address - self.start]))
             return out
-        images = dict(zip(("be", "sw"), registers_to_bytes(data), strict=True))
+        be, sw = registers_to_bytes(data)
         for lane in self._lanes:
             assert lane.compiled is not None
-            values = lane.compiled.unpack_from(images[lane.view])
+            values = lane.compiled.unpack_from(be if lane.view == "be" else sw)
             for i, v in zip(lane.members, values, strict=True):
                 out[i] = v
         return out
 
     def decode(self, data: Sequence[int] | Sequence[bool], ts: float, batch: SampleBatch) -> int:
-        """Append one sample per point to `batch`; returns how many were bad."""
-        raws = self.raw_values(data)
-        values: list[float] = []
-        quality: list[int] = []
+        """Append one sample per point to `batch` (lane by lane); returns how many were bad."""
+        stamp = array("d", [ts])
+        if self._bits:
+            values, quality, bad = _checked(self.raw_values(data), self._meta)
+            batch.point.extend(self.pids)
+            batch.ts.extend(stamp * len(values))
+            batch.value.extend(array("d", values))
+            batch.quality.extend(array("B", quality))
+            return bad
+        be, sw = registers_to_bytes(data)
         bad = 0
-        nan = math.nan
         isfinite = math.isfinite
-        for raw, (how, a, b, scale, offset) in zip(raws, self._meta, strict=True):
-            if how == _FLOAT:
-                if isfinite(raw):
-                    values.append(raw * scale + offset)
-                    quality.append(QUALITY_GOOD)
-                    continue
-            elif how == _INT:
-                if raw != a and raw != b:
-                    values.append(raw * scale + offset)
-                    quality.append(QUALITY_GOOD)
-                    continue
-            elif how == _BIT:
-                values.append(((int(raw) >> b) & 1) * scale + offset)
-                quality.append(QUALITY_GOOD)
-                continue
-            elif how == _BOOL:
-                values.append(1.0 if raw else 0.0)
-                quality.append(QUALITY_GOOD)
-                continue
+        for lane in self._lanes:
+            raws = lane.compiled.unpack_from(be if lane.view == "be" else sw)  # type: ignore[union-attr]
+            batch.point.extend(lane.pids)
+            batch.ts.extend(stamp * len(raws))
+            if lane.check == _FLOAT:
+                fast = isfinite(sum(raws))  # any NaN or inf makes the sum non-finite
+            elif lane.check == _INT:
+                fast = lane.a not in raws and lane.b not in raws
             else:
-                values.append(raw * scale + offset)
-                quality.append(QUALITY_GOOD)
+                fast = False
+            if fast:
+                if lane.identity:
+                    batch.value.extend(array("d", raws))
+                else:
+                    batch.value.extend(
+                        array(
+                            "d",
+                            [
+                                v * s + o
+                                for v, s, o in zip(raws, lane.scales, lane.shifts, strict=True)
+                            ],
+                        )
+                    )
+                batch.quality.extend(lane.zeros)
                 continue
-            values.append(nan)
-            quality.append(QUALITY_BAD)
-            bad += 1
-        n = len(values)
-        batch.point.extend(self.pids)
-        batch.ts.extend(array("d", [ts]) * n)
-        batch.value.extend(array("d", values))
-        batch.quality.extend(array("B", quality))
+            values, quality, nbad = _checked(raws, lane.meta)
+            batch.value.extend(array("d", values))
+            batch.quality.extend(array("B", quality))
+            bad += nbad
         return bad
 
     def bad(self, ts: float, batch: SampleBatch) -> None:

@@ -6,8 +6,10 @@ import math
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from drivers.modbus.decode import BlockDecoder, decode_value, encode_value
+from drivers.modbus.decode import BlockDecoder, decode_value, encode_value, is_sentinel
 from drivers.modbus.device import DeviceRunner
 from drivers.modbus.link import Link, settings_of
 from drivers.modbus.points import PointSpec
@@ -149,3 +151,56 @@ async def test_every_type_and_order_round_trips_through_a_server(
     assert {k: v for k, (v, q) in got.items()} == expected
     assert all(q == QUALITY_GOOD for _, q in got.values())
     assert runner.plan.requests == 4  # holding, input, coil, discrete: one block each
+
+
+@st.composite
+def blocks_of_points(draw):  # type: ignore[no-untyped-def]
+    """Random points packed into one block, with random raw registers (sentinels included)."""
+    specs, regs, address = [], [], 0
+    for i in range(draw(st.integers(1, 12))):
+        t = draw(st.sampled_from(TYPES))
+        words = {"int16": 1, "uint16": 1}.get(t, 2 if t.endswith("32") else 4)
+        address += draw(st.integers(0, 3))
+        bit = draw(st.none() | st.integers(0, 15)) if t in ("int16", "uint16") else None
+        specs.append(
+            spec(f"p{i}", address, t, draw(st.sampled_from(ORDERS)),
+                 scale=draw(st.sampled_from([1.0, 0.1, 0.001, 20.0])),
+                 offset=draw(st.sampled_from([0.0, -40.0])), bit=bit)
+        )  # fmt: skip
+        address += words
+    regs = draw(
+        st.lists(
+            st.sampled_from([0, 1, 0x7FFF, 0x8000, 0xFFFF, 0x7FC0, 0x4348])
+            | st.integers(0, 0xFFFF),
+            min_size=address,
+            max_size=address,
+        )
+    )
+    return specs, regs
+
+
+@settings(max_examples=150, deadline=None)
+@given(blocks_of_points())
+def test_block_decode_matches_point_by_point_decoding(case) -> None:  # type: ignore[no-untyped-def]
+    specs, regs = case
+    dec = BlockDecoder("holding", 0, len(regs), specs, list(range(len(specs))))
+    batch = SampleBatch()
+    bad = dec.decode(regs, 5.0, batch)
+    got = {p: (v, q) for p, _, v, q in batch}
+    assert sorted(got) == list(range(len(specs)))
+    expected_bad = 0
+    for i, s in enumerate(specs):
+        raw = decode_value(regs[s.address :], s.type, s.order)
+        value, quality = got[i]
+        if s.bit is not None:
+            assert (value, quality) == (
+                ((int(raw) >> s.bit) & 1) * s.scale + s.offset,
+                QUALITY_GOOD,
+            )
+        elif is_sentinel(s.type, raw):
+            expected_bad += 1
+            assert quality == QUALITY_BAD and math.isnan(value)
+        else:
+            assert quality == QUALITY_GOOD
+            assert value == pytest.approx(raw * s.scale + s.offset, rel=1e-12, abs=1e-12)
+    assert bad == expected_bad
