@@ -43,6 +43,7 @@ __all__ = [
     "Problem",
     "load_config",
     "parse_config",
+    "validate_document",
 ]
 
 DEFAULT_PATH = Path("/etc/ironwatt/ironwatt.toml")
@@ -538,6 +539,14 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, [_toml_problem(exc, text)]) from None
+    return validate_document(document, file, text)
+
+
+def validate_document(document: dict[str, Any], file: str = "<config>", text: str = "") -> Config:
+    """Validate a parsed document (`text`, its TOML source, only gives problems their lines).
+
+    Relative paths are anchored to the folder of `file`; `document` is modified in place.
+    """
     _anchor_paths(document, Path(file).parent)
     found: list[tuple[Loc, str]] = []
     if "path" in document:  # `Config.path` is set by the loader, not a key of the file
