@@ -317,7 +317,7 @@ _BRANCH = re.compile(r"^(?:[a-z-]+\[.*\]|\[key\]|float|int|str|bool|none|modbus|
 def _pydantic_problems(exc: ValidationError, document: dict[str, Any]) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     for error in exc.errors(include_url=False):
-        loc = _file_loc(error["loc"], document)
+        loc = _file_loc(error["loc"])
         kind = error["type"]
         value = error.get("input")
         ctx = error.get("ctx", {})
@@ -374,7 +374,7 @@ def _merge_typos(problems: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
     ]
 
 
-def _file_loc(raw: tuple[str | int, ...], document: dict[str, Any]) -> Loc:
+def _file_loc(raw: tuple[str | int, ...]) -> Loc:
     """Pydantic's error location as a key path of the file: union branch names dropped."""
     return tuple(p for p in raw if not (isinstance(p, str) and _BRANCH.match(p)))
 
@@ -629,7 +629,7 @@ def _checks_despite(
 
 def _repair(doc: dict[str, Any], error: Any, replaced: list[Loc]) -> bool:
     """Make the value at the error's location valid (default, placeholder or removal)."""
-    loc = _file_loc(error["loc"], doc)
+    loc = _file_loc(error["loc"])
     kind = error["type"]
     if not loc:
         return False
