@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     scan = sub.add_parser("scan", help="find which unit ids answer on a link")
     _link_args(scan)
-    scan.add_argument("--units", default="1-247", help="e.g. 1-247 or 1-10,100")
+    scan.add_argument("--units", type=_units, default="1-247", help="e.g. 1-247 or 1-10,100")
     scan.add_argument("--function", choices=FUNCTIONS, default="holding")
     scan.add_argument("--address", type=lambda s: int(s, 0), default=0)
     scan.add_argument(
@@ -81,6 +81,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 # ---- link from arguments ------------------------------------------------------------------
+
+
+def _units(text: str) -> list[int]:
+    """ "1-247" or "1-10,100" -> unit ids, each 0..247."""
+    units: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            units.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write unit ids like 1-247 or 1-10,100"
+        ) from None
+    if not units or min(units) < 0 or max(units) > 247:
+        raise argparse.ArgumentTypeError(f"{text!r}: unit ids are 0..247")
+    return units
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -150,17 +166,18 @@ def _scan(args: argparse.Namespace) -> int:
     import asyncio
 
     from drivers.modbus.link import DeviceError, Link, LinkDown, NoResponse
-    from gateway.sim.modbus_meters import parse_units
 
     settings = _settings(args)
-    units = parse_units(args.units)
+    units: list[int] = args.units
     found: dict[int, str] = {}
     done = 0
     fatal: list[str] = []
 
     def progress() -> None:
+        filled = 30 * done // max(1, len(units))
+        bar = "#" * filled + "." * (30 - filled)
         print(
-            f"\rscanning {settings.label}: {done}/{len(units)} unit ids, {len(found)} found",
+            f"\r{settings.label} [{bar}] {done}/{len(units)} unit ids, {len(found)} found",
             end="",
             file=sys.stderr,
             flush=True,

@@ -164,6 +164,8 @@ class DeviceRunner:
         """Read every block once; deliver and return the batch (bad samples for what failed)."""
         batch = SampleBatch()
         now = self._mono()
+        if self.bad_ranges and now - min(self.bad_ranges.values()) > BAD_RANGE_TTL:
+            self.replan()  # give rejected ranges another chance (found again if still there)
         if self.health.state == "down" and now < self._retry_at:
             ts = self._wall()
             for dec in self.decoders:

@@ -175,3 +175,27 @@ async def test_overrun_skips_missed_polls_instead_of_bunching(plant, sink, devic
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps and min(gaps) > 0.15  # no burst of catch-up polls after each slow one
     assert status["state"] == "up"
+
+
+@pytest.mark.asyncio
+async def test_rejected_ranges_are_tried_again_after_an_hour(plant, sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    meter = plant.meter(1)
+    meter.rejected = [("input", 70, 2)]
+    device = device_factory("m1", port=plant.port, unit=1, profile="eastron-sdm630")
+    index = PointIndex()
+    now = [1000.0]
+    runner = DeviceRunner(device, Link(settings_of(device)), index, sink, mono=lambda: now[0])
+    try:
+        await runner.poll_once()
+        assert [runner.specs[i].name for i in runner.plan.unreadable] == ["frequency"]
+        meter.rejected = []  # the meter was reconfigured
+        now[0] += 1800
+        await runner.poll_once()
+        assert len(runner.plan.unreadable) == 1  # still remembered within the hour
+        now[0] += 1900
+        batch = await runner.poll_once()
+    finally:
+        runner.link.close()
+    assert runner.plan.unreadable == ()
+    quality = {index.key(p): q for p, _, _, q in batch}
+    assert quality["m1.frequency"] == QUALITY_GOOD
