@@ -289,8 +289,34 @@ def _check_modbus(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
             close = difflib.get_close_matches(device.profile, known, n=1, cutoff=0.8)
             hint = f"did you mean {close[0]}?" if close else f"built-in: {', '.join(known)}"
             yield (*loc, "profile"), f"unknown profile {quote(device.profile)} ({hint})"
+        else:
+            yield from _check_profile(loc, device)
     for p, point in enumerate(device.points):
         yield from _check_register(device, (*loc, "points", p), point)
+
+
+def _check_profile(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
+    """A built-in profile is tested, but a broken one must still be a problem, not a crash."""
+    try:
+        resolved = device.resolved_points()
+    except (ValueError, KeyError, TypeError) as exc:
+        yield (
+            (*loc, "profile"),
+            (
+                f"profile {quote(device.profile)} cannot be used: {exc} (a bug in the profile "
+                "file: report it)"
+            ),
+        )
+        return
+    own = {point.name for point in device.points}
+    for point in resolved:
+        if point.name in own:
+            continue
+        for _, message in _check_register(device, (), point):
+            yield (
+                (*loc, "profile"),
+                (f"profile {quote(device.profile)}, point {point.name}: {message}"),
+            )
 
 
 def _check_register(device: ModbusDevice, loc: Loc, point: ModbusPoint) -> Iterator[Problem]:

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     Tag,
+    ValidationError,
     WithJsonSchema,
 )
 from pydantic.json_schema import SkipJsonSchema
@@ -382,8 +383,15 @@ class ModbusDevice(_Model):
         for raw in document.get("points", ()):
             if raw["name"] in own:
                 continue
-            fields = {**defaults, **raw}
-            merged.append(ModbusPoint(**{k: v for k, v in fields.items() if k != "note"}))
+            fields = {k: v for k, v in {**defaults, **raw}.items() if k != "note"}
+            try:
+                merged.append(ModbusPoint.model_validate(fields))
+            except ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in error["loc"])
+                raise ValueError(
+                    f"point {raw['name']}: {where}: {error['msg']} (got {quote(error['input'])})"
+                ) from None
         return (*merged, *self.points)
 
 

@@ -283,3 +283,55 @@ def test_summary_of_a_serial_device_with_telemetry(capsys: pytest.CaptureFixture
     assert "drain 200 msg/s" in out
     assert "- energy: holding 0 uint32 ABCD, counter Wh, electricity, x0.001" in out
     assert "http     off" in out and "groups\n  (none)" in out
+
+
+def _profiles() -> list[str]:
+    from drivers.modbus import profiles
+
+    return profiles.available()
+
+
+@pytest.mark.parametrize("profile", _profiles())
+def test_every_built_in_profile_passes_check(profile: str) -> None:
+    """Profile points obey the same rules as a device's own (and may be group members)."""
+    cfg = parse_config(
+        MINIMAL
+        + f'[[devices]]\nname = "m"\ndriver = "modbus"\nhost = "h"\nprofile = "{profile}"\n'
+        + '[[groups]]\nname = "g"\nmembers = ["m.energy_import"]\n',
+        "x.toml",
+    )
+    points = cfg.devices[0].resolved_points()
+    assert len({p.name for p in points}) == len(points)
+    assert "energy_import" in {p.name for p in points}
+
+
+def test_a_broken_profile_is_a_problem_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    from drivers.modbus import profiles
+
+    broken = {
+        "defaults": {"function": "input", "type": "float32"},
+        "points": [
+            {"name": "ok", "address": 0},
+            {"name": "past_the_end", "address": 65535},
+            {"name": "wrong", "address": "zero"},
+        ],
+    }
+    monkeypatch.setattr(profiles, "available", lambda: ["broken-meter"])
+    monkeypatch.setattr(profiles, "load", lambda name: broken)
+    text = MINIMAL + '[[devices]]\nname = "m"\ndriver = "modbus"\nhost = "h"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text + 'profile = "broken-meter"\n', "x.toml")
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.path) == (13, "devices[0].profile")
+    assert problem.message == (
+        'profile "broken-meter" cannot be used: point wrong: address: Input should be a valid '
+        'integer (got "zero") (a bug in the profile file: report it)'
+    )
+    broken["points"].pop()
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text + 'profile = "broken-meter"\n', "x.toml")
+    (problem,) = caught.value.problems
+    assert problem.message == (
+        'profile "broken-meter", point past_the_end: float32 needs 2 registers: 65535..65536 '
+        "runs past 65535 (the last register)"
+    )
