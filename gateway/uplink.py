@@ -69,6 +69,7 @@ class Uplink(Link):
         if self._thread is not None:
             return
         self._stop.clear()
+        self._open_wake()
         self.outbox.add_listener(self._poke)
         self._thread = threading.Thread(target=self._run, name="ironwatt-uplink", daemon=True)
         self._thread.start()
@@ -80,7 +81,11 @@ class Uplink(Link):
         self.outbox.remove_listener(self._poke)
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("uplink to %s did not stop within %.0f s", self._where(), timeout)
+                return
             self._thread = None
+        self._close_wake()
         self._state = "stopped"
 
     async def __aenter__(self) -> Uplink:
@@ -248,8 +253,7 @@ class Uplink(Link):
         # Whatever paho still holds is forgotten with this client: the outbox resends it.
         self._inflight.clear()
         self._status_mids.clear()
-        if not self._stop.is_set():
-            client.disconnect()
+        self._discard(client)  # a second DISCONNECT after a goodbye is a no-op
         self._state = "offline"
         self._reader = None
         log.info(

@@ -50,9 +50,9 @@ class Link:
         self._lag_s = 0.0
         self._reader: OutboxReader | None = None
         # The outbox pokes this after each commit: an idle session wakes at once, not at a tick.
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        # Made by Uplink.start(), closed by stop().
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
 
     def _where(self) -> str:
         return f"{self._host}:{self._port}"
@@ -153,7 +153,7 @@ class Link:
                     f"{s.connect_timeout_s:.0f} s; retrying",
                     logging.WARNING,
                 )
-            client.disconnect()
+            self._discard(client)
             return False
         if self._connack.is_failure:
             self._refusals += 1
@@ -164,7 +164,7 @@ class Link:
                 f"(client id {s.client_id!r}, user {user!r}); check mqtt.username, the password "
                 "file or variable, and the broker's ACL; retrying with backoff"
             )
-            client.disconnect()
+            self._discard(client)
             return False
         return True
 
@@ -227,8 +227,10 @@ class Link:
 
     def _poke(self) -> None:
         """Outbox listener (writer thread): new rows are there."""
-        with contextlib.suppress(OSError):  # full (already poked) or closed (stopped)
-            self._wake_w.send(b"\0")
+        wake = self._wake_w
+        if wake is not None:
+            with contextlib.suppress(OSError):  # full (already poked) or closed (stopped)
+                wake.send(b"\0")
 
     def _pump(self, client: mqtt.Client, timeout: float) -> bool:
         """One round of paho's network work, waiting at most `timeout`; False when it broke.
@@ -242,18 +244,38 @@ class Link:
             return False
         pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
         wlist = [sock] if client.want_write() else []
+        wake = self._wake_r
+        rlist = [sock] if wake is None else [sock, wake]
         try:
-            readable, writable, _ = select.select(
-                [sock, self._wake_r], wlist, [], 0.0 if pending else timeout
-            )
+            readable, writable, _ = select.select(rlist, wlist, [], 0.0 if pending else timeout)
         except (OSError, ValueError):
             return False
-        if self._wake_r in readable:
+        if wake is not None and wake in readable:
             with contextlib.suppress(OSError):
-                self._wake_r.recv(4096)
+                wake.recv(4096)
         ok = MQTTErrorCode.MQTT_ERR_SUCCESS
         if (sock in readable or pending) and client.loop_read() != ok:
             return False
         if sock in writable and client.socket() is not None and client.loop_write() != ok:
             return False
         return client.socket() is not None and client.loop_misc() == ok
+
+    @staticmethod
+    def _discard(client: mqtt.Client) -> None:
+        """DISCONNECT if still possible, and close the socket now rather than at GC."""
+        client.disconnect()
+        sock = client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _open_wake(self) -> None:
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    def _close_wake(self) -> None:
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None

@@ -62,6 +62,10 @@ class Lines:
         self._thread.start()
 
     def _read(self, stream: IO[str]) -> None:
+        with stream:  # closed at EOF: when the process is gone
+            self._lines(stream)
+
+    def _lines(self, stream: IO[str]) -> None:
         for line in stream:
             self.lines.append(line.strip())
             if line.startswith("stored "):
