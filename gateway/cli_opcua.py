@@ -1,4 +1,4 @@
-"""`ironwatt opcua browse|read|trust`: the technician's tools for OPC UA servers, and `check` lines.
+"""`ironwatt opcua browse|read|trust`: the technician's tools for OPC UA servers.
 
 asyncua is imported inside the handlers only, so `ironwatt --help` and `check` stay light.
 """
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from drivers.opcua.describe import describe_device
 from drivers.opcua.nodes import NodeIdError, parse_node_id
 from drivers.opcua.security import (
     POLICIES,
@@ -342,61 +343,3 @@ async def _trust_async(args: argparse.Namespace) -> int:
     tmp.replace(out)
     print(f'Saved. Set server_certificate = "{out}" on the device.')
     return 0
-
-
-# -- check -------------------------------------------------------------------------------------
-
-
-def describe_device(device: Any) -> list[str]:
-    """Lines for `ironwatt check`: endpoint, mode, security, pinning and every point's node.
-
-    Offline (no connection, no asyncua): problems start with "!" so they stand out.
-    """
-    mode = device.mode
-    every = f"every {device.interval:g} s" if mode == "poll" else f"sampling {device.interval:g} s"
-    lines = [f"{device.name}: opcua {mode} ({every}) at {device.endpoint}"]
-    security = f"security {device.security_policy}/{device.security_mode}"
-    if getattr(device, "user_certificate", None):
-        security += f", X.509 user {device.user_certificate}"
-    elif device.username:
-        source = (
-            f"password_file {device.password_file}" if device.password_file
-            else f"password_env {device.password_env}" if device.password_env
-            else "no password"
-        )  # fmt: skip
-        security += f", user {device.username!r} ({source})"
-    else:
-        security += ", anonymous"
-    lines.append(f"  {security}")
-    pinned = device.server_certificate
-    if pinned is not None:
-        try:
-            lines.append(
-                f"  server certificate pinned: {pinned} (SHA-256 {fingerprint(load_der(pinned))})"
-            )
-        except OSError as exc:
-            lines.append(f"  ! server_certificate {pinned} cannot be read: {exc.strerror}")
-    elif device.security_policy != "None":
-        lines.append(
-            f"  ! no server_certificate pinned: run `ironwatt opcua trust {device.endpoint} "
-            "--out <file.der>` and set server_certificate (the gateway will not connect without)"
-        )
-    if device.security_policy != "None" and device.security_mode == "None":
-        lines.append(
-            f"  ! security_policy {device.security_policy} needs security_mode Sign or "
-            "SignAndEncrypt"
-        )
-    stamps = getattr(device, "timestamps", "gateway")
-    lines.append(f"  timestamps: {stamps}, {len(device.points)} point(s):")
-    for point in device.points:
-        extra = ""
-        if getattr(point, "deadband_type", "none") != "none":
-            extra = f", deadband {point.deadband_type} {point.deadband_value:g}"
-        try:
-            parse_node_id(point.node)
-        except NodeIdError as exc:
-            lines.append(f"  ! {point.name}: {exc}")
-            continue
-        unit = f" {point.unit}" if point.unit else ""
-        lines.append(f"    {point.name}  {point.node}  [{point.kind}{unit}{extra}]")
-    return lines

@@ -3,6 +3,7 @@
 Importing this package does not import asyncua (~48 MB RSS); that happens on the first session.
 """
 
+from drivers.opcua.describe import describe_device
 from drivers.opcua.driver import ConnectionLost, OpcuaDriver
 from drivers.opcua.nodes import NodeIdError, NodeRef, parse_node_id
 from drivers.opcua.security import ConnectionSettings, OpcuaConnectError
@@ -14,5 +15,6 @@ __all__ = [
     "NodeRef",
     "OpcuaConnectError",
     "OpcuaDriver",
+    "describe_device",
     "parse_node_id",
 ]

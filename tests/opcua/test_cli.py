@@ -11,7 +11,7 @@ import pytest
 
 from drivers.opcua.security import fingerprint
 from gateway.cli_opcua import describe_device, register
-from tests.opcua.conftest import NSU, PASSWORD, PlcProcess, make_device, point
+from tests.opcua.conftest import NSU, PASSWORD, PlcProcess, make_cert, make_device, point
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -129,6 +129,7 @@ def test_describe_device_lists_nodes_mode_and_problems(tmp_path: Path) -> None:
         [
             point("hot_metal", NSU + "Production.HotMetalTons", kind="counter", unit="t"),
             point("flow", NSU + "Utilities.NG.Flow", deadband_type="absolute", deadband_value=2),
+            point("by_index", "ns=2;s=Furnace.Temp1"),
             point("broken", "ns=2;q=1"),
         ],
         name="bf2-plc",
@@ -141,11 +142,29 @@ def test_describe_device_lists_nodes_mode_and_problems(tmp_path: Path) -> None:
     )
     lines = describe_device(device)
     text = "\n".join(lines)
-    assert lines[0] == "bf2-plc: opcua poll (every 0.5 s) at opc.tcp://10.10.1.30:4840"
+    assert lines[0] == "poll: one batched Read of 4 node(s) every 0.5 s"
     assert (
-        "security Basic256Sha256/SignAndEncrypt, user 'gateway' (password_env PLC_PASSWORD)" in text
+        "! no server_certificate pinned: run `ironwatt opcua trust opc.tcp://10.10.1.30:4840"
+        in text
     )
-    assert "! no server_certificate pinned" in text
-    assert f"hot_metal  {NSU}Production.HotMetalTons  [counter t]" in text
-    assert "deadband absolute 2" in text
-    assert "! broken:" in text
+    assert "flow: deadband absolute 2 (applied by the server)" in text
+    assert "! by_index: ns=2;s=Furnace.Temp1 uses a namespace index" in text
+    assert "! broken: node id 'ns=2;q=1'" in text
+    assert lines[-1] == "nodes: 2 by namespace URI (nsu=), 1 by namespace index (ns=)"
+    # Pinned and subscribed: the fingerprint of the pinned file is shown, no "!" lines.
+    cert = make_cert(tmp_path, "urn:plc")[0]
+    pinned = make_device(
+        "opc.tcp://10.10.1.30:4840",
+        [point("flow", NSU + "Utilities.NG.Flow")],
+        security_policy="Basic256Sha256",
+        security_mode="Sign",
+        server_certificate=str(cert),
+    )
+    lines = describe_device(pinned)
+    assert lines[0] == "subscribe: 1 monitored item(s) sampled every 0.1 s, queue 1"
+    assert f"server certificate pinned: {cert} (SHA-256 {fingerprint(cert.read_bytes())})" in lines
+    assert not any(line.startswith("!") for line in lines)
+    # The package exports it where `ironwatt check` looks (drivers.opcua.describe_device).
+    import drivers.opcua
+
+    assert drivers.opcua.describe_device is describe_device
