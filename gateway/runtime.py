@@ -386,8 +386,18 @@ class Gateway:
         groups_changed = old.groups != new.groups
         old_units = plan_units(old.devices)
         new_units = plan_units(new.devices)
-        stop = [k for k, u in old_units.items() if new_units.get(k) != u]
-        start = [k for k, u in new_units.items() if old_units.get(k) != u]
+        stop = [k for k in old_units if k not in new_units]
+        start = [k for k in new_units if k not in old_units]
+        updated = []
+        for key, unit in new_units.items():
+            if key in old_units and old_units[key] != unit:
+                # A Modbus link takes its new device list in place (the others on the line
+                # keep polling); anything else restarts.
+                if await self.supervisor.update(unit):
+                    updated.append(key)
+                else:
+                    stop.append(key)
+                    start.append(key)
         for key in stop:
             await self.supervisor.stop(key)
         # What the stopped drivers delivered last still belongs to their old points.
@@ -399,6 +409,8 @@ class Gateway:
         self.cfg = new
         if self.telemetry is not None or new.mqtt.telemetry:
             self.telemetry = self._build_telemetry(new) if new.mqtt.telemetry else None
+        for key in updated:
+            self.supervisor.activate(key)
         for key in start:
             self.supervisor.start(new_units[key])
         self.reloads += 1

@@ -26,7 +26,7 @@ log = logging.getLogger("ironwatt.runtime")
 class _Driver(Protocol):
     async def run(self) -> None: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> Any: ...
 
 
 class QueueSink:
@@ -101,9 +101,9 @@ def build_driver(
 ) -> _Driver:
     """Import the protocol package only now: asyncua (~48 MB) only with an OPC UA device."""
     if unit.driver == "modbus":
-        from drivers.modbus.driver import ModbusDriver
+        from gateway.runtime_modbus import ModbusLinkDriver
 
-        return ModbusDriver(unit.devices, index, sink)
+        return ModbusLinkDriver(unit.devices, index, sink)
     from drivers.opcua.driver import OpcuaDriver
 
     return OpcuaDriver(unit.devices[0], index, sink, data_dir, gw_id, site)
@@ -147,8 +147,8 @@ class Supervisor:
         entry.task = asyncio.create_task(self._supervise(entry), name=f"device:{unit.key}")
 
     async def _supervise(self, entry: _Running) -> None:
-        unit = entry.unit
         while True:
+            unit = entry.unit  # a reload may have updated it in place
             started = time.monotonic()
             try:
                 entry.driver = self._factory(
@@ -171,6 +171,24 @@ class Supervisor:
             if time.monotonic() - started > 300:
                 entry.backoff.reset()  # it ran a long time: a fresh failure, not a crash loop
             await asyncio.sleep(entry.backoff.next_delay())
+
+    async def update(self, unit: DeviceUnit) -> bool:
+        """Hand a running unit its reloaded devices; False when it must be restarted instead.
+
+        Devices it adds start at `activate(key)`, once the caller has configured their points.
+        """
+        entry = self.running.get(unit.key)
+        update = getattr(entry.driver, "update", None) if entry is not None else None
+        if entry is None or update is None or not await update(unit.devices):
+            return False
+        entry.unit = unit
+        return True
+
+    def activate(self, key: str) -> None:
+        entry = self.running.get(key)
+        activate = getattr(entry.driver, "activate", None) if entry is not None else None
+        if activate is not None:
+            activate()
 
     async def stop(self, key: str) -> None:
         entry = self.running.pop(key, None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -154,22 +156,38 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         families = parse_prometheus(_get(http, "/metrics").decode())
         assert "ironwatt_device_up" in families and "ironwatt_buffer_backlog_messages" in families
 
-        # -- two chained windows of m1 with the energy the meter counted.
-        _wait(lambda: len(_windows(collector, "m1")) >= 2, 30, "two m1 windows", gw)
-        wins = list(_windows(collector, "m1").values())
-        for doc in wins:
+        # -- two chained windows of m1 with the energy the meter counted. The first windows
+        # are partial (the gateway started inside them): wait for two fully covered ones.
+        def full_windows() -> list[dict]:
+            return [
+                w for w in _windows(collector, "m1").values()
+                if w["points"]["energy_import"]["coverage"] > 0.999
+            ]  # fmt: skip
+
+        _wait(lambda: len(full_windows()) >= 2, 35, "two full m1 windows", gw)
+        for doc in _windows(collector, "m1").values():
             _check_window(doc, "m1")
+        first, second = (w["points"] for w in full_windows()[:2])
         expected = POWER[1] * WINDOW / 3600
-        second = wins[1]["points"]["energy_import"]
-        assert second["delta"] == pytest.approx(expected, rel=0.02)
-        assert second["first"] == pytest.approx(wins[0]["points"]["energy_import"]["last"])
-        assert wins[1]["points"]["power_total"]["mean"] == pytest.approx(POWER[1], rel=1e-4)
+        assert second["energy_import"]["delta"] == pytest.approx(expected, rel=0.02)
+        assert second["energy_import"]["first"] == pytest.approx(first["energy_import"]["last"])
+        assert second["power_total"]["mean"] == pytest.approx(POWER[1], rel=1e-4)
+        assert second["power_total"]["integral"] == pytest.approx(expected, rel=0.02)
         status = [d for d in _docs(collector, "status")]
         assert status and status[-1]["state"] == "online"
         device_up = [e for e in _docs(collector, "event") if e["type"] == "device_up"]
         assert {e["device"] for e in device_up} >= {"m1", "m2"}
 
-        # -- SIGHUP: m2 removed, m3 added; m1 keeps running untouched.
+        # -- `ironwatt status` renders the same document for a technician.
+        table = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "status", "-c", str(config)],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout  # fmt: skip
+        assert any(line.split()[:3] == ["m1", "modbus", "up"] for line in table.splitlines())
+        assert "uplink: connected" in table
+
+        # -- SIGHUP: m2 removed, m3 added; m1, on the same link, keeps polling untouched.
+        polls_before = json.loads(_get(http, "/status"))["devices"]["m1"]["polls"]
         _config(config, data, broker, plant.plant.port, http, [1, 3])
         reload_at = time.time()
         gw.signal(signal.SIGHUP)
@@ -184,6 +202,10 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         assert reloaded["changed"] == []
         devices = json.loads(_get(http, "/status"))["devices"]
         assert sorted(devices) == ["m1", "m3"]
+        assert devices["m1"]["polls"] >= polls_before  # the same poller: its count went on
+        assert devices["m1"]["crashes"] == 0
+        ups = [e for e in _docs(collector, "event") if e["type"] == "device_up"]
+        assert [e["device"] for e in ups].count("m1") == 1
 
         # -- SIGHUP with a broken file: refused, logged, the running config stays.
         _config(config, data, broker, plant.plant.port, http, [1, 3], broken=True)
