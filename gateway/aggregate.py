@@ -6,7 +6,9 @@ gateway's zone, and turns closed windows into `energy/{interval}/{device}` paylo
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,8 @@ __all__ = [
 ]
 
 KINDS = {"counter": 0, "rate": 1, "gauge": 2}
+SNAPSHOT_VERSION = 1
+_MAGIC = b"IWA"
 INTEGRATIONS = {"trapezoid": 0, "hold": 1}
 
 
@@ -375,12 +379,31 @@ class Aggregator:
     # ---- state ------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The kernel's state (open windows, counter baselines), keyed by point key."""
-        return bytes(self._k.snapshot())
+        """Versioned bytes: the kernel's state (open windows, counter baselines, keyed by point
+        key) and the device windows a gap may still revise."""
+        kernel = bytes(self._k.snapshot())
+        revisable = [
+            [self._names[k], device, start, payload]
+            for (k, device, start), payload in self._revisable.items()
+        ]
+        extra = json.dumps(revisable, separators=(",", ":")).encode()
+        return _MAGIC + bytes([SNAPSHOT_VERSION]) + struct.pack("<Q", len(kernel)) + kernel + extra
 
     def restore(self, data: bytes) -> list[str]:
         """Resume from a snapshot after `set_points`; returns the point keys resumed."""
-        return list(self._k.restore(data, dict(self.index.items())))
+        if len(data) < 12 or data[:3] != _MAGIC:
+            raise ValueError("not an ironwatt aggregator snapshot (bad magic); delete the file")
+        if data[3] != SNAPSHOT_VERSION:
+            raise ValueError(
+                f"aggregator snapshot version {data[3]} is not supported by this build (it "
+                f"reads version {SNAPSHOT_VERSION}); move the state file aside and restart"
+            )
+        (n,) = struct.unpack("<Q", data[4:12])
+        keys = list(self._k.restore(data[12 : 12 + n], dict(self.index.items())))
+        for name, device, start, payload in json.loads(data[12 + n :]):
+            if name in self._names:
+                self._revisable[(self._names.index(name), device, start)] = payload
+        return keys
 
     def stats(self) -> dict[str, int]:
         """Samples the kernel dropped (out of order, beyond the grid, unknown point)."""

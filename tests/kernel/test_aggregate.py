@@ -236,3 +236,37 @@ def test_gap_revision_republishes_the_whole_device_window(km: ModuleType) -> Non
     assert again["points"]["energy_import"]["estimated"] is True
     assert again["points"]["power_total"] == original["points"]["power_total"]
     assert original["revision"] == 1  # what was handed out before is left as it was
+
+
+def test_revisions_survive_a_restart(km: ModuleType) -> None:
+    t0 = START + 10 * 3600
+    agg = make(km, t0)
+    ids = agg.index
+
+    def step(a: Aggregator, i: int) -> list[Any]:
+        t = t0 + i
+        b = SampleBatch()
+        if not 30 < i < 200:
+            b.append(a.index.id("sub-a-main.energy_import"), t, 1000.0 + i * 0.5)
+        b.append(a.index.id("sub-a-main.power_total"), t, 30.0)
+        a.ingest(b, t)
+        return a.close_until(t).windows
+
+    for i in range(150):
+        step(agg, i)
+    assert ids is agg.index
+    later = make(km, t0 + 150)
+    later.restore(agg.snapshot())
+    published = [w.payload for i in range(150, 300) for w in step(later, i)]
+    again = [p for p in published if p["interval"] == "1m" and p["revision"] == 2]
+    assert [p["start"] for p in again][:1] == ["2026-11-29T02:00:00.000Z"]
+    every = ["energy_import", "furnace_temp", "power_total"]  # the whole device window
+    assert [sorted(p["points"]) for p in again] == [every] * 3
+
+
+def test_aggregator_snapshot_version_is_checked(km: ModuleType) -> None:
+    agg = make(km, START + 3600)
+    data = bytearray(agg.snapshot())
+    data[3] = 7
+    with pytest.raises(ValueError, match="version 7 is not supported"):
+        agg.restore(bytes(data))
