@@ -102,8 +102,12 @@ async def test_dead_device_does_not_slow_a_healthy_one_on_another_link(
             status = driver.status()
         times = poll_times(sink, index, "ok")
         intervals = [b - a for a, b in itertools.pairwise(times)]
-        mean = statistics.fmean(intervals[1:])
-        assert abs(mean - period) <= 0.1 * period, (mean, intervals)
+        # The median is the healthy device's period; one stall of this shared machine (a skipped
+        # poll) must not decide the test, but more than a few would fail the count below.
+        median = statistics.median(intervals)
+        assert abs(median - period) <= 0.1 * period, (median, intervals)
+        assert len(times) >= 0.85 * 2.5 / period, len(times)
+        assert max(intervals) < 0.3 + period  # never held up by the dead device's 0.3 s timeouts
         assert status["ok"]["state"] == "up" and status["dead"]["state"] == "down"
         assert sink.events_of("device_down", "dead")
         # The dead device still reports, with bad quality and no values, every poll.
