@@ -23,6 +23,8 @@ __all__ = [
     "ModbusError",
     "NoResponse",
     "link_key",
+    "make_client",
+    "settings_of",
 ]
 
 log = logging.getLogger("ironwatt.modbus")

@@ -194,6 +194,8 @@ class SimMeter:
             return self.energy_kwh
         if name == "energy_export":
             return 12.5
+        if name in ("ct_ratio", "pt_ratio"):  # Acrel meters report their own ratios
+            return self.ct_ratio if name == "ct_ratio" else self.pt_ratio
         return None
 
     def tick(self, *, force: bool = False) -> None:

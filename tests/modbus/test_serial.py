@@ -110,3 +110,16 @@ async def test_rtu_over_tcp(sink: Any, device_factory: Any) -> None:
     values = {index.key(p): v for p, _, v, q in batch if q == QUALITY_GOOD}
     assert len(values) == len(batch) == 19
     assert values["gw.energy_import"] == pytest.approx(1000.0, abs=0.5)
+
+
+@pytest.mark.asyncio
+async def test_cli_read_over_serial(serial_plant: Any, capsys: Any) -> None:
+    from gateway.cli_modbus import main
+
+    _, port = serial_plant
+    argv = ["modbus", "read", "--serial", port, "--baudrate", "19200", "--unit", "2"]
+    argv += ["--function", "input", "--address", "0", "--type", "int32", "--order", "CDAB"]
+    code = await asyncio.to_thread(main, argv)
+    out = capsys.readouterr().out
+    assert code == 0 and "serial" in out
+    assert 2250 < int(out.splitlines()[-1].split()[-1]) < 2350  # EM24 voltage in 0.1 V
