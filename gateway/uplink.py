@@ -250,6 +250,10 @@ class Uplink(Link):
         if self._acked:
             self.outbox.ack(self._acked)
             self._acked = []
+            # The deletes land before the next session reads from the oldest row again, so an
+            # acknowledged message is not sent twice.
+            with contextlib.suppress(TimeoutError):
+                self.outbox.flush(timeout=5.0)
         # Whatever paho still holds is forgotten with this client: the outbox resends it.
         self._inflight.clear()
         self._status_mids.clear()
