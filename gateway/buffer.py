@@ -216,6 +216,9 @@ class Outbox(Writer):
         """Run fn(conn) in the writer thread, inside a transaction when it writes."""
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._cv:
+            if self._closing or not self._writer.is_alive():
+                fut.set_exception(RuntimeError("the outbox is closed"))
+                return fut
             self._calls.append((fn, fut))
             self._cv.notify_all()
         return fut

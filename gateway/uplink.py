@@ -210,7 +210,7 @@ class Uplink(Link):
                     if self._acked:
                         self.outbox.ack(self._acked)
                         self._acked, last_flush = [], now
-                    with contextlib.suppress(TimeoutError):  # a stalled disk: report anyway
+                    with contextlib.suppress(TimeoutError, RuntimeError):  # report anyway
                         self.outbox.flush(timeout=2.0)
                 self._publish_status(client, "online")
                 next_status = now + s.status_interval_s
@@ -252,7 +252,7 @@ class Uplink(Link):
             self._acked = []
             # The deletes land before the next session reads from the oldest row again, so an
             # acknowledged message is not sent twice.
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, RuntimeError):  # stalled or closed outbox
                 self.outbox.flush(timeout=5.0)
         # Whatever paho still holds is forgotten with this client: the outbox resends it.
         self._inflight.clear()
