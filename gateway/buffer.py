@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -30,6 +32,7 @@ __all__ = [
     "MessageClass",
     "Outbox",
     "OutboxBusy",
+    "OutboxLocked",
     "OutboxReader",
     "OutboxSettings",
     "OutboxStats",
@@ -39,6 +42,28 @@ __all__ = [
 
 class OutboxBusy(RuntimeError):
     """submit(block=False) found the writer's queue full (a slow or full disk)."""
+
+
+class OutboxLocked(RuntimeError):
+    """Another process has this buffer open: two writers would hand out the same seq."""
+
+
+def _lock(path: Path) -> int:
+    """An exclusive advisory lock beside the database, held while the outbox is open."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise OutboxLocked(
+            f"buffer {path} is in use by another gateway process (pid {holder}); stop it first "
+            "(`ironwatt buffer stats/export` can read a buffer in use)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _boot_id() -> str:
@@ -71,8 +96,17 @@ class Outbox(Writer):
         self._near_cap = False
         self._pending_events: list[tuple[str, bytes, int, int]] = []
         self._link_transitions = 0
-        self._conn = self._connect()
-        self._open_session()
+        self._lock_fd = _lock(settings.path)
+        try:
+            self._conn = self._connect()
+            try:
+                self._open_session()
+            except BaseException:
+                self._conn.close()
+                raise
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self.used_bytes = self._measure()
         self._writer = threading.Thread(target=self._run, name="ironwatt-outbox", daemon=True)
         self._writer.start()
@@ -301,6 +335,8 @@ class Outbox(Writer):
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+        if not self._writer.is_alive():  # the writer may still commit: keep the lock until then
+            os.close(self._lock_fd)
 
     def __enter__(self) -> Outbox:
         return self

@@ -317,3 +317,16 @@ def test_a_gap_row_once_read_is_never_edited(make_outbox: MakeOutbox) -> None:
         if outbox_row.cls == MessageClass.GAP
     )
     assert total == outbox.stats().dropped_total
+
+
+def test_a_second_writer_is_refused(make_outbox: MakeOutbox, tmp_path: Path) -> None:
+    import os
+
+    from gateway.buffer import OutboxLocked
+
+    first = make_outbox()
+    with pytest.raises(OutboxLocked, match=f"pid {os.getpid()}"):
+        Outbox(OutboxSettings(path=tmp_path / "ironwatt.db", gw_id="gw1", site="plant1"))
+    first.close()
+    again = make_outbox()  # released at close
+    assert again.enqueue(windows(1)) == [1]
