@@ -154,6 +154,8 @@ class Link:
         self._last_error = ""
         self.connects = 0
         self.requests = 0
+        self._silent = 0  # requests in a row that nobody answered, across the link's units
+        self._units: set[int] = set()
 
     @property
     def label(self) -> str:
@@ -188,6 +190,12 @@ class Link:
             self._retry_at = self._clock() + self._backoff.next_delay()
             raise LinkDown(self._last_error)
         self._backoff.reset()
+        # pymodbus drops a TCP connection after a few silences in a row, whichever unit they
+        # came from: two dead meters behind a gateway would cut off the live ones. The link
+        # decides instead (see _silence).
+        if hasattr(client, "set_max_no_responses"):
+            client.set_max_no_responses(1_000_000)
+        self._silent = 0
         self._client = client
         self._last_error = "connected"
         self.connects += 1
@@ -218,6 +226,7 @@ class Link:
                 "discrete": client.read_discrete_inputs,
             }[function]
             self.requests += 1
+            self._units.add(unit)
             where = f"{self.label} unit {unit} {function} {address}+{count}"
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
@@ -225,6 +234,7 @@ class Link:
                 async with asyncio.timeout(timeout):
                     rr = await call(address, count=count, device_id=unit)
             except TimeoutError:
+                self._silence()
                 raise NoResponse(
                     f"{where}: no answer within {timeout:g} s (check the unit id, that the meter "
                     "is powered and, on serial lines, wiring, baud rate and parity)"
@@ -235,7 +245,9 @@ class Link:
                     self.mark_broken(f"connection lost: {exc}")
                     self._retry_at = self._clock() + self._backoff.next_delay()
                     raise LinkDown(f"{where}: connection lost ({exc})") from None
+                self._silence()
                 raise NoResponse(f"{where}: {exc}") from None
+            self._silent = 0
             if not client.connected:
                 # pymodbus closes a TCP connection after repeated silences; follow its view.
                 self.mark_broken("closed by the client after repeated timeouts")
@@ -250,6 +262,23 @@ class Link:
             if len(regs) < count:
                 raise NoResponse(f"{where}: short answer ({len(regs)} registers)")
             return regs
+
+    def _silence(self) -> None:
+        """Count an unanswered request; reconnect a TCP link on which no unit answers any more.
+
+        Dead units are retried rarely (device backoff), so answers from live units interleave
+        and reset the count; only a link where every unit went quiet (a half-open connection,
+        a hung gateway) reaches the threshold.
+        """
+        self._silent += 1
+        if self.settings.transport != "rtu" and self._silent >= 3 * len(self._units) + 3:
+            log.warning(
+                "link %s: no unit answered the last %d requests; reconnecting",
+                self.label,
+                self._silent,
+            )
+            self.mark_broken(f"no answer to {self._silent} requests in a row")
+            self._silent = 0
 
     def close(self) -> None:
         self._drop()

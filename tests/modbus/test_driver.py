@@ -203,3 +203,48 @@ async def test_rejected_ranges_are_tried_again_after_an_hour(plant, sink, device
     assert runner.plan.unreadable == ()
     quality = {index.key(p): q for p, _, _, q in batch}
     assert quality["m1.frequency"] == QUALITY_GOOD
+
+
+@pytest.mark.asyncio
+async def test_dead_units_do_not_cut_a_live_one_off_a_shared_connection(
+    sink, device_factory
+) -> None:  # type: ignore[no-untyped-def]
+    # Between two polls of the live meter, the dead ones time out many times in a row: pymodbus
+    # alone would close the shared connection and take the live meter down with them.
+    dead = (3, 4, 5, 6)
+    meters = [SimMeter(1, profile="eastron-sdm630")] + [SimMeter(u, silent=True) for u in dead]
+    async with ModbusPlant(meters) as plant:
+        live = device_factory(
+            "u1", port=plant.port, unit=1, poll=0.5, timeout=0.05, profile="eastron-sdm630"
+        )
+        devices = [live] + [
+            device_factory(f"u{u}", port=plant.port, unit=u, poll=0.1, timeout=0.05,
+                           profile="eastron-sdm630")
+            for u in dead
+        ]  # fmt: skip
+        driver = ModbusDriver(devices, PointIndex(), sink)
+        async with running(driver):
+            await asyncio.sleep(2.0)
+            status = driver.status()
+        link = next(iter(driver.links.values()))
+    assert status["u1"]["state"] == "up" and status["u1"]["errors"] == 0, status["u1"]
+    assert not sink.events_of("device_down", "u1")
+    assert {status[f"u{u}"]["state"] for u in dead} == {"down"}
+    assert link.connects == 1  # one connection all along
+
+
+@pytest.mark.asyncio
+async def test_a_link_where_no_unit_answers_is_reconnected(sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    async with ModbusPlant([SimMeter(9, silent=True)]) as plant:
+        device = device_factory("mute", port=plant.port, unit=9, timeout=0.05, retries=5,
+                                profile="eastron-sdm630")  # fmt: skip
+        runner = DeviceRunner(device, Link(settings_of(device)), PointIndex(), sink)
+        try:
+            await runner.poll_once()  # 6 silences in a row: a half-open connection, maybe
+            assert runner.link.connects == 1 and not runner.link.connected
+            runner._retry_at = 0.0  # skip the device backoff: probe now
+            await runner.poll_once()
+            assert runner.link.connects == 2
+        finally:
+            runner.link.close()
+    assert runner.health.state == "down"
