@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from ext import kernel as default_kernel
 from gateway.samples import PointIndex, SampleBatch
-from gateway.windows import edges_between, utc_iso, window_of
+from gateway.windows import DAY, edges_between, utc_iso, window_of
 
 __all__ = [
     "Aggregator",
@@ -179,8 +179,9 @@ class Aggregator:
         if self._horizon >= now + self._lookahead / 2:
             return
         if self._horizon == -math.inf:
-            # Start at a window start of the longest interval, an edge of every interval.
-            longest = max(self._seconds)
+            # Start at a local midnight that is also an edge of any whole-day interval: an
+            # edge of every interval (they divide 24 h or are whole days).
+            longest = max(*self._seconds, DAY)
             start = window_of(self._tz, longest, now - self._lookback)[0]
         else:
             start = self._horizon

@@ -270,3 +270,21 @@ def test_aggregator_snapshot_version_is_checked(km: ModuleType) -> None:
     data[3] = 7
     with pytest.raises(ValueError, match="version 7 is not supported"):
         agg.restore(bytes(data))
+
+
+def test_intervals_that_do_not_nest(km: ModuleType) -> None:
+    agg = Aggregator(
+        ZoneInfo("UTC"), [("10m", 600), ("15m", 900)], demand_interval=None, kernel_module=km
+    )
+    agg.set_points([PointSpec("m", "e", "counter", "kWh")], DAY0)
+    published = []
+    for i in range(361):
+        t = DAY0 + 10.0 * i
+        b = SampleBatch()
+        b.append(agg.index.id("m.e"), t, 100.0 + i)
+        agg.ingest(b, t)
+        published += agg.close_until(t + 1.0).windows
+    by = {name: [w.payload for w in published if w.interval == name] for name in ("10m", "15m")}
+    assert [len(by["10m"]), len(by["15m"])] == [6, 4]
+    for ws in by.values():
+        assert all(p["points"]["e"]["delta"] == pytest.approx(360 / len(ws)) for p in ws)
