@@ -99,7 +99,10 @@ def floor(const double[:] ts, const double[:] value, double width):
 
 def build_helper() -> Any:
     """Compile HELPER into a temp dir (Cython + the C compiler) and import it."""
-    from Cython.Build import cythonize
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        sys.exit("bench/kernel.py needs Cython in this environment: pip install 'cython>=3,<4'")
     from setuptools import Distribution, Extension
 
     tmp = tempfile.mkdtemp(prefix="iw_bench_")
