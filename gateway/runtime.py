@@ -90,6 +90,7 @@ class Gateway:
         self._loop_tick = time.monotonic()
         self._settings = OutboxSettings.from_config(cfg)
         self.failed = False  # an internal task died: exit non-zero so systemd restarts us
+        self._draining = False
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -216,9 +217,13 @@ class Gateway:
     # -- the data path --------------------------------------------------------------------------
 
     async def _pipeline(self) -> None:
-        while True:
+        # Never cancelled mid-pass (windows taken from the kernel but not yet stored would be
+        # lost): shutdown sets _draining and waits for the loop to come round.
+        while not self._draining:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sink.wake.wait(), timeout=_TICK_S)
+            if self._draining:
+                break
             await self._process()
             # Let batches from several drivers gather: one kernel call per ~100 ms at most.
             await asyncio.sleep(0.1)
@@ -448,6 +453,13 @@ class Gateway:
 
         if self.supervisor is not None:
             await self.supervisor.stop_all()
+        self._draining = True
+        self.sink.wake.set()
+        pipeline = [t for t in self._tasks if t.get_name() == "pipeline"]
+        if pipeline:
+            # Let a pass in progress store what it took from the kernel.
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(pipeline[0]), timeout=left())
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -238,7 +238,11 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         before = wins1[starts[idx - 1]]["points"]["energy_import"]
         # The snapshot carried the baseline across the restart: the window starts where the
         # previous one ended and holds the whole 10 s of energy.
-        assert window["first"] == pytest.approx(before["last"])
+        assert window["first"] == pytest.approx(before["last"]), (
+            [(s, wins1[s]["points"]["energy_import"]) for s in starts[idx - 2 : idx + 2]],
+            stopped_at,
+            [line for line in gw.log().splitlines() if "ironwatt.runtime" in line],
+        )
         assert window["delta"] == pytest.approx(POWER[1] * WINDOW / 3600, rel=0.02)
 
         # m2 was removed before this window: it has none for it; m3 publishes.
