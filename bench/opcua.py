@@ -3,6 +3,9 @@
 The simulated PLC runs in its own process; each client run is a fresh process (alternating
 bare / gateway) that measures notifications received and its own CPU over a steady window.
 The gateway run includes the driver's sink feeding the aggregation kernel (`ext.kernel`).
+Each value encodes its server tick, so a run also reports the share of the values the server
+wrote that reached the client (queue size 1: a value overwritten before a publish is lost,
+whether the server or the client was slow; equal shares mean the client lost nothing more).
 Last line: `RESULT notifications_per_s=<gateway median> cpu_ratio_vs_bare=<ratio of medians>`.
 """
 
@@ -16,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,27 @@ KINDS = ("bare", "gateway", "floor")
 # -- client processes ----------------------------------------------------------------------------
 
 
-async def measure(count: Any, tick: asyncio.Event) -> dict[str, float]:
+def completeness(values: Sequence[float]) -> float:
+    """Received / produced for the values of a window: item k's value is tick * 10,000 + k.
+
+    Per item, every tick between the first and the last one seen was written by the server;
+    with a queue of 1 a client too slow to take them loses some, and this ratio shows it.
+    """
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    seen: dict[int, int] = {}
+    for v in values:
+        tick, k = divmod(int(v), 10_000)
+        first.setdefault(k, tick)
+        last[k] = tick
+        seen[k] = seen.get(k, 0) + 1
+    produced = sum(last[k] - first[k] + 1 for k in first)
+    return sum(seen.values()) / produced if produced else 0.0
+
+
+async def measure(
+    count: Any, tick: asyncio.Event, values: Callable[[], Sequence[float]]
+) -> dict[str, float]:
     """Warm up, then count and time a window whose both edges fall right after a delivery.
 
     The server publishes whole cycles (2,000 values) at once, and a starved server does so
@@ -53,7 +76,9 @@ async def measure(count: Any, tick: asyncio.Event) -> dict[str, float]:
     n0, c0, t0 = await after_delivery()
     await asyncio.sleep(WINDOW)
     n1, c1, t1 = await after_delivery()
-    return {"notifications": n1 - n0, "seconds": t1 - t0, "cpu": c1 - c0}
+    # Outside the measured window: what arrived in it, checked against what the server wrote.
+    complete = completeness(values()[n0:n1])
+    return {"notifications": n1 - n0, "seconds": t1 - t0, "cpu": c1 - c0, "complete": complete}
 
 
 async def run_bare(endpoint: str, ns: int) -> dict[str, float]:
@@ -66,10 +91,10 @@ async def run_bare(endpoint: str, ns: int) -> dict[str, float]:
     tick = asyncio.Event()
 
     class Handler:
-        n = 0
+        values: list[float] = []  # noqa: RUF012 (one handler per process)
 
         def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
-            Handler.n += 1
+            Handler.values.append(val)
             tick.set()
 
     client = Client(endpoint, timeout=30, watchdog_intervall=30)
@@ -78,7 +103,7 @@ async def run_bare(endpoint: str, ns: int) -> dict[str, float]:
         sub: Any = await client.create_subscription(INTERVAL * 1000, Handler())
         nodes = [client.get_node(ua.NodeId(f"Bench.Item{i:04d}", ns)) for i in range(ITEMS)]
         await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=INTERVAL * 1000)
-        return await measure(lambda: Handler.n, tick)
+        return await measure(lambda: len(Handler.values), tick, lambda: Handler.values)
     finally:
         await client.disconnect()
 
@@ -93,13 +118,18 @@ async def run_floor(endpoint: str, ns: int) -> dict[str, float]:
     ua = ua_module()
     tick = asyncio.Event()
     total = [0]
+    kept: list[Any] = []
 
     def on_publish(result: Any) -> None:
         for notif in result.NotificationMessage.NotificationData or ():
             items = getattr(notif, "MonitoredItems", None)
             if items:
                 total[0] += len(items)
+                kept.append(items)
                 tick.set()
+
+    def values() -> list[float]:
+        return [item.Value.Value.Value for items in kept for item in items]
 
     client = Client(endpoint, timeout=30, watchdog_intervall=30)
     await client.connect()
@@ -107,7 +137,7 @@ async def run_floor(endpoint: str, ns: int) -> dict[str, float]:
         sub = await make_subscription(client, INTERVAL * 1000, on_publish)
         nodes = [client.get_node(ua.NodeId(f"Bench.Item{i:04d}", ns)) for i in range(ITEMS)]
         await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=INTERVAL * 1000)
-        return await measure(lambda: total[0], tick)
+        return await measure(lambda: total[0], tick, values)
     finally:
         await client.disconnect()
 
@@ -133,11 +163,16 @@ class KernelSink:
         self.windows = 0
         self.events = 0
         self.tick = asyncio.Event()
+        self.kept: list[Any] = []  # the value arrays, for the completeness check afterwards
 
     def add_samples(self, batch: Any) -> None:
         self.kernel.ingest(batch.point, batch.ts, batch.value, batch.quality)
         self.samples += len(batch)
+        self.kept.append(batch.value)
         self.tick.set()
+
+    def values(self) -> list[float]:
+        return [v for arr in self.kept for v in arr]
 
     def add_event(self, event: Any) -> None:
         self.events += 1
@@ -178,7 +213,7 @@ async def run_gateway(endpoint: str, ns: int) -> dict[str, float]:
     task = asyncio.create_task(driver.run())
     closing = asyncio.create_task(closer())
     try:
-        result = await measure(lambda: sink.samples, sink.tick)
+        result = await measure(lambda: sink.samples, sink.tick, sink.values)
         result["kernel_dropped"] = sum(sink.kernel.stats().values())
         return result
     finally:
@@ -245,7 +280,8 @@ def main() -> None:
                 cpu = r["cpu"] / max(r["notifications"], 1) * 10_000
                 load = r["cpu"] / r["seconds"]
                 print(f"  run {run + 1} {kind:8s} {rate:9.0f} notifications/s  "
-                      f"{cpu * 1000:7.1f} ms CPU per 10,000  ({load:.0%} of a core)")  # fmt: skip
+                      f"{cpu * 1000:7.1f} ms CPU per 10,000  ({load:.0%} of a core)  "
+                      f"{r['complete']:.2%} of the server's values")  # fmt: skip
     finally:
         server.terminate()
         server.wait(10)
@@ -255,9 +291,15 @@ def main() -> None:
 
     rates = {k: med(k, lambda r: r["notifications"] / r["seconds"]) for k in KINDS}
     cpus = {k: med(k, lambda r: r["cpu"] / max(r["notifications"], 1) * 10_000) for k in KINDS}
+    complete = {k: med(k, lambda r: r["complete"]) for k in KINDS}
     print("medians:")
     for k in KINDS:
-        print(f"  {k:8s} {rates[k]:9.0f} notifications/s  {cpus[k] * 1000:7.1f} ms CPU per 10,000")
+        print(f"  {k:8s} {rates[k]:9.0f} notifications/s  {cpus[k] * 1000:7.1f} ms CPU per 10,000  "
+              f"{complete[k]:.2%} of the server's values")  # fmt: skip
+    print(f"of the values the server wrote, {complete['gateway']:.2%} reached the gateway, "
+          f"{complete['bare']:.2%} the bare client, {complete['floor']:.2%} the floor (the rest "
+          "were overwritten in the server's queue of 1 between publishes); the rate is the "
+          "server's and varies with the machine's load")  # fmt: skip
     print(f"gateway receives {rates['gateway'] / rates['bare']:.1%} of the bare client "
           f"at {cpus['gateway'] / cpus['bare']:.2f}x its CPU per notification "
           f"({cpus['gateway'] / cpus['floor']:.2f}x the count-only floor)")  # fmt: skip
