@@ -871,12 +871,16 @@ cdef class Kernel:
             cd.bad += cd.pend_bad
             cd.pend_bad = 0
 
-    cdef void _push_block(self, int pid, double due, double start, double end, double avg,
-                          double coverage):
+    cdef int _push_block(self, int pid, double due, double start, double end, double avg,
+                         double coverage) except -1:
         cdef Py_ssize_t cap
+        cdef Blk* grown
         if self.blen == self.bcap:
             cap = max(self.bcap * 2, 256)
-            self.bq = <Blk*>realloc(self.bq, cap * sizeof(Blk))
+            grown = <Blk*>realloc(self.bq, cap * sizeof(Blk))
+            if grown == NULL:
+                raise MemoryError("kernel: no memory for demand blocks")
+            self.bq = grown
             self.bcap = cap
         cdef Blk* b = &self.bq[self.blen]
         b.due = due
@@ -886,13 +890,22 @@ cdef class Kernel:
         b.demand = avg
         b.coverage = coverage
         self.blen += 1
+        return 0
 
-    cdef Rec* _new_rec(self):
+    cdef Rec* _new_rec(self) except NULL:
         cdef Py_ssize_t cap
+        cdef Rec* grown
+        cdef double* grown_per
         if self.qlen == self.qcap:
             cap = max(self.qcap * 2, 1024)
-            self.q = <Rec*>realloc(self.q, cap * sizeof(Rec))
-            self.qper = <double*>realloc(self.qper, cap * max(self.nper, 1) * sizeof(double))
+            grown = <Rec*>realloc(self.q, cap * sizeof(Rec))
+            if grown == NULL:
+                raise MemoryError("kernel: no memory for closed windows")
+            self.q = grown
+            grown_per = <double*>realloc(self.qper, cap * max(self.nper, 1) * sizeof(double))
+            if grown_per == NULL:
+                raise MemoryError("kernel: no memory for closed windows")
+            self.qper = grown_per
             self.qcap = cap
         self.qlen += 1
         return &self.q[self.qlen - 1]
