@@ -432,7 +432,10 @@ class Gateway:
         }  # fmt: skip
         if fresh:
             body["fresh_points"] = fresh
-            body["note"] = "points whose kind changed start fresh: their open windows were dropped"
+            body["note"] = (
+                "points whose source changed start fresh: their open windows and counter "
+                "baselines were dropped"
+            )
         if retuned:
             body["retuned_points"] = retuned
         if restart_needed:

@@ -69,6 +69,28 @@ def specs_of(cfg: Any) -> list[PointSpec]:
 
 
 _RES_TYPES = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64", "bool"})
+# Point keys that tune how readings are judged, not what they are: changing them keeps state.
+_TUNING = frozenset({
+    "report_deadband", "report_deadband_percent", "max_gap", "max_rate", "rollover",
+    "integration", "deadband_type", "deadband_value", "carrier",
+})  # fmt: skip
+# Device keys that change what a reading means (the same register on another meter or ratio).
+_DEVICE_SOURCE = ("transport", "host", "port", "unit", "serial_port", "ct_ratio", "pt_ratio",
+                  "endpoint", "timestamps")  # fmt: skip
+
+
+def _sources(cfg: Any) -> dict[str, tuple[Any, ...]]:
+    """Per point key: what its readings come from, for deciding what a reload resets."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for device in cfg.devices:
+        if not getattr(device, "enabled", True):
+            continue
+        where = tuple(getattr(device, k, None) for k in _DEVICE_SOURCE)
+        for p in device.resolved_points():
+            fields = p.model_dump()
+            what = tuple(sorted((k, repr(v)) for k, v in fields.items() if k not in _TUNING))
+            out[f"{device.name}.{p.name}"] = (device.driver, where, what)
+    return out
 
 
 class EnergyStage:
@@ -84,6 +106,7 @@ class EnergyStage:
         )
         self._prefix = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.site}/{cfg.gateway.id}"
         self._specs = {s.key: s for s in specs_of(cfg)}
+        self._sources = _sources(cfg)
         self.agg.set_points(self._specs.values(), now)
         self.windows = 0
 
@@ -117,17 +140,26 @@ class EnergyStage:
     def reconfigure(self, cfg: Any, now: float) -> tuple[list[str], list[str]]:
         """Apply a reloaded config's points; returns (fresh, retuned) point keys.
 
-        Unchanged points keep their state by key; a point whose kind changed starts fresh
-        (its open windows are dropped); other changes (max_rate, max_gap, ...) keep the state
-        and apply from now on.
+        A point whose source changed (address, type, scale, node, kind, the device's unit id,
+        host or CT/PT ratios: anything that changes what its readings mean) starts fresh: its
+        open windows and counter baseline are dropped, so a delta never spans two different
+        sources. Other changes (max_rate, max_gap, rollover, poll) keep the state and apply
+        from now on. Unchanged points keep everything, by key.
         """
         new = {s.key: s for s in specs_of(cfg)}
-        fresh = sorted(k for k in new.keys() & self._specs.keys()
-                       if new[k].kind != self._specs[k].kind)  # fmt: skip
-        retuned = sorted(k for k in new.keys() & self._specs.keys()
-                         if new[k] != self._specs[k] and k not in fresh)  # fmt: skip
+        sources = _sources(cfg)
+        both = new.keys() & self._specs.keys()
+        fresh = sorted(
+            k
+            for k in both
+            if sources.get(k) != self._sources.get(k) or new[k].kind != self._specs[k].kind
+        )
+        retuned = sorted(k for k in both if new[k] != self._specs[k] and k not in fresh)
+        if fresh:
+            # Retire first (the kernel forgets their state), then add them back with new ids.
+            self.agg.set_points([s for k, s in new.items() if k not in fresh], now)
         self.agg.set_points(new.values(), now)
-        self._specs = new
+        self._specs, self._sources = new, sources
         return fresh, retuned
 
     def stats(self) -> dict[str, Any]:

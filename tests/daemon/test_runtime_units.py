@@ -217,3 +217,56 @@ def test_demo_formats_messages() -> None:
         "ironwatt/s/gw/event", b'{"seq":3,"type":"device_up","device":"m1","reason":"connected"}'
     )
     assert event == "event   device_up m1 (connected) [seq 3]"
+
+
+def _modbus_at(name: str, address: int, max_rate: str = "") -> str:
+    return f"""
+[[devices]]
+name = "{name}"
+driver = "modbus"
+host = "127.0.0.1"
+port = 5020
+unit = 1
+  [[devices.points]]
+  name = "e"
+  address = {address}
+  kind = "counter"
+  unit = "kWh"
+  {max_rate}
+"""
+
+
+def test_reload_keeps_unchanged_state_and_resets_changed_sources(tmp_path: Path) -> None:
+    import time
+
+    from gateway.runtime_energy import EnergyStage
+
+    old = _load(tmp_path, _modbus_at("a", 0) + _modbus_at("b", 0) + _modbus_at("c", 0))
+    now = (time.time() // 10) * 10 + 1.0  # every sample below lies in one 10 s window
+    stage = EnergyStage(old, now)
+    batch = SampleBatch()
+    for key in ("a.e", "b.e", "c.e"):
+        batch.append(stage.index.id(key), now + 0.1, 100.0)
+        batch.append(stage.index.id(key), now + 0.2, 101.0)
+    stage.ingest(batch)
+    ids = {k: stage.index.id(k) for k in ("a.e", "b.e", "c.e")}
+    new = _load(
+        tmp_path, _modbus_at("a", 0) + _modbus_at("b", 2) + _modbus_at("c", 0, "max_rate = 5.0"),
+        "new.toml",
+    )  # fmt: skip
+    fresh, retuned = stage.reconfigure(new, now + 0.3)
+    assert fresh == ["b.e"] and retuned == ["c.e"]
+    # A fresh point gets a new id (a late batch for the old source cannot land on it).
+    assert stage.index.id("a.e") == ids["a.e"] and stage.index.id("c.e") == ids["c.e"]
+    assert stage.index.id("b.e") != ids["b.e"]
+    # Kept points resume from their baseline: the window's counter starts at the first reading.
+    later = SampleBatch()
+    for key in ("a.e", "b.e", "c.e"):
+        later.append(stage.index.id(key), now + 0.4, 102.0)
+    stage.ingest(later)
+    closed = stage.close_due(now + 60)
+    firsts: dict[str, float] = {}
+    for m in closed:  # in order: the window with the samples comes first
+        firsts.setdefault(m.body["device"], m.body["points"]["e"]["first"])  # type: ignore[index]
+    assert firsts["a"] == firsts["c"] == 100.0  # the baseline from before the reload
+    assert firsts["b"] == 102.0
