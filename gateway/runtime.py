@@ -155,7 +155,7 @@ class Gateway:
         self.telemetry = self._build_telemetry(cfg) if cfg.mqtt.telemetry else None
         smallest = min((i.seconds for i in cfg.energy.intervals), default=60)
         self.clock = ClockWatch(forward_threshold=float(smallest))
-        self.uplink = UplinkStage(cfg, self.outbox)
+        self.uplink = UplinkStage(cfg, self.outbox, self._enabled_devices)
         self.uplink.start()
         self.supervisor = Supervisor(
             self.index, self.sink, Path(cfg.gateway.data_dir), cfg.gateway.id, cfg.gateway.site
@@ -176,6 +176,9 @@ class Gateway:
             ",".join(i.name for i in cfg.energy.intervals), self._settings.path,
         )  # fmt: skip
         self.notifier.ready(f"running: {devices} devices")
+
+    def _enabled_devices(self) -> int:
+        return sum(1 for d in self.cfg.devices if getattr(d, "enabled", True))
 
     @staticmethod
     def _device_secrets(cfg: Config) -> list[str | None]:

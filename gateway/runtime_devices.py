@@ -165,11 +165,14 @@ class Supervisor:
                 )
             entry.crashes += 1
             entry.last_crash = reason
-            now = time.time()
-            for name in unit.names:
-                self.sink.add_event(DeviceEvent("device_down", name, reason, now))
             if time.monotonic() - started > 300:
                 entry.backoff.reset()  # it ran a long time: a fresh failure, not a crash loop
+            if not entry.backoff.attempts_pending:
+                # The first crash of a streak is an event; a crash loop is one event, not one
+                # a minute (the log and /status keep counting).
+                now = time.time()
+                for name in unit.names:
+                    self.sink.add_event(DeviceEvent("device_down", name, reason, now))
             await asyncio.sleep(entry.backoff.next_delay())
 
     async def update(self, unit: DeviceUnit) -> bool:

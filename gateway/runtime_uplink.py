@@ -6,6 +6,7 @@ The uplink runs paho in its own thread; stopping joins that thread, so it goes t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from gateway.buffer import Outbox
@@ -16,14 +17,14 @@ __all__ = ["UplinkStage"]
 
 
 class UplinkStage:
-    def __init__(self, cfg: Any, outbox: Outbox) -> None:
+    def __init__(self, cfg: Any, outbox: Outbox, devices: Callable[[], int]) -> None:
         settings = UplinkSettings.from_config(cfg)
         host, port, tls = parse_url(settings.url)
         # The broker without credentials: the URL of the config never carries a password,
         # and this string goes to /status and the log.
         self.broker = f"{'mqtts' if tls else 'mqtt'}://{host}:{port}"
-        enabled = [d for d in cfg.devices if getattr(d, "enabled", True)]
-        self.uplink = Uplink(settings, outbox, devices=lambda: len(enabled))
+        # `devices` is read at every status publish: a reload changes it at once.
+        self.uplink = Uplink(settings, outbox, devices=devices)
 
     def start(self) -> None:
         self.uplink.start()
