@@ -15,7 +15,7 @@ extensions = [
     Extension(
         "ext." + Path(src).stem,
         [src],
-        extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
+        extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
     )
     for src in sources
 ]

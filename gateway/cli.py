@@ -19,8 +19,11 @@ __all__ = ["main"]
 # Command groups, in the order `ironwatt --help` lists them. Each imports its heavy
 # dependencies inside its handlers, so `ironwatt check` never loads asyncua.
 COMMAND_MODULES = (
-    "gateway.cli_check",
     "gateway.cli_run",
+    "gateway.cli_check",
+    "gateway.cli_modbus",
+    "gateway.cli_opcua",
+    "gateway.cli_buffer",
 )
 
 
@@ -69,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `ironwatt ... | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

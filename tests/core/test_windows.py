@@ -96,12 +96,15 @@ def test_edges_are_sorted_distinct_and_window_of_agrees(
     edges = edges_between(tz, interval, start, end)
     assert edges == sorted(set(edges))
     assert all(start <= e < end for e in edges)
-    for a, b in zip(edges, edges[1:], strict=False):
+    pairs = list(zip(edges, edges[1:], strict=False))
+    for a, b in pairs:
         # A window never lasts more than its interval plus a DST shift (at most 1 h; 30 min
         # at Lord Howe), nor less than the interval minus it.
         assert interval - 3600 <= b - a <= interval + 3600
-        mid = (a + b) / 2
-        assert window_of(tz, interval, mid) == (a, b)
+    # window_of recomputes days of edges per call: check the first, a middle and the last.
+    for a, b in pairs[:1] + pairs[len(pairs) // 2 :][:1] + pairs[-1:]:
+        assert window_of(tz, interval, (a + b) / 2) == (a, b)
+        assert window_of(tz, interval, a) == (a, b)
 
 
 @settings(max_examples=40, deadline=None)
