@@ -24,7 +24,7 @@ def describe_plan(device: Any) -> list[str]:
     return describe(device)
 
 
-def _link_args(p: argparse.ArgumentParser) -> None:
+def _link_args(p: argparse.ArgumentParser, timeout: float = 1.0) -> None:
     p.add_argument("target", nargs="?", metavar="HOST[:PORT]", help="Modbus TCP device or gateway")
     p.add_argument(
         "--rtu-over-tcp", action="store_true", help="RTU framing over TCP (serial servers)"
@@ -34,7 +34,9 @@ def _link_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parity", choices=["N", "E", "O"], default="N")
     p.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
     p.add_argument("--bytesize", type=int, choices=[7, 8], default=8)
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds per request (default 1)")
+    p.add_argument(
+        "--timeout", type=float, default=timeout, help=f"seconds per request (default {timeout:g})"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,18 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     read = sub.add_parser("read", help="read registers and show raw hex and decoded values")
     _link_args(read)
-    read.add_argument("--unit", type=int, default=1)
+    read.add_argument("--unit", type=_unit, default=1, help="unit (slave) id 0..247 (default 1)")
     read.add_argument("--function", choices=FUNCTIONS, default="holding")
     read.add_argument(
         "--address", type=lambda s: int(s, 0), required=True, help="0-based wire address"
     )
     read.add_argument("--type", choices=TYPES, default="uint16")
     read.add_argument("--order", choices=ORDERS, default="ABCD")
-    read.add_argument("--count", type=int, default=1, help="consecutive values to read")
-    read.set_defaults(func=_read)
+    read.add_argument(
+        "--count", type=_positive, default=1, help="consecutive values to read (default 1)"
+    )
+    read.set_defaults(func=_usage_errors(_read))
 
     scan = sub.add_parser("scan", help="find which unit ids answer on a link")
-    _link_args(scan)
+    _link_args(scan, timeout=0.3)
     scan.add_argument("--units", type=_units, default="1-247", help="e.g. 1-247 or 1-10,100")
     scan.add_argument("--function", choices=FUNCTIONS, default="holding")
     scan.add_argument("--address", type=lambda s: int(s, 0), default=0)
@@ -64,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=4,
         help="parallel TCP connections (serial lines always scan one unit at a time)",
     )
-    scan.set_defaults(func=_scan, timeout=0.3)
+    scan.set_defaults(func=_usage_errors(_scan))
 
     probe = sub.add_parser("probe", help="read every point of a configured device once")
     probe.add_argument("-c", "--config", default="/etc/ironwatt/ironwatt.toml")
@@ -99,9 +103,38 @@ def _units(text: str) -> list[int]:
     return units
 
 
+def _unit(text: str) -> int:
+    try:
+        unit = int(text, 0)
+    except ValueError:
+        unit = -1
+    if not 0 <= unit <= 247:
+        raise argparse.ArgumentTypeError(f"{text!r}: a unit id is 0..247")
+    return unit
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return n
+
+
+def _quiet_pymodbus() -> None:
+    """pymodbus logs its own connect failures as warnings; our error line already says it all."""
+    import logging
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("pymodbus").setLevel(logging.ERROR)
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from drivers.modbus.link import LinkSettings
 
+    _quiet_pymodbus()
     if args.serial:
         return LinkSettings(
             "rtu",
@@ -113,10 +146,28 @@ def _settings(args: argparse.Namespace) -> Any:
             timeout=args.timeout,
         )
     if not args.target:
-        raise SystemExit("give HOST[:PORT] for Modbus TCP, or --serial PORT for RTU")
+        raise _Usage("give HOST[:PORT] for Modbus TCP, or --serial PORT for RTU")
     host, _, port = args.target.rpartition(":") if ":" in args.target else (args.target, "", "")
+    host = host.strip("[]")  # [::1]:502
+    if not host or not (port or "502").isdigit() or not 0 < int(port or 502) < 65536:
+        raise _Usage(f"{args.target!r}: write the device as HOST or HOST:PORT, e.g. 10.0.0.5:502")
     transport = "rtu-over-tcp" if args.rtu_over_tcp else "tcp"
     return LinkSettings(transport, host=host, port=int(port or 502), timeout=args.timeout)
+
+
+class _Usage(Exception):
+    """A command line that cannot work; printed as one line, exit status 2."""
+
+
+def _usage_errors(handler: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(handler(args))
+        except _Usage as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _read(args: argparse.Namespace) -> int:
@@ -142,6 +193,13 @@ def _read(args: argparse.Namespace) -> int:
         data = asyncio.run(go())
     except ModbusError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if getattr(exc, "code", None) == 2:
+            print(
+                "  the unit is there but has nothing at this address: check --function "
+                "(input = FC04, holding = FC03) and that --address is the 0-based wire address "
+                "(manual register 30001/40001 = wire 0)",
+                file=sys.stderr,
+            )
         return 1
     print(f"{settings.label} unit {args.unit} {args.function} {args.address}+{total}")
     for k in range(args.count):
@@ -173,7 +231,12 @@ def _scan(args: argparse.Namespace) -> int:
     done = 0
     fatal: list[str] = []
 
+    # A redrawn bar only makes sense on a terminal; in a pipe or a log it would be noise.
+    show_bar = sys.stderr.isatty()
+
     def progress() -> None:
+        if not show_bar:
+            return
         filled = 30 * done // max(1, len(units))
         bar = "#" * filled + "." * (30 - filled)
         print(
@@ -216,7 +279,12 @@ def _scan(args: argparse.Namespace) -> int:
 
     progress()
     asyncio.run(go())
-    print(file=sys.stderr)
+    if show_bar:
+        print(file=sys.stderr)
+    else:
+        print(
+            f"{settings.label}: {done}/{len(units)} unit ids, {len(found)} found", file=sys.stderr
+        )
     if fatal and not found:
         print(f"error: {fatal[0]}", file=sys.stderr)
         return 1
@@ -252,10 +320,9 @@ def _probe(args: argparse.Namespace) -> int:
         return 2
     specs, plan = plan_device(device)
     rows: list[tuple[str, str, str, str, str, str]] = []
-    errors = 0
+    failures: list[str] = []
 
     async def go() -> None:
-        nonlocal errors
         link = Link(settings_of(device))
         try:
             for block in plan.blocks:
@@ -268,9 +335,12 @@ def _probe(args: argparse.Namespace) -> int:
                         device.unit, block.function, block.start, block.count, float(device.timeout)
                     )
                 except ModbusError as exc:
-                    errors += 1
+                    # The full reason once below the table; each row points at it.
+                    failures.append(str(exc))
                     for s in members:
-                        rows.append((s.name, _where(s), "-", "-", s.unit, f"bad: {exc}"))
+                        rows.append(
+                            (s.name, _where(s), "-", "-", s.unit, f"bad (error {len(failures)})")
+                        )
                     continue
                 batch = SampleBatch()
                 dec.decode(data, time.time(), batch)
@@ -294,8 +364,10 @@ def _probe(args: argparse.Namespace) -> int:
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(6)]
     for r in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    print(f"{len(plan.blocks)} request(s), {errors} failed", file=sys.stderr)
-    return 1 if errors else 0
+    for k, reason in enumerate(failures, 1):
+        print(f"error {k}: {reason}", file=sys.stderr)
+    print(f"{len(plan.blocks)} request(s), {len(failures)} failed", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _where(s: Any) -> str:

@@ -85,7 +85,9 @@ async def test_scan_finds_the_units_that_answer(plant: Any, capsys: Any) -> None
     assert "unit   1: answers" in captured.out
     assert "unit   2: answers (exception 2)" in captured.out  # a blank unit still proves itself
     assert "unit   3" not in captured.out  # silent
-    assert "] 6/6 unit ids, 2 found" in captured.err
+    # Not a terminal: no redrawn bar, one summary line.
+    assert "\r" not in captured.err
+    assert f"127.0.0.1:{plant.port}: 6/6 unit ids, 2 found" in captured.err
 
 
 @pytest.mark.asyncio
