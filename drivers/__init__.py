@@ -1,1 +1,4 @@
-"""Protocol drivers: each speaks one protocol and yields sample batches; none knows MQTT or SQLite."""
+"""Protocol drivers: each speaks one protocol and yields sample batches.
+
+None of them knows MQTT or SQLite.
+"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -26,8 +27,20 @@ def local(t: float, tz: ZoneInfo) -> str:
 
 @pytest.mark.parametrize(
     ("seconds", "ok"),
-    [(1, True), (60, True), (900, True), (3600, True), (43200, True), (86400, True),
-     (7 * 86400, True), (7, False), (7 * 60, False), (0, False), (-60, False), (90000, False)],
+    [
+        (1, True),
+        (60, True),
+        (900, True),
+        (3600, True),
+        (43200, True),
+        (86400, True),
+        (7 * 86400, True),
+        (7, False),
+        (7 * 60, False),
+        (0, False),
+        (-60, False),
+        (90000, False),
+    ],
 )
 def test_interval_rule(seconds: int, ok: bool) -> None:
     assert (check_interval(seconds) is None) is ok
@@ -38,7 +51,8 @@ def test_fall_back_day_repeats_its_hour_and_lasts_25_hours() -> None:
     hours = edges_between(BERLIN, 3600, midnight, midnight + 25 * 3600)
     assert len(hours) == 25
     assert [local(t, BERLIN) for t in hours[2:4]] == [
-        "2026-10-25 02:00+0200", "2026-10-25 02:00+0100",
+        "2026-10-25 02:00+0200",
+        "2026-10-25 02:00+0100",
     ]
     days = edges_between(BERLIN, DAY, midnight, midnight + 3 * DAY)
     assert days[1] - days[0] == 25 * 3600
@@ -71,7 +85,7 @@ def test_window_of_and_next_edge() -> None:
 
 def test_whole_day_intervals_longer_than_a_day_tile_time() -> None:
     edges = edges_between(SHANGHAI, 7 * DAY, utc(2026, 1, 1), utc(2026, 3, 1))
-    assert all(b - a == 7 * DAY for a, b in zip(edges, edges[1:], strict=False))
+    assert all(b - a == 7 * DAY for a, b in pairwise(edges))
 
 
 def test_utc_iso_has_milliseconds_and_z() -> None:
@@ -83,7 +97,9 @@ def test_bad_interval_is_refused() -> None:
         edges_between(SHANGHAI, 7 * 60, 0, 3600)
 
 
-ZONES = st.sampled_from([BERLIN, SHANGHAI, NEW_YORK, ZoneInfo("UTC"), ZoneInfo("Australia/Lord_Howe")])
+ZONES = st.sampled_from(
+    [BERLIN, SHANGHAI, NEW_YORK, ZoneInfo("UTC"), ZoneInfo("Australia/Lord_Howe")]
+)
 INTERVALS = st.sampled_from([60, 300, 900, 1800, 3600, 7200, 21600, 43200, DAY])
 
 
@@ -96,7 +112,7 @@ def test_edges_are_sorted_distinct_and_window_of_agrees(
     edges = edges_between(tz, interval, start, end)
     assert edges == sorted(set(edges))
     assert all(start <= e < end for e in edges)
-    pairs = list(zip(edges, edges[1:], strict=False))
+    pairs = list(pairwise(edges))
     for a, b in pairs:
         # A window never lasts more than its interval plus a DST shift (at most 1 h; 30 min
         # at Lord Howe), nor less than the interval minus it.
