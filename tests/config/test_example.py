@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -215,18 +214,15 @@ def _big_config(devices: int, points: int) -> str:
     return "".join(lines)
 
 
-def test_check_of_200_devices_of_40_points_is_fast(
+def test_check_of_200_devices_of_40_points(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # A plant-sized file is accepted whole (its speed, ~0.4 s, is not a unit test's business).
     path = tmp_path / "big.toml"
     path.write_text(_big_config(200, 40), encoding="utf-8")
-    start = time.perf_counter()
     run = check(path, capsys)
-    elapsed = time.perf_counter() - start
     assert run.status == 0, run.err[:2000]
     assert "OK (200 devices, 10800 points, 1 group)" in run.out
-    # Well under a second on an idle machine (~0.4 s here); generous for a shared CI box.
-    assert elapsed < 3.0, f"check took {elapsed:.2f} s"
 
 
 def test_installed_console_script(tmp_path: Path) -> None:
