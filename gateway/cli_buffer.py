@@ -80,11 +80,25 @@ def _run_stats(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    since = parse_since(args.since) if getattr(args, "since", None) else None
+    try:
+        since = parse_since(args.since) if getattr(args, "since", None) else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
     if getattr(args, "output", None):
-        with open(args.output, "w", newline="", encoding="utf-8") as out:
-            return buffer_export(_settings(args), out, args.format, since)
-    return buffer_export(_settings(args), sys.stdout, args.format, since)
+        try:
+            out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            print(
+                f"error: cannot write {args.output}: {exc.strerror}; check the path and that "
+                "the USB stick or directory is writable",
+                file=sys.stderr,
+            )
+            return 1
+        with out:
+            return buffer_export(settings, out, args.format, since)
+    return buffer_export(settings, sys.stdout, args.format, since)
 
 
 def _run_verify(args: argparse.Namespace) -> int:

@@ -120,3 +120,10 @@ def test_argparse_wiring_with_a_real_config(
     assert args.func(args) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["messages"] == 1 and s["max_size_bytes"] == SIZE_64MB
+    # A technician's typo is one line and exit status 2, not a traceback.
+    args = parser.parse_args(["buffer", "export", "-c", str(config), "--since", "yesterday"])
+    assert args.func(args) == 2
+    assert "RFC 3339" in capsys.readouterr().err
+    args = parser.parse_args(["buffer", "export", "-c", str(config), "-o", str(tmp_path / "no/x")])
+    assert args.func(args) == 1
+    assert "cannot write" in capsys.readouterr().err
