@@ -187,17 +187,37 @@ def test_drain_rate_limits_a_backlog(make_outbox: MakeOutbox, broker: Mosquitto)
 
 def test_status_reports_backlog_and_lag(make_outbox: MakeOutbox, broker: Mosquitto) -> None:
     outbox = make_outbox()
-    uplink = Uplink(settings(broker.url), outbox)
+    # A slow drain (100 msg/s) of 150 messages: about 1.5 s, with a status every 0.3 s.
+    uplink = Uplink(settings(broker.url, drain_rate=100.0, status_interval_s=0.3), outbox)
     broker.stop()
     uplink.start()
-    outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(10)])
-    time.sleep(0.3)
+    outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(150)])
+    assert wait(lambda: uplink.status().last_error is not None, 10)  # it tried and failed
     st = uplink.status()
-    assert not st.connected and st.backlog == 10 and st.last_error
+    assert not st.connected and st.backlog == 150 and st.lag_s > 0
     broker.start()
-    assert wait(lambda: uplink.status().connected and outbox.stats().backlog == 0, 10)
+    collector = Collector(broker, STATUS, client_id="status-watch")
+    assert wait(lambda: uplink.status().connected and outbox.stats().backlog == 0, 20)
+    collector.wait_for(
+        lambda g: any(
+            json.loads(p)["state"] == "online" and json.loads(p)["backlog"] == 0 for _, p, _ in g
+        ),
+        5,
+    )
     uplink.stop()
+    collector.close()
     assert uplink.status().state == "stopped"
+    # Refreshed while draining: more than one status on the way down, backlog shrinking, and
+    # lag_s set while anything waited.
+    docs = [json.loads(p) for t, p, _ in collector.messages if t == STATUS]
+    got = [d for d in docs if d["state"] == "online"]
+    backlogs = [d["backlog"] for d in got]
+    draining = [b for b in backlogs if 0 < b < 150]
+    assert len(draining) >= 2, backlogs
+    assert draining == sorted(draining, reverse=True), backlogs
+    assert backlogs[-1] == 0
+    lags = [d["lag_s"] for d in got if d["backlog"] > 0]
+    assert lags and all(lag > 0 for lag in lags)
 
 
 @pytest.mark.asyncio
