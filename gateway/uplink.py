@@ -158,7 +158,9 @@ class Uplink(Link):
             self._session(client, reader)
         finally:
             self._end_session(client)
-        return True
+        # A broker that refuses our messages (ACL, quota) is retried with a growing backoff,
+        # like one that refuses the connection: not reconnected flat out forever.
+        return not self._publish_refused
 
     def _session(self, client: mqtt.Client, reader: OutboxReader) -> None:
         s = self.settings
@@ -166,7 +168,9 @@ class Uplink(Link):
         self._connects += 1
         self.outbox.set_link(True)
         self._state, self._since, self._last_error = "online", time.time(), None
-        self._last_logged = ("", 0.0)
+        if not self._publish_refused:
+            self._last_logged = ("", 0.0)  # a new failure is news; the same refusal again is not
+        self._publish_refused = False
         log.info("MQTT connected to %s as %r", self._where(), s.client_id)
         self._publish_status(client, "online")
         cursor = 0  # the id of the last row handed to paho in this session

@@ -46,6 +46,8 @@ class Link:
         self._published = self._acknowledged = self._connects = self._refusals = 0
         self._connack: ReasonCode | None = None
         self._lost = False
+        # The broker refused a message (PUBACK reason code): set until a session sends cleanly.
+        self._publish_refused = False
         self._status_mids: set[int] = set()
         self._lag_s = 0.0
         self._reader: OutboxReader | None = None
@@ -204,6 +206,7 @@ class Link:
         if reason_code.is_failure:
             # The broker did not take it (ACL, quota): keep the row; a reconnect resends it.
             self._refusals += 1
+            self._publish_refused = True
             self._problem(
                 f"MQTT broker {self._where()} refused a message: {reason_code}; "
                 "check the broker's ACL for this gateway's topics"

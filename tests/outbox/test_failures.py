@@ -251,3 +251,25 @@ def test_missing_ca_file_is_reported_not_fatal(make_outbox: MakeOutbox, tmp_path
         assert up._thread is not None and up._thread.is_alive()  # retrying, not dead
     finally:
         up.stop()
+
+
+def test_a_topic_the_acl_denies_is_kept_retried_and_logged_once(
+    make_outbox: MakeOutbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # MQTT 5 brokers answer a denied publish with PUBACK "Not authorized": the row must stay.
+    acl = "user gw1\ntopic readwrite ironwatt/plant1/gw1/status\n"
+    caplog.set_level(logging.INFO)
+    with Mosquitto(tmp_path / "acl", users={"gw1": "pw"}, acl=acl) as broker:
+        outbox = make_outbox()
+        outbox.enqueue([Message(TOPIC, {"n": 1})])
+        up = Uplink(settings(broker.url, username="gw1", password="pw", protocol="5"), outbox)
+        up.start()
+        try:
+            assert wait(lambda: up.status().refusals >= 3, 10)
+            st = up.status()
+        finally:
+            up.stop()
+    assert outbox.stats().backlog == 1  # never deleted on a refusing PUBACK
+    assert "ACL" in (st.last_error or "")
+    refused = [r for r in caplog.records if "refused a message" in r.getMessage()]
+    assert len(refused) == 1  # the same refusal at every reconnect is not logged again

@@ -154,6 +154,7 @@ class Mosquitto:
     tls: bool = False
     require_certificate: bool = False
     users: dict[str, str] | None = None  # username -> password; anonymous is then refused
+    acl: str | None = None  # the text of an acl_file (mosquitto syntax), e.g. to deny a topic
     port: int = field(default_factory=free_port)
     tls_port: int = 0
     ca: TestCA | None = None
@@ -191,6 +192,11 @@ class Mosquitto:
             lines += ["allow_anonymous false", f"password_file {pw}"]
         else:
             lines.append("allow_anonymous true")
+        if self.acl is not None:
+            acl = self.workdir / "acl"
+            acl.write_text(self.acl)
+            acl.chmod(0o644)
+            lines.append(f"acl_file {acl}")
         if self.ca is not None:
             lines += [
                 f"listener {self.tls_port} 127.0.0.1",
