@@ -625,22 +625,30 @@ cdef class Kernel:
         cdef int covered = st.max_gap == 0.0 or dt <= st.max_gap
         cdef double done = 0.0, s = t0, vs = v0, e, cum, ve
         cdef Cell* cell
+        cdef int crossed
         if t0 < st.cstart:
             # Windows between the last reading and this one were closed without it.
             s = st.cstart
             done = d * (s - t0) / dt
             vs = v0 + done
+            crossed = 0
             if roll > 0.0 and vs >= roll:
                 vs -= roll
-            self._spread_gap(st, t, d, done)
+                crossed = wrap  # the register passed its modulus during the gap
+            self._spread_gap(st, t, d, done, crossed)
+            wrap -= crossed
             covered = 0
         while t >= st.cend:
             e = st.cend
             cum = d * (e - t0) / dt
             ve = v0 + cum
+            cell = &st.cell
             if roll > 0.0 and ve >= roll:
                 ve -= roll
-            cell = &st.cell
+                # The register passed its modulus before this edge: the wrap is this window's,
+                # so that delta = last - first + rollovers * rollover holds per window.
+                self.cold[st.pid].rollovers += wrap
+                wrap = 0
             if cell.first != cell.first:
                 cell.first = vs
             cell.delta += cum - done
@@ -689,16 +697,21 @@ cdef class Kernel:
                 out[self.period[g]] += d * (hi - t0) / dt - d * (lo - t0) / dt
             g += 1
 
-    cdef void _spread_gap(self, Point* st, double t, double d, double done):
+    cdef void _spread_gap(self, Point* st, double t, double d, double done, int crossed):
         """Share a counter's energy over the windows closed since its last reading.
 
         Windows already emitted (within max_revision_age) are emitted again with revision + 1
         and estimated; what belongs to older ones, or to windows still open, goes to the open
-        window of each interval, estimated.
+        window of each interval, estimated. `crossed`: a wrap whose modulus crossing lies in
+        the gap; it is counted in the window where the interpolated reading passes the modulus.
         """
         cdef double t0 = st.t0
         cdef double dt = t - t0
         cdef double cs = st.cstart
+        cdef double roll = st.rollover
+        cdef int here
+        cdef int rolled[32]
+        memset(rolled, 0, sizeof(rolled))
         cdef Cold* cd = &self.cold[st.pid]
         cdef int tou = cd.tou and self.nper > 0
         cdef int k, j, nk = self.nk, nper = self.nper
@@ -719,13 +732,17 @@ cdef class Kernel:
                 revised[k] += share
                 first = self._value_at(st, ws, d, dt) if ws >= t0 else rec[8]
                 last = self._value_at(st, we, d, dt)
+                here = 0
+                if crossed and st.v0 + d * (a - t0) / dt < roll <= st.v0 + d * (we - t0) / dt:
+                    here = 1
+                    rolled[k] = 1
                 new_per = per
                 if tou:
                     lst = list(per)
                     self._split_periods(lst, a, we, t0, d, dt)
                     new_per = tuple(lst)
                 new = (rec[0], rec[1], rec[2], rec[3] + 1, 1, ws, we, rec[7] + share, first,
-                       last) + tuple(rec[10:20]) + (0,)
+                       last) + tuple(rec[10:13]) + (rec[13] + here,) + tuple(rec[14:20]) + (0,)
                 self._push_tuple(new, new_per, we + cd.grace)
                 if we + cd.grace < self.next_due:
                     self.next_due = we + cd.grace
@@ -740,6 +757,8 @@ cdef class Kernel:
                 continue
             w.delta += done - <double>revised[k]
             w.estimated = 1
+            if crossed and not rolled[k]:
+                w.rollovers += 1
             if tou:
                 lst = [wp[j] for j in range(nper)]
                 self._split_periods(lst, a, cs, t0, d, dt)

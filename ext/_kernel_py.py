@@ -540,17 +540,24 @@ class Kernel:
             s = st.cstart
             done = d * (s - t0) / dt
             vs = v0 + done
+            crossed = 0
             if roll > 0.0 and vs >= roll:
                 vs -= roll
-            self._spread_gap(st, t, d, done)
+                crossed = wrap  # the register passed its modulus during the gap
+            self._spread_gap(st, t, d, done, crossed)
+            wrap -= crossed
             covered = False
         while t >= st.cend:
             e = st.cend
             cum = d * (e - t0) / dt
             ve = v0 + cum
+            cell = st.cell
             if roll > 0.0 and ve >= roll:
                 ve -= roll
-            cell = st.cell
+                # The register passed its modulus before this edge: the wrap is this window's,
+                # so that delta = last - first + rollovers * rollover holds per window.
+                cell.rollovers += wrap
+                wrap = 0
             if cell.first != cell.first:
                 cell.first = vs
             cell.delta += cum - done
@@ -600,18 +607,21 @@ class Kernel:
                 out[self._period[g]] += d * (hi - t0) / dt - d * (lo - t0) / dt
             g += 1
 
-    def _spread_gap(self, st: _Point, t: float, d: float, done: float) -> None:
+    def _spread_gap(self, st: _Point, t: float, d: float, done: float, crossed: int) -> None:
         """Share a counter's energy over the windows closed since its last reading.
 
         Windows already emitted (within max_revision_age) are emitted again with revision + 1
         and estimated; what belongs to older ones, or to windows still open, goes to the open
-        window of each interval, estimated.
+        window of each interval, estimated. `crossed`: a wrap whose modulus crossing lies in
+        the gap; it is counted in the window where the interpolated reading passes the modulus.
         """
         t0 = st.t0
         dt = t - t0
         cs = st.cstart
+        roll = st.rollover
         tou = st.tou and self._nper > 0
         revised = [0.0] * self._nk
+        rolled = [0] * self._nk
         if d != 0.0:
             for rec, per in st.revisable:
                 k = rec[1]
@@ -624,13 +634,18 @@ class Kernel:
                 revised[k] += share
                 first = self._value_at(st, ws, d, dt) if ws >= t0 else rec[8]
                 last = self._value_at(st, we, d, dt)
+                here = 0
+                if crossed and st.v0 + d * (a - t0) / dt < roll <= st.v0 + d * (we - t0) / dt:
+                    here = 1
+                    rolled[k] = 1
                 new_per = per
                 if tou:
                     lst = list(per)
                     self._split_periods(lst, a, we, t0, d, dt)
                     new_per = tuple(lst)
                 new = (
-                    *rec[:3], rec[3] + 1, 1, ws, we, rec[7] + share, first, last, *rec[10:20], 0,
+                    *rec[:3], rec[3] + 1, 1, ws, we, rec[7] + share, first, last, *rec[10:13],
+                    rec[13] + here, *rec[14:20], 0,
                 )  # fmt: skip
                 self._queue.append((we + st.grace, new, new_per))
                 if we + st.grace < self._next_due:
@@ -646,6 +661,8 @@ class Kernel:
                 continue
             w.delta += done - revised[k]
             w.estimated = 1
+            if crossed and not rolled[k]:
+                w.rollovers += 1
             if tou:
                 self._split_periods(w.periods, a, cs, t0, d, dt)
                 rest = done - revised[k] - (d * (cs - t0) / dt - d * (a - t0) / dt)
