@@ -27,6 +27,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+# Wire widths are a Modbus fact kept once, with the driver (a stdlib-only module).
+from drivers.modbus.points import REGISTER_WORDS
 from gateway.carriers import DEFAULT_CARRIERS
 from gateway.config_types import (
     NAME_RE,
@@ -284,18 +286,6 @@ Integration = Literal["trapezoid", "hold"]
 RegisterType = Literal[
     "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"
 ]
-
-REGISTER_WORDS: dict[str, int] = {
-    "bool": 1,
-    "int16": 1,
-    "uint16": 1,
-    "int32": 2,
-    "uint32": 2,
-    "int64": 4,
-    "uint64": 4,
-    "float32": 2,
-    "float64": 4,
-}
 
 
 class _PointBase(_Model):
