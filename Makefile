@@ -13,15 +13,18 @@ $(PY):
 
 # Re-install (and so re-compile the kernel) when the build inputs change.
 $(STAMP): $(PY) pyproject.toml setup.py $(KERNEL_SOURCES)
+	@.ci/ensure-tools
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
+	@.ci/ensure-tools
 	$(VENV)/bin/ironwatt demo
 
 # The suite runs the compiled kernel and its pure twin side by side (parametrized tests);
 # the second run proves the selector's fallback: the whole kernel suite on the twin alone.
 test: $(STAMP)
+	@.ci/ensure-tools
 	$(VENV)/bin/ironwatt --version
 	$(PY) -m pytest -q -p no:cacheprovider
 	IRONWATT_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m twin
