@@ -151,6 +151,7 @@ class Outbox(Writer):
         self._next_id = max(int(meta_get(conn, "last_id") or 0), top[1] or 0) + 1
         self._session = int(meta_get(conn, "session") or 0) + 1
         self._reserved = last_seq + self.settings.seq_block
+        self._block, self._reserved_at = self.settings.seq_block, time.monotonic()
         self._gaps_total = int(meta_get(conn, "gaps_total") or 0)
         self._dropped_total = int(meta_get(conn, "dropped_total") or 0)
         with self._synced():

@@ -136,7 +136,7 @@ class Writer(Dropping):
                 self._prepare(events, rows, now, epoch)
             results = [self._prepare(put.items, rows, now, epoch) for put in puts]
             if self.next_seq - 1 > self._reserved:
-                self._reserve(self.next_seq - 1 + self.settings.seq_block)
+                self._reserve_ahead()
             conn.execute("BEGIN IMMEDIATE")
             self._insert(rows)
             conn.execute("COMMIT")
@@ -222,7 +222,7 @@ class Writer(Dropping):
         try:
             self._prepare(events, rows, time.time(), self.link_epoch)
             if self.next_seq - 1 > self._reserved:
-                self._reserve(self.next_seq - 1 + self.settings.seq_block)
+                self._reserve_ahead()
             conn.execute("BEGIN IMMEDIATE")
             self._insert(rows)
             conn.execute("COMMIT")

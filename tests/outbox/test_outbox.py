@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.buffer import Message, MessageClass, Outbox, OutboxSettings
-from gateway.buffer_schema import meta_set, migrate
+from gateway.buffer_schema import meta_get, meta_set, migrate
 from gateway.buffer_types import compose
 
 MakeOutbox = Callable[..., Outbox]
@@ -330,3 +330,20 @@ def test_a_second_writer_is_refused(make_outbox: MakeOutbox, tmp_path: Path) -> 
     first.close()
     again = make_outbox()  # released at close
     assert again.enqueue(windows(1)) == [1]
+
+
+def test_a_burst_reserves_bigger_seq_blocks_within_a_bound(
+    make_outbox: MakeOutbox, tmp_path: Path
+) -> None:
+    # Each reservation is an fsync: a burst that eats blocks fast gets bigger ones (fewer
+    # fsyncs), never more than 100 blocks ahead of what was assigned.
+    outbox = make_outbox(durability="normal", seq_block=100)
+    for _ in range(20):
+        outbox.enqueue(windows(100))
+    outbox.close()
+    conn = sqlite3.connect(tmp_path / "ironwatt.db", isolation_level=None)
+    last = int(meta_get(conn, "last_seq") or 0)
+    reserved = int(meta_get(conn, "reserved_seq") or 0)
+    conn.close()
+    assert last == 2000
+    assert 2000 + 100 < reserved <= 2000 + 100 * 100
