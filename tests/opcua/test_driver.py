@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import math
 from collections.abc import AsyncIterator
@@ -108,8 +107,12 @@ async def test_absolute_deadband_is_honoured(
         await wait_until(lambda: banded.rows() and plain.rows(), 10, "initial values")
         for value in (0.5, 1.7, 2.0, 5.0):
             await node.write_value(value)
-            await asyncio.sleep(0.25)
-        await wait_until(lambda: len(plain.rows()) >= 5, 5, "every change on the plain item")
+            # One write per publish: with queue size 1 a second write in the same publishing
+            # interval would replace the first (a loaded machine must not make that happen).
+            await wait_until(
+                lambda v=value: plain.rows()[-1][2] == v, 10, f"{value} on the plain item"
+            )
+        await wait_until(lambda: len(banded.rows()) >= 3, 5, "5.0 on the banded item")
     assert [v for _k, _t, v, _q in plain.rows()] == [0.0, 0.5, 1.7, 2.0, 5.0]
     assert [v for _k, _t, v, _q in banded.rows()] == [0.0, 1.7, 5.0]
 

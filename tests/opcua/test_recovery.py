@@ -144,7 +144,9 @@ async def test_frozen_server_is_detected_by_keepalive(
         )
     assert detected < 6
     assert [q for _k, _t, _v, q in sink.rows()].count(QUALITY_BAD) == 2
-    # No refresh of the steady value once the PLC went quiet (keepalive 0.25 s + 2 intervals).
+    # No refresh of the steady value once the PLC went quiet (keepalive 0.25 s + 2 intervals,
+    # plus room for a keepalive answer already in flight that a loaded machine handles late;
+    # a refresh loop that ignored the silence would still re-send every 0.5 s until resumed).
     steady = [ts for _k, ts, _v, q in sink.rows("bf2.steady") if q == QUALITY_GOOD]
     assert len([ts for ts in steady if ts < stopped_at]) >= 2
-    assert [ts for ts in steady if stopped_at + 0.6 < ts < resumed_at] == []
+    assert [ts for ts in steady if stopped_at + 1.0 < ts < resumed_at] == []
