@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import sys
@@ -120,6 +121,10 @@ def _fail(message: str) -> int:
 
 
 def _run(coro: Any) -> int:
+    # asyncua logs every browse and session step at INFO: noise between the lines a technician
+    # reads. Its warnings stay; `--log-level debug` shows everything.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("asyncua").setLevel(logging.WARNING)
     try:
         return int(asyncio.run(coro))
     except OpcuaConnectError as exc:
@@ -242,7 +247,9 @@ async def _type_and_value(client: Any, node: Any, ua: Any) -> tuple[str, str]:
 
 
 def _point_name(path: str, used: set[str]) -> str:
-    name = re.sub(r"[^a-z0-9_-]+", "_", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", path).lower())
+    # CamelCase to snake_case, but a unit's last capital stays joined: "Power.kW" -> power_kw.
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z][A-Za-z0-9])", "_", path)
+    name = re.sub(r"[^a-z0-9_-]+", "_", snake.lower())
     name = name.strip("_")[:60] or "point"
     candidate, n = name, 2
     while candidate in used:

@@ -47,6 +47,12 @@ def test_browse_shows_tree_types_values_and_toml(
     assert {p["name"] for p in snippet} == {"hot_metal_tons", "pieces"}
     # The snippet is valid config as is.
     make_device(plc.endpoint, snippet)
+    # Names are snake_case, with a unit's capitals kept together (kW -> kw, not k_w).
+    code, out, _err = run_cli(
+        ["opcua", "browse", plc.endpoint, "--node", NSU + "Utilities/", "--toml"], capsys
+    )
+    assert code == 0
+    assert {p["name"] for p in tomllib.loads(out)["devices"]["points"]} >= {"ng_flow", "power_kw"}
 
 
 def test_browse_unknown_start_namespace_fails_clearly(
