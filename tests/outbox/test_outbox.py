@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.buffer import Message, MessageClass, Outbox, OutboxSettings
+from gateway.buffer import PAGE_SIZE, Message, MessageClass, Outbox, OutboxSettings
 from gateway.buffer_schema import meta_get, meta_set, migrate
 from gateway.buffer_types import compose
 
@@ -154,14 +154,14 @@ def test_refuses_a_newer_schema(make_outbox: MakeOutbox, tmp_path: Path) -> None
 
 
 def test_cap_drops_telemetry_then_windows_never_events_first(make_outbox: MakeOutbox) -> None:
-    cap = 400_000
+    cap = 600_000  # the first 720 messages take ~430 kB with 16 KiB pages
     outbox = make_outbox(max_size_bytes=cap)
     tele = [Message("t", {"pad": "t" * 300}, qos=0, cls=MessageClass.TELEMETRY) for _ in range(100)]
     events = [
         Message("e", {"type": "device_down", "n": i}, cls=MessageClass.EVENT) for i in range(20)
     ]
     outbox.enqueue(tele + events)
-    outbox.enqueue(windows(600))  # ~200 kB
+    outbox.enqueue(windows(600))
     assert outbox.stats().dropped_total == 0
     outbox.enqueue(windows(900))  # past the cap
     st = outbox.stats()
@@ -206,7 +206,7 @@ def test_only_gaps_left_are_kept(make_outbox: MakeOutbox) -> None:
 def test_disk_full_keeps_running_reports_and_recovers(make_outbox: MakeOutbox) -> None:
     outbox = make_outbox(max_pending=1000)
     outbox.enqueue(windows(10))
-    pages = outbox.stats().used_bytes // 4096 + 2
+    pages = outbox.stats().used_bytes // PAGE_SIZE + 2
     outbox.limit_pages(pages)
     futures = [outbox.submit(windows(50)) for _ in range(5)]
     deadline = time.monotonic() + 10
@@ -229,7 +229,7 @@ def test_disk_full_keeps_running_reports_and_recovers(make_outbox: MakeOutbox) -
 def test_disk_full_with_producers_blocked_drops_with_a_gap(make_outbox: MakeOutbox) -> None:
     outbox = make_outbox(max_pending=2)
     outbox.enqueue(windows(200))
-    outbox.limit_pages(outbox.stats().used_bytes // 4096 + 1)
+    outbox.limit_pages(outbox.stats().used_bytes // PAGE_SIZE + 1)
     futures = [outbox.submit(windows(50)) for _ in range(2)]
     for f in futures:
         f.result(10)  # room was made by dropping the oldest windows
