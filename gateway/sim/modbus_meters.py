@@ -15,6 +15,7 @@ import math
 import random
 import signal
 import socket
+import sys
 import time
 from array import array
 from collections.abc import Sequence
@@ -386,8 +387,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also serve float32 values on a range, e.g. holding:0-999 (repeatable)",
     )
     args = parser.parse_args(argv)
+    known = profiles.available()
+    if args.profile != "none" and args.profile not in known:
+        parser.error(f"--profile {args.profile!r}: known are none, {', '.join(known)}")
+    if args.transport == "rtu" and not args.serial:
+        parser.error("--transport rtu needs --serial PORT (a pty from socat works)")
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_serve(args))
+    try:
+        asyncio.run(_serve(args))
+    except (OSError, RuntimeError) as exc:  # pymodbus says RuntimeError for a port in use
+        where = args.serial if args.transport == "rtu" else f"{args.host}:{args.port}"
+        print(f"error: cannot serve on {where}: {exc} (port in use?)", file=sys.stderr)
+        return 1
     return 0
 
 
