@@ -47,6 +47,27 @@ _SNAPSHOT_STATE = "kernel"
 _RESTART_KEYS = ("gateway", "mqtt", "buffer", "http", "energy", "tariff")
 
 
+def _trim_heap() -> None:
+    """Return the heap pages freed since the last call to the OS (glibc's malloc_trim).
+
+    The kernel snapshot taken at each window close builds and frees a large transient object
+    tree (tens of MB with 8,000 points); without a trim glibc keeps ~10 MB of it resident.
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
+
+
 def diff_devices(old: Config, new: Config) -> tuple[list[str], list[str], list[str]]:
     """(added, removed, changed) device names between two configs."""
     before = {d.name: d for d in old.devices}
@@ -256,6 +277,8 @@ class Gateway:
         blob = self.energy.snapshot()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.outbox.put_state, _SNAPSHOT_STATE, blob)
+        del blob
+        _trim_heap()
 
     def _telemetry_messages(self, mono_now: float) -> list[Message]:
         assert self.telemetry is not None
