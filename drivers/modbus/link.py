@@ -183,10 +183,17 @@ class Link:
             ok, detail = False, f" ({exc or type(exc).__name__})"
         if not ok:
             client.close()
-            self._last_error = (
-                f"cannot open {self.label}{detail}: check that the device or serial gateway is "
-                "powered and reachable and that host/port (or the serial port) is right"
-            )
+            if self.settings.transport == "rtu":
+                hint = (
+                    "check that the port exists (ls /dev/serial/by-id/), that no other program "
+                    "holds it, and that the gateway's user may open it (group dialout)"
+                )
+            else:
+                hint = (
+                    "check that the device or serial gateway is powered and reachable and that "
+                    "host and port are right"
+                )
+            self._last_error = f"cannot open {self.label}{detail}: {hint}"
             self._retry_at = self._clock() + self._backoff.next_delay()
             raise LinkDown(self._last_error)
         self._backoff.reset()
