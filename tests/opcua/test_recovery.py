@@ -23,12 +23,23 @@ from tests.opcua.conftest import (
 )
 
 
-@pytest.fixture
-def restartable_plc() -> Iterator[PlcProcess]:
+@pytest.fixture(scope="module")
+def plc_process() -> Iterator[PlcProcess]:
+    """One PLC process for the module (a start costs seconds); each test takes it as it needs."""
     proc = PlcProcess("--evolve-interval", "0.1")
-    proc.start()
     yield proc
     proc.kill()
+
+
+@pytest.fixture
+def restartable_plc(plc_process: PlcProcess) -> PlcProcess:
+    """The module's PLC, running (a test that needs a namespace order restarts it)."""
+    proc = plc_process
+    if proc.proc is not None and proc.proc.poll() is not None:
+        proc.kill()
+    if proc.proc is None:
+        proc.start()
+    return proc
 
 
 @pytest.mark.asyncio
@@ -36,6 +47,9 @@ async def test_server_restart_with_new_namespace_order(
     restartable_plc: PlcProcess, tmp_path: Path
 ) -> None:
     plc = restartable_plc
+    if plc.ns_index != 2:  # the default order first, so that the restart changes it
+        plc.kill()
+        plc.start()
     points = [point("flow", NSU + "Utilities.NG.Flow"), point("temp", NSU + "Furnace.Temp1")]
     sinks = {mode: RecordingSink() for mode in ("subscribe", "poll")}
     drivers = {
