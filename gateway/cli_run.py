@@ -88,7 +88,8 @@ def _status(args: argparse.Namespace) -> int:
             print(
                 f"{args.config} has no [http] section: the gateway serves no status. Add\n"
                 '  [http]\n  listen = "127.0.0.1:9108"\n'
-                "and reload it (systemctl reload ironwatt), or pass --url.",
+                "and restart the gateway (systemctl restart ironwatt: a reload does not open the\n"
+                "listener), or pass --url.",
                 file=sys.stderr,
             )
             return 2

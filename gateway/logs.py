@@ -18,6 +18,7 @@ from typing import TextIO
 
 __all__ = [
     "JsonFormatter",
+    "LibraryFilter",
     "RepeatFilter",
     "SecretFilter",
     "register_secret",
@@ -27,6 +28,12 @@ __all__ = [
 _MASK = "***"
 # Passwords that ride inside a URL (mqtt://user:secret@host) are masked even when unregistered.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?P<tail>@)")
+
+# Third-party loggers: their lines are cut to the first one and deduplicated with numbers
+# ignored. pymodbus appends hex dumps of its last frames to every error it logs, and a late
+# reply ("request ask for id=10 but got id=9") differs from the next only by its ids.
+_LIBRARIES = ("pymodbus", "asyncua", "paho")
+_DIGITS = re.compile(r"\d+")
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -64,6 +71,22 @@ class SecretFilter(logging.Filter):
         return True
 
 
+def _library(record: logging.LogRecord) -> bool:
+    return record.name.split(".", 1)[0] in _LIBRARIES
+
+
+class LibraryFilter(logging.Filter):
+    """A library's record keeps only its first line (pymodbus's frame dumps go)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _library(record):
+            message = record.getMessage()
+            if "\n" in message:
+                record.msg = message.split("\n", 1)[0].rstrip()
+                record.args = None
+        return True
+
+
 class RepeatFilter(logging.Filter):
     """Lets a given message through once per `window` seconds; says how many were held back.
 
@@ -79,7 +102,10 @@ class RepeatFilter(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, record.getMessage())
+        message = record.getMessage()
+        if _library(record):
+            message = _DIGITS.sub("#", message)
+        key = (record.name, record.levelno, message)
         now = self._clock()
         with self._lock:
             first, held = self._seen.get(key, (None, 0))
@@ -137,7 +163,8 @@ def setup_logging(
     """Replace the root handlers with one stderr handler; returns it (tests detach it)."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter())
-    # Order matters: render and mask first, then dedupe on the masked text.
+    # Order matters: cut library dumps, render and mask, then dedupe on the masked text.
+    handler.addFilter(LibraryFilter())
     handler.addFilter(SecretFilter())
     handler.addFilter(RepeatFilter(repeat_window))
     root = logging.getLogger()

@@ -59,7 +59,7 @@ def _trim_heap() -> None:
 
         try:
             _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        except (OSError, AttributeError, ImportError, MemoryError):  # not glibc: nothing to trim
             _MALLOC_TRIM = False
     if _MALLOC_TRIM:
         _MALLOC_TRIM(0)

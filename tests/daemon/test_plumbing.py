@@ -98,6 +98,16 @@ def test_repeats_are_rate_limited(captured_log: io.StringIO) -> None:
     ]
 
 
+def test_library_errors_are_one_line_and_rate_limited(captured_log: io.StringIO) -> None:
+    # pymodbus appends hex dumps of its last frames to each error; ids differ every time.
+    lib = logging.getLogger("pymodbus.logging")
+    for i in range(20):
+        lib.error(f"ERROR: request ask for id={i + 2} but got id={i}, Skipping.\n"
+                  ">>>>> send: 0x7 0x67 0x0\n>>>>> recv: 0xa 0xef")  # fmt: skip
+    lines = captured_log.getvalue().splitlines()
+    assert lines == ["ERROR pymodbus.logging: ERROR: request ask for id=2 but got id=0, Skipping."]
+
+
 def test_repeat_summary_after_window() -> None:
     now = [0.0]
     from gateway.logs import RepeatFilter
