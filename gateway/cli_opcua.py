@@ -120,7 +120,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _run(coro: Any) -> int:
+def _run(coro: Any, endpoint: str = "") -> int:
     # asyncua logs every browse and session step at INFO: noise between the lines a technician
     # reads. Its warnings stay; `--log-level debug` shows everything.
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
@@ -128,7 +128,12 @@ def _run(coro: Any) -> int:
     try:
         return int(asyncio.run(coro))
     except OpcuaConnectError as exc:
-        return _fail(str(exc))
+        # The messages start "device LABEL: " and the CLI's label is the endpoint: say it once.
+        message = str(exc).removeprefix("device ")
+        lead = f"{endpoint}: "
+        if endpoint and message.startswith(lead) and endpoint in message[len(lead) :]:
+            message = message[len(lead) :]
+        return _fail(message)
 
 
 async def _connected(args: argparse.Namespace) -> Any:
@@ -160,7 +165,7 @@ def _stable_text(nodeid: Any, namespaces: Sequence[str]) -> str:
 
 
 def _browse(args: argparse.Namespace) -> int:
-    return _run(_browse_async(args))
+    return _run(_browse_async(args), args.endpoint)
 
 
 async def _browse_async(args: argparse.Namespace) -> int:
@@ -273,7 +278,7 @@ def _print_toml(variables: list[tuple[str, str, str]]) -> None:
 
 
 def _read(args: argparse.Namespace) -> int:
-    return _run(_read_async(args))
+    return _run(_read_async(args), args.endpoint)
 
 
 async def _read_async(args: argparse.Namespace) -> int:
@@ -308,7 +313,7 @@ async def _read_async(args: argparse.Namespace) -> int:
 
 
 def _trust(args: argparse.Namespace) -> int:
-    return _run(_trust_async(args))
+    return _run(_trust_async(args), args.endpoint)
 
 
 async def _trust_async(args: argparse.Namespace) -> int:
