@@ -81,6 +81,8 @@ class LibraryFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if _library(record):
             message = record.getMessage()
+            if message == "Repeating....":
+                return False  # pymodbus's own dedupe marker: says nothing, ours counts repeats
             if "\n" in message:
                 record.msg = message.split("\n", 1)[0].rstrip()
                 record.args = None

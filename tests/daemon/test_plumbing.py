@@ -104,6 +104,7 @@ def test_library_errors_are_one_line_and_rate_limited(captured_log: io.StringIO)
     for i in range(20):
         lib.error(f"ERROR: request ask for id={i + 2} but got id={i}, Skipping.\n"
                   ">>>>> send: 0x7 0x67 0x0\n>>>>> recv: 0xa 0xef")  # fmt: skip
+        lib.error("Repeating....")
     lines = captured_log.getvalue().splitlines()
     assert lines == ["ERROR pymodbus.logging: ERROR: request ask for id=2 but got id=0, Skipping."]
 
