@@ -83,6 +83,8 @@ def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
         Metric("ironwatt_uplink_lag_seconds", "gauge", "age of the oldest unsent message").add(
             _num(uplink.get("lag_s"))
         ),
+        Metric("ironwatt_uplink_last_ack_timestamp_seconds", "gauge", "time of the last PUBACK")
+        .add(_num(uplink.get("last_ack"))),
         Metric("ironwatt_clock_steps_total", "counter", "wall-clock steps detected").add(
             _num(status.get("clock_steps"))
         ),
@@ -135,7 +137,8 @@ def render_table(status: Mapping[str, Any], now: float | None = None) -> str:
         f"next seq {buffer.get('next_seq', '?')}",
         f"uplink: {'connected' if uplink.get('connected') else 'NOT connected'} to "
         f"{uplink.get('broker', '?')} ({uplink.get('state', '?')} since "
-        f"{_ago(uplink.get('since'), now)}), {uplink.get('acked', 0)} acknowledged, "
+        f"{_ago(uplink.get('since'), now)}), {uplink.get('acked', 0)} acknowledged "
+        f"(last {_ago(uplink.get('last_ack'), now)}), "
         f"lag {uplink.get('lag_s', '?')} s"
         + (f", last error: {uplink['last_error']}" if uplink.get("last_error") else ""),
     ]

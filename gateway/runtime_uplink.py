@@ -45,6 +45,7 @@ class UplinkStage:
             "inflight": s.inflight,
             "published": s.published,
             "acked": s.acknowledged,
+            "last_ack": s.last_ack,
             "connects": s.connects,
             "refusals": s.refusals,
             "backlog": s.backlog,

@@ -50,6 +50,7 @@ class UplinkStatus:
     inflight: int
     published: int
     acknowledged: int
+    last_ack: float | None  # UTC epoch seconds of the last PUBACK
     connects: int
     refusals: int
     backlog: int
@@ -104,6 +105,7 @@ class Uplink(Link):
             inflight=len(self._inflight),
             published=self._published,
             acknowledged=self._acknowledged,
+            last_ack=self._last_ack,
             connects=self._connects,
             refusals=self._refusals,
             backlog=self.outbox.backlog,

@@ -44,6 +44,7 @@ class Link:
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (row id, sent at)
         self._acked: list[int] = []
         self._published = self._acknowledged = self._connects = self._refusals = 0
+        self._last_ack: float | None = None  # wall clock of the last PUBACK, for /status
         self._connack: ReasonCode | None = None
         self._lost = False
         # The broker refused a message (PUBACK reason code): set until a session sends cleanly.
@@ -215,6 +216,7 @@ class Link:
             return
         self._acked.append(entry[0])
         self._acknowledged += 1
+        self._last_ack = time.time()
 
     def _publish_status(self, client: mqtt.Client, state: str) -> mqtt.MQTTMessageInfo:
         self._lag_s = self._lag()

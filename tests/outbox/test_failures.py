@@ -154,6 +154,8 @@ def test_tls_checks_the_broker_certificate(make_outbox: MakeOutbox, tmp_path: Pa
         up.start()
         assert wait(lambda: outbox.stats().backlog == 0, 10)
         up.stop()
+        last_ack = up.status().last_ack
+        assert last_ack is not None and abs(time.time() - last_ack) < 60
         # A CA that did not sign the broker: refused with a message that says what to check.
         other = Mosquitto(tmp_path / "other", tls=True)
         assert other.ca is not None
@@ -224,7 +226,7 @@ def test_broker_that_never_acks_bounded_memory_no_loss(
         assert len(data) == 20  # the window, and not one message more
         st = up.status()
         assert st.inflight == 20 and st.published == 20 and st.backlog == n
-        assert st.connected
+        assert st.connected and st.last_ack is None  # nothing acknowledged, nothing deleted
     finally:
         silent.stop()
     real.start()
