@@ -69,7 +69,6 @@ class DeviceHealth:
     polls: int = 0
     overruns: int = 0
     requests: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def success(self) -> None:
         self.polls += 1
@@ -108,7 +107,6 @@ class DeviceHealth:
             "polls": self.polls,
             "overruns": self.overruns,
             "requests": self.requests,
-            **self.extra,
         }
 
 
