@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["BrokerMissing", "DemoBroker"]
+__all__ = ["BrokerMissing", "DemoBroker", "end_process"]
 
 
 class BrokerMissing(RuntimeError):
@@ -68,15 +68,19 @@ class DemoBroker:
         raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} in {timeout:g}s")
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        if self.proc is not None:
+            end_process(self.proc)
         self.proc = None
+
+
+def end_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 5 s; closes the stderr pipe a broker was started with."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    if proc.stderr is not None:
+        proc.stderr.close()
