@@ -131,6 +131,16 @@ class GatewayProcess:
                 "the gateway did not stop within its budget\n" + self.log()
             ) from exc
 
+    def wait_until(self, predicate: Any, timeout: float, what: str, interval: float = 0.1) -> None:
+        """Poll `predicate` while the gateway lives; fail with its log tail on timeout or death."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            assert self.proc is not None and self.proc.poll() is None, "gateway died\n" + self.log()
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting for {what}\n{self.log()[-3000:]}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

@@ -123,16 +123,6 @@ def _check_window(doc: dict, device: str) -> None:
     assert power["kind"] == "rate" and power["unit"] == "kW"
 
 
-def _wait(predicate, timeout: float, what: str, gw: GatewayProcess) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert gw.proc is not None and gw.proc.poll() is None, "gateway died\n" + gw.log()
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{gw.log()[-3000:]}")
-
-
 def _get(port: int, path: str) -> bytes:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         return r.read()
@@ -168,7 +158,7 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
                 if w["points"]["energy_import"]["coverage"] > 0.999
             ]  # fmt: skip
 
-        _wait(lambda: len(full_windows()) >= 2, 35, "two full m1 windows", gw)
+        gw.wait_until(lambda: len(full_windows()) >= 2, 35, "two full m1 windows")
         for doc in _windows(collector, "m1").values():
             _check_window(doc, "m1")
         first, second = (w["points"] for w in full_windows()[:2])
@@ -195,11 +185,10 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         _config(config, data, broker, plant.plant.port, http, [1, 3])
         reload_at = time.time()
         gw.signal(signal.SIGHUP)
-        _wait(
+        gw.wait_until(
             lambda: any(e["type"] == "config_reloaded" for e in _docs(collector, "event")),
             10,
             "config_reloaded",
-            gw,
         )
         [reloaded] = [e for e in _docs(collector, "event") if e["type"] == "config_reloaded"]
         assert reloaded["added"] == ["m3"] and reloaded["removed"] == ["m2"]
@@ -214,13 +203,13 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         # -- SIGHUP with a broken file: refused, logged, the running config stays.
         _config(config, data, broker, plant.plant.port, http, [1, 3], broken=True)
         gw.signal(signal.SIGHUP)
-        _wait(lambda: "config reload refused" in gw.log(), 10, "the refusal in the log", gw)
+        gw.wait_until(lambda: "config reload refused" in gw.log(), 10, "the refusal in the log")
         assert len([e for e in _docs(collector, "event") if e["type"] == "config_reloaded"]) == 1
         assert sorted(json.loads(_get(http, "/status"))["devices"]) == ["m1", "m3"]
         _config(config, data, broker, plant.plant.port, http, [1, 3])
 
         # -- SIGTERM mid-window, restart: that window's totals are still right.
-        _wait(lambda: 3.0 <= time.time() % WINDOW <= 6.0, 11, "mid-window", gw)
+        gw.wait_until(lambda: 3.0 <= time.time() % WINDOW <= 6.0, 11, "mid-window")
         stopped_at = time.time()
         open_start = math.floor(stopped_at / WINDOW) * WINDOW
         t0 = time.monotonic()
@@ -241,7 +230,7 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
                 _epoch(s) == open_start for s in _windows(collector, "m1")
             )
 
-        _wait(settled_after_restart, 25, "the window open at SIGTERM", gw)
+        gw.wait_until(settled_after_restart, 25, "the window open at SIGTERM")
         wins1 = _windows(collector, "m1")
         starts = sorted(wins1)
         idx = next(i for i, s in enumerate(starts) if _epoch(s) == open_start)

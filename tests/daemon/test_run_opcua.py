@@ -21,16 +21,6 @@ def _temps(collector: Collector) -> list[float]:
     return [d["points"]["temp"]["value"] for d in _telemetry(collector) if "temp" in d["points"]]
 
 
-def _wait(predicate, timeout: float, what: str, gw: GatewayProcess) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert gw.proc is not None and gw.proc.poll() is None, "gateway died\n" + gw.log()
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}\n{gw.log()[-3000:]}")
-
-
 def test_opcua_device_and_telemetry(broker: Mosquitto, tmp_path: Path) -> None:
     pytest.importorskip("asyncua")
     from gateway.sim.opcua_plc import SimulatedPlc
@@ -81,7 +71,7 @@ interval = "200ms"
     try:
         gw.start()
         gw.read_notes(until="READY=1", timeout=20)
-        _wait(lambda: 1450.0 in _temps(collector), 20, "the first telemetry", gw)
+        gw.wait_until(lambda: 1450.0 in _temps(collector), 20, "the first telemetry", interval=0.05)
         first = _telemetry(collector)[0]
         assert first["v"] == 1 and first["gw"] == "gw-ua" and first["site"] == "s"
         assert "seq" not in first and "sent" in first
@@ -93,7 +83,9 @@ interval = "200ms"
         loop.call(plc.write("Furnace.Temp1", 1453.0))  # inside the 5 degC deadband
         time.sleep(1.5)
         loop.call(plc.write("Furnace.Temp1", 1461.0))  # outside it
-        _wait(lambda: 1461.0 in _temps(collector), 10, "the change past the deadband", gw)
+        gw.wait_until(
+            lambda: 1461.0 in _temps(collector), 10, "the change past the deadband", interval=0.05
+        )
         assert 1453.0 not in _temps(collector)
         assert gw.stop() == 0
     finally:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import math
 import statistics
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,17 +15,7 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.link import Link, settings_of
 from gateway.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
-
-
-@contextlib.asynccontextmanager
-async def running(driver: ModbusDriver) -> AsyncIterator[ModbusDriver]:
-    task = asyncio.create_task(driver.run())
-    try:
-        yield driver
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+from tests.support.tasks import running
 
 
 def poll_times(sink: Any, index: PointIndex, device: str) -> list[float]:

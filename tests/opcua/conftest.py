@@ -7,14 +7,13 @@ session-scoped where tests only read, so the slow asyncua start is paid once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from drivers.base import DeviceEvent
-from drivers.opcua.driver import OpcuaDriver
 from gateway.config_model import OpcuaDevice
 from gateway.samples import PointIndex, SampleBatch
 from gateway.sim.opcua_plc import PLC_NAMESPACE, free_port
@@ -207,15 +205,3 @@ async def wait_until(predicate: Callable[[], Any], timeout: float, what: str) ->
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@contextlib.asynccontextmanager
-async def running(driver: OpcuaDriver) -> AsyncIterator[OpcuaDriver]:
-    """The driver's run() as a task for the duration of the block, cancelled after."""
-    task = asyncio.create_task(driver.run())
-    try:
-        yield driver
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -20,9 +20,9 @@ from tests.opcua.conftest import (
     RecordingSink,
     make_device,
     point,
-    running,
     wait_until,
 )
+from tests.support.tasks import running
 
 # Every numeric type of the simulated PLC, and Boolean; values are its static start values.
 TYPED = {

@@ -18,9 +18,9 @@ from tests.opcua.conftest import (
     RecordingSink,
     make_device,
     point,
-    running,
     wait_until,
 )
+from tests.support.tasks import running
 
 
 @pytest.fixture(scope="module")

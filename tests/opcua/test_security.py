@@ -26,9 +26,9 @@ from tests.opcua.conftest import (
     make_cert,
     make_device,
     point,
-    running,
     wait_until,
 )
+from tests.support.tasks import running
 
 
 def secure_device(

@@ -12,44 +12,24 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pytest
 
 from gateway.buffer import Message, Outbox
-from gateway.uplink import Uplink, UplinkSettings
+from gateway.uplink import Uplink
+from tests.outbox.helpers import uplink_settings as settings
 from tests.outbox.silent_broker import SilentBroker
 from tests.support.mosquitto import Collector, Mosquitto, free_port
+from tests.support.waiting import wait
 
 MakeOutbox = Callable[..., Outbox]
 TOPIC = "ironwatt/plant1/gw1/energy/1m/m1"
 PROC = Path(__file__).with_name("gateway_proc.py")
 
 
-def settings(url: str, **kw: Any) -> UplinkSettings:
-    base: dict[str, Any] = dict(
-        url=url,
-        client_id="gw-test",
-        site="plant1",
-        gw_id="gw1",
-        reconnect_min_s=0.1,
-        reconnect_max_s=0.4,
-    )
-    base.update(kw)
-    return UplinkSettings(**base)
-
-
 def seqs(got: list[tuple[str, bytes, bool]]) -> list[int]:
     return [json.loads(p)["seq"] for t, p, _ in got if t == TOPIC]
-
-
-def wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 class Lines:

@@ -13,6 +13,7 @@ import pytest
 from gateway.buffer import PAGE_SIZE, Message, MessageClass, Outbox, OutboxSettings
 from gateway.buffer_schema import meta_get, meta_set, migrate
 from gateway.buffer_types import compose
+from tests.support.waiting import wait
 
 MakeOutbox = Callable[..., Outbox]
 
@@ -265,21 +266,12 @@ def test_read_only_database_is_reported_and_recovers(make_outbox: MakeOutbox) ->
     # A read-only remount, as seen by SQLite (root ignores file modes, so say it to SQLite).
     outbox.call(lambda conn: conn.execute("PRAGMA query_only=1")).result(5)
     fut = outbox.submit(windows(3))
-    assert wait_for(lambda: outbox.stats().pressure == "read_only")
+    assert wait(lambda: outbox.stats().pressure == "read_only")
     assert not fut.done()
     outbox.call(lambda conn: conn.execute("PRAGMA query_only=0")).result(5)
     assert fut.result(10) == [4, 5, 6]  # 3 is the read_only event, stored first
     states = [b["state"] for _, c, b in rows(outbox) if c == MessageClass.EVENT]
     assert states == ["read_only", "cleared"]
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_a_gap_row_once_read_is_never_edited(make_outbox: MakeOutbox) -> None:

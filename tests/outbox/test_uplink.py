@@ -13,7 +13,9 @@ import pytest
 
 from gateway.buffer import Message, Outbox
 from gateway.uplink import Uplink, UplinkSettings, backoff_delay
+from tests.outbox.helpers import uplink_settings
 from tests.support.mosquitto import Collector, Mosquitto
+from tests.support.waiting import wait
 
 MakeOutbox = Callable[..., Outbox]
 TOPIC = "ironwatt/plant1/gw1/energy/1m/m1"
@@ -21,17 +23,7 @@ STATUS = "ironwatt/plant1/gw1/status"
 
 
 def settings(url: str, **kw: Any) -> UplinkSettings:
-    base: dict[str, Any] = dict(
-        url=url,
-        client_id="gw-test",
-        site="plant1",
-        gw_id="gw1",
-        reconnect_min_s=0.1,
-        reconnect_max_s=0.4,
-        status_interval_s=0.5,
-    )
-    base.update(kw)
-    return UplinkSettings(**base)
+    return uplink_settings(url, **{"status_interval_s": 0.5, **kw})
 
 
 def data(got: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
@@ -40,15 +32,6 @@ def data(got: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
 
 def seqs_of(got: list[tuple[str, bytes, bool]]) -> set[int]:
     return {d["seq"] for d in data(got)}
-
-
-def wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_backoff_grows_with_jitter_and_stays_capped() -> None:
