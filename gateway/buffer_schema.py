@@ -8,8 +8,12 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:
+    # Imported by migrate() only when there is something to migrate: a database already at
+    # the current schema (every start but the first) never loads sqlite-utils (~3.5 MB).
+    import sqlite_utils
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "meta_get", "meta_set", "migrate"]
 
@@ -91,6 +95,10 @@ def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> int:
             f"buffer database schema v{found} is newer than this gateway understands "
             f"(v{SCHEMA_VERSION}): upgrade the gateway or move the database aside"
         )
+    if found == upto:
+        return found
+    import sqlite_utils
+
     db = sqlite_utils.Database(conn)
     for version in range(found + 1, upto + 1):
         MIGRATIONS[version - 1](db)

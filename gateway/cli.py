@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from gateway.config import ConfigError
+    from gateway.config_base import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)

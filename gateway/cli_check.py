@@ -12,11 +12,15 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from gateway.config import DEFAULT_PATH, load_config
-from gateway.config_model import Config, ModbusDevice, OpcuaDevice
-from gateway.config_types import format_duration
+from gateway.config_base import DEFAULT_PATH
+
+if TYPE_CHECKING:
+    from gateway.config_model import Config, ModbusDevice, OpcuaDevice
+
+# The validating side (pydantic) is imported by the handlers only: `ironwatt run` registers
+# this command too and must not load it (see gateway/config_records.py).
 
 __all__ = ["json_schema", "register", "summary"]
 
@@ -47,6 +51,8 @@ def register(subparsers: Any) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+
     cfg = load_config(args.config)
     return _write(sys.stdout, summary(cfg, points=args.points))
 
@@ -70,6 +76,12 @@ def _write(out: TextIO, lines: Iterator[str]) -> int:
 
 
 # -- the summary ----------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    from gateway.config_types import format_duration as spell
+
+    return spell(seconds)
 
 
 def summary(cfg: Config, *, points: bool = False) -> Iterator[str]:
@@ -190,7 +202,7 @@ def _device_lines(
     device: ModbusDevice | OpcuaDevice, resolved: tuple[Any, ...], show_points: bool
 ) -> Iterator[str]:
     state = "" if device.enabled else " [disabled]"
-    if isinstance(device, ModbusDevice):
+    if device.driver == "modbus":
         if device.transport == "rtu":
             where = (
                 f"rtu {device.serial_port} {device.baudrate} {device.bytesize}"
@@ -293,6 +305,8 @@ def _size(n: int) -> str:
 def json_schema() -> dict[str, Any]:
     """The config's JSON Schema as the file is written (durations as strings, no defaults of
     whole tables), for editors such as VS Code's Even Better TOML or taplo."""
+    from gateway.config_model import Config
+
     schema = Config.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "ironwatt.toml"

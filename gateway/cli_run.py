@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from gateway.config import DEFAULT_PATH
+from gateway.config_base import DEFAULT_PATH
 
 __all__ = ["register"]
 

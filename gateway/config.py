@@ -10,13 +10,12 @@ import copy
 import difflib
 import re
 import tomllib
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from gateway.config_base import DEFAULT_PATH, ConfigError, Problem
 from gateway.config_checks import check_config
 from gateway.config_locator import KeyLocator, Loc, format_path
 from gateway.config_model import (
@@ -45,34 +44,6 @@ __all__ = [
     "parse_config",
     "validate_document",
 ]
-
-DEFAULT_PATH = Path("/etc/ironwatt/ironwatt.toml")
-
-
-@dataclass(frozen=True)
-class Problem:
-    line: int | None
-    path: str
-    message: str
-
-
-class ConfigError(Exception):
-    """The config was refused; `problems` lists each one, `str()` is the full report."""
-
-    def __init__(self, file: str, problems: Sequence[Problem]) -> None:
-        self.file = file
-        self.problems = sorted(problems, key=lambda p: (p.line or 0, p.path))
-        super().__init__(self.report())
-
-    def report(self) -> str:
-        lines = []
-        for p in self.problems:
-            where = f"{self.file}:{p.line}" if p.line else self.file
-            lines.append(f"{where}: {p.path}: {p.message}" if p.path else f"{where}: {p.message}")
-        count = len(self.problems)
-        lines.append(f"{count} problem{'s' if count != 1 else ''}: the configuration was refused")
-        return "\n".join(lines)
-
 
 _BRANCH = re.compile(r"^(?:[a-z-]+\[.*\]|\[key\]|float|int|str|bool|none|modbus|opcua)$")
 

@@ -30,6 +30,7 @@ from pydantic_core import PydanticCustomError
 # Wire widths are a Modbus fact kept once, with the driver (a stdlib-only module).
 from drivers.modbus.points import REGISTER_WORDS
 from gateway.carriers import DEFAULT_CARRIERS
+from gateway.config_base import read_secret
 from gateway.config_types import (
     NAME_RE,
     Bool,
@@ -122,7 +123,7 @@ class MqttConfig(_Model):
     telemetry_heartbeat: Duration = 300.0
 
     def password(self) -> str | None:
-        return _read_secret(self.password_file, self.password_env)
+        return read_secret(self.password_file, self.password_env)
 
 
 class HttpConfig(_Model):
@@ -408,7 +409,7 @@ class OpcuaDevice(_Model):
     points: tuple[OpcuaPoint, ...] = ()
 
     def password(self) -> str | None:
-        return _read_secret(self.password_file, self.password_env)
+        return read_secret(self.password_file, self.password_env)
 
     def resolved_points(self) -> tuple[OpcuaPoint, ...]:
         return self.points
@@ -462,12 +463,3 @@ class Config(_Model):
 
 def _first(value: float | None, fallback: float) -> float:
     return fallback if value is None else value
-
-
-def _read_secret(path: Path | None, env: str | None) -> str | None:
-    """The secret from its file (trailing newline stripped) or environment variable."""
-    if path is not None:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    if env is not None:
-        return os.environ.get(env)
-    return None

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.base import DeviceEvent
 from gateway import __version__
@@ -22,7 +22,8 @@ from gateway.buffer import Outbox, open_outbox
 from gateway.buffer_policy import MessageClass
 from gateway.buffer_types import Message, OutboxSettings
 from gateway.clock import ClockWatch
-from gateway.config import Config, ConfigError, load_config
+from gateway.config_base import ConfigError
+from gateway.config_records import load_config_isolated
 from gateway.health import HealthServer, Metric
 from gateway.logs import register_secret
 from gateway.notify import Notifier, watchdog_interval
@@ -33,6 +34,9 @@ from gateway.runtime_uplink import UplinkStage
 from gateway.samples import PointIndex
 from gateway.telemetry import TelemetryFilter, TelemetryPoint
 from gateway.windows import utc_iso
+
+if TYPE_CHECKING:
+    from gateway.config_model import Config
 
 __all__ = ["Gateway", "diff_devices", "run_gateway"]
 
@@ -399,12 +403,12 @@ class Gateway:
         path = self.cfg.path
         log.info("SIGHUP: reloading %s", path)
         try:
-            new = await loop.run_in_executor(None, load_config, path)
+            new = await loop.run_in_executor(None, load_config_isolated, path)
         except ConfigError as exc:
             log.error("config reload refused, the running config stays:\n%s", exc.report())
             self.notifier.status("config reload refused: see the log")
             return
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             log.error("config reload refused (%s), the running config stays", exc)
             return
         await self._apply(new)
@@ -516,8 +520,16 @@ class Gateway:
 
 
 def run_gateway(config_path: str | Path) -> int:
-    """Load the config (ConfigError: exit 2, reported by the CLI) and run until stopped."""
-    cfg = load_config(config_path)
+    """Load the config (ConfigError: exit 2, reported by the CLI) and run until stopped.
+
+    The file is validated in a child process: this one never imports pydantic (why:
+    gateway/config_records.py).
+    """
+    try:
+        cfg = load_config_isolated(config_path)
+    except RuntimeError as exc:
+        log.critical("cannot start: %s", exc)
+        return 1
     gateway = Gateway(cfg)
 
     async def main() -> int:
