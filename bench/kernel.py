@@ -1,7 +1,10 @@
 """Kernel throughput: 10 M samples over 10,000 points, three intervals, poll-cycle batches.
 
 Prints samples/s of the compiled kernel, of its pure twin and of a floor (a minimal typed loop
-compiled here); the last line is `RESULT kernel_msps=.. pure_msps=.. floor_msps=..`.
+compiled here), then the cost of a snapshot at 8,000 points (the daemon takes one at every
+window close): its size, median snapshot() and restore() times of both kernels and the peak
+of Python memory a compiled snapshot allocates. The last line is `RESULT kernel_msps=..
+pure_msps=.. floor_msps=.. snapshot_ms=.. snapshot_bytes=.. ...`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,9 @@ PURE_POINTS = 1_000  # the twin runs on a tenth of the points (same cycles), sca
 INTERVALS = (60, 900, 3600)
 GRACE = 2.0
 RUNS = 5
+SNAP_POINTS = 8_000  # 200 meters x 40 points, the daemon's sizing
+SNAP_CYCLES = 61  # past the first 1m edge: every point has a queued window, all windows open
+SNAP_RUNS = 7
 TZ = ZoneInfo("Europe/Berlin")
 T0 = 1_795_000_000.0 - 1_795_000_000.0 % 3600 + 3000  # HH:50:00 local (whole-hour offset)
 
@@ -121,18 +128,24 @@ def build_helper() -> Any:
     return iw_bench_helper
 
 
+def point_keys(points: int) -> list[str]:
+    """Point keys in id order: ids % 5 are counters (0, 1), rates (2, 3), gauges (4)."""
+    names = ("e", "e", "p", "p", "g")
+    return [f"d{p // 20}.{names[p % 5]}{p}" for p in range(points)]
+
+
 def make_kernel(mod: Any, points: int) -> Any:
     start = T0 - 3600
     end = T0 + CYCLES + 3600
     edges, masks, periods = mod.build_grid([edges_between(TZ, s, start, end) for s in INTERVALS])
     k = mod.Kernel(len(INTERVALS), demand_interval=1)
     k.extend_grid(edges, masks, periods)
-    for p in range(points):
+    for p, key in enumerate(point_keys(points)):
         kind = p % 5
         if kind < 2:
             k.configure_point(
                 p,
-                f"d{p // 20}.e{p}",
+                key,
                 mod.COUNTER,
                 since=T0,
                 rollover=100000.0,
@@ -144,7 +157,7 @@ def make_kernel(mod: Any, points: int) -> Any:
         elif kind < 4:
             k.configure_point(
                 p,
-                f"d{p // 20}.p{p}",
+                key,
                 mod.RATE,
                 since=T0,
                 max_gap=3.0,
@@ -152,7 +165,7 @@ def make_kernel(mod: Any, points: int) -> Any:
                 grace=GRACE,
             )
         else:
-            k.configure_point(p, f"d{p // 20}.g{p}", mod.GAUGE, since=T0, max_gap=3.0, grace=GRACE)
+            k.configure_point(p, key, mod.GAUGE, since=T0, max_gap=3.0, grace=GRACE)
     return k
 
 
@@ -175,6 +188,40 @@ def run(mod: Any, data: tuple[Any, ...], points: int) -> tuple[float, int]:
     wins, _blocks = k.close_until(T0 + CYCLES + 60.0)
     emitted += len(wins["point"])
     return time.process_time() - t_start, emitted
+
+
+def snapshot_kernel(mod: Any, data: tuple[Any, ...]) -> Any:
+    """8,000 points after SNAP_CYCLES polls, closed just before the 1m windows are due."""
+    k = make_kernel(mod, SNAP_POINTS)
+    k.ingest(*data)
+    k.close_until(T0 + SNAP_CYCLES - 1.0 + 0.5)  # the edge's windows wait for their grace
+    return k
+
+
+def measure_snapshot(mod: Any, data: tuple[Any, ...]) -> tuple[int, float, float, float]:
+    """Bytes, median snapshot() ms, median restore() ms, peak traced MB of one snapshot()."""
+    k = snapshot_kernel(mod, data)
+    snap_ms = []
+    blob = b""
+    # Wall time here: the daemon's event loop waits for the whole call, whatever the load.
+    for _ in range(SNAP_RUNS):
+        t_start = time.perf_counter()
+        blob = k.snapshot()
+        snap_ms.append((time.perf_counter() - t_start) * 1000.0)
+    target = make_kernel(mod, SNAP_POINTS)
+    ids = {key: p for p, key in enumerate(point_keys(SNAP_POINTS))}
+    rest_ms = []
+    for _ in range(SNAP_RUNS):
+        t_start = time.perf_counter()
+        restored = target.restore(blob, ids)
+        rest_ms.append((time.perf_counter() - t_start) * 1000.0)
+    if len(restored) != SNAP_POINTS:
+        sys.exit(f"restore resumed {len(restored)} of {SNAP_POINTS} points")
+    tracemalloc.start()
+    k.snapshot()
+    peak = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    return len(blob), statistics.median(snap_ms), statistics.median(rest_ms), peak
 
 
 def main() -> None:
@@ -205,16 +252,28 @@ def main() -> None:
     floor_s = statistics.median(fl)
     print(f"floor: {n:,} samples of one series into 1m windows, median {floor_s:.3f} s")
 
+    sdata = helper.make(SNAP_POINTS, SNAP_CYCLES, T0)
+    snap = measure_snapshot(_kernel, sdata)
+    psnap = measure_snapshot(_kernel_py, sdata)
+    for name, (size, s_ms, r_ms, peak) in (("compiled", snap), ("pure", psnap)):
+        print(
+            f"snapshot {name}: {SNAP_POINTS:,} points, {size:,} bytes, snapshot median "
+            f"{s_ms:.1f} ms, restore median {r_ms:.1f} ms, peak Python memory {peak:.1f} MB"
+        )
+
     kernel_msps = n / kernel_s / 1e6
     pure_msps = pn / pure_s / 1e6
     floor_msps = n / floor_s / 1e6
     print(
         f"compiled/pure {kernel_msps / pure_msps:.1f}x, floor/compiled "
-        f"{floor_msps / kernel_msps:.1f}x"
+        f"{floor_msps / kernel_msps:.1f}x, snapshot pure/compiled {psnap[1] / snap[1]:.0f}x, "
+        f"restore pure/compiled {psnap[2] / snap[2]:.0f}x"
     )
     print(
         f"RESULT kernel_msps={kernel_msps:.1f} pure_msps={pure_msps:.2f} "
-        f"floor_msps={floor_msps:.1f}"
+        f"floor_msps={floor_msps:.1f} snapshot_ms={snap[1]:.2f} snapshot_bytes={snap[0]} "
+        f"restore_ms={snap[2]:.2f} snapshot_peak_mb={snap[3]:.1f} "
+        f"pure_snapshot_ms={psnap[1]:.1f} pure_restore_ms={psnap[2]:.1f}"
     )
 
 

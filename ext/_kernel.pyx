@@ -4,11 +4,13 @@
 Mirrors ext/_kernel_py.py operation for operation so both give bit-identical floats.
 """
 
-import json
-from bisect import bisect_right
+from zlib import crc32
 
 from cpython.array cimport array, clone
-from libc.stdlib cimport free, realloc
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 
@@ -26,6 +28,16 @@ from ext._kernel_py import (
     WINDOW_COLUMNS,
     build_grid,
 )
+from ext._kernel_py import (
+    _BLOCK,
+    _CSTART_AT,
+    _HEAD,
+    MAX_KEY_BYTES,
+    MAX_PERIODS,
+    _check_header,
+    _corrupt,
+    _snapshot_structs,
+)
 
 __all__ = [
     "BLOCK_COLUMNS",
@@ -42,14 +54,25 @@ __all__ = [
 
 cdef double INF = float("inf")
 cdef double NAN = float("nan")
-_MAGIC = b"IWK"
-_ACC_FIELDS = (
-    "start", "delta", "covered", "vmin", "vmax", "first", "last",
-    "samples", "bad", "rollovers", "resets", "estimated", "peak", "peak_at",
-)
-_STATE_FIELDS = ("tseen", "based", "t0", "v0", "cstart", "pend_bad", "pend_t")
 # Windows closed during one point's gap that a later reading may still revise, at most.
 MAX_REVISABLE = 4096
+
+# Snapshot layout (docs/kernel.md; the twin's Structs are the reference): byte sizes of the
+# header, of a point's part after its key without the windows, of one window accumulator
+# without its periods, of a window record without its periods, of a demand block.
+cdef enum:
+    HEAD_SIZE = 16
+    POINT_SIZE = 111  # kind 1, state 45, open cell 65
+    ACC_SIZE = 89
+    REC_SIZE = 112
+    BLOCK_SIZE = 32
+    CSTART_AT = 26  # cstart, from the kind byte: kind 1, tseen 8, based 1, t0 8, v0 8
+_point_s, _rec_s = _snapshot_structs(2, 3)
+if (_HEAD.size, _point_s.size, _rec_s.size, _BLOCK.size, _CSTART_AT) != (
+        HEAD_SIZE, POINT_SIZE + 2 * (ACC_SIZE + 3 * 8), REC_SIZE + 3 * 8, BLOCK_SIZE,
+        CSTART_AT):
+    raise ImportError("ext._kernel: snapshot layout differs from ext._kernel_py's; rebuild")
+del _point_s, _rec_s
 
 
 cdef struct Acc:
@@ -190,26 +213,175 @@ cdef inline void cell_clear(Cell* a) noexcept nogil:
     a.estimated = 0
 
 
-cdef list acc_to_list(Acc* a):
-    return [a.start, a.delta, a.covered, a.vmin, a.vmax, a.first, a.last,
-            a.samples, a.bad, a.rollovers, a.resets, a.estimated, a.peak, a.peak_at]
+# Snapshot fields are written and read byte by byte in little-endian order, so the bytes are
+# the same on any host (and the twin's); compilers turn each of these into one load or store.
+
+cdef inline unsigned char* put_u8(unsigned char* p, unsigned int x) noexcept nogil:
+    p[0] = <unsigned char>x
+    return p + 1
 
 
-cdef void acc_from_list(Acc* a, list x):
-    a.start = x[0]
-    a.delta = x[1]
-    a.covered = x[2]
-    a.vmin = x[3]
-    a.vmax = x[4]
-    a.first = x[5]
-    a.last = x[6]
-    a.samples = x[7]
-    a.bad = x[8]
-    a.rollovers = x[9]
-    a.resets = x[10]
-    a.estimated = x[11]
-    a.peak = x[12]
-    a.peak_at = x[13]
+cdef inline unsigned char* put_u16(unsigned char* p, unsigned int x) noexcept nogil:
+    p[0] = <unsigned char>x
+    p[1] = <unsigned char>(x >> 8)
+    return p + 2
+
+
+cdef inline unsigned char* put_u32(unsigned char* p, uint32_t x) noexcept nogil:
+    p[0] = <unsigned char>x
+    p[1] = <unsigned char>(x >> 8)
+    p[2] = <unsigned char>(x >> 16)
+    p[3] = <unsigned char>(x >> 24)
+    return p + 4
+
+
+cdef inline unsigned char* put_i32(unsigned char* p, int x) noexcept nogil:
+    return put_u32(p, <uint32_t>x)
+
+
+cdef inline unsigned char* put_f64(unsigned char* p, double x) noexcept nogil:
+    cdef uint64_t u
+    cdef int i
+    memcpy(&u, &x, 8)  # the bits as they are: NaN payloads and signs survive
+    for i in range(8):
+        p[i] = <unsigned char>(u >> (8 * i))
+    return p + 8
+
+
+cdef inline unsigned int get_u16(const unsigned char* p) noexcept nogil:
+    return p[0] | (<unsigned int>p[1] << 8)
+
+
+cdef inline uint32_t get_u32(const unsigned char* p) noexcept nogil:
+    return (<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16)
+            | (<uint32_t>p[3] << 24))
+
+
+cdef inline int get_i32(const unsigned char* p) noexcept nogil:
+    return <int>get_u32(p)
+
+
+cdef inline double get_f64(const unsigned char* p) noexcept nogil:
+    cdef uint64_t u = 0
+    cdef double x
+    cdef int i
+    for i in range(8):
+        u |= (<uint64_t>p[i]) << (8 * i)
+    memcpy(&x, &u, 8)
+    return x
+
+
+cdef unsigned char* put_acc(unsigned char* p, const Acc* a, const double* per,
+                            int nper) noexcept nogil:
+    """A window accumulator in the twin's _ACC_FIELDS order, then its periods."""
+    cdef int j
+    p = put_f64(p, a.start)
+    p = put_f64(p, a.delta)
+    p = put_f64(p, a.covered)
+    p = put_f64(p, a.vmin)
+    p = put_f64(p, a.vmax)
+    p = put_f64(p, a.first)
+    p = put_f64(p, a.last)
+    p = put_i32(p, a.samples)
+    p = put_i32(p, a.bad)
+    p = put_i32(p, a.rollovers)
+    p = put_i32(p, a.resets)
+    p = put_u8(p, a.estimated)
+    p = put_f64(p, a.peak)
+    p = put_f64(p, a.peak_at)
+    for j in range(nper):
+        p = put_f64(p, per[j])
+    return p
+
+
+cdef const unsigned char* get_acc(const unsigned char* p, Acc* a, double* per,
+                                  int nper) noexcept nogil:
+    cdef int j
+    a.start = get_f64(p)
+    a.delta = get_f64(p + 8)
+    a.covered = get_f64(p + 16)
+    a.vmin = get_f64(p + 24)
+    a.vmax = get_f64(p + 32)
+    a.first = get_f64(p + 40)
+    a.last = get_f64(p + 48)
+    a.samples = get_i32(p + 56)
+    a.bad = get_i32(p + 60)
+    a.rollovers = get_i32(p + 64)
+    a.resets = get_i32(p + 68)
+    a.estimated = p[72]
+    a.peak = get_f64(p + 73)
+    a.peak_at = get_f64(p + 81)
+    p += ACC_SIZE
+    for j in range(nper):
+        per[j] = get_f64(p)
+        p += 8
+    return p
+
+
+cdef unsigned char* put_rec(unsigned char* p, const Rec* r, const double* per,
+                            int nper) noexcept nogil:
+    """A window record without its point id (WINDOW_COLUMNS[1:] in order), then its periods."""
+    cdef int j
+    p = put_u8(p, r.interval)
+    p = put_u8(p, r.kind)
+    p = put_i32(p, r.revision)
+    p = put_u8(p, r.estimated)
+    p = put_f64(p, r.start)
+    p = put_f64(p, r.end)
+    p = put_f64(p, r.delta)
+    p = put_f64(p, r.first)
+    p = put_f64(p, r.last)
+    p = put_f64(p, r.mean)
+    p = put_f64(p, r.vmin)
+    p = put_f64(p, r.vmax)
+    p = put_i32(p, r.rollovers)
+    p = put_i32(p, r.resets)
+    p = put_i32(p, r.samples)
+    p = put_i32(p, r.bad)
+    p = put_f64(p, r.coverage)
+    p = put_f64(p, r.peak)
+    p = put_f64(p, r.peak_at)
+    p = put_u8(p, r.gap)
+    for j in range(nper):
+        p = put_f64(p, per[j])
+    return p
+
+
+cdef const unsigned char* get_rec(const unsigned char* p, Rec* r, double* per,
+                                  int nper) noexcept nogil:
+    cdef int j
+    r.interval = p[0]
+    r.kind = p[1]
+    r.revision = get_i32(p + 2)
+    r.estimated = p[6]
+    r.start = get_f64(p + 7)
+    r.end = get_f64(p + 15)
+    r.delta = get_f64(p + 23)
+    r.first = get_f64(p + 31)
+    r.last = get_f64(p + 39)
+    r.mean = get_f64(p + 47)
+    r.vmin = get_f64(p + 55)
+    r.vmax = get_f64(p + 63)
+    r.rollovers = get_i32(p + 71)
+    r.resets = get_i32(p + 75)
+    r.samples = get_i32(p + 79)
+    r.bad = get_i32(p + 83)
+    r.coverage = get_f64(p + 87)
+    r.peak = get_f64(p + 95)
+    r.peak_at = get_f64(p + 103)
+    r.gap = p[111]
+    p += REC_SIZE
+    for j in range(nper):
+        per[j] = get_f64(p)
+        p += 8
+    return p
+
+
+cdef int rec_from_tuple(Rec* r, tuple rec) except -1:
+    (r.point, r.interval, r.kind, r.revision, r.estimated, r.start, r.end, r.delta,
+     r.first, r.last, r.mean, r.vmin, r.vmax, r.rollovers, r.resets, r.samples,
+     r.bad, r.coverage, r.peak, r.peak_at, r.gap) = rec
+    return 0
 
 
 cdef class Kernel:
@@ -273,6 +445,8 @@ cdef class Kernel:
             raise ValueError(f"n_intervals must be 1..30, got {n_intervals}")
         if not -1 <= demand_interval < n_intervals:
             raise ValueError(f"demand_interval {demand_interval} is not one of the intervals")
+        if not 0 <= n_periods <= MAX_PERIODS:
+            raise ValueError(f"n_periods must be 0..{MAX_PERIODS}, got {n_periods}")
         self.nk = n_intervals
         flags = [bool(x) for x in emit] if emit is not None else [True] * n_intervals
         if len(flags) != n_intervals:
@@ -409,6 +583,8 @@ cdef class Kernel:
             raise ValueError(f"point {key}: unknown integration {integration}")
         if pid < 0:
             raise ValueError(f"point {key}: negative id {pid}")
+        if len(key.encode()) > MAX_KEY_BYTES:  # the snapshot stores its length as a u16
+            raise ValueError(f"point {key[:40]}...: key longer than {MAX_KEY_BYTES} bytes")
         for name, x in (("rollover", rollover), ("max_rate", max_rate),
                         ("resolution", resolution), ("max_gap", max_gap), ("grace", grace)):
             if not x >= 0.0:
@@ -775,9 +951,7 @@ cdef class Kernel:
     cdef void _push_tuple(self, tuple rec, tuple per, double due):
         cdef Rec* r = self._new_rec()
         cdef int j
-        (r.point, r.interval, r.kind, r.revision, r.estimated, r.start, r.end, r.delta,
-         r.first, r.last, r.mean, r.vmin, r.vmax, r.rollovers, r.resets, r.samples,
-         r.bad, r.coverage, r.peak, r.peak_at, r.gap) = rec
+        rec_from_tuple(r, rec)
         r.due = due
         for j in range(self.nper):
             self.qper[(self.qlen - 1) * self.nper + j] = per[j]
@@ -1114,138 +1288,310 @@ cdef class Kernel:
     # ---- snapshot ---------------------------------------------------------------------------
 
     def snapshot(self):
-        """Versioned bytes of every point's state and pending windows, keyed by point key."""
-        cdef int p, k, j
+        """Versioned bytes of every point's state and pending windows, keyed by point key.
+
+        The layout is in docs/kernel.md; the twin writes the same bytes. Written straight from
+        the C structs into one bytes object: no Python object per point.
+        """
+        cdef int nk = self.nk, nper = self.nper, npts = self.npts, p, k, j
+        cdef Py_ssize_t rsize = REC_SIZE + 8 * nper
+        cdef Py_ssize_t fixed = POINT_SIZE + nk * (ACC_SIZE + 8 * nper)
+        cdef Py_ssize_t i, klen, total = HEAD_SIZE, count = 0
+        cdef const char* kb
         cdef Point* st
-        cdef Rec* r
-        cdef Py_ssize_t i
-        points = {}
-        for p in range(self.npts):
-            st = &self.pts[p]
-            if not st.active:
-                continue
-            queued = []
-            for i in range(self.qlen):
-                r = &self.q[i]
-                if r.point == p:
-                    queued.append([
-                        list(self._rec_tuple(r)[1:]),
-                        [self.qper[i * self.nper + j] for j in range(self.nper)],
-                    ])
-            blocks = []
-            for i in range(self.blen):
-                if self.bq[i].point == p:
-                    blocks.append([self.bq[i].start, self.bq[i].end, self.bq[i].demand,
-                                   self.bq[i].coverage])
-            wins = []
-            for k in range(self.nk):
-                vals = acc_to_list(&self.wins[p * self.nk + k])
-                vals.append([self.wper[(p * self.nk + k) * self.nper + j]
-                             for j in range(self.nper)])
-                wins.append(vals)
-            points[self.keys[p]] = {
-                "kind": st.kind,
-                "state": [st.tseen, st.based, st.t0, st.v0, st.cstart, self.cold[p].pend_bad,
-                          self.cold[p].pend_t],
-                "cell": [st.cstart, st.cell.delta, st.cell.covered, st.cell.vmin, st.cell.vmax,
-                         st.cell.first, st.cell.last, st.cell.samples, self.cold[p].bad,
-                         self.cold[p].rollovers, self.cold[p].resets, st.cell.estimated, NAN,
-                         NAN],
-                "wins": wins,
-                "queue": queued,
-                "blocks": blocks,
-                "revisable": [[list(rec[1:]), list(per)]
-                              for rec, per in self.revisable.get(p, [])],
-            }
-        doc = {"intervals": self.nk, "periods": self.nper, "points": points}
-        body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-        return _MAGIC + bytes([SNAPSHOT_VERSION]) + body
+        cdef Cold* cd
+        cdef Rec rtmp
+        cdef double* ptmp = NULL
+        cdef unsigned char* w
+        cdef unsigned char* buf
+        # Pending windows and blocks grouped by point (a counting sort): one pass each, so a
+        # snapshot is linear in points + pending records. qat[p]..qat[p + 1] index qorder.
+        cdef Py_ssize_t* qat = <Py_ssize_t*>calloc(npts + 1, sizeof(Py_ssize_t))
+        cdef Py_ssize_t* bat = <Py_ssize_t*>calloc(npts + 1, sizeof(Py_ssize_t))
+        cdef Py_ssize_t* nrev = <Py_ssize_t*>calloc(npts + 1, sizeof(Py_ssize_t))
+        cdef Py_ssize_t* qorder = <Py_ssize_t*>malloc((self.qlen + 1) * sizeof(Py_ssize_t))
+        cdef Py_ssize_t* border = <Py_ssize_t*>malloc((self.blen + 1) * sizeof(Py_ssize_t))
+        cdef bytes out
+        try:
+            if qat == NULL or bat == NULL or nrev == NULL or qorder == NULL or border == NULL:
+                raise MemoryError("kernel: no memory for a snapshot")
+            self._group(qat, qorder, npts, 0)
+            self._group(bat, border, npts, 1)
+            for pid, lst in self.revisable.items():
+                if 0 <= pid < npts:
+                    nrev[<int>pid] = len(lst)
+            for p in range(npts):
+                if not self.pts[p].active:
+                    continue
+                PyUnicode_AsUTF8AndSize(self.keys[p], &klen)
+                if klen > 0xFFFF:  # configure_point refuses these (MAX_KEY_BYTES)
+                    raise ValueError(f"point {self.keys[p][:40]}...: key too long")
+                total += (2 + klen + fixed + 12 + (qat[p + 1] - qat[p]) * rsize
+                          + (bat[p + 1] - bat[p]) * BLOCK_SIZE + nrev[p] * rsize)
+                count += 1
+            ptmp = <double*>malloc((nper + 1) * sizeof(double))
+            if ptmp == NULL:
+                raise MemoryError("kernel: no memory for a snapshot")
+            out = PyBytes_FromStringAndSize(NULL, total)
+            buf = <unsigned char*>PyBytes_AS_STRING(out)
+            w = buf
+            memcpy(w, b"IWK", 3)  # the twin's _MAGIC
+            w = put_u8(w + 3, SNAPSHOT_VERSION)
+            w = put_u32(w, 0)  # the checksum, once the rest is written
+            w = put_u16(w, nk)
+            w = put_u16(w, nper)
+            w = put_u32(w, <uint32_t>count)
+            for p in range(npts):
+                st = &self.pts[p]
+                if not st.active:
+                    continue
+                cd = &self.cold[p]
+                kb = PyUnicode_AsUTF8AndSize(self.keys[p], &klen)
+                w = put_u16(w, <unsigned int>klen)
+                memcpy(w, kb, klen)
+                w += klen
+                w = put_u8(w, st.kind)
+                w = put_f64(w, st.tseen)
+                w = put_u8(w, st.based)
+                w = put_f64(w, st.t0)
+                w = put_f64(w, st.v0)
+                w = put_f64(w, st.cstart)
+                w = put_i32(w, cd.pend_bad)
+                w = put_f64(w, cd.pend_t)
+                w = put_f64(w, st.cell.delta)
+                w = put_f64(w, st.cell.covered)
+                w = put_f64(w, st.cell.vmin)
+                w = put_f64(w, st.cell.vmax)
+                w = put_f64(w, st.cell.first)
+                w = put_f64(w, st.cell.last)
+                w = put_i32(w, st.cell.samples)
+                w = put_i32(w, cd.bad)
+                w = put_i32(w, cd.rollovers)
+                w = put_i32(w, cd.resets)
+                w = put_u8(w, st.cell.estimated)
+                for k in range(nk):
+                    w = put_acc(w, &self.wins[p * nk + k], &self.wper[(p * nk + k) * nper],
+                                nper)
+                w = put_u32(w, <uint32_t>(qat[p + 1] - qat[p]))
+                for i in range(qat[p], qat[p + 1]):
+                    w = put_rec(w, &self.q[qorder[i]], &self.qper[qorder[i] * nper], nper)
+                w = put_u32(w, <uint32_t>(bat[p + 1] - bat[p]))
+                for i in range(bat[p], bat[p + 1]):
+                    w = put_f64(w, self.bq[border[i]].start)
+                    w = put_f64(w, self.bq[border[i]].end)
+                    w = put_f64(w, self.bq[border[i]].demand)
+                    w = put_f64(w, self.bq[border[i]].coverage)
+                w = put_u32(w, <uint32_t>nrev[p])
+                if nrev[p]:  # rare (a counter in a gap): these records are Python tuples
+                    for rec, per in self.revisable[p]:
+                        rec_from_tuple(&rtmp, rec)
+                        for j in range(nper):
+                            ptmp[j] = per[j]
+                        w = put_rec(w, &rtmp, ptmp, nper)
+            if w - buf != total:
+                raise SystemError(f"kernel: snapshot wrote {w - buf} of {total} bytes")
+        finally:
+            free(qat)
+            free(bat)
+            free(nrev)
+            free(qorder)
+            free(border)
+            free(ptmp)
+        put_u32(buf + 4, crc32(memoryview(out)[8:]))
+        return out
+
+    cdef void _group(self, Py_ssize_t* at, Py_ssize_t* order, int npts, int blocks) noexcept:
+        """Counting sort of the record queue (or the blocks) by point, keeping their order."""
+        cdef Py_ssize_t i, n = self.blen if blocks else self.qlen, c
+        cdef int p
+        for i in range(n):
+            p = self.bq[i].point if blocks else self.q[i].point
+            at[p + 1] += 1
+        for p in range(npts):
+            at[p + 1] += at[p]
+        for i in range(n):
+            p = self.bq[i].point if blocks else self.q[i].point
+            c = at[p]
+            order[c] = i
+            at[p] = c + 1
+        for p in range(npts, 0, -1):  # at[p] now holds where p + 1 starts: shift back
+            at[p] = at[p - 1]
+        at[0] = 0
+
+    cdef list _walk(self, const unsigned char* buf, Py_ssize_t n, Py_ssize_t count):
+        """Check the structure of every point; returns (key, offset of its kind byte) of each.
+
+        The same checks, in the same order and with the same messages, as the twin's _walk:
+        nothing is restored from a snapshot that fails any of them, and nothing is read out
+        of bounds.
+        """
+        cdef Py_ssize_t pos = HEAD_SIZE, i, m, r, size, klen
+        cdef Py_ssize_t rsize = REC_SIZE + 8 * self.nper
+        cdef Py_ssize_t fixed = POINT_SIZE + self.nk * (ACC_SIZE + 8 * self.nper)
+        cdef int part
+        cdef set seen = set()
+        cdef list out = []
+        for i in range(count):
+            if n - pos < 2:
+                raise _corrupt(f"point {i + 1} of {count} ends early")
+            klen = get_u16(buf + pos)
+            pos += 2
+            if n - pos < klen + fixed:
+                raise _corrupt(f"point {i + 1} of {count} ends early")
+            try:
+                key = PyUnicode_DecodeUTF8(<const char*>buf + pos, klen, NULL)
+            except UnicodeDecodeError:
+                raise _corrupt(f"point {i + 1} of {count}: its key is not UTF-8") from None
+            if key in seen:
+                raise _corrupt(f"point {i + 1} of {count}: key {key!r} appears twice")
+            seen.add(key)
+            pos += klen
+            if buf[pos] > 2:  # COUNTER, RATE, GAUGE
+                raise _corrupt(f"point {i + 1} of {count} ({key!r}): unknown kind {<int>buf[pos]}")
+            out.append((key, pos))
+            pos += fixed
+            for part in range(3):  # pending windows, demand blocks, revisable windows
+                size = BLOCK_SIZE if part == 1 else rsize
+                if n - pos < 4:
+                    raise _corrupt(f"point {i + 1} of {count} ({key!r}) ends early")
+                m = get_u32(buf + pos)
+                pos += 4
+                if m > (n - pos) // size:
+                    raise _corrupt(f"point {i + 1} of {count} ({key!r}) ends early")
+                if part != 1:
+                    for r in range(m):
+                        # an interval indexes per-interval arrays when the record is revised
+                        if buf[pos + r * size] >= self.nk:
+                            raise _corrupt(
+                                f"point {i + 1} of {count} ({key!r}): a window of interval "
+                                f"{<int>buf[pos + r * size]} of {self.nk}")
+                pos += m * size
+        if pos != n:
+            raise _corrupt(f"{n - pos} bytes after the last point")
+        return out
 
     def restore(self, data, ids):
         """Resume the state of configured points from a snapshot; returns the keys restored.
 
         `ids` maps point keys to the ids they have now. A point is restored only when it is
-        configured with the same kind and its cell start is still an edge of the grid.
+        configured with the same kind and its cell start is still an edge of the grid; with
+        other intervals or periods nothing is. A truncated or corrupt snapshot raises
+        ValueError and changes nothing.
         """
+        nk, nper, count = _check_header(data)
+        if nk != self.nk or nper != self.nper:
+            return []
+        cdef const unsigned char[::1] view = data
+        return self._restore(&view[0], view.shape[0], count, ids)
+
+    cdef list _restore(self, const unsigned char* buf, Py_ssize_t n, Py_ssize_t count, ids):
+        cdef int nk = self.nk, nper = self.nper, pid, k
+        cdef Py_ssize_t at, i, m, kept
+        cdef long long g
+        cdef double cstart
+        cdef const unsigned char* r
         cdef Point* st
         cdef Cold* cd
-        cdef long long g
-        cdef int pid, k, j
-        cdef Py_ssize_t i, kept
-        cdef Rec* r
-        if len(data) < 4 or data[:3] != _MAGIC:
-            raise ValueError("not an ironwatt kernel snapshot (bad magic); delete the state file")
-        version = data[3]
-        if version != SNAPSHOT_VERSION:
-            raise ValueError(
-                f"kernel snapshot version {version} is not supported by this build (it reads "
-                f"version {SNAPSHOT_VERSION}); the open windows cannot be resumed: move the "
-                "state file aside and restart"
-            )
-        doc = json.loads(data[4:])
-        if doc["intervals"] != self.nk or doc["periods"] != self.nper:
-            return []
-        restored = []
-        for key, item in doc["points"].items():
+        cdef Rec* rec
+        cdef Rec rtmp
+        cdef double* ptmp
+        cdef list chosen = []
+        for key, at in self._walk(buf, n, count):
             p = ids.get(key)
             if p is None or not 0 <= p < self.npts:
                 continue
             pid = p
             st = &self.pts[pid]
-            if not st.active or self.keys[pid] != key or st.kind != item["kind"]:
+            if not st.active or self.keys[pid] != key or st.kind != buf[at]:
                 continue
-            state = item["state"]
-            cstart = state[4]
+            cstart = get_f64(buf + at + CSTART_AT)
             g = self._bisect(cstart) - 1
             if g < 0 or self.grid[g] != cstart or g + 1 >= self.glen:
                 continue
-            st.tseen = state[0]
-            st.based = state[1]
-            st.t0 = state[2]
-            st.v0 = state[3]
-            st.cstart = state[4]
-            cd = &self.cold[pid]
-            cd.pend_bad = state[5]
-            cd.pend_t = state[6]
-            cd.c = g + self.off
-            st.cend = self.grid[g + 1]
-            cl = item["cell"]
-            st.cell.delta = cl[1]
-            st.cell.covered = cl[2]
-            st.cell.vmin = cl[3]
-            st.cell.vmax = cl[4]
-            st.cell.first = cl[5]
-            st.cell.last = cl[6]
-            st.cell.samples = cl[7]
-            cd.bad = cl[8]
-            cd.rollovers = cl[9]
-            cd.resets = cl[10]
-            st.cell.estimated = cl[11]
-            for k in range(self.nk):
-                vals = item["wins"][k]
-                acc_from_list(&self.wins[pid * self.nk + k], vals)
-                for j in range(self.nper):
-                    self.wper[(pid * self.nk + k) * self.nper + j] = vals[len(vals) - 1][j]
-            kept = 0
-            for i in range(self.qlen):
-                if self.q[i].point != pid:
+            chosen.append((key, at, pid, g))
+        # What the snapshot has pending for a point replaces what the kernel has (one pass).
+        cdef unsigned char* drop = <unsigned char*>calloc(self.npts + 1, 1)
+        if drop == NULL:
+            raise MemoryError("kernel: no memory to restore a snapshot")
+        for key, at, pid, g in chosen:
+            drop[pid] = 1
+        kept = 0
+        for i in range(self.qlen):
+            if not drop[self.q[i].point]:
+                if kept != i:
                     self.q[kept] = self.q[i]
-                    for j in range(self.nper):
-                        self.qper[kept * self.nper + j] = self.qper[i * self.nper + j]
-                    kept += 1
-            self.qlen = kept
-            for rec, per in item["queue"]:
-                self._push_tuple((pid, *rec), tuple(per), rec[5] + cd.grace)
-            self.revisable[pid] = [((pid, *rec), tuple(per)) for rec, per in item["revisable"]]
-            kept = 0
-            for i in range(self.blen):
-                if self.bq[i].point != pid:
-                    self.bq[kept] = self.bq[i]
-                    kept += 1
-            self.blen = kept
-            for brec in item["blocks"]:
-                self._push_block(pid, brec[1] + cd.grace, brec[0], brec[1], brec[2], brec[3])
-            if st.cend + cd.grace < self.next_due:
-                self.next_due = st.cend + cd.grace
-            restored.append(key)
+                    memcpy(&self.qper[kept * nper], &self.qper[i * nper], nper * sizeof(double))
+                kept += 1
+        self.qlen = kept
+        kept = 0
+        for i in range(self.blen):
+            if not drop[self.bq[i].point]:
+                self.bq[kept] = self.bq[i]
+                kept += 1
+        self.blen = kept
+        free(drop)
+        ptmp = <double*>malloc((nper + 1) * sizeof(double))
+        if ptmp == NULL:
+            raise MemoryError("kernel: no memory to restore a snapshot")
+        restored = []
+        try:
+            for key, at, pid, g in chosen:
+                st = &self.pts[pid]
+                cd = &self.cold[pid]
+                r = buf + at + 1
+                st.tseen = get_f64(r)
+                st.based = r[8]
+                st.t0 = get_f64(r + 9)
+                st.v0 = get_f64(r + 17)
+                st.cstart = get_f64(r + 25)
+                cd.pend_bad = get_i32(r + 33)
+                cd.pend_t = get_f64(r + 37)
+                r += 45
+                cd.c = g + self.off
+                st.cend = self.grid[g + 1]
+                st.cell.delta = get_f64(r)
+                st.cell.covered = get_f64(r + 8)
+                st.cell.vmin = get_f64(r + 16)
+                st.cell.vmax = get_f64(r + 24)
+                st.cell.first = get_f64(r + 32)
+                st.cell.last = get_f64(r + 40)
+                st.cell.samples = get_i32(r + 48)
+                cd.bad = get_i32(r + 52)
+                cd.rollovers = get_i32(r + 56)
+                cd.resets = get_i32(r + 60)
+                st.cell.estimated = r[64]
+                r += 65
+                for k in range(nk):
+                    r = get_acc(r, &self.wins[pid * nk + k], &self.wper[(pid * nk + k) * nper],
+                                nper)
+                m = get_u32(r)
+                r += 4
+                for i in range(m):
+                    rec = self._new_rec()
+                    r = get_rec(r, rec, &self.qper[(self.qlen - 1) * nper], nper)
+                    rec.point = pid
+                    rec.due = rec.end + cd.grace
+                m = get_u32(r)
+                r += 4
+                for i in range(m):
+                    self._push_block(pid, get_f64(r + 8) + cd.grace, get_f64(r), get_f64(r + 8),
+                                     get_f64(r + 16), get_f64(r + 24))
+                    r += BLOCK_SIZE
+                m = get_u32(r)
+                r += 4
+                revisable = []
+                for i in range(m):
+                    r = get_rec(r, &rtmp, ptmp, nper)
+                    rtmp.point = pid
+                    revisable.append((self._rec_tuple(&rtmp),
+                                      tuple([ptmp[k] for k in range(nper)])))
+                if revisable:
+                    self.revisable[pid] = revisable
+                else:
+                    self.revisable.pop(pid, None)
+                if st.cend + cd.grace < self.next_due:
+                    self.next_due = st.cend + cd.grace
+                restored.append(key)
+        finally:
+            free(ptmp)
         return restored

@@ -5,10 +5,11 @@ The fallback where no compiler was available, and the reference the compiled ker
 
 from __future__ import annotations
 
-import json
+import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
+from struct import Struct
 from typing import Any
 
 __all__ = [
@@ -30,7 +31,7 @@ GAUGE = 2
 TRAPEZOID = 0
 HOLD = 1
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 _MAGIC = b"IWK"
 
 # Column name and array typecode of every closed-window record, in order. `periods` (TOU split,
@@ -72,9 +73,64 @@ _ACC_FIELDS = (
     "start", "delta", "covered", "vmin", "vmax", "first", "last",
     "samples", "bad", "rollovers", "resets", "estimated", "peak", "peak_at",
 )  # fmt: skip
-_STATE_FIELDS = ("tseen", "based", "t0", "v0", "cstart", "pend_bad", "pend_t")
 # Windows closed during one point's gap that a later reading may still revise, at most.
 MAX_REVISABLE = 4096
+
+# Snapshot layout (docs/kernel.md), shared with the compiled kernel: little-endian, packed.
+# Header: magic, version, CRC-32 of every byte after the CRC field, intervals, periods, points.
+_HEAD = Struct("<3sBIHHI")
+_CRC = Struct("<I")
+_CRC_END = 8  # the checksum covers data[_CRC_END:]
+_KEY_LEN = Struct("<H")
+_COUNT = Struct("<I")
+_F64 = Struct("<d")
+# Per point after its key: kind, state (tseen, based, t0, v0, cstart, pend_bad, pend_t), the
+# open cell (delta, covered, vmin, vmax, first, last, samples, bad, rollovers, resets,
+# estimated), then per interval the window accumulator in _ACC_FIELDS order and its periods.
+_POINT_FMT = "B" + "dBdddid" + "6d4iB"
+_ACC_FMT = "7d4iB2d"
+_CSTART_AT = 1 + 8 + 1 + 8 + 8  # offset of cstart from the kind byte
+# A closed window without its point id (WINDOW_COLUMNS[1:] in order), then its periods.
+_REC_FMT = "BBiB8d4i3dB"
+_BLOCK = Struct("<4d")  # start, end, demand, coverage
+MAX_KEY_BYTES = 0xFFFF  # a key's length is a u16
+MAX_PERIODS = 0x7FFF  # TOU periods are shorts in the grid, their count a u16 in the header
+
+
+def _corrupt(what: str) -> ValueError:
+    return ValueError(
+        f"kernel snapshot is truncated or corrupt ({what}); the open windows cannot be resumed: "
+        "move the state file aside and restart"
+    )
+
+
+def _check_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int]:
+    """Check magic, version, length and checksum; returns (intervals, periods, points)."""
+    if len(data) < 4 or data[:3] != _MAGIC:
+        raise ValueError("not an ironwatt kernel snapshot (bad magic); delete the state file")
+    version = data[3]
+    if version != SNAPSHOT_VERSION:
+        raise ValueError(
+            f"kernel snapshot version {version} is not supported by this build (it reads "
+            f"version {SNAPSHOT_VERSION}); the open windows cannot be resumed: move the "
+            "state file aside and restart"
+        )
+    if len(data) < _HEAD.size:
+        raise _corrupt("shorter than its header")
+    _, _, crc, nk, nper, count = _HEAD.unpack_from(data)
+    # A binary snapshot has no syntax to break: without the checksum a flipped bit would
+    # resume as a wrong energy figure instead of being refused.
+    with memoryview(data) as view:
+        if zlib.crc32(view[_CRC_END:]) != crc:
+            raise _corrupt("checksum mismatch")
+    return nk, nper, count
+
+
+def _snapshot_structs(nk: int, nper: int) -> tuple[Struct, Struct]:
+    """(point part after the key, window record) of a kernel with nk intervals, nper periods."""
+    point = Struct("<" + _POINT_FMT + (_ACC_FMT + f"{nper}d") * nk)
+    rec = Struct(f"<{_REC_FMT}{nper}d")
+    return point, rec
 
 
 def build_grid(
@@ -232,6 +288,8 @@ class Kernel:
             raise ValueError(f"n_intervals must be 1..30, got {n_intervals}")
         if not -1 <= demand_interval < n_intervals:
             raise ValueError(f"demand_interval {demand_interval} is not one of the intervals")
+        if not 0 <= n_periods <= MAX_PERIODS:
+            raise ValueError(f"n_periods must be 0..{MAX_PERIODS}, got {n_periods}")
         self._nk = n_intervals
         self._emit = [bool(x) for x in emit] if emit is not None else [True] * n_intervals
         if len(self._emit) != n_intervals:
@@ -239,6 +297,7 @@ class Kernel:
         self._dk = demand_interval
         self._nper = n_periods
         self._max_age = float(max_revision_age)
+        self._snap_point, self._snap_rec = _snapshot_structs(n_intervals, n_periods)
         self._grid: array[float] = array("d")
         self._mask: array[int] = array("I")
         self._period: array[int] = array("h")
@@ -350,6 +409,8 @@ class Kernel:
             raise ValueError(f"point {key}: unknown integration {integration}")
         if pid < 0:
             raise ValueError(f"point {key}: negative id {pid}")
+        if len(key.encode()) > MAX_KEY_BYTES:  # the snapshot stores its length as a u16
+            raise ValueError(f"point {key[:40]}...: key longer than {MAX_KEY_BYTES} bytes")
         for name, x in (
             ("rollover", rollover),
             ("max_rate", max_rate),
@@ -872,75 +933,191 @@ class Kernel:
     # ---- snapshot ---------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """Versioned bytes of every point's state and pending windows, keyed by point key."""
-        points: dict[str, Any] = {}
+        """Versioned bytes of every point's state and pending windows, keyed by point key.
+
+        The layout is in docs/kernel.md; the compiled kernel writes the same bytes.
+        """
+        point_s, rec_s = self._snap_point, self._snap_rec
+        # One pass groups the pending windows and blocks by point: a snapshot stays linear.
+        queued: dict[int, list[tuple[float, tuple[Any, ...], tuple[float, ...]]]] = {}
+        for item in self._queue:
+            queued.setdefault(item[1][0], []).append(item)
+        blocks: dict[int, list[tuple[Any, ...]]] = {}
+        for _, brec in self._blocks:
+            blocks.setdefault(brec[0], []).append(brec)
+        out = bytearray(_HEAD.size)
+        count = 0
         for st in self._points:
             if st is None:
                 continue
-            queued = [[list(rec[1:]), list(per)] for _, rec, per in self._queue if rec[0] == st.pid]
-            blocks = [list(b[1:]) for _, b in self._blocks if b[0] == st.pid]
-            revisable = [[list(rec[1:]), list(per)] for rec, per in st.revisable]
-            points[st.key] = {
-                "kind": st.kind,
-                "state": [getattr(st, f) for f in _STATE_FIELDS],
-                "cell": [getattr(st.cell, f) for f in _ACC_FIELDS],
-                "wins": [[getattr(w, f) for f in _ACC_FIELDS] + [list(w.periods)] for w in st.wins],
-                "queue": queued,
-                "blocks": blocks,
-                "revisable": revisable,
-            }
-        doc = {"intervals": self._nk, "periods": self._nper, "points": points}
-        body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-        return _MAGIC + bytes([SNAPSHOT_VERSION]) + body
+            count += 1
+            key = st.key.encode()
+            out += _KEY_LEN.pack(len(key))
+            out += key
+            c = st.cell
+            vals: list[Any] = [
+                st.kind, st.tseen, st.based, st.t0, st.v0, st.cstart, st.pend_bad, st.pend_t,
+                c.delta, c.covered, c.vmin, c.vmax, c.first, c.last,
+                c.samples, c.bad, c.rollovers, c.resets, c.estimated,
+            ]  # fmt: skip
+            for w in st.wins:
+                vals += (
+                    w.start, w.delta, w.covered, w.vmin, w.vmax, w.first, w.last,
+                    w.samples, w.bad, w.rollovers, w.resets, w.estimated, w.peak, w.peak_at,
+                )  # fmt: skip
+                vals += w.periods
+            out += point_s.pack(*vals)
+            mine = queued.get(st.pid, ())
+            out += _COUNT.pack(len(mine))
+            for _, rec, per in mine:
+                out += rec_s.pack(*rec[1:], *per)
+            bmine = blocks.get(st.pid, ())
+            out += _COUNT.pack(len(bmine))
+            for brec in bmine:
+                out += _BLOCK.pack(*brec[1:])
+            out += _COUNT.pack(len(st.revisable))
+            for rec, per in st.revisable:
+                out += rec_s.pack(*rec[1:], *per)
+        _HEAD.pack_into(out, 0, _MAGIC, SNAPSHOT_VERSION, 0, self._nk, self._nper, count)
+        with memoryview(out) as view:
+            crc = zlib.crc32(view[_CRC_END:])
+        _CRC.pack_into(out, 4, crc)
+        return bytes(out)
 
-    def restore(self, data: bytes, ids: Mapping[str, int]) -> list[str]:
+    def _walk(self, view: memoryview, count: int) -> list[tuple[str, int]]:
+        """Check the structure of every point; returns (key, offset of its kind byte) of each.
+
+        Bounds, counts, keys and kinds are checked before anything is restored, so a bad
+        snapshot changes nothing. The compiled kernel checks the same things in the same
+        order, with the same messages.
+        """
+        n = len(view)
+        pos = _HEAD.size
+        fixed = self._snap_point.size
+        rsize = self._snap_rec.size
+        nk = self._nk
+        seen: set[str] = set()
+        out: list[tuple[str, int]] = []
+        for i in range(count):
+            if n - pos < _KEY_LEN.size:
+                raise _corrupt(f"point {i + 1} of {count} ends early")
+            (klen,) = _KEY_LEN.unpack_from(view, pos)
+            pos += _KEY_LEN.size
+            if n - pos < klen + fixed:
+                raise _corrupt(f"point {i + 1} of {count} ends early")
+            try:
+                key = str(view[pos : pos + klen], "utf-8")
+            except UnicodeDecodeError:
+                raise _corrupt(f"point {i + 1} of {count}: its key is not UTF-8") from None
+            if key in seen:
+                raise _corrupt(f"point {i + 1} of {count}: key {key!r} appears twice")
+            seen.add(key)
+            pos += klen
+            kind = view[pos]
+            if kind > GAUGE:
+                raise _corrupt(f"point {i + 1} of {count} ({key!r}): unknown kind {kind}")
+            out.append((key, pos))
+            pos += fixed
+            # pending windows, demand blocks, revisable windows
+            for size, records in ((rsize, True), (_BLOCK.size, False), (rsize, True)):
+                if n - pos < _COUNT.size:
+                    raise _corrupt(f"point {i + 1} of {count} ({key!r}) ends early")
+                (m,) = _COUNT.unpack_from(view, pos)
+                pos += _COUNT.size
+                if m > (n - pos) // size:
+                    raise _corrupt(f"point {i + 1} of {count} ({key!r}) ends early")
+                if records:
+                    for r in range(pos, pos + m * size, size):
+                        # an interval indexes per-interval lists when the record is revised
+                        if view[r] >= nk:
+                            raise _corrupt(
+                                f"point {i + 1} of {count} ({key!r}): a window of interval "
+                                f"{view[r]} of {nk}"
+                            )
+                pos += m * size
+        if pos != n:
+            raise _corrupt(f"{n - pos} bytes after the last point")
+        return out
+
+    def restore(self, data: bytes | bytearray | memoryview, ids: Mapping[str, int]) -> list[str]:
         """Resume the state of configured points from a snapshot; returns the keys restored.
 
         `ids` maps point keys to the ids they have now. A point is restored only when it is
-        configured with the same kind and its cell start is still an edge of the grid.
+        configured with the same kind and its cell start is still an edge of the grid; with
+        other intervals or periods nothing is. A truncated or corrupt snapshot raises
+        ValueError and changes nothing.
         """
-        if len(data) < 4 or data[:3] != _MAGIC:
-            raise ValueError("not an ironwatt kernel snapshot (bad magic); delete the state file")
-        version = data[3]
-        if version != SNAPSHOT_VERSION:
-            raise ValueError(
-                f"kernel snapshot version {version} is not supported by this build (it reads "
-                f"version {SNAPSHOT_VERSION}); the open windows cannot be resumed: move the "
-                "state file aside and restart"
-            )
-        doc = json.loads(data[4:])
-        if doc["intervals"] != self._nk or doc["periods"] != self._nper:
+        nk, nper, count = _check_header(data)
+        if nk != self._nk or nper != self._nper:
             return []
-        restored: list[str] = []
-        for key, item in doc["points"].items():
+        with memoryview(data) as view:
+            return self._restore(view, count, ids)
+
+    def _restore(self, view: memoryview, count: int, ids: Mapping[str, int]) -> list[str]:
+        chosen: list[tuple[str, int, _Point, int]] = []
+        for key, at in self._walk(view, count):
             pid = ids.get(key)
             if pid is None or not 0 <= pid < len(self._points):
                 continue
             st = self._points[pid]
-            if st is None or st.key != key or st.kind != item["kind"]:
+            if st is None or st.key != key or st.kind != view[at]:
                 continue
-            state = item["state"]
-            cstart = state[4]
+            (cstart,) = _F64.unpack_from(view, at + _CSTART_AT)
             g = bisect_right(self._grid, cstart) - 1
             if g < 0 or self._grid[g] != cstart or g + 1 >= len(self._grid):
                 continue
-            for f, x in zip(_STATE_FIELDS, state, strict=True):
-                setattr(st, f, x)
+            chosen.append((key, at, st, g))
+        # What the snapshot has pending for a point replaces what the kernel has (one pass).
+        drop = {st.pid for _, _, st, _ in chosen}
+        if drop:
+            self._queue = [q for q in self._queue if q[1][0] not in drop]
+            self._blocks = [b for b in self._blocks if b[1][0] not in drop]
+        point_s, rec_s = self._snap_point, self._snap_rec
+        step = len(_ACC_FIELDS) + self._nper
+        restored: list[str] = []
+        for key, at, st, g in chosen:
+            pid = st.pid
+            vals = point_s.unpack_from(view, at)
+            st.tseen, st.based, st.t0, st.v0, st.cstart, st.pend_bad, st.pend_t = vals[1:8]
             st.c = g + self._off
             st.cend = self._grid[g + 1]
-            for f, x in zip(_ACC_FIELDS, item["cell"], strict=True):
-                setattr(st.cell, f, x)
-            for w, vals in zip(st.wins, item["wins"], strict=True):
-                for f, x in zip(_ACC_FIELDS, vals, strict=False):
-                    setattr(w, f, x)
-                w.periods = [float(x) for x in vals[-1]]
-            self._queue = [q for q in self._queue if q[1][0] != pid]
-            for rec, per in item["queue"]:
-                self._queue.append((rec[5] + st.grace, (pid, *rec), tuple(per)))
-            st.revisable = [((pid, *rec), tuple(per)) for rec, per in item["revisable"]]
-            self._blocks = [b for b in self._blocks if b[1][0] != pid]
-            for brec in item["blocks"]:
-                self._blocks.append((brec[1] + st.grace, (pid, *brec)))
+            c = st.cell
+            (
+                c.delta, c.covered, c.vmin, c.vmax, c.first, c.last,
+                c.samples, c.bad, c.rollovers, c.resets, c.estimated,
+            ) = vals[8:19]  # fmt: skip
+            c.start = st.cstart  # a cell's start is its point's cstart and it has no peak
+            c.peak = _NAN
+            c.peak_at = _NAN
+            i = 19
+            for w in st.wins:
+                (
+                    w.start, w.delta, w.covered, w.vmin, w.vmax, w.first, w.last,
+                    w.samples, w.bad, w.rollovers, w.resets, w.estimated, w.peak, w.peak_at,
+                ) = vals[i : i + 14]  # fmt: skip
+                w.periods = list(vals[i + 14 : i + step])
+                i += step
+            pos = at + point_s.size
+            (m,) = _COUNT.unpack_from(view, pos)
+            pos += _COUNT.size
+            for _ in range(m):
+                r = rec_s.unpack_from(view, pos)
+                pos += rec_s.size
+                self._queue.append((r[5] + st.grace, (pid, *r[:20]), r[20:]))
+            (m,) = _COUNT.unpack_from(view, pos)
+            pos += _COUNT.size
+            for _ in range(m):
+                b = _BLOCK.unpack_from(view, pos)
+                pos += _BLOCK.size
+                self._blocks.append((b[1] + st.grace, (pid, *b)))
+            (m,) = _COUNT.unpack_from(view, pos)
+            pos += _COUNT.size
+            revisable = []
+            for _ in range(m):
+                r = rec_s.unpack_from(view, pos)
+                pos += rec_s.size
+                revisable.append(((pid, *r[:20]), r[20:]))
+            st.revisable = revisable
             self._next_due = min(self._next_due, st.cend + st.grace)
             restored.append(key)
         return restored

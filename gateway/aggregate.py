@@ -393,7 +393,10 @@ class Aggregator:
         return b"".join((head, kernel, extra))
 
     def restore(self, data: bytes) -> list[str]:
-        """Resume from a snapshot after `set_points`; returns the point keys resumed."""
+        """Resume from a snapshot after `set_points`; returns the point keys resumed.
+
+        A snapshot that is not usable raises ValueError and changes nothing.
+        """
         if len(data) < 12 or data[:3] != _MAGIC:
             raise ValueError("not an ironwatt aggregator snapshot (bad magic); delete the file")
         if data[3] != SNAPSHOT_VERSION:
@@ -402,10 +405,20 @@ class Aggregator:
                 f"reads version {SNAPSHOT_VERSION}); move the state file aside and restart"
             )
         (n,) = struct.unpack("<Q", data[4:12])
-        keys = list(self._k.restore(data[12 : 12 + n], dict(self.index.items())))
+        if n > len(data) - 12:
+            raise ValueError(
+                "aggregator snapshot is truncated (its kernel part ends early); move the state "
+                "file aside and restart"
+            )
+        # The revisable windows first: if they are unreadable, the kernel is left untouched.
+        revisable: dict[tuple[int, str, float], dict[str, Any]] = {}
         for name, device, start, payload in json.loads(data[12 + n :]):
             if name in self._names:
-                self._revisable[(self._names.index(name), device, start)] = payload
+                revisable[(self._names.index(name), device, start)] = payload
+        # A view, not a slice: the multi-MB kernel part is not copied again.
+        with memoryview(data) as view:
+            keys = list(self._k.restore(view[12 : 12 + n], dict(self.index.items())))
+        self._revisable.update(revisable)
         return keys
 
     def stats(self) -> dict[str, int]:

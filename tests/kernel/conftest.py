@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import os
 from array import array
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import strategies as st
 
 from gateway.windows import edges_between
 
@@ -107,6 +109,70 @@ def close(k: Any, t: float, n_periods: int = 0) -> list[dict[str, Any]]:
 
 def pick(recs: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
     return [r for r in recs if all(r[key] == val for key, val in match.items())]
+
+
+# Random sample streams of three points (counter, rate, gauge) for the Hypothesis properties.
+step = st.tuples(
+    st.one_of(
+        st.floats(0.5, 120.0, allow_nan=False),
+        st.sampled_from([0.0, -5.0, 900.0]),  # duplicate, out of order, a gap
+    ),
+    st.one_of(
+        st.floats(0.0, 50.0, allow_nan=False),  # a rise
+        # jitter, a fall read as a wrap, a meter reset, a word-order glitch, NaN
+        st.sampled_from([-0.001, -400.0, -2000.0, 5e6, math.nan]),
+    ),
+    st.sampled_from([0, 0, 0, 0, 0, 1, 2]),
+)
+streams = st.lists(st.lists(step, min_size=1, max_size=60), min_size=3, max_size=3)
+
+
+def rows_of(streams_: list[list[tuple[float, float, int]]]) -> list[tuple[int, float, float, int]]:
+    """Interleave per-point streams by time, as poll cycles deliver them."""
+    rows = []
+    for pid, stream in enumerate(streams_):
+        t = DAY0 + 1.0 + pid * 0.1
+        v = 500.0
+        for dt, dv, q in stream:
+            t += dt
+            if math.isnan(dv):
+                value = math.nan
+            elif pid == 0 and dv == 5e6:
+                value = v + dv  # a glitch: never becomes the baseline
+            elif pid == 0:
+                v = (v + dv) % 1000.0 if dv > -1000.0 else 0.0
+                value = v
+            else:
+                value = 100.0 + dv
+            rows.append((pid, t, value, q))
+    rows.sort(key=lambda r: (r[1], r[0]))
+    return rows
+
+
+def build(mod: ModuleType) -> Any:
+    """The kernel `streams` feed: 5 h, 1m/15m/1h, demand over 15m, two TOU periods."""
+    k = kernel(
+        mod,
+        (60, 900, 3600),
+        hours=5.0,
+        demand_interval=1,
+        n_periods=2,
+        tou=[(DAY0 + 1800.0, 1), (DAY0 + 7200.0, 0)],
+    )
+    k.configure_point(
+        0,
+        "m.energy",
+        mod.COUNTER,
+        since=DAY0,
+        rollover=1000.0,
+        max_rate=36000.0,
+        resolution=0.01,
+        max_gap=300.0,
+        tou=True,
+    )
+    k.configure_point(1, "m.power", mod.RATE, since=DAY0, max_gap=150.0, demand=True, tou=True)
+    k.configure_point(2, "m.temp", mod.GAUGE, since=DAY0, integration=mod.HOLD)
+    return k
 
 
 def pytest_configure(config: pytest.Config) -> None:

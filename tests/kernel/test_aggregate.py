@@ -272,6 +272,64 @@ def test_aggregator_snapshot_version_is_checked(km: ModuleType) -> None:
         agg.restore(bytes(data))
 
 
+def gap_state(km: ModuleType) -> tuple[Aggregator, float]:
+    """An aggregator holding device windows a counter gap may revise (and its kernel, gap
+    windows), with the points' windows open."""
+    t0 = START + 10 * 3600
+    agg = make(km, t0)
+    for i in range(150):
+        b = SampleBatch()
+        if not 30 < i < 200:
+            b.append(agg.index.id("sub-a-main.energy_import"), t0 + i, 1000.0 + i * 0.5)
+        b.append(agg.index.id("sub-a-main.power_total"), t0 + i, 30.0)
+        agg.ingest(b, t0 + i)
+        agg.close_until(t0 + i)
+    return agg, t0 + 150
+
+
+def test_a_damaged_aggregator_snapshot_changes_nothing(km: ModuleType) -> None:
+    agg, now = gap_state(km)
+    data = agg.snapshot()
+    assert b'"revision":1' in data  # the revisable device windows are in it
+    n = int.from_bytes(data[4:12], "little")
+    flipped = bytearray(data)
+    flipped[12 + n // 2] ^= 0x10
+    old_kernel = b"IWK\x01" + b'{"intervals":4,"periods":2,"points":{}}'
+    damaged = {
+        "json cut": data[:-3],
+        "kernel cut": data[: 12 + n - 1],
+        "kernel flipped": bytes(flipped),
+        "kernel v1": data[:4] + len(old_kernel).to_bytes(8, "little") + old_kernel + b"[]",
+    }
+    later = make(km, now)
+    run(later, now, 5)
+    before = later.snapshot()
+    for name, bad in damaged.items():
+        with pytest.raises(ValueError) as exc:
+            later.restore(bad)
+        assert later.snapshot() == before, name
+        if name == "kernel v1":
+            assert "kernel snapshot version 1 is not supported" in str(exc.value)
+    assert sorted(later.restore(data)) == sorted(s.key for s in SPECS)
+
+
+def test_restore_hands_the_kernel_part_over_without_a_copy(km: ModuleType) -> None:
+    agg, now = gap_state(km)
+    data = agg.snapshot()
+    later = make(km, now)
+    seen: list[Any] = []
+    kernel = later._k
+
+    class Spy:
+        def restore(self, part: Any, ids: Any) -> Any:
+            seen.append(part)
+            return kernel.restore(part, ids)
+
+    later._k = Spy()
+    assert sorted(later.restore(data)) == sorted(s.key for s in SPECS)
+    assert isinstance(seen[0], memoryview) and seen[0].obj is data
+
+
 def test_intervals_that_do_not_nest(km: ModuleType) -> None:
     agg = Aggregator(
         ZoneInfo("UTC"), [("10m", 600), ("15m", 900)], demand_interval=None, kernel_module=km

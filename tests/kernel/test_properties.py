@@ -14,7 +14,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.kernel.conftest import DAY0, NO_EXT, batch, kernel, load, records
+from tests.kernel.conftest import (
+    DAY0,
+    NO_EXT,
+    batch,
+    build,
+    kernel,
+    load,
+    records,
+    rows_of,
+    streams,
+)
 
 pytestmark = pytest.mark.twin
 
@@ -26,83 +36,26 @@ PROP = settings(
 )
 KINDS = ("counter", "rate", "gauge")
 
-step = st.tuples(
-    st.one_of(
-        st.floats(0.5, 120.0, allow_nan=False),
-        st.sampled_from([0.0, -5.0, 900.0]),  # duplicate, out of order, a gap
-    ),
-    st.one_of(
-        st.floats(0.0, 50.0, allow_nan=False),  # a rise
-        # jitter, a fall read as a wrap, a meter reset, a word-order glitch, NaN
-        st.sampled_from([-0.001, -400.0, -2000.0, 5e6, math.nan]),
-    ),
-    st.sampled_from([0, 0, 0, 0, 0, 1, 2]),
-)
-streams = st.lists(st.lists(step, min_size=1, max_size=60), min_size=3, max_size=3)
 splits = st.lists(st.integers(0, 200), max_size=6)
-
-
-def rows_of(streams_: list[list[tuple[float, float, int]]]) -> list[tuple[int, float, float, int]]:
-    """Interleave per-point streams by time, as poll cycles deliver them."""
-    rows = []
-    for pid, stream in enumerate(streams_):
-        t = DAY0 + 1.0 + pid * 0.1
-        v = 500.0
-        for dt, dv, q in stream:
-            t += dt
-            if math.isnan(dv):
-                value = math.nan
-            elif pid == 0 and dv == 5e6:
-                value = v + dv  # a glitch: never becomes the baseline
-            elif pid == 0:
-                v = (v + dv) % 1000.0 if dv > -1000.0 else 0.0
-                value = v
-            else:
-                value = 100.0 + dv
-            rows.append((pid, t, value, q))
-    rows.sort(key=lambda r: (r[1], r[0]))
-    return rows
-
-
-def build(mod: ModuleType) -> Any:
-    k = kernel(
-        mod,
-        (60, 900, 3600),
-        hours=5.0,
-        demand_interval=1,
-        n_periods=2,
-        tou=[(DAY0 + 1800.0, 1), (DAY0 + 7200.0, 0)],
-    )
-    k.configure_point(
-        0,
-        "m.energy",
-        mod.COUNTER,
-        since=DAY0,
-        rollover=1000.0,
-        max_rate=36000.0,
-        resolution=0.01,
-        max_gap=300.0,
-        tou=True,
-    )
-    k.configure_point(1, "m.power", mod.RATE, since=DAY0, max_gap=150.0, demand=True, tou=True)
-    k.configure_point(2, "m.temp", mod.GAUGE, since=DAY0, integration=mod.HOLD)
-    return k
 
 
 def run(mod: ModuleType, rows: list[Any], cuts: list[int], mid_close: bool = False) -> Any:
     k = build(mod)
     bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
     out = []
+    snaps = []
     for a, b in itertools.pairwise(bounds):
         k.ingest(*batch(rows[a:b]))
         if mid_close:
             out.append(k.close_until(rows[b - 1][1]))
+            # mid-stream: open cells, windows waiting for their grace, gap windows
+            snaps.append(k.snapshot())
     out.append(k.close_until(DAY0 + 5 * 3600.0 + 10.0))
     flat = []
     for wins, blocks in out:
         flat.append({n: c.tobytes() for n, c in wins.items()})
         flat.append({n: c.tobytes() for n, c in blocks.items()})
-    return flat, k.snapshot(), k.stats()
+    return flat, k.snapshot(), k.stats(), snaps
 
 
 @pytest.mark.skipif(NO_EXT, reason="IRONWATT_NO_EXTENSIONS=1: no compiled kernel to compare")
@@ -112,6 +65,7 @@ def test_compiled_equals_pure_bitwise(streams_: Any, cuts: list[int]) -> None:
     rows = rows_of(streams_)
     compiled = load("compiled")
     pure = load("pure")
+    # outputs, stats and every snapshot (after each batch and at the end): byte for byte
     assert run(compiled, rows, cuts, mid_close=True) == run(pure, rows, cuts, mid_close=True)
 
 
