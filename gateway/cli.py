@@ -33,11 +33,7 @@ def _version() -> str:
     return f"ironwatt {__version__} (kernel: {ext.IMPLEMENTATION})"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ironwatt",
-        description="Edge gateway: Modbus and OPC UA in, energy windows out over MQTT.",
-    )
+def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument(
         "--log-level",
@@ -45,16 +41,42 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info)",
     )
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `only` just the command group that registers `only`."""
+    parser = argparse.ArgumentParser(
+        prog="ironwatt",
+        description="Edge gateway: Modbus and OPC UA in, energy windows out over MQTT.",
+    )
+    _global_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
+        before = set(subparsers.choices)
         importlib.import_module(name).register(subparsers)
+        if only is not None and only in set(subparsers.choices) - before:
+            return parser
     return parser
+
+
+def _daemon_command(argv: Sequence[str]) -> str | None:
+    """ "run" when that is the command: the daemon registers only its own command group, the
+    others import what the technician's tools need (urllib, the OPC UA helpers: ~6 MB that
+    would stay resident for as long as the daemon runs)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--log-level")
+    try:
+        _known, rest = pre.parse_known_args(argv)
+    except SystemExit:  # a malformed global option: the full parser says what is wrong
+        return None
+    return "run" if rest[:1] == ["run"] else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from gateway.config_base import ConfigError
 
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_daemon_command(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),

@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
 from gateway.config_base import DEFAULT_PATH
@@ -77,6 +75,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
     from gateway.runtime_status import render_table
 
     url = args.url

@@ -9,6 +9,7 @@ pydantic (why: gateway/config_records.py).
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import sys
 from collections.abc import Callable
@@ -28,11 +29,20 @@ _DERIVED: dict[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
 }
 
 
+def _exactly(value: Any) -> Any:
+    """A key equal only for the same value of the same type: 1, 1.0 and True differ, and so
+    do 0.0 and -0.0 (tuples compare them equal)."""
+    return (type(value), value.hex() if type(value) is float else value)
+
+
 def pack(root: BaseModel) -> tuple[dict[str, tuple[str, ...]], Any]:
     """(fields per model class name, the tree): plain values, one Packed per model."""
     fields: dict[str, tuple[str, ...]] = {}
     owners: dict[str, type] = {}
     memo: dict[int, Any] = {}  # what one object in the models stays one object on the wire
+    # Equal models travel as one object too: 200 meters of one profile (or one copied block
+    # of points) share one record per point definition in the daemon, not 200.
+    same: dict[tuple[Any, ...], Packed] = {}
 
     def walk(value: Any) -> Any:
         if isinstance(value, BaseModel):
@@ -49,6 +59,8 @@ def pack(root: BaseModel) -> tuple[dict[str, tuple[str, ...]], Any]:
             values += [get(value) for _, get in derived]
             out = Packed(name, tuple(walk(v) for v in values))
             assert len(out.values) == len(names)
+            with contextlib.suppress(TypeError):  # a dict among the values: kept apart
+                out = same.setdefault((name, *map(_exactly, out.values)), out)
             memo[id(value)] = out
             return out
         if isinstance(value, tuple | list):

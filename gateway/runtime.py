@@ -32,6 +32,7 @@ from gateway.runtime_energy import EnergyStage
 from gateway.runtime_status import metrics_of
 from gateway.runtime_uplink import UplinkStage
 from gateway.samples import PointIndex
+from gateway.state_file import SNAPSHOT_NAME, read_snapshot, write_snapshot
 from gateway.telemetry import TelemetryFilter, TelemetryPoint
 from gateway.windows import utc_iso
 
@@ -46,7 +47,8 @@ log = logging.getLogger("ironwatt.runtime")
 STOP_BUDGET_S = 15.0
 _TICK_S = 0.25  # how often windows are closed and telemetry is checked, at the latest
 _STATUS_EVERY_S = 10.0
-_SNAPSHOT_STATE = "kernel"
+# Where gateways before the snapshot file kept it: a row of the buffer database's state table.
+_LEGACY_STATE = "kernel"
 # Keys a reload cannot apply in place: they need a restart (the new values are reported).
 _RESTART_KEYS = ("gateway", "mqtt", "buffer", "http", "energy", "tariff")
 
@@ -54,8 +56,8 @@ _RESTART_KEYS = ("gateway", "mqtt", "buffer", "http", "energy", "tariff")
 def _trim_heap() -> None:
     """Return the heap pages freed since the last call to the OS (glibc's malloc_trim).
 
-    The kernel snapshot taken at each window close builds and frees a large transient object
-    tree (tens of MB with 8,000 points); without a trim glibc keeps ~10 MB of it resident.
+    Called after each window close: the snapshot bytes and the encoded windows (MBs at 8,000
+    points) are freed by then, and glibc would otherwise keep the pages for its next malloc.
     """
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
@@ -115,6 +117,9 @@ class Gateway:
         self._loop_tick = time.monotonic()
         self._settings = OutboxSettings.from_config(cfg)
         self.failed = False  # an internal task died: exit non-zero so systemd restarts us
+        self._snapshot_path = Path(cfg.gateway.data_dir) / SNAPSHOT_NAME
+        self._legacy_state = False
+        self.snapshot_status: dict[str, Any] = {"at": None, "bytes": 0, "error": None}
         self._draining = False
 
     # -- public ---------------------------------------------------------------------------------
@@ -168,7 +173,7 @@ class Gateway:
         now = time.time()
         self.energy = EnergyStage(cfg, now)
         self.index = self.energy.index
-        blob = await loop.run_in_executor(None, self.outbox.get_state, _SNAPSHOT_STATE)
+        blob = await loop.run_in_executor(None, self._read_snapshot)
         if blob is not None:
             try:
                 restored = self.energy.restore(blob)
@@ -176,7 +181,8 @@ class Gateway:
                     "resumed the open windows of %d points from the last snapshot", len(restored)
                 )
             except ValueError as exc:
-                log.error("kernel snapshot not used: %s", exc)
+                log.error("kernel snapshot %s not used: %s", self._snapshot_path, exc)
+        del blob
         self.telemetry = self._build_telemetry(cfg) if cfg.mqtt.telemetry else None
         smallest = min((i.seconds for i in cfg.energy.intervals), default=60)
         self.clock = ClockWatch(forward_threshold=float(smallest))
@@ -276,13 +282,47 @@ class Gateway:
         if windows:
             await self._save_snapshot()
 
+    def _read_snapshot(self) -> bytes | None:
+        """The snapshot file, else (first start after an upgrade) the buffer's legacy row."""
+        assert self.outbox is not None
+        blob = read_snapshot(self._snapshot_path)
+        if blob is None:
+            blob = self.outbox.get_state(_LEGACY_STATE)
+            self._legacy_state = blob is not None
+        else:
+            self._legacy_state = self.outbox.get_state(_LEGACY_STATE) is not None
+        return blob
+
     async def _save_snapshot(self) -> None:
+        """Write the kernel's state after the windows it no longer holds were stored.
+
+        A snapshot that cannot be written (disk full, read-only) is reported and tried again at
+        the next close; the previous file stays whole, and polling and publishing go on.
+        """
         assert self.energy is not None and self.outbox is not None
-        blob = self.energy.snapshot()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.outbox.put_state, _SNAPSHOT_STATE, blob)
-        del blob
-        _trim_heap()
+        parts = self.energy.snapshot_parts()
+        size = sum(len(part) for part in parts)
+        try:
+            await loop.run_in_executor(None, write_snapshot, self._snapshot_path, parts)
+        except OSError as exc:
+            error = f"{exc.strerror or exc} ({self._snapshot_path})"
+            if error != self.snapshot_status.get("error"):
+                log.error(
+                    "kernel snapshot not written: %s; the open windows would restart empty "
+                    "after a restart: check free space and permissions of data_dir", error,
+                )  # fmt: skip
+            self.snapshot_status["error"] = error
+            return
+        finally:
+            del parts
+            _trim_heap()
+        if self.snapshot_status.get("error"):
+            log.info("kernel snapshot written again to %s", self._snapshot_path)
+        self.snapshot_status = {"at": utc_iso(time.time()), "bytes": size, "error": None}
+        if self._legacy_state:
+            await loop.run_in_executor(None, self.outbox.delete_state, _LEGACY_STATE)
+            self._legacy_state = False
 
     def _telemetry_messages(self, mono_now: float) -> list[Message]:
         assert self.telemetry is not None
@@ -388,6 +428,7 @@ class Gateway:
             "energy": {
                 **(self.energy.stats() if self.energy else {}),
                 "samples": self.sink.samples_total,
+                "snapshot": {"path": str(self._snapshot_path), **self.snapshot_status},
             },
             "clock_steps": self.clock.steps if self.clock else 0,
             "reloads": self.reloads,

@@ -6,10 +6,11 @@ decides the per-point defaults energy.md leaves to the device: grace, max_gap, i
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
-from gateway.aggregate import Aggregator, PointSpec
+from gateway.aggregate import Aggregator, PointSpec, WindowPayload
 from gateway.buffer_policy import MessageClass
 from gateway.buffer_types import Message
 from gateway.samples import PointIndex, SampleBatch
@@ -140,20 +141,24 @@ class EnergyStage:
         self.agg.ingest(batch, time.time())
 
     def close_due(self, now: float) -> list[Message]:
-        closed = self.agg.close_until(now)
-        self.windows += len(closed.windows)
-        return [
-            Message(
-                f"{self._prefix}/energy/{w.interval}/{w.device}",
-                w.payload,
-                qos=1,
-                cls=MessageClass.WINDOW,
-            )
-            for w in closed.windows
-        ]
+        messages: list[Message] = []
+
+        def publish(w: WindowPayload) -> None:
+            # Encoded as soon as the device window is whole: its dicts go at once, only the
+            # JSON waits for the outbox (bytes the outbox stores as they are).
+            body = json.dumps(w.payload, separators=(",", ":"), ensure_ascii=False).encode()
+            topic = f"{self._prefix}/energy/{w.interval}/{w.device}"
+            messages.append(Message(topic, body, qos=1, cls=MessageClass.WINDOW))
+
+        self.agg.close_until(now, publish)
+        self.windows += len(messages)
+        return messages
 
     def snapshot(self) -> bytes:
         return self.agg.snapshot()
+
+    def snapshot_parts(self) -> tuple[bytes, ...]:
+        return self.agg.snapshot_parts()
 
     def reconfigure(self, cfg: Any, now: float) -> tuple[list[str], list[str]]:
         """Apply a reloaded config's points; returns (fresh, retuned) point keys.

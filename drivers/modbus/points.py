@@ -5,6 +5,7 @@ Merges a device's profile points with its own (own override by name) and folds C
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -151,7 +152,9 @@ def resolve(device: DeviceLike) -> list[PointSpec]:
         factor = _factor(p["multiply_by"], device.ct_ratio, device.pt_ratio, where)
         specs.append(
             PointSpec(
-                key=f"{device.name}.{p['name']}",
+                # Interned: the energy stage and the point index hold the same key (one
+                # string per point, not one per holder: 8,000 points x 4 holders otherwise).
+                key=sys.intern(f"{device.name}.{p['name']}"),
                 name=p["name"],
                 function=p["function"],
                 address=int(p["address"]),

@@ -1,12 +1,14 @@
 """OPC UA devices: subscriptions or batched reads, security and pinning, recovery after restarts.
 
-Importing this package does not import asyncua (~48 MB RSS); that happens on the first session.
+Importing this package imports nothing else: asyncua (~48 MB RSS) comes with the first session,
+and the driver's own modules with their first use (`ironwatt run` registers the OPC UA commands
+of the CLI, and a Modbus-only gateway must not pay for them).
 """
 
-from drivers.opcua.describe import describe_device
-from drivers.opcua.driver import ConnectionLost, OpcuaDriver
-from drivers.opcua.nodes import NodeIdError, NodeRef, parse_node_id
-from drivers.opcua.security import ConnectionSettings, OpcuaConnectError
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "ConnectionLost",
@@ -18,3 +20,21 @@ __all__ = [
     "describe_device",
     "parse_node_id",
 ]
+
+_WHERE = {
+    "ConnectionLost": "driver",
+    "OpcuaDriver": "driver",
+    "ConnectionSettings": "security",
+    "OpcuaConnectError": "security",
+    "NodeIdError": "nodes",
+    "NodeRef": "nodes",
+    "parse_node_id": "nodes",
+    "describe_device": "describe",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -6,6 +6,7 @@ gets with what the in-process loader (`ironwatt check`'s) gives for the same fil
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,15 @@ from gateway.sim.plant import demo_config
 from tests.config.support import CASES, REPO, stage
 
 EXAMPLE = REPO / "docs" / "config.example.toml"
+MINIMAL_HEAD = """
+[gateway]
+id = "gw1"
+site = "plant1"
+timezone = "UTC"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+"""
 
 TARIFF_AND_PROFILES = """
 [gateway]
@@ -134,6 +144,35 @@ def test_a_profile_device_shares_its_own_points_and_interns_strings(tmp_path: Pa
     # One string object however many points name it: 8,000 points, one "kWh".
     units = [p.unit for d in cfg.devices for p in d.resolved_points() if p.unit == "kWh"]
     assert len(units) > 2 and all(u is units[0] for u in units)
+
+
+def test_equal_point_definitions_are_one_record_exactly_equal_ones_only(tmp_path: Path) -> None:
+    """200 meters with the same points hold one record per point definition, not 200; a
+    definition that differs in anything, even the sign of a zero, keeps its own."""
+
+    def meter(name: str, offset: str) -> str:
+        return textwrap.dedent(f"""
+            [[devices]]
+            name = "{name}"
+            driver = "modbus"
+            host = "127.0.0.1"
+              [[devices.points]]
+              name = "power"
+              address = 0
+              type = "float32"
+              unit = "kW"
+              kind = "rate"
+              offset = {offset}
+            """)
+
+    head = MINIMAL_HEAD + meter("a", "0.0") + meter("b", "0.0") + meter("c", "-0.0")
+    path = tmp_path / "same.toml"
+    path.write_text(head, encoding="utf-8")
+    cfg = load_config_isolated(path)
+    a, b, c = (cfg.device(n).points[0] for n in "abc")
+    assert a is b
+    assert c is not a and math.copysign(1.0, c.offset) == -1.0
+    assert a.model_dump() == load_config(path).device("a").points[0].model_dump()
 
 
 def test_records_are_read_only_and_equal_by_value(tmp_path: Path) -> None:

@@ -76,8 +76,8 @@ def test_any_mutation_is_a_config_or_a_report(changes: list[tuple[tuple[Any, ...
     for path, value in changes:
         try:
             _set(document, path, value)
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier change removed or replaced this key's parent
+        except (KeyError, IndexError, TypeError, AttributeError):
+            continue  # an earlier change removed or replaced this key's parent (by a scalar)
     try:
         validate_document(document, str(EXAMPLE))
     except ConfigError as exc:

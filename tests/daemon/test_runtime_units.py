@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +269,8 @@ def test_reload_keeps_unchanged_state_and_resets_changed_sources(tmp_path: Path)
     closed = stage.close_due(now + 60)
     firsts: dict[str, float] = {}
     for m in closed:  # in order: the window with the samples comes first
-        firsts.setdefault(m.body["device"], m.body["points"]["e"]["first"])  # type: ignore[index]
+        assert isinstance(m.body, bytes)  # encoded as soon as the device window was whole
+        body = json.loads(m.body)
+        firsts.setdefault(body["device"], body["points"]["e"]["first"])
     assert firsts["a"] == firsts["c"] == 100.0  # the baseline from before the reload
     assert firsts["b"] == 102.0

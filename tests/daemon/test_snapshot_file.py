@@ -1,0 +1,125 @@
+"""The daemon's kernel snapshot file: written at every close, survives a full disk, and an
+upgraded gateway resumes from the snapshot its predecessor kept in the buffer database."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gateway.buffer import OutboxSettings, open_outbox
+from gateway.sim.modbus_meters import SimMeter
+from gateway.state_file import SNAPSHOT_NAME
+from tests.daemon.conftest import GatewayProcess, PlantThread, free_port
+from tests.support.mosquitto import Mosquitto
+
+
+def _config(path: Path, data: Path, broker: Mosquitto, port: int, http: int) -> None:
+    path.write_text(f"""
+[gateway]
+id = "gw-snap"
+site = "testsite"
+timezone = "UTC"
+data_dir = "{data}"
+
+[mqtt]
+url = "{broker.url}"
+
+[http]
+listen = "127.0.0.1:{http}"
+
+[energy]
+intervals = ["2s"]
+demand_interval = "2s"
+
+[[devices]]
+name = "m1"
+driver = "modbus"
+host = "127.0.0.1"
+port = {port}
+unit = 1
+poll = "500ms"
+timeout = "400ms"
+profile = "eastron-sdm630"
+""")
+
+
+def _energy(http: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/status", timeout=5) as r:
+        doc: dict[str, Any] = json.load(r)
+    return dict(doc["energy"])
+
+
+def _legacy_rows(data: Path) -> int:
+    with sqlite3.connect(data / "ironwatt.db") as conn:
+        return int(conn.execute("SELECT count(*) FROM state").fetchone()[0])
+
+
+def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    plant = PlantThread([SimMeter(unit=1, profile="eastron-sdm630", energy_kwh=100.0)])
+    config, data, http = tmp_path / "ironwatt.toml", tmp_path / "data", free_port()
+    data.mkdir()
+    _config(config, data, broker, plant.plant.port, http)
+    blocker = data / (SNAPSHOT_NAME + ".tmp")
+    blocker.mkdir()  # the temp file cannot be created: what a full or read-only disk does
+    gw = GatewayProcess(config, tmp_path)
+    try:
+        gw.start()
+        gw.read_notes(until="READY=1", timeout=20)
+        gw.wait_until(lambda: _energy(http)["snapshot"]["error"], 20, "the snapshot error")
+        windows = _energy(http)["windows"]
+        snapshot = _energy(http)["snapshot"]
+        assert snapshot["path"] == str(data / SNAPSHOT_NAME)
+        assert "Is a directory" in snapshot["error"] and snapshot["at"] is None
+        assert not (data / SNAPSHOT_NAME).exists()
+        # Windows keep closing and being stored; the error is logged once, not at every close.
+        gw.wait_until(lambda: _energy(http)["windows"] >= windows + 2, 20, "more windows")
+        assert gw.log().count("kernel snapshot not written") == 1
+        assert "check free space and permissions of data_dir" in gw.log()
+
+        shutil.rmtree(blocker)
+        gw.wait_until(lambda: _energy(http)["snapshot"]["error"] is None, 20, "a written snapshot")
+        snapshot = _energy(http)["snapshot"]
+        assert snapshot["at"] and snapshot["bytes"] > 0
+        assert (data / SNAPSHOT_NAME).stat().st_size == snapshot["bytes"]
+        assert "kernel snapshot written again" in gw.log()
+        assert gw.stop() == 0
+    finally:
+        gw.close()
+        plant.stop()
+
+
+def test_an_upgraded_gateway_resumes_from_the_database_row_then_drops_it(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    plant = PlantThread([SimMeter(unit=1, profile="eastron-sdm630", energy_kwh=100.0)])
+    config, data, http = tmp_path / "ironwatt.toml", tmp_path / "data", free_port()
+    data.mkdir()
+    _config(config, data, broker, plant.plant.port, http)
+    gw = GatewayProcess(config, tmp_path)
+    try:
+        gw.start()
+        gw.wait_until(lambda: (data / SNAPSHOT_NAME).exists(), 20, "the first snapshot file")
+        assert gw.stop() == 0  # the stop writes the last snapshot, open windows included
+        # What a gateway before the snapshot file left behind: the snapshot in the database.
+        blob = (data / SNAPSHOT_NAME).read_bytes()
+        (data / SNAPSHOT_NAME).unlink()
+        outbox = open_outbox(OutboxSettings(path=data / "ironwatt.db", gw_id="gw-snap", site="x"))
+        outbox.put_state("kernel", blob)
+        outbox.close()
+        assert _legacy_rows(data) == 1
+
+        gw.start()
+        gw.wait_until(lambda: (data / SNAPSHOT_NAME).exists(), 20, "the snapshot file again")
+        assert "resumed the open windows of" in gw.log()
+        assert "not used" not in gw.log()
+        gw.wait_until(lambda: _legacy_rows(data) == 0, 10, "the database row dropped")
+        assert gw.stop() == 0
+    finally:
+        gw.close()
+        plant.stop()
