@@ -152,8 +152,9 @@ class DeviceRunner:
         while True:
             self.health.requests += 1
             try:
+                # poll_once holds the link for all of this device's blocks.
                 return await self.link.read(
-                    s.unit, block.function, block.start, block.count, s.timeout
+                    s.unit, block.function, block.start, block.count, s.timeout, held=True
                 )
             except NoResponse:
                 if attempt >= retries:
@@ -173,6 +174,15 @@ class DeviceRunner:
             emit_bad(self._unreadable, ts, batch)
             self.sink.add_samples(batch)
             return batch
+        async with self.link.lock:  # one turn on the link for every block (and any bisection)
+            replan = await self._read_blocks(batch)
+        if replan:
+            self.replan()
+        self.sink.add_samples(batch)
+        return batch
+
+    async def _read_blocks(self, batch: SampleBatch) -> bool:
+        """Read the plan's blocks into `batch`, holding the link; True when the plan must change."""
         probing = self.health.state == "down"
         retries = 0 if probing else self.settings.retries
         failure: ModbusError | None = None
@@ -217,10 +227,7 @@ class DeviceRunner:
             # on a live link is what must be pushed back, so it costs the others little.
             delay = 0.0 if isinstance(failure, LinkDown) else self.backoff.next_delay()
             self._retry_at = self._mono() + delay
-        if replan:
-            self.replan()
-        self.sink.add_samples(batch)
-        return batch
+        return replan
 
     async def _locate(self, block: Block) -> bool:
         """Find what in `block` the device rejects (exception 2) by reading halves; remember it.

@@ -34,6 +34,15 @@ class ModbusError(Exception):
     """Base of the driver's request errors; the message names the link, unit and address."""
 
 
+# Function name -> the pymodbus client method that reads it.
+_METHODS = {
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+}
+
+
 class LinkDown(ModbusError):
     """The connection or serial port is not usable (refused, closed, waiting to reconnect)."""
 
@@ -202,6 +211,11 @@ class Link:
         # decides instead (see _silence).
         if hasattr(client, "set_max_no_responses"):
             client.set_max_no_responses(1_000_000)
+            # ... which pymodbus applies only from the first answer on: a connection whose
+            # first requests go unanswered would still be closed after retries + 3 of them.
+            ctx = getattr(client, "ctx", None)
+            if ctx is not None and hasattr(ctx, "count_until_disconnect"):
+                ctx.count_until_disconnect = 1_000_000
         self._silent = 0
         self._client = client
         self._last_error = "connected"
@@ -221,32 +235,49 @@ class Link:
         self._last_error = reason
 
     async def read(
-        self, unit: int, function: str, address: int, count: int, timeout: float
+        self,
+        unit: int,
+        function: str,
+        address: int,
+        count: int,
+        timeout: float,
+        *,
+        held: bool = False,
     ) -> list[int] | list[bool]:
-        """One read request under the link lock; raises LinkDown, NoResponse or DeviceError."""
-        async with self.lock:
-            client = await self._ensure()
-            call = {
-                "holding": client.read_holding_registers,
-                "input": client.read_input_registers,
-                "coil": client.read_coils,
-                "discrete": client.read_discrete_inputs,
-            }[function]
+        """One read request under the link lock; raises LinkDown, NoResponse or DeviceError.
+
+        `held`: the caller already holds `self.lock` (a device reading all its blocks in one
+        turn on the link: one lock handover per poll instead of one per block).
+        """
+        if not held:
+            await self.lock.acquire()
+        try:
+            client = self._client
+            if client is None or not client.connected:
+                client = await self._ensure()
             self.requests += 1
             self._units.add(unit)
-            where = f"{self.label} unit {unit} {function} {address}+{count}"
+            call = getattr(client, _METHODS[function])
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-                # races with the answer, and the daemon's shutdown would then hang.
-                async with asyncio.timeout(timeout):
+                if timeout < self.settings.timeout:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                    # that races with the answer, and the daemon's shutdown would then hang.
+                    async with asyncio.timeout(timeout):
+                        rr = await call(address, count=count, device_id=unit)
+                else:
+                    # The client's own timeout is this one (the link's: the longest of its
+                    # devices'); a second timer per request would cost ~7 % of the CPU.
                     rr = await call(address, count=count, device_id=unit)
             except TimeoutError:
                 self._silence()
-                raise NoResponse(
-                    f"{where}: no answer within {timeout:g} s (check the unit id, that the meter "
-                    "is powered and, on serial lines, wiring, baud rate and parity)"
-                ) from None
+                raise NoResponse(self._no_answer(unit, function, address, count, timeout)) from None
             except Exception as exc:  # pymodbus raises its own tree, not imported here eagerly
+                if type(exc).__name__ == "ModbusIOException" and "No response" in str(exc):
+                    self._silence()  # the client's timeout: the same as ours above
+                    raise NoResponse(
+                        self._no_answer(unit, function, address, count, timeout)
+                    ) from None
+                where = self._where(unit, function, address, count)
                 name = type(exc).__name__
                 if name == "ConnectionException" or not client.connected:
                     self.mark_broken(f"connection lost: {exc}")
@@ -261,14 +292,30 @@ class Link:
             if rr.isError():
                 code = int(getattr(rr, "exception_code", 0) or 0)
                 text = EXCEPTION_NAMES.get(code, "unknown exception")
+                where = self._where(unit, function, address, count)
                 raise DeviceError(f"{where}: exception {code} ({text})", code)
             if function in ("coil", "discrete"):
                 bits: list[bool] = rr.bits[:count]
                 return bits
             regs: list[int] = rr.registers
             if len(regs) < count:
+                where = self._where(unit, function, address, count)
                 raise NoResponse(f"{where}: short answer ({len(regs)} registers)")
             return regs
+        finally:
+            if not held:
+                self.lock.release()
+
+    def _no_answer(self, unit: int, function: str, address: int, count: int, timeout: float) -> str:
+        return (
+            f"{self._where(unit, function, address, count)}: no answer within {timeout:g} s "
+            "(check the unit id, that the meter is powered and, on serial lines, wiring, baud "
+            "rate and parity)"
+        )
+
+    def _where(self, unit: int, function: str, address: int, count: int) -> str:
+        # Built for error messages only: the request path formats nothing.
+        return f"{self.label} unit {unit} {function} {address}+{count}"
 
     def _silence(self) -> None:
         """Count an unanswered request; reconnect a TCP link on which no unit answers any more.
