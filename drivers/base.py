@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from gateway.samples import SampleBatch
@@ -48,7 +48,7 @@ class DeviceSink(Protocol):
     def add_event(self, event: DeviceEvent) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class DeviceHealth:
     """Up/down state of one device, its counters, and the events its transitions produce.
 
@@ -110,14 +110,19 @@ class DeviceHealth:
         }
 
 
-@dataclass
+# One generator for every backoff: a random.Random carries 2.5 KB of state, and a gateway has
+# a backoff per device and per link.
+_JITTER = random.Random()
+
+
+@dataclass(slots=True)
 class Backoff:
     """Exponential backoff with full jitter, so devices that fell together do not retry together."""
 
     initial: float = 1.0
     maximum: float = 60.0
     factor: float = 2.0
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = _JITTER
     _current: float = 0.0
 
     def next_delay(self) -> float:

@@ -91,6 +91,9 @@ class Writer(Dropping):
                     if self._conn.in_transaction:
                         self._conn.execute("ROLLBACK")
                     fut.set_exception(exc)
+            # Not kept while the writer waits: the last batch (a window close's messages, ~1 MB
+            # at 8,000 points) would stay alive until the next one.
+            del acks, calls, puts
 
     def _shutdown(self) -> None:
         conn = self._conn

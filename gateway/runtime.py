@@ -259,8 +259,9 @@ class Gateway:
             if self._draining:
                 break
             await self._process()
-            # Let batches from several drivers gather: one kernel call per ~100 ms at most.
-            await asyncio.sleep(0.1)
+            # Let batches from several drivers gather: one kernel call per ~50 ms at most (at
+            # 470,000 values/s, 100 ms of them in flight cost ~1 MB more resident).
+            await asyncio.sleep(0.05)
 
     async def _process(self, final: bool = False) -> None:
         """Take what the drivers delivered, fold it in, store what is due. One pass."""
