@@ -346,6 +346,13 @@ def main() -> int:
     ratio = gw["requests_per_s"] / bare["requests_per_s"]
     cpu_ratio = gw["cpu_us"] / bare["cpu_us"]
     print(f"medians of {ROUNDS} alternating rounds x {WINDOWS} windows of {WINDOW_S:g} s")
+    for n, run in enumerate(runs, 1):
+        # Round 1 starts on a new buffer database (its migration loads sqlite-utils); later
+        # rounds restart on it and resume from the kernel snapshot, as a gateway after a reboot.
+        print(
+            f"  round {n}: gateway RSS {run[0]['rss_mb']:.1f} MB at most while polling, "
+            f"{run[0]['peak_rss_mb']:.1f} MB high-water mark since start"
+        )
     print(
         f"gateway (ironwatt run: decode, kernel, buffer): {gw['requests_per_s']:.0f} requests/s, "
         f"{gw['values_per_s']:.0f} values/s, {gw['cpu_us']:.0f} CPU us/request, "

@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.buffer_policy import MessageClass
 from gateway.buffer_rows import Fut, PendingPut
-from gateway.buffer_schema import meta_get, meta_set, migrate
+from gateway.buffer_schema import meta_get, meta_set, migrate, migrate_in_child
 from gateway.buffer_types import Message, OutboxSettings, OutboxStats, Row, encode_body
 from gateway.buffer_writer import Writer
 
@@ -134,7 +134,10 @@ class Outbox(Writer):
 
     def _open_session(self) -> None:
         conn = self._conn
-        migrate(conn)
+        if self.settings.migrate_in_child:
+            migrate_in_child(conn, self.settings.path)
+        else:
+            migrate(conn)
         if self.settings.max_page_count is not None:
             conn.execute(f"PRAGMA max_page_count={int(self.settings.max_page_count)}")
         self.stream = meta_get(conn, "stream") or ""

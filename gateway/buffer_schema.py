@@ -1,21 +1,41 @@
 """Schema of the outbox database and its migrations: an upgraded gateway opens its old buffer.
 
 Every step is idempotent (IF NOT EXISTS): a step interrupted by a power cut is simply run again.
+The daemon runs them in a child (`python -m gateway.buffer_schema DB`, see migrate_in_child):
+sqlite-utils, which they use, would otherwise stay resident (~3.5 MB) in a gateway that was
+started once on a new database and then runs for months.
 """
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from gateway.child import python_child_env
 
 if TYPE_CHECKING:
     # Imported by migrate() only when there is something to migrate: a database already at
     # the current schema (every start but the first) never loads sqlite-utils (~3.5 MB).
     import sqlite_utils
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "meta_get", "meta_set", "migrate"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SchemaError",
+    "meta_get",
+    "meta_set",
+    "migrate",
+    "migrate_in_child",
+]
+
+
+class SchemaError(RuntimeError):
+    """The buffer database cannot be brought to this gateway's schema (newer, or failed)."""
 
 
 def _v1_outbox(db: sqlite_utils.Database) -> None:
@@ -91,7 +111,7 @@ def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> int:
     """
     found = _version(conn)
     if found > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise SchemaError(
             f"buffer database schema v{found} is newer than this gateway understands "
             f"(v{SCHEMA_VERSION}): upgrade the gateway or move the database aside"
         )
@@ -105,3 +125,41 @@ def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> int:
         with conn:
             meta_set(conn, "schema_version", version)
     return found
+
+
+def migrate_in_child(conn: sqlite3.Connection, path: Path) -> int:
+    """`migrate`, run by a child process when there is anything to do; returns the version found.
+
+    `conn` (the caller's, open on `path`) only reads the version; the child takes the write
+    lock, runs the steps and exits. A child that fails raises RuntimeError with its report.
+    """
+    found = _version(conn)
+    if found > SCHEMA_VERSION:
+        migrate(conn)  # raises the "newer than this gateway" error, without a child
+    if found >= SCHEMA_VERSION:
+        return found
+    done = subprocess.run(
+        [sys.executable, "-m", __name__, str(path)],
+        capture_output=True, text=True, timeout=300, check=False, env=python_child_env(),
+    )  # fmt: skip
+    if done.returncode != 0 or _version(conn) != SCHEMA_VERSION:
+        raise SchemaError(
+            f"buffer database {path}: the schema migration failed "
+            f"(exit status {done.returncode}): {done.stderr.strip()[-2000:]}"
+        )
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child: `python -m gateway.buffer_schema DB` brings DB to the current schema."""
+    args = sys.argv[1:] if argv is None else argv
+    conn = sqlite3.connect(args[0], isolation_level=None, timeout=30)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

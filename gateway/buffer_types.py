@@ -45,6 +45,8 @@ class OutboxSettings:
     seq_block: int = 10_000
     # A hard ceiling on the database file in pages (SQLite max_page_count); None = the disk.
     max_page_count: int | None = None
+    # Schema migrations in a child process (the daemon: see gateway/buffer_schema.py).
+    migrate_in_child: bool = False
 
     @property
     def event_topic(self) -> str:

@@ -18,7 +18,6 @@ the records are built from the models' own field lists, never from a second copy
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, cast
 from zoneinfo import ZoneInfo
 
 from drivers.modbus.points import REGISTER_WORDS
+from gateway.child import python_child_env
 from gateway.config_base import ConfigError, Problem, read_secret
 
 if TYPE_CHECKING:
@@ -222,16 +222,6 @@ def read_packed(stream: BinaryIO) -> Any:
     return _ConfigUnpickler(stream, record_classes(head)).load()
 
 
-def _child_env() -> dict[str, str]:
-    """The child imports exactly what this process imports (a source checkout, a venv)."""
-    env = dict(os.environ)
-    paths = [p for p in sys.path if p and Path(p).is_dir()]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
-
-
 def load_config_isolated(
     path: str | Path, *, run: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run
 ) -> Config:
@@ -244,7 +234,7 @@ def load_config_isolated(
     try:
         done = run(
             [sys.executable, "-m", WORKER_MODULE, str(path)],
-            stdout=subprocess.PIPE, env=_child_env(), timeout=_WORKER_TIMEOUT_S, check=False,
+            stdout=subprocess.PIPE, env=python_child_env(), timeout=_WORKER_TIMEOUT_S, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise RuntimeError(

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from drivers.base import DeviceEvent
 from gateway import __version__
 from gateway.buffer import Outbox, open_outbox
 from gateway.buffer_policy import MessageClass
+from gateway.buffer_schema import SchemaError
 from gateway.buffer_types import Message, OutboxSettings
 from gateway.clock import ClockWatch
 from gateway.config_base import ConfigError
@@ -115,7 +117,8 @@ class Gateway:
         self._reload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop_tick = time.monotonic()
-        self._settings = OutboxSettings.from_config(cfg)
+        # Migrations in a child: sqlite-utils must not stay resident (gateway/buffer_schema.py).
+        self._settings = replace(OutboxSettings.from_config(cfg), migrate_in_child=True)
         self.failed = False  # an internal task died: exit non-zero so systemd restarts us
         self._snapshot_path = Path(cfg.gateway.data_dir) / SNAPSHOT_NAME
         self._legacy_state = False
@@ -580,6 +583,9 @@ def run_gateway(config_path: str | Path) -> int:
 
     try:
         return asyncio.run(main())
+    except SchemaError as exc:
+        log.critical("cannot start: %s", exc)
+        return 1
     except (OSError, sqlite3.Error) as exc:
         # Storage that cannot be opened is the usual first-install problem: say where and why.
         log.critical(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.buffer import PAGE_SIZE, Message, MessageClass, Outbox, OutboxSettings
-from gateway.buffer_schema import meta_get, meta_set, migrate
+from gateway.buffer_schema import SchemaError, meta_get, meta_set, migrate
 from gateway.buffer_types import compose
 from tests.support.waiting import wait
 
@@ -169,6 +171,43 @@ def test_a_state_that_does_not_fit_leaves_the_previous_one(make_outbox: MakeOutb
     assert outbox.get_state("kernel") == b"before"
     outbox.put_state("kernel", b"after")  # the writer is usable again: nothing left open
     assert outbox.get_state("kernel") == b"after"
+
+
+def test_the_daemon_migrates_in_a_child_and_never_loads_sqlite_utils(tmp_path: Path) -> None:
+    """A new database and a v1 one, opened as the daemon opens them, in a fresh interpreter."""
+    old = tmp_path / "v1.db"
+    conn = sqlite3.connect(old, isolation_level=None)
+    migrate(conn, upto=1)
+    conn.close()
+    script = f"""
+import sys
+from pathlib import Path
+from gateway.buffer import Outbox, OutboxSettings
+from gateway.buffer_schema import SCHEMA_VERSION, meta_get
+from tests.outbox.test_outbox import windows
+for path in (Path({str(tmp_path / "new.db")!r}), Path({str(old)!r})):
+    box = Outbox(OutboxSettings(path=path, gw_id="g", site="s", migrate_in_child=True))
+    assert box.enqueue(windows(2)) == [1, 2], path
+    box.put_state("k", b"v")
+    version = box.call(lambda c: meta_get(c, "schema_version")).result(5)
+    assert version == str(SCHEMA_VERSION), version
+    box.close()
+assert "sqlite_utils" not in sys.modules, "sqlite-utils loaded in the daemon"
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_migration_child_that_fails_is_a_schema_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # a child that cannot run at all
+    with pytest.raises(SchemaError, match=r"migration failed \(exit status 1\)"):
+        Outbox(OutboxSettings(path=tmp_path / "x.db", gw_id="g", site="s", migrate_in_child=True))
 
 
 def test_refuses_a_newer_schema(make_outbox: MakeOutbox, tmp_path: Path) -> None:
