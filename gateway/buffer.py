@@ -310,11 +310,16 @@ class Outbox(Writer):
 
         self.call(write).result(timeout)
 
-    def delete_state(self, name: str, timeout: float | None = 30.0) -> None:
-        def delete(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM state WHERE name = ?", (name,))
+    def sync(self, timeout: float | None = 30.0) -> None:
+        """Make every commit so far durable (one fsync), whatever the durability setting."""
 
-        self.call(delete).result(timeout)
+        def synced_commit(conn: sqlite3.Connection) -> None:
+            with self._synced():
+                conn.execute("BEGIN IMMEDIATE")
+                meta_set(conn, "synced_at", time.time())
+                conn.execute("COMMIT")
+
+        self.call(synced_commit).result(timeout)
 
     def get_state(self, name: str) -> bytes | None:
         conn = self._reader_conn()

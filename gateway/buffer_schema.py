@@ -138,10 +138,15 @@ def migrate_in_child(conn: sqlite3.Connection, path: Path) -> int:
         migrate(conn)  # raises the "newer than this gateway" error, without a child
     if found >= SCHEMA_VERSION:
         return found
-    done = subprocess.run(
-        [sys.executable, "-m", __name__, str(path)],
-        capture_output=True, text=True, timeout=300, check=False, env=python_child_env(),
-    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", __name__, str(path)],
+            capture_output=True, text=True, timeout=300, check=False, env=python_child_env(),
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SchemaError(
+            f"buffer database {path}: the schema migration did not run: {exc}"
+        ) from None
     if done.returncode != 0 or _version(conn) != SCHEMA_VERSION:
         raise SchemaError(
             f"buffer database {path}: the schema migration failed "

@@ -85,6 +85,12 @@ class Record:
         shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields if n[0] != "_")
         return f"{type(self).__name__}({shown})"
 
+    def __copy__(self) -> Record:
+        return self  # immutable: a copy is the same value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Record:
+        return self
+
     def model_dump(self) -> dict[str, Any]:
         """The fields as plain values, nested records included (like the model's)."""
         return {n: _dump(getattr(self, n)) for n in self._fields if n[0] != "_"}
@@ -241,10 +247,20 @@ def load_config_isolated(
             f"validating {path} took more than {_WORKER_TIMEOUT_S:.0f} s (the config worker "
             "hung): is the machine overloaded?"
         ) from None
+    except OSError as exc:
+        raise RuntimeError(f"the config worker ({sys.executable}) could not start: {exc}") from None
     if done.returncode != 0 or not done.stdout:
         raise RuntimeError(
             f"the config worker ({sys.executable} -m {WORKER_MODULE}) failed with exit status "
             f"{done.returncode}; its error is in the log just above"
         )
     # Our own child wrote these bytes, from our own installation: pickle is safe here.
-    return cast("Config", read_packed(io.BytesIO(done.stdout)))
+    try:
+        return cast("Config", read_packed(io.BytesIO(done.stdout)))
+    except ConfigError:
+        raise
+    except Exception as exc:  # a worker of another version (upgraded in place), a torn stream
+        raise RuntimeError(
+            f"the config worker's answer could not be read ({type(exc).__name__}: {exc}); "
+            "was the gateway upgraded while running? restart it"
+        ) from None

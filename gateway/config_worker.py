@@ -31,8 +31,12 @@ _DERIVED: dict[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
 
 def _exactly(value: Any) -> Any:
     """A key equal only for the same value of the same type: 1, 1.0 and True differ, and so
-    do 0.0 and -0.0 (tuples compare them equal)."""
-    return (type(value), value.hex() if type(value) is float else value)
+    do 0.0 and -0.0 (tuples compare them equal), inside tuples too."""
+    if type(value) is float:
+        return (float, value.hex())
+    if type(value) is tuple:
+        return (tuple, tuple(_exactly(v) for v in value))
+    return (type(value), value)
 
 
 def pack(root: BaseModel) -> tuple[dict[str, tuple[str, ...]], Any]:

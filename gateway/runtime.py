@@ -49,8 +49,6 @@ log = logging.getLogger("ironwatt.runtime")
 STOP_BUDGET_S = 15.0
 _TICK_S = 0.25  # how often windows are closed and telemetry is checked, at the latest
 _STATUS_EVERY_S = 10.0
-# Where gateways before the snapshot file kept it: a row of the buffer database's state table.
-_LEGACY_STATE = "kernel"
 # Keys a reload cannot apply in place: they need a restart (the new values are reported).
 _RESTART_KEYS = ("gateway", "mqtt", "buffer", "http", "energy", "tariff")
 
@@ -121,9 +119,9 @@ class Gateway:
         self._settings = replace(OutboxSettings.from_config(cfg), migrate_in_child=True)
         self.failed = False  # an internal task died: exit non-zero so systemd restarts us
         self._snapshot_path = Path(cfg.gateway.data_dir) / SNAPSHOT_NAME
-        self._legacy_state = False
         self.snapshot_status: dict[str, Any] = {"at": None, "bytes": 0, "error": None}
         self._draining = False
+        self._pass = asyncio.Lock()
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -267,7 +265,15 @@ class Gateway:
             await asyncio.sleep(0.05)
 
     async def _process(self, final: bool = False) -> None:
-        """Take what the drivers delivered, fold it in, store what is due. One pass."""
+        """Take what the drivers delivered, fold it in, store what is due. One pass.
+
+        Passes never overlap (a reload or the stop runs one beside the pipeline's): two at once
+        would write the snapshot file together.
+        """
+        async with self._pass:
+            await self._one_pass(final)
+
+    async def _one_pass(self, final: bool) -> None:
         assert self.energy is not None and self.outbox is not None
         batch, events = self.sink.take()
         now = time.time()
@@ -287,15 +293,17 @@ class Gateway:
             await self._save_snapshot()
 
     def _read_snapshot(self) -> bytes | None:
-        """The snapshot file, else (first start after an upgrade) the buffer's legacy row."""
-        assert self.outbox is not None
-        blob = read_snapshot(self._snapshot_path)
-        if blob is None:
-            blob = self.outbox.get_state(_LEGACY_STATE)
-            self._legacy_state = blob is not None
-        else:
-            self._legacy_state = self.outbox.get_state(_LEGACY_STATE) is not None
-        return blob
+        """The last snapshot, or None (none yet, or unreadable: the open windows start empty)."""
+        try:
+            return read_snapshot(self._snapshot_path)
+        except OSError as exc:
+            # Disposable state: a gateway that cannot read it starts without it (the next
+            # close replaces the file) rather than not at all.
+            log.error(
+                "kernel snapshot %s unreadable (%s): the open windows start empty",
+                self._snapshot_path, exc.strerror or exc,
+            )  # fmt: skip
+            return None
 
     async def _save_snapshot(self) -> None:
         """Write the kernel's state after the windows it no longer holds were stored.
@@ -305,6 +313,10 @@ class Gateway:
         """
         assert self.energy is not None and self.outbox is not None
         loop = asyncio.get_running_loop()
+        if self._settings.durability != "full":
+            # The snapshot says these windows are closed: under `normal` their commit is not
+            # fsynced yet, and a power cut must not keep the snapshot and lose the windows.
+            await loop.run_in_executor(None, self.outbox.sync)
         parts = self.energy.snapshot_parts()
         size = sum(len(part) for part in parts)
         try:
@@ -324,9 +336,6 @@ class Gateway:
         if self.snapshot_status.get("error"):
             log.info("kernel snapshot written again to %s", self._snapshot_path)
         self.snapshot_status = {"at": utc_iso(time.time()), "bytes": size, "error": None}
-        if self._legacy_state:
-            await loop.run_in_executor(None, self.outbox.delete_state, _LEGACY_STATE)
-            self._legacy_state = False
 
     def _telemetry_messages(self, mono_now: float) -> list[Message]:
         assert self.telemetry is not None
@@ -550,7 +559,8 @@ class Gateway:
                 # Windows that are due go out; open ones stay in the snapshot, to be finished
                 # after the restart rather than closed early with half their data.
                 await asyncio.wait_for(self._process(final=True), timeout=left())
-                await asyncio.wait_for(self._save_snapshot(), timeout=left())
+                async with self._pass:
+                    await asyncio.wait_for(self._save_snapshot(), timeout=left())
                 await loop.run_in_executor(None, self.outbox.flush, left())
             except Exception:
                 log.exception("stop: the last windows or the snapshot could not be stored")

@@ -34,6 +34,30 @@ class ModbusError(Exception):
     """Base of the driver's request errors; the message names the link, unit and address."""
 
 
+class _NoResponseNoise(logging.Filter):
+    """Drops pymodbus's own "No response received after N retries" error.
+
+    The link relies on the client's timeout (see Link.read) and reports each missed reply itself,
+    with the device and a hint; pymodbus's line for the same event names neither.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dropped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if text.startswith("No response received after"):
+            self._dropped = True
+            return False
+        if text == "Repeating...." and self._dropped:
+            return False  # pymodbus's marker for a repeat of the line dropped above
+        self._dropped = False
+        return True
+
+
+logging.getLogger("pymodbus.logging").addFilter(_NoResponseNoise())
+
 # Function name -> the pymodbus client method that reads it.
 _METHODS = {
     "holding": "read_holding_registers",

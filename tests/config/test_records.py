@@ -229,16 +229,17 @@ def test_the_daemon_never_imports_pydantic(tmp_path: Path) -> None:
     path = _configs(tmp_path)["demo"]
     script = textwrap.dedent(f"""
         import sys
-        from gateway.cli import build_parser
-        build_parser()
+        from gateway.cli import _daemon_command, build_parser
+        build_parser(_daemon_command(["--log-level", "error", "run", "-c", "x.toml"]))
         import gateway.runtime, drivers.modbus.driver
         from gateway.config_records import load_config_isolated
         cfg = load_config_isolated({str(path)!r})
         assert cfg.devices, cfg
         loaded = sorted(m for m in sys.modules
                         if m.split(".")[0] in ("pydantic", "pydantic_core", "asyncua",
-                                               "sqlite_utils", "gateway.config"))
-        loaded += [m for m in sys.modules if m in ("gateway.config", "gateway.config_model")]
+                                               "sqlite_utils")
+                        or m in ("gateway.config", "gateway.config_model", "gateway.cli_opcua",
+                                 "drivers.opcua.security"))
         print(loaded)
     """)
     done = subprocess.run(
@@ -246,3 +247,29 @@ def test_the_daemon_never_imports_pydantic(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "only"),
+    [
+        (["run", "-c", "x.toml"], "run"),
+        (["--log-level", "error", "run"], "run"),
+        (["check", "-c", "run"], None),
+        (["--log-level", "run"], None),  # "run" is the option's value here: the full parser
+        ([], None),
+    ],
+)
+def test_only_the_daemon_gets_the_short_parser(
+    argv: list[str], only: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import _daemon_command, build_parser
+
+    assert _daemon_command(argv) == only
+    parser = build_parser(only)
+    assert parser.parse_args(["run", "-c", "x.toml"]).command == "run"
+    if only is None:
+        assert parser.parse_args(["check", "-c", "x.toml"]).command == "check"
+    else:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["check", "-c", "x.toml"])
+        assert "invalid choice: 'check'" in capsys.readouterr().err

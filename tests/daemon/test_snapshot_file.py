@@ -1,16 +1,14 @@
-"""The daemon's kernel snapshot file: written at every close, survives a full disk, and an
-upgraded gateway resumes from the snapshot its predecessor kept in the buffer database."""
+"""The daemon's kernel snapshot file: written at every close, survives a full disk, a corrupt or
+unreadable file does not stop the gateway, and a restart resumes from it."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway.buffer import OutboxSettings, open_outbox
 from gateway.sim.modbus_meters import SimMeter
 from gateway.state_file import SNAPSHOT_NAME
 from tests.daemon.conftest import GatewayProcess, PlantThread, free_port
@@ -53,11 +51,6 @@ def _energy(http: int) -> dict[str, Any]:
     return dict(doc["energy"])
 
 
-def _legacy_rows(data: Path) -> int:
-    with sqlite3.connect(data / "ironwatt.db") as conn:
-        return int(conn.execute("SELECT count(*) FROM state").fetchone()[0])
-
-
 def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
@@ -94,31 +87,45 @@ def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
         plant.stop()
 
 
-def test_an_upgraded_gateway_resumes_from_the_database_row_then_drops_it(
+def test_a_corrupt_snapshot_is_not_used_and_replaced_then_resumed_from(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
     plant = PlantThread([SimMeter(unit=1, profile="eastron-sdm630", energy_kwh=100.0)])
     config, data, http = tmp_path / "ironwatt.toml", tmp_path / "data", free_port()
     data.mkdir()
     _config(config, data, broker, plant.plant.port, http)
+    (data / SNAPSHOT_NAME).write_bytes(b"IWA\x01" + b"\x00" * 64)  # a torn or foreign file
     gw = GatewayProcess(config, tmp_path)
     try:
         gw.start()
-        gw.wait_until(lambda: (data / SNAPSHOT_NAME).exists(), 20, "the first snapshot file")
+        gw.read_notes(until="READY=1", timeout=20)
+        gw.wait_until(lambda: _energy(http)["snapshot"]["at"], 20, "a snapshot written")
+        assert f"kernel snapshot {data / SNAPSHOT_NAME} not used" in gw.log()
+        assert "resumed" not in gw.log()
+        assert (data / SNAPSHOT_NAME).stat().st_size == _energy(http)["snapshot"]["bytes"]
         assert gw.stop() == 0  # the stop writes the last snapshot, open windows included
-        # What a gateway before the snapshot file left behind: the snapshot in the database.
-        blob = (data / SNAPSHOT_NAME).read_bytes()
-        (data / SNAPSHOT_NAME).unlink()
-        outbox = open_outbox(OutboxSettings(path=data / "ironwatt.db", gw_id="gw-snap", site="x"))
-        outbox.put_state("kernel", blob)
-        outbox.close()
-        assert _legacy_rows(data) == 1
-
         gw.start()
-        gw.wait_until(lambda: (data / SNAPSHOT_NAME).exists(), 20, "the snapshot file again")
-        assert "resumed the open windows of" in gw.log()
-        assert "not used" not in gw.log()
-        gw.wait_until(lambda: _legacy_rows(data) == 0, 10, "the database row dropped")
+        gw.wait_until(lambda: "resumed the open windows of" in gw.log(), 20, "the resume")
+        assert gw.stop() == 0
+    finally:
+        gw.close()
+        plant.stop()
+
+
+def test_an_unreadable_snapshot_does_not_stop_the_gateway(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    plant = PlantThread([SimMeter(unit=1, profile="eastron-sdm630", energy_kwh=100.0)])
+    config, data, http = tmp_path / "ironwatt.toml", tmp_path / "data", free_port()
+    data.mkdir()
+    _config(config, data, broker, plant.plant.port, http)
+    (data / SNAPSHOT_NAME).mkdir()  # cannot be read (nor replaced): EISDIR, as EIO or EACCES
+    gw = GatewayProcess(config, tmp_path)
+    try:
+        gw.start()
+        gw.read_notes(until="READY=1", timeout=20)
+        assert "unreadable (Is a directory): the open windows start empty" in gw.log()
+        gw.wait_until(lambda: _energy(http)["snapshot"]["error"], 20, "the write error")
         assert gw.stop() == 0
     finally:
         gw.close()

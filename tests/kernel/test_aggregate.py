@@ -346,3 +346,36 @@ def test_intervals_that_do_not_nest(km: ModuleType) -> None:
     assert [len(by["10m"]), len(by["15m"])] == [6, 4]
     for ws in by.values():
         assert all(p["points"]["e"]["delta"] == pytest.approx(360 / len(ws)) for p in ws)
+
+
+def test_windows_handed_over_as_they_complete_equal_the_collected_ones(km: ModuleType) -> None:
+    """close_until(now, on_window): each device window once, whole, the same as collected (the
+    gap scenario above, so revisions are in it too); only the order may differ."""
+    t0 = START + 10 * 3600
+
+    def scenario(handed: bool) -> list[Any]:
+        agg = make(km, t0)
+        ids = agg.index
+        out: list[Any] = []
+        for i in range(300):
+            t = t0 + i
+            b = SampleBatch()
+            if not 30 < i < 200:
+                b.append(ids.id("sub-a-main.energy_import"), t, 1000.0 + i * 0.5)
+            b.append(ids.id("sub-a-main.power_total"), t, 30.0)
+            b.append(ids.id("bf2-plc.gas_flow"), t, 360.0)
+            agg.ingest(b, t)
+            if handed:
+                closed = agg.close_until(t, out.append)
+                assert closed.windows == []
+            else:
+                out += agg.close_until(t).windows
+        return [(w.interval, w.device, w.start, w.payload["revision"], w.payload) for w in out]
+
+    def key(item: Any) -> tuple[Any, ...]:
+        return item[:4]
+
+    collected, handed = scenario(False), scenario(True)
+    assert any(item[3] > 1 for item in collected)  # the scenario does revise
+    assert sorted(handed, key=key) == sorted(collected, key=key)
+    assert len({key(item) for item in handed}) == len(handed)  # each window once

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import statistics
+import time
 from typing import Any
 
 import pytest
 
 from drivers.modbus.device import DeviceRunner
 from drivers.modbus.driver import ModbusDriver
-from drivers.modbus.link import Link, settings_of
+from drivers.modbus.link import Link, LinkSettings, NoResponse, settings_of
 from gateway.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 from tests.support.tasks import running
@@ -236,3 +238,34 @@ async def test_a_link_where_no_unit_answers_is_reconnected(sink, device_factory)
         finally:
             runner.link.close()
     assert runner.health.state == "down"
+
+
+@pytest.mark.asyncio
+async def test_a_missed_reply_reads_the_same_whichever_timer_fires(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One link, two silent units: one with the link's (longest) timeout, which the client's own
+    timer enforces, one with a shorter one, which gets its own. Both say what to check, in time;
+    pymodbus's own error line for the same event is not logged; the link stays up."""
+    meters = [
+        SimMeter(1, profile="eastron-sdm630"),
+        SimMeter(7, silent=True),
+        SimMeter(8, silent=True),
+    ]
+    async with ModbusPlant(meters) as plant:
+        link = Link(LinkSettings("tcp", host="127.0.0.1", port=plant.port, timeout=0.3))
+        try:
+            with caplog.at_level(logging.INFO):
+                for unit, timeout in ((7, 0.3), (8, 0.05)):
+                    started = time.monotonic()
+                    with pytest.raises(
+                        NoResponse, match=rf"unit {unit} .*: no answer within {timeout:g} s \(check"
+                    ):
+                        await link.read(unit, "input", 0, 2, timeout)
+                    took = time.monotonic() - started
+                    assert timeout * 0.9 <= took < timeout + 0.2, (unit, took)
+                assert link.connected
+                assert len(await link.read(1, "input", 0, 2, 0.3)) == 2
+        finally:
+            link.close()
+    assert not [r for r in caplog.records if "No response received" in r.getMessage()]

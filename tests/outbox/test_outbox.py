@@ -210,6 +210,21 @@ def test_a_migration_child_that_fails_is_a_schema_error(
         Outbox(OutboxSettings(path=tmp_path / "x.db", gw_id="g", site="s", migrate_in_child=True))
 
 
+def test_sync_commits_with_an_fsync_then_goes_back_to_normal(make_outbox: MakeOutbox) -> None:
+    """What the daemon calls before a snapshot under durability = "normal"."""
+    outbox = make_outbox(durability="normal")
+    outbox.enqueue(windows(2))
+    before = time.time()
+    outbox.sync()
+
+    def probe(conn: sqlite3.Connection) -> tuple[str | None, int]:
+        return meta_get(conn, "synced_at"), conn.execute("PRAGMA synchronous").fetchone()[0]
+
+    synced_at, synchronous = outbox.call(probe).result(5)
+    assert synced_at is not None and float(synced_at) >= before
+    assert synchronous == 1  # NORMAL again for the next batches
+
+
 def test_refuses_a_newer_schema(make_outbox: MakeOutbox, tmp_path: Path) -> None:
     make_outbox().close()
     conn = sqlite3.connect(tmp_path / "ironwatt.db", isolation_level=None)
