@@ -8,11 +8,12 @@ validating side (config.py, config_model.py) imports pydantic.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DEFAULT_PATH", "ConfigError", "Problem", "read_secret"]
+__all__ = ["DEFAULT_PATH", "ConfigError", "Problem", "device_named", "read_secret"]
 
 DEFAULT_PATH = Path("/etc/ironwatt/ironwatt.toml")
 
@@ -49,3 +50,11 @@ def read_secret(path: Path | str | None, env: str | None) -> str | None:
     if env is not None:
         return os.environ.get(env)
     return None
+
+
+def device_named(devices: Iterable[Any], name: str, path: Path) -> Any:
+    """The device called `name` (Config.device, for the models and the daemon's records)."""
+    for dev in devices:
+        if dev.name == name:
+            return dev
+    raise KeyError(f"no device named {name!r} in {path}")

@@ -30,7 +30,7 @@ from pydantic_core import PydanticCustomError
 # Wire widths are a Modbus fact kept once, with the driver (a stdlib-only module).
 from drivers.modbus.points import REGISTER_WORDS
 from gateway.carriers import DEFAULT_CARRIERS
-from gateway.config_base import read_secret
+from gateway.config_base import device_named, read_secret
 from gateway.config_types import (
     NAME_RE,
     Bool,
@@ -451,10 +451,8 @@ class Config(_Model):
     path: SkipJsonSchema[Path] = Path("ironwatt.toml")
 
     def device(self, name: str) -> ModbusDevice | OpcuaDevice:
-        for dev in self.devices:
-            if dev.name == name:
-                return dev
-        raise KeyError(f"no device named {name!r} in {self.path}")
+        found: ModbusDevice | OpcuaDevice = device_named(self.devices, name, self.path)
+        return found
 
     @property
     def mqtt_client_id(self) -> str:

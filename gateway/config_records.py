@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from drivers.modbus.points import REGISTER_WORDS
 from gateway.child import python_child_env
-from gateway.config_base import ConfigError, Problem, read_secret
+from gateway.config_base import ConfigError, Problem, device_named, read_secret
 
 if TYPE_CHECKING:
     from gateway.config_model import Config
@@ -161,10 +161,7 @@ class _Config(Record):
     path: Path
 
     def device(self, name: str) -> Any:
-        for dev in self.devices:
-            if dev.name == name:
-                return dev
-        raise KeyError(f"no device named {name!r} in {self.path}")
+        return device_named(self.devices, name, self.path)
 
     @property
     def mqtt_client_id(self) -> str:

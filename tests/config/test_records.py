@@ -20,17 +20,9 @@ from gateway.config_records import Record, load_config_isolated
 from gateway.runtime import diff_devices
 from gateway.sim.plant import demo_config
 from tests.config.support import CASES, REPO, stage
+from tests.config.test_example import MINIMAL
 
 EXAMPLE = REPO / "docs" / "config.example.toml"
-MINIMAL_HEAD = """
-[gateway]
-id = "gw1"
-site = "plant1"
-timezone = "UTC"
-
-[mqtt]
-url = "mqtt://127.0.0.1:1883"
-"""
 
 TARIFF_AND_PROFILES = """
 [gateway]
@@ -165,7 +157,7 @@ def test_equal_point_definitions_are_one_record_exactly_equal_ones_only(tmp_path
               offset = {offset}
             """)
 
-    head = MINIMAL_HEAD + meter("a", "0.0") + meter("b", "0.0") + meter("c", "-0.0")
+    head = MINIMAL + meter("a", "0.0") + meter("b", "0.0") + meter("c", "-0.0")
     path = tmp_path / "same.toml"
     path.write_text(head, encoding="utf-8")
     cfg = load_config_isolated(path)

@@ -3,9 +3,11 @@ unreadable file does not stop the gateway, and a restart resumes from it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +53,34 @@ def _energy(http: int) -> dict[str, Any]:
     return dict(doc["energy"])
 
 
-def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
-    broker: Mosquitto, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def _gateway(
+    broker: Mosquitto, tmp_path: Path, prepare: Callable[[Path], object] = lambda data: None
+) -> Iterator[tuple[GatewayProcess, Path, int]]:
+    """A one-meter plant and its gateway (not started): (gateway, data_dir, http port).
+
+    `prepare(data_dir)` runs first: what the gateway finds in its folder at start.
+    """
     plant = PlantThread([SimMeter(unit=1, profile="eastron-sdm630", energy_kwh=100.0)])
     config, data, http = tmp_path / "ironwatt.toml", tmp_path / "data", free_port()
     data.mkdir()
     _config(config, data, broker, plant.plant.port, http)
-    blocker = data / (SNAPSHOT_NAME + ".tmp")
-    blocker.mkdir()  # the temp file cannot be created: what a full or read-only disk does
+    prepare(data)
     gw = GatewayProcess(config, tmp_path)
     try:
+        yield gw, data, http
+    finally:
+        gw.close()
+        plant.stop()
+
+
+def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    # The temp file cannot be created: what a full or read-only disk does.
+    blocked = _gateway(broker, tmp_path, lambda data: (data / (SNAPSHOT_NAME + ".tmp")).mkdir())
+    with blocked as (gw, data, http):
+        blocker = data / (SNAPSHOT_NAME + ".tmp")
         gw.start()
         gw.read_notes(until="READY=1", timeout=20)
         gw.wait_until(lambda: _energy(http)["snapshot"]["error"], 20, "the snapshot error")
@@ -82,21 +101,15 @@ def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
         assert (data / SNAPSHOT_NAME).stat().st_size == snapshot["bytes"]
         assert "kernel snapshot written again" in gw.log()
         assert gw.stop() == 0
-    finally:
-        gw.close()
-        plant.stop()
 
 
 def test_a_corrupt_snapshot_is_not_used_and_replaced_then_resumed_from(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    plant = PlantThread([SimMeter(unit=1, profile="eastron-sdm630", energy_kwh=100.0)])
-    config, data, http = tmp_path / "ironwatt.toml", tmp_path / "data", free_port()
-    data.mkdir()
-    _config(config, data, broker, plant.plant.port, http)
-    (data / SNAPSHOT_NAME).write_bytes(b"IWA\x01" + b"\x00" * 64)  # a torn or foreign file
-    gw = GatewayProcess(config, tmp_path)
-    try:
+    def torn(data: Path) -> None:  # a torn or foreign file
+        (data / SNAPSHOT_NAME).write_bytes(b"IWA\x01" + b"\x00" * 64)
+
+    with _gateway(broker, tmp_path, torn) as (gw, data, http):
         gw.start()
         gw.read_notes(until="READY=1", timeout=20)
         gw.wait_until(lambda: _energy(http)["snapshot"]["at"], 20, "a snapshot written")
@@ -107,26 +120,15 @@ def test_a_corrupt_snapshot_is_not_used_and_replaced_then_resumed_from(
         gw.start()
         gw.wait_until(lambda: "resumed the open windows of" in gw.log(), 20, "the resume")
         assert gw.stop() == 0
-    finally:
-        gw.close()
-        plant.stop()
 
 
 def test_an_unreadable_snapshot_does_not_stop_the_gateway(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    plant = PlantThread([SimMeter(unit=1, profile="eastron-sdm630", energy_kwh=100.0)])
-    config, data, http = tmp_path / "ironwatt.toml", tmp_path / "data", free_port()
-    data.mkdir()
-    _config(config, data, broker, plant.plant.port, http)
-    (data / SNAPSHOT_NAME).mkdir()  # cannot be read (nor replaced): EISDIR, as EIO or EACCES
-    gw = GatewayProcess(config, tmp_path)
-    try:
+    # Cannot be read (nor replaced): EISDIR, as EIO or EACCES would.
+    with _gateway(broker, tmp_path, lambda data: (data / SNAPSHOT_NAME).mkdir()) as (gw, _, http):
         gw.start()
         gw.read_notes(until="READY=1", timeout=20)
         assert "unreadable (Is a directory): the open windows start empty" in gw.log()
         gw.wait_until(lambda: _energy(http)["snapshot"]["error"], 20, "the write error")
         assert gw.stop() == 0
-    finally:
-        gw.close()
-        plant.stop()
