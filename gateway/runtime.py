@@ -325,7 +325,13 @@ class Gateway:
         if self._settings.durability != "full":
             # The snapshot says these windows are closed: under `normal` their commit is not
             # fsynced yet, and a power cut must not keep the snapshot and lose the windows.
-            await loop.run_in_executor(None, self.outbox.sync)
+            try:
+                await loop.run_in_executor(None, self.outbox.sync)
+            except (sqlite3.Error, TimeoutError, RuntimeError) as exc:
+                # Not durable, so no snapshot that says so: the next close tries again.
+                log.error("kernel snapshot not written: the buffer could not sync (%s)", exc)
+                self.snapshot_status["error"] = f"buffer sync: {exc}"
+                return
         parts = self.energy.snapshot_parts()
         size = sum(len(part) for part in parts)
         try:
@@ -334,8 +340,8 @@ class Gateway:
             error = f"{exc.strerror or exc} ({self._snapshot_path})"
             if error != self.snapshot_status.get("error"):
                 log.error(
-                    "kernel snapshot not written: %s; the open windows would restart empty "
-                    "after a restart: check free space and permissions of data_dir", error,
+                    "kernel snapshot not written: %s; a restart now would begin the open "
+                    "windows empty: check free space and permissions of data_dir", error,
                 )  # fmt: skip
             self.snapshot_status["error"] = error
             return
