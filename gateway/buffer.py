@@ -281,35 +281,6 @@ class Outbox(Writer):
         """Wait until everything submitted or acked so far is committed."""
         self.call(lambda conn: None).result(timeout)
 
-    def put_state(self, name: str, value: bytes, timeout: float | None = 30.0) -> None:
-        """Store a named blob (kernel snapshot) in the same database, committed by the writer."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Room first (zeroblob allocates nothing), then the bytes through a blob handle
-                # page by page. Bound as a value, SQLite copies the whole blob twice (the value,
-                # then the record) in the writer thread's heap: a 3 MB snapshot left ~10 MB of it
-                # resident, against ~2 MB (the page cache) this way.
-                conn.execute(
-                    "INSERT INTO state(name, value, updated) VALUES (?, zeroblob(?), ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
-                    "updated = excluded.updated",
-                    (name, len(value), time.time()),
-                )
-                (rowid,) = conn.execute(
-                    "SELECT rowid FROM state WHERE name = ?", (name,)
-                ).fetchone()
-                with conn.blobopen("state", "value", rowid) as blob:
-                    blob.write(value)
-            except BaseException:
-                if conn.in_transaction:  # SQLite has already rolled back after SQLITE_FULL
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-        self.call(write).result(timeout)
-
     def sync(self, timeout: float | None = 30.0) -> None:
         """Make every commit so far durable (one fsync), whatever the durability setting."""
 
@@ -320,20 +291,6 @@ class Outbox(Writer):
                 conn.execute("COMMIT")
 
         self.call(synced_commit).result(timeout)
-
-    def get_state(self, name: str) -> bytes | None:
-        conn = self._reader_conn()
-        # One read transaction: the row found is the row read, whatever the writer does.
-        conn.execute("BEGIN")
-        try:
-            row = conn.execute("SELECT rowid FROM state WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                return None
-            # Through a blob handle, like put_state: one copy (the bytes returned), not three.
-            with conn.blobopen("state", "value", row[0], readonly=True) as blob:
-                return blob.read()
-        finally:
-            conn.execute("COMMIT")
 
     def limit_pages(self, pages: int | None) -> None:
         """Set SQLite's max_page_count on the writer (None: as large as SQLite allows)."""

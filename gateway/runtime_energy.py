@@ -154,9 +154,6 @@ class EnergyStage:
         self.windows += len(messages)
         return messages
 
-    def snapshot(self) -> bytes:
-        return self.agg.snapshot()
-
     def snapshot_parts(self) -> tuple[bytes, ...]:
         return self.agg.snapshot_parts()
 

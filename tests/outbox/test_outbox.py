@@ -142,35 +142,6 @@ def test_migrates_a_v1_database(make_outbox: MakeOutbox, tmp_path: Path) -> None
     outbox = make_outbox(path=path)
     assert outbox.stats().backlog == 1
     assert outbox.enqueue(windows(1)) == [2]
-    outbox.put_state("kernel", b"\x00\x01")
-    assert outbox.get_state("kernel") == b"\x00\x01"
-    assert outbox.get_state("missing") is None
-
-
-@pytest.mark.parametrize("sizes", [(0, 5), (3_000_000, 17, 2_500_000), (1, 4 * PAGE_SIZE + 3)])
-def test_state_blobs_of_any_size_replace_each_other(
-    make_outbox: MakeOutbox, sizes: tuple[int, ...]
-) -> None:
-    """Written page by page through a blob handle: growing, shrinking and empty all round-trip."""
-    outbox = make_outbox()
-    for n, size in enumerate(sizes):
-        value = bytes((n + i) % 251 for i in range(size))
-        outbox.put_state("kernel", value)
-        assert outbox.get_state("kernel") == value
-    outbox.put_state("other", b"x")
-    assert outbox.get_state("kernel") == value and outbox.get_state("other") == b"x"
-
-
-def test_a_state_that_does_not_fit_leaves_the_previous_one(make_outbox: MakeOutbox) -> None:
-    outbox = make_outbox()
-    outbox.put_state("kernel", b"before")
-    outbox.limit_pages(outbox.stats().used_bytes // PAGE_SIZE + 2)
-    with pytest.raises(sqlite3.OperationalError, match="full"):
-        outbox.put_state("kernel", bytes(40 * PAGE_SIZE))
-    outbox.limit_pages(None)
-    assert outbox.get_state("kernel") == b"before"
-    outbox.put_state("kernel", b"after")  # the writer is usable again: nothing left open
-    assert outbox.get_state("kernel") == b"after"
 
 
 def test_the_daemon_migrates_in_a_child_and_never_loads_sqlite_utils(tmp_path: Path) -> None:
@@ -188,7 +159,6 @@ from tests.outbox.test_outbox import windows
 for path in (Path({str(tmp_path / "new.db")!r}), Path({str(old)!r})):
     box = Outbox(OutboxSettings(path=path, gw_id="g", site="s", migrate_in_child=True))
     assert box.enqueue(windows(2)) == [1, 2], path
-    box.put_state("k", b"v")
     version = box.call(lambda c: meta_get(c, "schema_version")).result(5)
     assert version == str(SCHEMA_VERSION), version
     box.close()
