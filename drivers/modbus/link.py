@@ -271,7 +271,9 @@ class Link:
         """One read request under the link lock; raises LinkDown, NoResponse or DeviceError.
 
         `held`: the caller already holds `self.lock` (a device reading all its blocks in one
-        turn on the link: one lock handover per poll instead of one per block).
+        turn on the link: one lock handover per poll instead of one per block). `timeout` is at
+        most the link's (`LinkSettings.timeout`, the client's own timer: the longest of its
+        devices'), which enforces it when equal; a shorter one gets a timer of its own.
         """
         if not held:
             await self.lock.acquire()
