@@ -104,17 +104,22 @@ def _version(conn: sqlite3.Connection) -> int:
     return int(value) if value is not None else 0
 
 
+def _refuse_newer(found: int) -> None:
+    """A downgrade must not guess at rows written by a newer gateway."""
+    if found > SCHEMA_VERSION:
+        raise SchemaError(
+            f"buffer database schema v{found} is newer than this gateway understands "
+            f"(v{SCHEMA_VERSION}): upgrade the gateway or move the database aside"
+        )
+
+
 def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> int:
     """Bring the database to schema `upto`; returns the version found before.
 
     Refuses a database written by a newer gateway: a downgrade must not guess at its rows.
     """
     found = _version(conn)
-    if found > SCHEMA_VERSION:
-        raise SchemaError(
-            f"buffer database schema v{found} is newer than this gateway understands "
-            f"(v{SCHEMA_VERSION}): upgrade the gateway or move the database aside"
-        )
+    _refuse_newer(found)
     if found == upto:
         return found
     import sqlite_utils
@@ -131,12 +136,11 @@ def migrate_in_child(conn: sqlite3.Connection, path: Path) -> int:
     """`migrate`, run by a child process when there is anything to do; returns the version found.
 
     `conn` (the caller's, open on `path`) only reads the version; the child takes the write
-    lock, runs the steps and exits. A child that fails raises RuntimeError with its report.
+    lock, runs the steps and exits. A child that fails is a SchemaError with its report.
     """
     found = _version(conn)
-    if found > SCHEMA_VERSION:
-        migrate(conn)  # raises the "newer than this gateway" error, without a child
-    if found >= SCHEMA_VERSION:
+    _refuse_newer(found)
+    if found == SCHEMA_VERSION:
         return found
     try:
         done = subprocess.run(
