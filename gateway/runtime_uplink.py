@@ -45,6 +45,7 @@ class UplinkStage:
             "inflight": s.inflight,
             "published": s.published,
             "acked": s.acknowledged,
+            "written_qos0": s.written,
             "last_ack": s.last_ack,
             "connects": s.connects,
             "refusals": s.refusals,

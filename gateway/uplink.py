@@ -22,6 +22,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from gateway.buffer import Outbox, OutboxReader
 from gateway.buffer_types import Row, compose
+from gateway.uplink_inflight import Kind
 from gateway.uplink_link import Link
 from gateway.uplink_settings import UplinkSettings
 from gateway.windows import utc_iso
@@ -47,9 +48,10 @@ class UplinkStatus:
     connected: bool
     since: float | None
     last_error: str | None
-    inflight: int
+    inflight: int  # QoS 1 messages waiting for their PUBACK
     published: int
-    acknowledged: int
+    acknowledged: int  # PUBACKs of outbox rows
+    written: int  # QoS 0 rows written to the socket: done without an acknowledgement
     last_ack: float | None  # UTC epoch seconds of the last PUBACK
     connects: int
     refusals: int
@@ -102,9 +104,10 @@ class Uplink(Link):
             connected=self._state == "online",
             since=self._since,
             last_error=self._last_error,
-            inflight=len(self._inflight),
+            inflight=self._inflight.slots,
             published=self._published,
             acknowledged=self._acknowledged,
+            written=self._written,
             last_ack=self._last_ack,
             connects=self._connects,
             refusals=self._refusals,
@@ -188,20 +191,24 @@ class Uplink(Link):
                 tokens = min(burst, tokens + (now - last_refill) * s.drain_rate)
                 last_refill = now
             sent = utc_iso(time.time()).encode()
-            drained = False
-            while len(self._inflight) < s.max_inflight and (s.drain_rate <= 0 or tokens >= 1):
+            drained = held_back = False
+            while self._room() and (s.drain_rate <= 0 or tokens >= 1):
                 if not pending:
                     pending.extend(reader.fetch(cursor, _FETCH))
                     if not pending:
                         drained = True
                         break
-                row = pending.popleft()
+                row = pending[0]
+                if row.qos == 0 and self._inflight.unwritten >= s.max_inflight:
+                    held_back = True  # paho's socket is full: let it write what it holds first
+                    break
+                pending.popleft()
                 body = compose(row, sent, not self.outbox.is_live(row))
                 info = client.publish(row.topic, body, qos=row.qos)
                 if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     self._lost = True
                     break
-                self._inflight[info.mid] = (row.id, now)
+                self._hand_over(info, Kind.ROW if row.qos else Kind.ROW_QOS0, row.id)
                 self._published += 1
                 cursor = row.id
                 tokens -= 1
@@ -209,7 +216,7 @@ class Uplink(Link):
                 self.outbox.ack(self._acked)
                 self._acked, last_flush = [], now
             # Status when due, and once more when a backlog has just been drained.
-            now_caught_up = drained and not self._inflight
+            now_caught_up = drained and not len(self._inflight)
             if now >= next_status or (now_caught_up and not caught_up):
                 if now_caught_up:
                     # Let the deletes land first, so the status says `backlog: 0` when it is.
@@ -221,20 +228,20 @@ class Uplink(Link):
                 self._publish_status(client, "online")
                 next_status = now + s.status_interval_s
             caught_up = now_caught_up
-            if self._inflight:
-                oldest = next(iter(self._inflight.values()))[1]
-                if now - oldest > s.ack_timeout_s:
-                    self._problem(
-                        f"MQTT broker {self._where()} has not acknowledged a message "
-                        f"for {s.ack_timeout_s:.0f} s; reconnecting",
-                        logging.WARNING,
-                    )
-                    break
+            oldest = self._inflight.oldest_sent_at()
+            if oldest is not None and now - oldest > s.ack_timeout_s:
+                self._problem(
+                    f"MQTT broker {self._where()} has not acknowledged a message "
+                    f"for {s.ack_timeout_s:.0f} s; reconnecting",
+                    logging.WARNING,
+                )
+                break
             wait = min(_IDLE_S, max(0.0, next_status - now))
             if self._acked:
                 wait = min(wait, _ACK_FLUSH_S)
-            if len(self._inflight) < s.max_inflight and (pending or not drained):
-                # More to send right now, or as soon as the rate limit gives a token.
+            if self._room() and (pending or not drained) and not held_back:
+                # More to send right now, or as soon as the rate limit gives a token (held
+                # back: the select wakes when the socket takes more).
                 rate_wait = 0.0 if s.drain_rate <= 0 else (1 - tokens) / s.drain_rate
                 wait = min(wait, max(0.0, rate_wait))
             if not self._pump(client, wait):
@@ -242,11 +249,15 @@ class Uplink(Link):
         if self._stop.is_set() and not self._lost:
             self._say_goodbye(client)
 
+    def _room(self) -> bool:
+        """A free slot in the ack window (QoS 1 rows only), and no mid about to be reused."""
+        return self._inflight.slots < self.settings.max_inflight and self._inflight.may_hand_over()
+
     def _say_goodbye(self, client: mqtt.Client) -> None:
         """Graceful stop: `offline` retained and acknowledged before the DISCONNECT."""
         info = self._publish_status(client, "offline")
         deadline = time.monotonic() + 2.0
-        while info.mid in self._status_mids and time.monotonic() < deadline:
+        while self._inflight.waiting(info.mid) and time.monotonic() < deadline:
             if not self._pump(client, 0.05):
                 break
         client.disconnect()
@@ -262,7 +273,6 @@ class Uplink(Link):
                 self.outbox.flush(timeout=5.0)
         # Whatever paho still holds is forgotten with this client: the outbox resends it.
         self._inflight.clear()
-        self._status_mids.clear()
         self._discard(client)  # a second DISCONNECT after a goodbye is a no-op
         self._state = "offline"
         self._reader = None

@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.buffer import Outbox, OutboxReader
+from gateway.uplink_inflight import Done, InFlight, Kind
 from gateway.uplink_settings import UplinkSettings, parse_url
 from gateway.windows import utc_iso
 
@@ -41,15 +42,15 @@ class Link:
         self._since: float | None = None
         self._last_error: str | None = None
         self._last_logged: tuple[str, float] = ("", 0.0)
-        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (row id, sent at)
+        self._inflight = InFlight()
         self._acked: list[int] = []
         self._published = self._acknowledged = self._connects = self._refusals = 0
+        self._written = 0  # QoS 0 rows written to the socket (no PUBACK to wait for)
         self._last_ack: float | None = None  # wall clock of the last PUBACK, for /status
         self._connack: ReasonCode | None = None
         self._lost = False
         # The broker refused a message (PUBACK reason code): set until a session sends cleanly.
         self._publish_refused = False
-        self._status_mids: set[int] = set()
         self._lag_s = 0.0
         self._reader: OutboxReader | None = None
         # The outbox pokes this after each commit: an idle session wakes at once, not at a tick.
@@ -200,30 +201,45 @@ class Link:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
     ) -> None:
-        entry = self._inflight.pop(mid, None)
-        if entry is None:
-            self._status_mids.discard(mid)
+        done = self._inflight.finished(mid, not reason_code.is_failure)
+        if done is not None:
+            self._book(done, reason_code)
+        # else: finished inside publish(), before its mid was recorded; _hand_over books it.
+
+    def _hand_over(self, info: mqtt.MQTTMessageInfo, kind: Kind, row_id: int) -> None:
+        """Record what paho took; book it at once if paho already finished it."""
+        done = self._inflight.handed(info.mid, kind, row_id, time.monotonic())
+        if done is not None:
+            self._book(done, None)
+
+    def _book(self, done: Done, reason_code: ReasonCode | None) -> None:
+        if done.kind is Kind.STATUS:
             return
-        if reason_code.is_failure:
+        if not done.ok:
             # The broker did not take it (ACL, quota): keep the row; a reconnect resends it.
             self._refusals += 1
             self._publish_refused = True
             self._problem(
-                f"MQTT broker {self._where()} refused a message: {reason_code}; "
+                f"MQTT broker {self._where()} refused a message: "
+                f"{reason_code if reason_code is not None else 'failure'}; "
                 "check the broker's ACL for this gateway's topics"
             )
             self._lost = True
             return
-        self._acked.append(entry[0])
-        self._acknowledged += 1
-        self._last_ack = time.time()
+        self._acked.append(done.row_id)
+        if done.kind is Kind.ROW:
+            self._acknowledged += 1
+            self._last_ack = time.time()
+        else:
+            self._written += 1
 
     def _publish_status(self, client: mqtt.Client, state: str) -> mqtt.MQTTMessageInfo:
         self._lag_s = self._lag()
         info = client.publish(
             self.settings.status_topic, self._status_doc(state), qos=1, retain=True
         )
-        self._status_mids.add(info.mid)
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._hand_over(info, Kind.STATUS, 0)
         return info
 
     def _lag(self) -> float:

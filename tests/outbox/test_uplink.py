@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.buffer import Message, Outbox
+from gateway.buffer_types import MessageClass
 from gateway.uplink import Uplink, UplinkSettings, backoff_delay
 from tests.outbox.helpers import uplink_settings
 from tests.support.mosquitto import Collector, Mosquitto
@@ -227,3 +228,37 @@ def test_threads_do_not_leak(make_outbox: MakeOutbox, broker: Mosquitto) -> None
         assert wait(lambda: up.status().connected)  # noqa: B023
         up.stop()
     assert threading.active_count() <= before + 1  # the outbox writer
+
+
+def test_qos0_telemetry_never_fills_the_ack_window(
+    make_outbox: MakeOutbox, broker: Mosquitto
+) -> None:
+    # Regression: paho (no thread of its own) calls on_publish for a QoS 0 message inside
+    # publish(), before the mid was recorded; the entry then stayed "in flight" for ever and,
+    # after max_inflight of them, the uplink sent nothing until its 120 s ack timeout.
+    outbox = make_outbox()
+    collector = Collector(broker, "ironwatt/#")
+    uplink = Uplink(settings(broker.url, max_inflight=5), outbox)
+    uplink.start()
+    assert wait(lambda: uplink.status().connected)
+    tele = "ironwatt/plant1/gw1/telemetry/m{}"
+    seqs: list[int] = []
+    for burst in range(10):  # telemetry and windows interleaved, as the pipeline stores them
+        batch = [
+            Message(tele.format(k), {"burst": burst}, qos=0, cls=MessageClass.TELEMETRY)
+            for k in range(8)
+        ]
+        seqs += [s for s in outbox.enqueue([*batch, Message(TOPIC, {"burst": burst})]) if s]
+        time.sleep(0.02)
+
+    def delivered(got: list[tuple[str, bytes, bool]]) -> bool:
+        return seqs_of(got) == set(seqs) and sum("/telemetry/" in t for t, _, _ in got) >= 80
+
+    got = collector.wait_for(delivered, 10)
+    assert seqs_of(got) == set(seqs)
+    assert sum("/telemetry/" in t for t, _, _ in got) == 80
+    assert wait(lambda: outbox.stats().backlog == 0, 5)
+    st = uplink.status()
+    assert st.inflight == 0 and st.written == 80 and st.acknowledged == len(seqs)
+    uplink.stop()
+    collector.close()
