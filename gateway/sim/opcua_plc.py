@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import random
@@ -28,6 +29,9 @@ AUX_NAMESPACE = "urn:plant1:aux"
 FILLER_NAMESPACE = "urn:plant1:filler"
 
 log = logging.getLogger("ironwatt.sim.opcua")
+
+# "Now" as a default timestamp of an injected value (None means: no timestamp at all).
+_NOW: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +180,30 @@ class SimulatedPlc:
             self.ns_index = await server.register_namespace(PLC_NAMESPACE)
             await server.register_namespace(AUX_NAMESPACE)
 
-        idx = self.ns_index
+        self.nodes = await self._add_variables(server, self.ns_index)
+        if self.max_nodes_per_read is not None:
+            limit = server.get_node(
+                ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+            )
+            await limit.write_value(ua.Variant(self.max_nodes_per_read, ua.VariantType.UInt32))
+        await server.start()
+        self.server = server
+        if self.evolve_interval:
+            self._tasks.append(asyncio.create_task(self._evolve(self.evolve_interval)))
+        if self.bench_items:
+            self._tasks.append(asyncio.create_task(self._bench(self.bench_interval)))
+        log.info(
+            "simulated PLC listening on %s (ns=%d %s)", self.endpoint, self.ns_index, PLC_NAMESPACE
+        )
+
+    async def _add_variables(self, server: Any, idx: int) -> dict[str, Any]:
+        """The BF2 object, its folders and variables under namespace index `idx`."""
+        ua = _ua()
         root = await server.nodes.objects.add_object(
             ua.NodeId("BF2", idx), ua.QualifiedName("BF2", idx)
         )
         folders: dict[str, Any] = {}
-        self.nodes = {}
+        nodes: dict[str, Any] = {}
         specs = list(VARIABLES) + [
             PlcVariable(f"Bench.Item{i:04d}", "Double", 0.0) for i in range(self.bench_items)
         ]
@@ -203,19 +225,8 @@ class SimulatedPlc:
                 ua.Variant(spec.initial, vtype),
             )
             await var.set_writable()
-            self.nodes[spec.node] = var
-        if self.max_nodes_per_read is not None:
-            limit = server.get_node(
-                ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
-            )
-            await limit.write_value(ua.Variant(self.max_nodes_per_read, ua.VariantType.UInt32))
-        await server.start()
-        self.server = server
-        if self.evolve_interval:
-            self._tasks.append(asyncio.create_task(self._evolve(self.evolve_interval)))
-        if self.bench_items:
-            self._tasks.append(asyncio.create_task(self._bench(self.bench_interval)))
-        log.info("simulated PLC listening on %s (ns=%d %s)", self.endpoint, idx, PLC_NAMESPACE)
+            nodes[spec.node] = var
+        return nodes
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -249,6 +260,113 @@ class SimulatedPlc:
             ServerTimestamp=_now(),
         )
         await self.server.write_attribute_value(var.nodeid, dv)
+
+    # -- fault injection: a server that answers badly (tests of the driver's defences) ------
+
+    async def inject(
+        self,
+        node: str,
+        value: Any,
+        vtype: str | None = None,
+        status: int = 0,
+        source: Any = _NOW,
+        server: Any = _NOW,
+    ) -> None:
+        """Set a value as a misbehaving server would send it: any type, status and timestamps.
+
+        Bypasses asyncua's type check (a String in a Double node) and its nulling of the value
+        under a Bad status; `source`/`server` are datetimes, None (left out) or now by default.
+        """
+        ua = _ua()
+        var = self.nodes[node]
+        variant_type = (
+            getattr(ua.VariantType, vtype)
+            if vtype is not None
+            else await var.read_data_type_as_variant_type()
+        )
+        stamp = _now()
+        dv = ua.DataValue(
+            ua.Variant(value, variant_type),
+            StatusCode=ua.StatusCode(status),
+            SourceTimestamp=stamp if source is _NOW else source,
+            ServerTimestamp=stamp if server is _NOW else server,
+        )
+        # What write_attribute_value does once its checks pass: store, then notify monitors.
+        attval = self.server.iserver.aspace._nodes[var.nodeid].attributes[ua.AttributeIds.Value]
+        attval.value = dv
+        attval.value_callback = None
+        for handle, callback in list(attval.datachange_callbacks.items()):
+            await callback(handle, dv)
+
+    async def register_namespace(self, uri: str) -> int:
+        """Append a namespace (what a server does when a module is added): no index moves."""
+        return int(await self.server.register_namespace(uri))
+
+    async def move_namespace(self) -> int:
+        """PLC_NAMESPACE moves to a new index while sessions stay open, as after a project reload.
+
+        Its variables are re-created under the new index (current values kept); the old index
+        now names a retired namespace whose Float/Double variables read -999, so a client that
+        keeps the old index reads the wrong variable. Returns the new index.
+        """
+        ua = _ua()
+        old_index, old_nodes = self.ns_index, self.nodes
+        array_node = self.server.get_node(ua.NodeId(ua.ObjectIds.Server_NamespaceArray))
+        namespaces = list(await array_node.read_value())
+        new_index = len(namespaces)
+        new_nodes = await self._add_variables(self.server, new_index)
+        for name, var in old_nodes.items():
+            dv = await var.read_data_value()
+            await self.server.write_attribute_value(new_nodes[name].nodeid, dv)
+        namespaces[old_index] = f"urn:plant1:retired{old_index}"
+        namespaces.append(PLC_NAMESPACE)
+        self.nodes, self.ns_index = new_nodes, new_index
+        # The table changes before the old variables do: a watching client can tell.
+        await array_node.write_value(ua.Variant(namespaces, ua.VariantType.String))
+        for name, var in old_nodes.items():
+            vtype = next((v.vtype for v in VARIABLES if v.node == name), "Double")
+            if vtype in ("Double", "Float"):
+                await self.server.write_attribute_value(
+                    var.nodeid, ua.DataValue(ua.Variant(-999.0, getattr(ua.VariantType, vtype)))
+                )
+        return new_index
+
+    async def control(self, command: dict[str, Any]) -> dict[str, Any]:
+        """One command of the `--control` channel (JSON lines on stdin, answers on stdout)."""
+        from datetime import datetime
+
+        ua = _ua()
+        op = command.get("op")
+        if op == "inject":
+
+            def stamp(key: str) -> Any:
+                if key not in command:
+                    return _NOW
+                at = command[key]
+                return None if at is None else datetime.fromtimestamp(float(at), UTC)
+
+            status = command.get("status", 0)
+            if isinstance(status, str):
+                status = getattr(ua.StatusCodes, status)
+            value = command.get("value")
+            if command.get("type") == "ByteString" and isinstance(value, str):
+                value = value.encode()
+            await self.inject(
+                command["node"],
+                value,
+                command.get("type"),
+                int(status),
+                stamp("source"),
+                stamp("server"),
+            )
+            return {"ok": True}
+        if op == "move_namespace":
+            return {"ok": True, "ns": await self.move_namespace()}
+        if op == "register_namespace":
+            return {"ok": True, "ns": await self.register_namespace(command["uri"])}
+        if op == "ns":
+            return {"ok": True, "ns": self.ns_index}
+        raise ValueError(f"unknown op {op!r}")
 
     async def _evolve(self, interval: float) -> None:
         ua = _ua()
@@ -306,6 +424,20 @@ class SimulatedPlc:
             await asyncio.sleep(max(0.0, delay))
 
 
+async def _control(plc: SimulatedPlc, stop: asyncio.Event) -> None:
+    """Commands from stdin until it closes (the test that drives the PLC went away)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        try:
+            answer = await plc.control(json.loads(line))
+        except Exception as exc:  # a bad command is answered, never fatal
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(answer), flush=True)
+    stop.set()
+
+
 def _ua() -> Any:
     """asyncua.ua, imported on first use and typed loosely (its stubs want wire types)."""
     from asyncua import ua
@@ -361,6 +493,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bench-items", type=int, default=0)
     parser.add_argument("--bench-interval", type=float, default=0.1)
     parser.add_argument("--max-nodes-per-read", type=int, default=None)
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="read JSON commands from stdin (inject, move_namespace, register_namespace, ns); "
+        "one JSON answer per line on stdout",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     users = None
@@ -388,7 +526,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         await plc.start()
         # The line tests and benches wait for before they connect.
         print(f"READY {plc.endpoint} ns={plc.ns_index}", flush=True)
+        control = asyncio.create_task(_control(plc, stop)) if args.control else None
         await stop.wait()
+        if control is not None:
+            control.cancel()
         await plc.stop()
 
     asyncio.run(serve())

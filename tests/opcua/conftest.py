@@ -7,6 +7,7 @@ session-scoped where tests only read, so the slow asyncua start is paid once.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -36,9 +37,10 @@ NSU = f"nsu={PLC_NAMESPACE};s="
 class PlcProcess:
     """`python -m gateway.sim.opcua_plc` on a fixed port, restartable with other options."""
 
-    def __init__(self, *args: str, port: int | None = None) -> None:
+    def __init__(self, *args: str, port: int | None = None, control: bool = False) -> None:
         self.port = port or free_port()
-        self.args = list(args)
+        self.args = list(args) + (["--control"] if control else [])
+        self.control = control
         self.proc: subprocess.Popen[str] | None = None
         self.ns_index: int | None = None
 
@@ -58,7 +60,13 @@ class PlcProcess:
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE if self.control else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -72,12 +80,33 @@ class PlcProcess:
         self.kill()
         raise RuntimeError(f"simulated PLC did not start: {' '.join(cmd)}")
 
+    def command(self, op: str, **args: Any) -> dict[str, Any]:
+        """One command of the PLC's `--control` channel (see SimulatedPlc.control); its answer."""
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout
+        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        self.proc.stdin.flush()
+        answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        if not answer.get("ok"):
+            raise RuntimeError(f"PLC refused {op} {args}: {answer.get('error')}")
+        return answer
+
+    async def acommand(self, op: str, **args: Any) -> dict[str, Any]:
+        """`command` off the event loop, so the drivers under test keep running meanwhile."""
+        return await asyncio.to_thread(self.command, op, **args)
+
     def kill(self) -> None:
         """SIGKILL: the server vanishes without closing sessions, like a PLC losing power."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+        self._close_pipes()
         self.proc = None
+
+    def _close_pipes(self) -> None:
+        if self.proc is not None:
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    pipe.close()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -87,6 +116,7 @@ class PlcProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self._close_pipes()
         self.proc = None
 
 

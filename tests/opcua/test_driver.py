@@ -68,7 +68,8 @@ async def test_subscribe_and_poll_deliver_the_same_values(plc: PlcProcess, tmp_p
     points.append(point("by_index", f"ns={plc.ns_index};s=Types.Double"))
     sub_sink, poll_sink = RecordingSink(), RecordingSink()
     sub = driver(make_device(plc.endpoint, points, name="sub"), sub_sink, tmp_path)
-    # interval 100 ms, server limit MaxNodesPerRead = 4 -> 12 nodes in 3 reads per poll
+    # interval 100 ms, server limit MaxNodesPerRead = 4 -> 12 nodes in 4 reads per poll, each
+    # read led by the NamespaceArray (3 nodes + 1)
     poll = driver(make_device(plc.endpoint, points, name="poll", mode="poll"), poll_sink, tmp_path)
     async with running(sub), running(poll):
         await wait_until(lambda: len(last_good(sub_sink)) == 12, 10, "a value per subscribed point")
@@ -76,7 +77,7 @@ async def test_subscribe_and_poll_deliver_the_same_values(plc: PlcProcess, tmp_p
     expected = {name: value for name, (_node, value) in TYPED.items()} | {"by_index": 2.25}
     assert last_good(sub_sink) == expected
     assert last_good(poll_sink) == expected
-    assert poll.health.requests == 3 * poll.health.polls
+    assert poll.health.requests == 4 * poll.health.polls
     assert sub.status()["state"] == "stopped" and sub.health.last_error is None
     assert sub.namespace_indexes == {"urn:plant1:bf2": plc.ns_index}
     assert [e.type for e in sub_sink.events] == ["device_up"]
