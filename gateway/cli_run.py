@@ -1,4 +1,5 @@
-"""`ironwatt run` (the daemon), `ironwatt status` (what a running gateway says) and `ironwatt demo`.
+"""`ironwatt run` (the daemon), `ironwatt reload` and `ironwatt status` (talk to a running one)
+and `ironwatt demo`.
 
 Heavy imports (drivers, the kernel, paho) happen inside the handlers, so `--help` stays fast.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from gateway.config_base import DEFAULT_PATH
@@ -39,6 +41,26 @@ def register(subparsers: Any) -> None:
         choices=["debug", "info", "warning", "error"], help="overrides the global --log-level",
     )  # fmt: skip
     run.set_defaults(func=_run)
+
+    reload = subparsers.add_parser(
+        "reload",
+        help="reload a running gateway's config and say whether it was applied",
+        description="Asks the running gateway to re-read its config and waits for the verdict: "
+        "exit 0 when applied, 2 when the file was refused (the running config stays), 1 when no "
+        "gateway answered. The unit's ExecReload= runs it, so `systemctl reload ironwatt` fails "
+        "when the file is refused. It reads no config and needs no credentials.",
+    )
+    reload.add_argument(
+        "--socket", metavar="PATH", type=Path,
+        help="the gateway's control socket (default: control.sock in $RUNTIME_DIRECTORY or "
+        "/run/ironwatt, else in the data_dir of the config)",
+    )  # fmt: skip
+    _config_arg(reload)
+    reload.add_argument(
+        "--timeout", type=float, default=50.0, metavar="SECONDS",
+        help="how long to wait for the verdict (default 50, within the unit's TimeoutStartSec)",
+    )  # fmt: skip
+    reload.set_defaults(func=_reload)
 
     status = subparsers.add_parser(
         "status",
@@ -72,6 +94,55 @@ def _run(args: argparse.Namespace) -> int:
 
     setup_logging(args.run_log_level or args.log_level, args.log_format)
     return run_gateway(args.config)
+
+
+def _reload_socket(args: argparse.Namespace) -> Path:
+    """--socket, else the unit's runtime folder, else the data_dir of the config (a gateway run
+    by hand). The config is only looked into for data_dir: a broken file must not stop the
+    reload that is to say it is broken."""
+    import tomllib
+
+    from gateway.reload_control import SOCKET_NAME, default_socket
+
+    if args.socket is not None:
+        return Path(args.socket)
+    path = default_socket()
+    if path.exists():
+        return path
+    config = Path(args.config)
+    try:
+        data_dir = tomllib.loads(config.read_text(encoding="utf-8"))["gateway"]["data_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return path
+    if not isinstance(data_dir, str):
+        return path
+    folder = Path(data_dir) if Path(data_dir).is_absolute() else config.parent / data_dir
+    return folder / SOCKET_NAME
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from gateway.reload_control import ask_reload
+
+    path = _reload_socket(args)
+    try:
+        outcome = ask_reload(path, args.timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        print(
+            f"ironwatt reload: no verdict from a gateway at {path} ({exc}): is it running "
+            "(systemctl status ironwatt)?",
+            file=sys.stderr,
+        )
+        return 1
+    if outcome.applied:
+        print(f"config reloaded: {outcome.summary}")
+        for warning in outcome.warnings:
+            print(f"warning: {warning}")
+        return 0
+    print(
+        f"reload refused, the running config stays:\n{outcome.report or outcome.summary}",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ here raises on a bad config: every problem is collected, so the technician sees 
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 import stat
 from collections.abc import Iterator, Mapping
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from gateway import units
 from gateway.carriers import DEFAULT_CARRIERS
+from gateway.config_locator import format_path
 from gateway.config_model import (
     Carrier,
     Config,
@@ -26,6 +28,7 @@ from gateway.config_model import (
 )
 from gateway.config_tariff import check_tariff
 from gateway.config_types import format_duration, quote
+from gateway.credentials import Credential, credential_of, find_sources, inside_unit
 from gateway.windows import check_interval
 
 __all__ = ["Problem", "check_config"]
@@ -34,6 +37,7 @@ Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
 
 _NODE_RE = re.compile(r"(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=.+)")
+log = logging.getLogger("ironwatt.config")
 UNSIGNED = {"uint16", "uint32", "uint64"}
 REGISTER_BITS = {"uint16": 16, "uint32": 32, "uint64": 64, "int16": 16}
 
@@ -68,21 +72,95 @@ def _check_gateway(cfg: Config) -> Iterator[Problem]:
 def _check_secret_file(loc: Loc, path: Path | None) -> Iterator[Problem]:
     if path is None:
         return
+    credential = credential_of(path)
     try:
         mode = path.stat().st_mode
     except OSError as exc:
-        yield loc, f"cannot read {quote(str(path))}: {exc.strerror} (check the path)"
+        if credential is not None and not inside_unit(credential):
+            # Before the first start (or from another user): the unit's LoadCredential= says
+            # where systemd will read it from; that file is what can be checked now.
+            yield from _check_credential(loc, credential)
+            return
+        hint = "check the path"
+        if credential is not None:
+            hint = (
+                f"systemd provides only the credentials {credential.unit} loads: add "
+                f"LoadCredential={credential.name}:/etc/ironwatt/credentials/{credential.name} "
+                "to the unit or a drop-in, then systemctl daemon-reload"
+            )
+        yield loc, f"cannot read {quote(str(path))}: {exc.strerror} ({hint})"
         return
+    problem = _private_file_problem(path, mode)
+    if problem is not None:
+        yield loc, problem
+
+
+def _private_file_problem(path: Path, mode: int) -> str | None:
     if not stat.S_ISREG(mode):
-        yield loc, f"{quote(str(path))} is not a file"
-    elif mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"{quote(str(path))} is not a file"
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return (
+            f"{quote(str(path))} is readable by group or others (mode "
+            f"{stat.S_IMODE(mode):04o}): a secret must be private: chmod 600 {path}"
+        )
+    return None
+
+
+def _check_credential(loc: Loc, credential: Credential) -> Iterator[Problem]:
+    """A credential path that does not exist yet: check the file the unit loads it from."""
+    unit, name = credential.unit, credential.name
+    where = f"{credential.directory / name}"
+    files, sources = find_sources(credential)
+    if not files:
+        _note(
+            loc,
+            f"{where} will be provided by systemd when {unit} starts ({unit} is not installed "
+            "here, so its LoadCredential= could not be checked)",
+        )
+        return
+    if not sources:
+        read = ", ".join(str(f) for f in files)
         yield (
             loc,
-            (
-                f"{quote(str(path))} is readable by group or others (mode "
-                f"{stat.S_IMODE(mode):04o}): a secret must be private: chmod 600 {path}"
-            ),
+            f"{quote(where)} is a credential of {unit}, but {unit} loads none called "
+            f"{quote(name)} (read: {read}): add LoadCredential={name}:"
+            f"/etc/ironwatt/credentials/{name} to the unit or a drop-in",
         )
+        return
+    source = sources[-1]  # the last assignment of an id wins
+    said = f"{source.directive} in {source.unit_file}"
+    if source.path is None:
+        _note(loc, f"{where} will be provided by systemd when {unit} starts ({said})")
+        return
+    try:
+        mode = source.path.stat().st_mode
+    except FileNotFoundError:
+        yield (
+            loc,
+            f"{quote(where)} is loaded from {source.path} ({said}), which does not exist: "
+            f"systemd would refuse to start {unit} (install -m 600 /dev/stdin {source.path})",
+        )
+        return
+    except OSError as exc:
+        _note(
+            loc,
+            f"{where} will be provided by systemd when {unit} starts, from {source.path} "
+            f"({said}; not checked here: {exc.strerror})",
+        )
+        return
+    problem = None if source.encrypted else _private_file_problem(source.path, mode)
+    if problem is not None:
+        yield loc, f"{problem} (systemd copies it to {where} when {unit} starts)"
+        return
+    _note(
+        loc, f"{where} will be provided by systemd when {unit} starts, from {source.path} ({said})"
+    )
+
+
+def _note(loc: Loc, text: str) -> None:
+    # Not a problem: `ironwatt check` shows it on stderr, the daemon never gets here (inside the
+    # unit the file exists).
+    log.info("%s: %s", format_path(loc), text)
 
 
 def _check_file(loc: Loc, path: Path | None) -> Iterator[Problem]:

@@ -2,6 +2,7 @@
 
 Repeats of the same message are rate-limited (a dead device logs its fall and its return, not
 every poll) and registered secrets are masked in every line, whatever logger printed them.
+Transitions and operator actions (`extra=TRANSITION`) are never held back.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, Final, TextIO
 
 __all__ = [
+    "TRANSITION",
     "JsonFormatter",
     "LibraryFilter",
     "RepeatFilter",
@@ -34,6 +36,11 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?P<
 # reply ("request ask for id=10 but got id=9") differs from the next only by its ids.
 _LIBRARIES = ("pymodbus", "asyncua", "paho")
 _DIGITS = re.compile(r"\d+")
+
+# `log.info(..., extra=TRANSITION)`: a change of state or the answer to an operator's action (a
+# reload, a start, a stop). Each one is news however recently the same text was logged: a second
+# reload refused for the same reason must show in the journal as clearly as the first.
+TRANSITION: Final[dict[str, Any]] = {"transition": True}
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -93,7 +100,8 @@ class RepeatFilter(logging.Filter):
     """Lets a given message through once per `window` seconds; says how many were held back.
 
     The key is the logger plus the rendered message, so `device x is down: timeout` and
-    `device y is down: timeout` are distinct and each gets its line.
+    `device y is down: timeout` are distinct and each gets its line. Records marked with
+    `extra=TRANSITION` always pass and do not count as repeats.
     """
 
     def __init__(self, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -104,6 +112,8 @@ class RepeatFilter(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "transition", False):
+            return True
         message = record.getMessage()
         if _library(record):
             message = _DIGITS.sub("#", message)

@@ -1,4 +1,4 @@
-"""sd_notify without libsystemd: READY=1, WATCHDOG=1, STATUS=..., STOPPING=1 to $NOTIFY_SOCKET.
+"""sd_notify without libsystemd: READY=1, RELOADING=1, WATCHDOG=1, STATUS=..., STOPPING=1.
 
 A datagram on an AF_UNIX socket is the whole protocol; outside systemd (no NOTIFY_SOCKET) every
 call is a no-op, so the daemon code never asks where it runs.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 __all__ = ["Notifier", "watchdog_interval"]
 
@@ -48,14 +49,20 @@ class Notifier:
         return True
 
     def ready(self, status: str | None = None) -> bool:
-        return self.send("READY=1", *([f"STATUS={status}"] if status else []))
+        """READY=1: at start, and at the end of every reload (applied or refused)."""
+        return self.send("READY=1", *_status(status))
+
+    def reloading(self, status: str | None = None) -> bool:
+        """RELOADING=1 with the CLOCK_MONOTONIC time, as Type=notify-reload (systemd 253+)
+        requires; older managers take RELOADING=1 alone and ignore MONOTONIC_USEC."""
+        usec = time.monotonic_ns() // 1000  # CPython's monotonic clock is CLOCK_MONOTONIC
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", *_status(status))
 
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")
 
     def status(self, text: str) -> bool:
-        # One line per STATUS: a newline would start a new (bogus) assignment.
-        return self.send("STATUS=" + text.replace("\n", " "))
+        return self.send(*_status(text)) if text else self.send("STATUS=")
 
     def stopping(self) -> bool:
         return self.send("STOPPING=1")
@@ -64,6 +71,11 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _status(text: str | None) -> list[str]:
+    # One line per STATUS: a newline would start a new (bogus) assignment.
+    return ["STATUS=" + text.replace("\n", " ")] if text else []
 
 
 def watchdog_interval() -> float | None:

@@ -27,8 +27,9 @@ from gateway.clock import ClockWatch
 from gateway.config_base import ConfigError
 from gateway.config_records import load_config_isolated
 from gateway.health import HealthServer, Metric
-from gateway.logs import register_secret
+from gateway.logs import TRANSITION, register_secret
 from gateway.notify import Notifier, watchdog_interval
+from gateway.reload_control import ControlServer, ReloadOutcome, ReloadRequests, socket_path
 from gateway.runtime_devices import QueueSink, Supervisor, plan_units
 from gateway.runtime_energy import EnergyStage
 from gateway.runtime_status import metrics_of
@@ -113,7 +114,10 @@ class Gateway:
         self.clock: ClockWatch | None = None
         self.reloads = 0
         self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
+        # SIGHUP and `ironwatt reload` (the control socket) ask here; the main loop answers.
+        self.reload_requests = ReloadRequests()
+        self._control: ControlServer | None = None
+        self._reload_refused: str | None = None  # shown in STATUS= until a reload is applied
         self._tasks: list[asyncio.Task[None]] = []
         self._loop_tick = time.monotonic()
         # Migrations in a child: sqlite-utils must not stay resident (gateway/buffer_schema.py).
@@ -129,8 +133,8 @@ class Gateway:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def request_reload(self) -> None:
-        self._reload.set()
+    def request_reload(self) -> asyncio.Future[ReloadOutcome]:
+        return self.reload_requests.request()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -144,22 +148,30 @@ class Gateway:
         try:
             await self._start()
         except Exception:
+            await self._close_control()
             await self._shutdown()
             raise
         try:
             while not self._stop.is_set():
                 stop = asyncio.ensure_future(self._stop.wait())
-                reload = asyncio.ensure_future(self._reload.wait())
+                reload = asyncio.ensure_future(self.reload_requests.pending.wait())
                 await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
                 for fut in (stop, reload):
                     fut.cancel()
-                if self._reload.is_set() and not self._stop.is_set():
-                    self._reload.clear()
-                    await self._apply_reload()
+                if self.reload_requests.pending.is_set() and not self._stop.is_set():
+                    asked = self.reload_requests.take()
+                    try:
+                        outcome = await self._apply_reload()
+                    except BaseException:
+                        failed = ReloadOutcome(False, "the reload failed: see the journal")
+                        self.reload_requests.answer(asked, failed)
+                        raise
+                    self.reload_requests.answer(asked, outcome)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
+            await self._close_control()
             await self._shutdown()
         return 0
 
@@ -202,13 +214,23 @@ class Gateway:
             await self.health.start()
         self._spawn(self._pipeline(), "pipeline")
         self._spawn(self._ticker(), "ticker")
+        # Before READY=1: a `systemctl reload` right after the start must find the socket.
+        self._control = ControlServer(socket_path(cfg.gateway.data_dir), self.reload_requests)
+        await self._control.start()
         devices = len([d for d in cfg.devices if getattr(d, "enabled", True)])
         log.info(
             "gateway %s/%s running: %d devices, %d points, intervals %s, buffer %s",
             cfg.gateway.site, cfg.gateway.id, devices, len(self.index),
             ",".join(i.name for i in cfg.energy.intervals), self._settings.path,
+            extra=TRANSITION,
         )  # fmt: skip
         self.notifier.ready(f"running: {devices} devices")
+
+    async def _close_control(self) -> None:
+        self.reload_requests.refuse_all("the gateway is stopping")
+        if self._control is not None:
+            await self._control.close()
+            self._control = None
 
     def _enabled_devices(self) -> int:
         return sum(1 for d in self.cfg.devices if getattr(d, "enabled", True))
@@ -421,10 +443,13 @@ class Gateway:
         up = sum(1 for d in devices.values() if d.get("state") == "up")
         uplink = self.uplink.status() if self.uplink else {}
         backlog = self.outbox.backlog if self.outbox else 0
-        return (
+        line = (
             f"{up}/{len(devices)} devices up, backlog {backlog}, uplink "
             f"{'connected' if uplink.get('connected') else 'disconnected'}"
         )
+        if self._reload_refused is not None:
+            line += f"; last reload refused: {self._reload_refused}"
+        return line
 
     def _healthz(self) -> tuple[bool, str]:
         age = time.monotonic() - self._loop_tick
@@ -467,22 +492,36 @@ class Gateway:
 
     # -- reload ---------------------------------------------------------------------------------
 
-    async def _apply_reload(self) -> None:
+    async def _apply_reload(self) -> ReloadOutcome:
+        """Validate the file (in the config child, off the loop) and apply it, or refuse it and
+        keep the running config. systemd hears RELOADING=1 ... READY=1 either way (what
+        Type=notify-reload waits for); the verdict goes to whoever asked (`ironwatt reload`)."""
         loop = asyncio.get_running_loop()
         path = self.cfg.path
-        log.info("SIGHUP: reloading %s", path)
+        self.notifier.reloading(f"reloading {path}")
+        log.info("reloading %s", path, extra=TRANSITION)
         try:
             new = await loop.run_in_executor(None, load_config_isolated, path)
         except ConfigError as exc:
-            log.error("config reload refused, the running config stays:\n%s", exc.report())
-            self.notifier.status("config reload refused: see the log")
-            return
+            report = exc.report()
+            log.error(
+                "config reload refused, the running config stays:\n%s", report, extra=TRANSITION
+            )
+            first = report.splitlines()[0]
+            more = len(exc.problems) - 1
+            summary = first + (f" (and {more} more: journalctl -u ironwatt)" if more > 0 else "")
+            outcome = ReloadOutcome(False, summary, report)
         except (OSError, RuntimeError) as exc:
-            log.error("config reload refused (%s), the running config stays", exc)
-            return
-        await self._apply(new)
+            log.error("config reload refused (%s), the running config stays", exc, extra=TRANSITION)
+            outcome = ReloadOutcome(False, str(exc))
+        else:
+            outcome = await self._apply(new)
+        self._reload_refused = None if outcome.applied else outcome.summary
+        verdict = "config reloaded" if outcome.applied else "reload refused"
+        self.notifier.ready(f"{verdict}: {outcome.summary}")
+        return outcome
 
-    async def _apply(self, new: Config) -> None:
+    async def _apply(self, new: Config) -> ReloadOutcome:
         assert self.supervisor is not None and self.energy is not None
         old = self.cfg
         added, removed, changed = diff_devices(old, new)
@@ -519,12 +558,13 @@ class Gateway:
             self.supervisor.start(new_units[key])
         self.reloads += 1
         note = f"added {added or 'none'}, removed {removed or 'none'}, changed {changed or 'none'}"
+        warnings: tuple[str, ...] = ()
         if restart_needed:
-            log.warning(
-                "config reload: changes to [%s] take effect at the next restart",
-                "], [".join(restart_needed),
+            warnings = (
+                f"changes to [{'], ['.join(restart_needed)}] take effect at the next restart",
             )
-        log.info("config reloaded: %s", note)
+            log.warning("config reload: %s", warnings[0], extra=TRANSITION)
+        log.info("config reloaded: %s", note, extra=TRANSITION)
         body: dict[str, Any] = {
             "type": "config_reloaded", "reason": note, "added": added, "removed": removed,
             "changed": changed, "groups_changed": groups_changed,
@@ -540,7 +580,7 @@ class Gateway:
         if restart_needed:
             body["restart_needed"] = restart_needed
         await self._publish_event(body)
-        self.notifier.status(f"config reloaded: {note}")
+        return ReloadOutcome(True, note, warnings=warnings)
 
     # -- stop -----------------------------------------------------------------------------------
 
