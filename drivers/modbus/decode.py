@@ -44,6 +44,20 @@ _ORDER_VIEW = {"ABCD": ("be", ">"), "DCBA": ("be", "<"), "CDAB": ("sw", "<"), "B
 
 _PLAIN, _FLOAT, _INT, _BIT, _BOOL = range(5)
 
+# The largest magnitude a raw value of each type can have: a lane whose scale and offset could
+# take one past the float range must check its scaled values too.
+_TOP = {
+    "bool": 65535.0,
+    "int16": 32768.0,
+    "uint16": 65535.0,
+    "int32": 2.0**31,
+    "uint32": 2.0**32,
+    "int64": 2.0**63,
+    "uint64": 2.0**64,
+    "float32": 3.4028234663852886e38,
+    "float64": sys.float_info.max,
+}
+
 
 def _sentinels(type_: str) -> tuple[int, int] | None:
     """Values meters use for "not available" (mbmd, SunSpec, ABB and Schneider manuals).
@@ -107,6 +121,8 @@ class _Lane:
     scales: list[float] = field(default_factory=list)
     shifts: list[float] = field(default_factory=list)
     identity: bool = True
+    risky: bool = False  # raw * scale + offset may overflow to inf for some raw value
+    tops: list[float] = field(default_factory=list)
     zeros: array[int] = field(default_factory=lambda: array("B"))
 
     def compile(self, pids: Sequence[int]) -> None:
@@ -122,6 +138,11 @@ class _Lane:
         self.scales = [m[3] for m in self.meta]
         self.shifts = [m[4] for m in self.meta]
         self.identity = all(sc == 1.0 for sc in self.scales) and not any(self.shifts)
+        # Float arithmetic is monotonic: a finite bound proves every scaled value finite.
+        self.risky = not all(
+            math.isfinite(top * abs(sc) + abs(sh))
+            for top, sc, sh in zip(self.tops, self.scales, self.shifts, strict=True)
+        )
         self.zeros = array("B", bytes(len(self.members)))
 
 
@@ -154,8 +175,9 @@ def _checked(raws: Sequence[float], metas: Sequence[_Meta]) -> tuple[list[float]
             raw, scale, offset, good = (1.0 if raw else 0.0), 1.0, 0.0, True
         else:
             good = True
-        if good:
-            values.append(raw * scale + offset)
+        value = raw * scale + offset if good else math.nan
+        if good and math.isfinite(value):
+            values.append(value)
             quality.append(QUALITY_GOOD)
         else:
             values.append(math.nan)
@@ -212,6 +234,7 @@ class BlockDecoder:
             target.offsets.append(off)
             target.members.append(i)
             target.meta.append(meta)
+            target.tops.append(_TOP[spec.type])
             ends[lanes.index(target)] = off + 2 * REGISTER_WORDS[spec.type]
         for lane in lanes:
             lane.compile(self.pids)
@@ -233,7 +256,14 @@ class BlockDecoder:
         return out
 
     def decode(self, data: Sequence[int] | Sequence[bool], ts: float, batch: SampleBatch) -> int:
-        """Append one sample per point to `batch` (lane by lane); returns how many were bad."""
+        """Append one sample per point to `batch` (lane by lane); returns how many were bad.
+
+        `data` must be the whole block (`count` registers or bits); anything else is not this
+        block's answer and gives a bad sample per point.
+        """
+        if len(data) != self.count:
+            self.bad(ts, batch)
+            return len(self.specs)
         stamp = array("d", [ts])
         if self._bits:
             values, quality, bad = _checked(self.raw_values(data), self._meta)
@@ -255,21 +285,16 @@ class BlockDecoder:
                 fast = lane.a not in raws and lane.b not in raws
             else:
                 fast = False
-            if fast:
-                if lane.identity:
-                    batch.value.extend(array("d", raws))
-                else:
-                    batch.value.extend(
-                        array(
-                            "d",
-                            [
-                                v * s + o
-                                for v, s, o in zip(raws, lane.scales, lane.shifts, strict=True)
-                            ],
-                        )
-                    )
+            if fast and lane.identity:
+                batch.value.extend(array("d", raws))
                 batch.quality.extend(lane.zeros)
                 continue
+            if fast:
+                scaled = [v * s + o for v, s, o in zip(raws, lane.scales, lane.shifts, strict=True)]
+                if not lane.risky or isfinite(sum(scaled)):
+                    batch.value.extend(array("d", scaled))
+                    batch.quality.extend(lane.zeros)
+                    continue
             values, quality, nbad = _checked(raws, lane.meta)
             batch.value.extend(array("d", values))
             batch.quality.extend(array("B", quality))
