@@ -342,6 +342,9 @@ class ModbusDevice(_Model):
     pt_ratio: Annotated[Float, AfterValidator(positive)] = 1.0
     poll: Duration = 1.0
     timeout: Duration = 0.5
+    # The longest time between two attempts to reach a device that stopped answering; default
+    # 5 s alone on its link, 60 s on a shared one (drivers/modbus/recovery.py).
+    reconnect_max: Duration | None = None
     profile: str | None = None
     retries: Annotated[Int, in_range(0, 10)] = 2
     max_gap_registers: Annotated[Int, in_range(0, 124)] = 10

@@ -77,7 +77,9 @@ class ModbusLinkDriver:
 
     async def _stop(self, name: str) -> None:
         task = self._tasks.pop(name, None)
-        self.runners.pop(name, None)
+        runner = self.runners.pop(name, None)
+        if runner is not None:
+            runner.detach()  # the link's retry policy follows the devices that stay
         if task is None:
             return
         task.cancel()

@@ -19,6 +19,7 @@ from drivers.modbus.decode import BlockDecoder, emit_bad
 from drivers.modbus.link import DeviceError, Link, LinkDown, ModbusError, NoResponse
 from drivers.modbus.planner import Block, Plan, Span, plan
 from drivers.modbus.points import PointSpec, resolve
+from drivers.modbus.recovery import Member, device_steps
 from gateway.samples import PointIndex, SampleBatch
 
 __all__ = ["DeviceRunner", "PollSettings"]
@@ -44,6 +45,7 @@ class PollSettings:
     max_gap: int
     max_registers: int
     max_bits: int
+    reconnect_max: float | None = None  # None: the default for its link (recovery.py)
 
     @classmethod
     def of(cls, device: Any) -> PollSettings:
@@ -56,7 +58,12 @@ class PollSettings:
             max_gap=int(getattr(device, "max_gap_registers", 10)),
             max_registers=int(getattr(device, "max_registers_per_request", 125)),
             max_bits=int(getattr(device, "max_bits_per_request", 2000)),
+            reconnect_max=_seconds_or_none(getattr(device, "reconnect_max", None)),
         )
+
+
+def _seconds_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 class DeviceRunner:
@@ -80,19 +87,41 @@ class DeviceRunner:
         self.pids = [index.add(s.key) for s in self.specs]
         self.fields = [Span(s.function, s.address, s.width) for s in self.specs]
         self.health = DeviceHealth(self.settings.name, sink, clock=wall)
-        # A dead unit is retried at a growing interval; the first step is one poll period, so a
-        # single lost answer costs at most one skipped poll.
-        self.backoff = Backoff(initial=max(self.settings.poll, 0.5), maximum=60.0)
+        # A dead unit is retried at a growing interval, at most its reconnect_max apart; how
+        # that depends on the link being its own or shared is drivers.modbus.recovery's.
+        self.member = Member(self.settings.poll, self.settings.reconnect_max)
+        link.attach(self.settings.name, self.member)
+        self.backoff = Backoff()
         self.bad_ranges: dict[Span, float] = {}  # range -> monotonic time it was learned
         self._wall = wall
         self._mono = mono
         self._retry_at = 0.0
+        self._attempted_at = 0.0  # monotonic start of the last poll that tried the unit
+        self._shared = False
+        self._retune()
+        # Blocks whose failure was logged while the device stayed up: logged once, until they
+        # read again (a unit that answers nothing is logged once by its health instead).
+        self._failing: set[tuple[str, int, int]] = set()
         self._overrun_logged = False  # logged once per runner: the counter tells the rest
         self._reported_unreadable: set[int] = set()
         self.plan: Plan = Plan(())
         self.decoders: list[BlockDecoder] = []
         self._unreadable = array("i")
         self.replan()
+
+    def detach(self) -> None:
+        """The device leaves its link (removed on reload): the link's policy follows the rest."""
+        self.link.detach(self.settings.name)
+
+    def _retune(self) -> None:
+        """Fit the retry backoff to the link as it is now (its own, or shared)."""
+        self._shared = self.link.shared
+        steps = device_steps(self.member, self._shared)
+        self.backoff.initial = steps.first
+        self.backoff.maximum = steps.maximum
+        if self._retry_at:
+            # A wait promised under the old policy must not outlast the new cap.
+            self._retry_at = min(self._retry_at, self._attempted_at + steps.maximum)
 
     # ---- planning -------------------------------------------------------------------------
 
@@ -167,6 +196,8 @@ class DeviceRunner:
         now = self._mono()
         if self.bad_ranges and now - min(self.bad_ranges.values()) > BAD_RANGE_TTL:
             self.replan()  # give rejected ranges another chance (found again if still there)
+        if self.health.state == "down" and self.link.shared != self._shared:
+            self._retune()
         if self.health.state == "down" and now < self._retry_at:
             ts = self._wall()
             for dec in self.decoders:
@@ -175,19 +206,23 @@ class DeviceRunner:
             self.sink.add_samples(batch)
             return batch
         async with self.link.lock:  # one turn on the link for every block (and any bisection)
-            replan = await self._read_blocks(batch)
+            replan = await self._read_blocks(batch, now)
         if replan:
             self.replan()
         self.sink.add_samples(batch)
         return batch
 
-    async def _read_blocks(self, batch: SampleBatch) -> bool:
-        """Read the plan's blocks into `batch`, holding the link; True when the plan must change."""
+    async def _read_blocks(self, batch: SampleBatch, started: float) -> bool:
+        """Read the plan's blocks into `batch`, holding the link; True when the plan must change.
+
+        `started`: the monotonic time the poll began, from which a retry is scheduled.
+        """
         probing = self.health.state == "down"
         retries = 0 if probing else self.settings.retries
         failure: ModbusError | None = None
         replan = False
         answered = False
+        failed: list[tuple[Block, ModbusError]] = []  # blocks that failed on their own
         for k, (block, dec) in enumerate(zip(self.plan.blocks, self.decoders, strict=True)):
             if failure is not None and not isinstance(failure, DeviceError):
                 dec.bad(self._wall(), batch)
@@ -197,19 +232,26 @@ class DeviceRunner:
             except DeviceError as exc:
                 answered = answered or exc.code not in _ABSENT_CODES
                 if exc.code == 2:
-                    replan |= await self._locate(block)
+                    learned = await self._locate(block)
+                    replan |= learned
+                    if not learned:
+                        failed.append((block, exc))
                 else:
                     failure = exc
+                    failed.append((block, exc))
                 dec.bad(self._wall(), batch)
                 if exc.code in _ABSENT_CODES:
                     failure = NoResponse(str(exc))
                 continue
             except (NoResponse, LinkDown) as exc:
                 failure = exc
+                failed.append((block, exc))
                 dec.bad(self._wall(), batch)
                 continue
             answered = True
             dec.decode(data, self._wall(), batch)
+            if self._failing:
+                self._readable_again(block)
             if probing and k == 0:
                 # The probe answered: the unit is back, read the rest with normal retries.
                 retries = self.settings.retries
@@ -221,13 +263,41 @@ class DeviceRunner:
             self.backoff.reset()
             if failure is not None:
                 self.health.last_error = str(failure)
+            for block, error in failed:
+                self._block_failed(block, error)
         else:
             self.health.failure(str(failure), fatal=isinstance(failure, LinkDown))
+            self._failing.clear()  # the device's fall is logged; its return starts afresh
+            if self.link.shared != self._shared:
+                self._retune()
             # A link waiting to reconnect gates the attempts by itself (cheaply); a silent unit
             # on a live link is what must be pushed back, so it costs the others little.
             delay = 0.0 if isinstance(failure, LinkDown) else self.backoff.next_delay()
-            self._retry_at = self._mono() + delay
+            self._attempted_at = started
+            self._retry_at = started + delay
         return replan
+
+    def _block_failed(self, block: Block, exc: ModbusError) -> None:
+        """Log a block that fails while its device answers otherwise: once, until it reads."""
+        key = (block.function, block.start, block.count)
+        if key in self._failing:
+            return
+        self._failing.add(key)
+        names = [self.specs[i].name for i in block.members]
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        log.warning(
+            "device %s: point%s %s unreadable: %s",
+            self.settings.name,
+            "s" if len(names) > 1 else "",
+            shown,
+            exc,
+        )
+
+    def _readable_again(self, block: Block) -> None:
+        key = (block.function, block.start, block.count)
+        if key in self._failing:
+            self._failing.discard(key)
+            log.info("device %s: %s %d+%d reads again", self.settings.name, *key)
 
     async def _locate(self, block: Block) -> bool:
         """Find what in `block` the device rejects (exception 2) by reading halves; remember it.
@@ -300,7 +370,8 @@ class DeviceRunner:
                     missed = int(late // period) + 1
                     self.health.overruns += missed
                     due += missed * period
-                    if not self._overrun_logged:
+                    # A poll of a dead unit overruns by its timeouts: its "down" line says why.
+                    if not self._overrun_logged and self.health.state != "down":
                         self._overrun_logged = True
                         log.warning(
                             "device %s: a poll took longer than poll = %gs (%d missed); compare "

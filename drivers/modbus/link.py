@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import Backoff
+from drivers.modbus.recovery import Member, link_steps
+from drivers.modbus.wire import BadAnswer, Wire
 
 __all__ = [
     "DeviceError",
@@ -34,30 +36,6 @@ class ModbusError(Exception):
     """Base of the driver's request errors; the message names the link, unit and address."""
 
 
-class _NoResponseNoise(logging.Filter):
-    """Drops pymodbus's own "No response received after N retries" error.
-
-    The link relies on the client's timeout (see Link.read) and reports each missed reply itself,
-    with the device and a hint; pymodbus's line for the same event names neither.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._dropped = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = str(record.msg)
-        if text.startswith("No response received after"):
-            self._dropped = True
-            return False
-        if text == "Repeating...." and self._dropped:
-            return False  # pymodbus's marker for a repeat of the line dropped above
-        self._dropped = False
-        return True
-
-
-logging.getLogger("pymodbus.logging").addFilter(_NoResponseNoise())
-
 # Function name -> the pymodbus client method that reads it.
 _METHODS = {
     "holding": "read_holding_registers",
@@ -65,6 +43,7 @@ _METHODS = {
     "coil": "read_coils",
     "discrete": "read_discrete_inputs",
 }
+_FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
 class LinkDown(ModbusError):
@@ -90,6 +69,8 @@ EXCEPTION_NAMES = {
     4: "server device failure",
     5: "acknowledge",
     6: "server device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
@@ -166,7 +147,9 @@ class Link:
     """A shared client, its lock, and its connection state.
 
     While the link is waiting to reconnect, requests fail at once with LinkDown (no I/O), so
-    the devices on it keep their schedule and report bad samples instead of piling up.
+    the devices on it keep their schedule and report bad samples instead of piling up. The
+    devices on it `attach()` themselves: how often a lost connection is retried follows them
+    (drivers.modbus.recovery: a link of one device's own is retried within its reconnect_max).
     """
 
     def __init__(
@@ -181,18 +164,49 @@ class Link:
         self.lock = asyncio.Lock()
         self._factory = client_factory
         self._client: Any = None
-        self._backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+        self._tuned = backoff is None  # an explicit backoff stays as given
+        steps = link_steps(())
+        self._backoff = backoff or Backoff(initial=steps.first, maximum=steps.maximum)
+        self._members: dict[str, Member] = {}
         self._clock = clock
         self._retry_at = 0.0
+        self._attempted_at = 0.0  # monotonic start of the last connection attempt
         self._last_error = ""
         self.connects = 0
         self.requests = 0
         self._silent = 0  # requests in a row that nobody answered, across the link's units
         self._units: set[int] = set()
+        self._wire: Wire | None = None
 
     @property
     def label(self) -> str:
         return self.settings.label
+
+    # ---- the devices on it ----------------------------------------------------------------
+
+    def attach(self, name: str, member: Member) -> None:
+        """A device polls over this link from now on (its runner calls this)."""
+        self._members[name] = member
+        self._retune()
+
+    def detach(self, name: str) -> None:
+        self._members.pop(name, None)
+        self._retune()
+
+    @property
+    def shared(self) -> bool:
+        """More than one device on this link: each attempt at a dead one costs the others."""
+        return len(self._members) > 1
+
+    def _retune(self) -> None:
+        if not self._tuned:
+            return
+        steps = link_steps(self._members.values())
+        self._backoff.initial = steps.first
+        self._backoff.maximum = steps.maximum
+        # A wait promised under the old policy must not outlast the new cap.
+        if self._retry_at and self._client is None:
+            self._retry_at = min(self._retry_at, self._attempted_at + steps.maximum)
 
     @property
     def connected(self) -> bool:
@@ -208,6 +222,7 @@ class Link:
                 f"{self.label}: not connected ({self._last_error}); "
                 f"next attempt in {self._retry_at - now:.1f} s"
             )
+        self._attempted_at = now
         client = self._factory(self.settings)
         detail = ""
         try:
@@ -227,7 +242,8 @@ class Link:
                     "host and port are right"
                 )
             self._last_error = f"cannot open {self.label}{detail}: {hint}"
-            self._retry_at = self._clock() + self._backoff.next_delay()
+            # From the attempt's start: attempts are then at most the cap (+ a poll) apart.
+            self._retry_at = now + self._backoff.next_delay()
             raise LinkDown(self._last_error)
         self._backoff.reset()
         # pymodbus drops a TCP connection after a few silences in a row, whichever unit they
@@ -242,6 +258,7 @@ class Link:
                 ctx.count_until_disconnect = 1_000_000
         self._silent = 0
         self._client = client
+        self._wire = Wire.install(client)
         self._last_error = "connected"
         self.connects += 1
         if self.connects > 1:
@@ -252,6 +269,7 @@ class Link:
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._wire = None
 
     def mark_broken(self, reason: str) -> None:
         """Close the connection; the next request reconnects (after backoff if it fails)."""
@@ -274,6 +292,10 @@ class Link:
         turn on the link: one lock handover per poll instead of one per block). `timeout` is at
         most the link's (`LinkSettings.timeout`, the client's own timer: the longest of its
         devices'), which enforces it when equal; a shorter one gets a timer of its own.
+
+        An answer is only returned when it is the answer to this request: its function code,
+        and exactly `count` registers (or the bytes of `count` bits). Anything else that came
+        back is a NoResponse whose message says what came, never data.
         """
         if not held:
             await self.lock.acquire()
@@ -284,6 +306,9 @@ class Link:
             self.requests += 1
             self._units.add(unit)
             call = getattr(client, _METHODS[function])
+            wire = self._wire
+            if wire is not None:
+                wire.arm()
             try:
                 if timeout < self.settings.timeout:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
@@ -296,48 +321,85 @@ class Link:
                     rr = await call(address, count=count, device_id=unit)
             except TimeoutError:
                 self._silence()
-                raise NoResponse(self._no_answer(unit, function, address, count, timeout)) from None
+                raise NoResponse(
+                    self._no_answer(wire, unit, function, address, count, timeout)
+                ) from None
+            except BadAnswer:
+                self._silence()  # garbage on a stream may mean it lost its framing
+                raise NoResponse(self._bad(wire, unit, function, address, count, "")) from None
             except Exception as exc:  # pymodbus raises its own tree, not imported here eagerly
                 if type(exc).__name__ == "ModbusIOException" and "No response" in str(exc):
                     self._silence()  # the client's timeout: the same as ours above
                     raise NoResponse(
-                        self._no_answer(unit, function, address, count, timeout)
+                        self._no_answer(wire, unit, function, address, count, timeout)
                     ) from None
                 where = self._where(unit, function, address, count)
                 name = type(exc).__name__
                 if name == "ConnectionException" or not client.connected:
                     self.mark_broken(f"connection lost: {exc}")
-                    self._retry_at = self._clock() + self._backoff.next_delay()
+                    now = self._clock()
+                    self._attempted_at = now
+                    self._retry_at = now + self._backoff.next_delay()
                     raise LinkDown(f"{where}: connection lost ({exc})") from None
                 self._silence()
                 raise NoResponse(f"{where}: {exc}") from None
-            self._silent = 0
+            finally:
+                if wire is not None:
+                    wire.disarm()
             if not client.connected:
                 # pymodbus closes a TCP connection after repeated silences; follow its view.
                 self.mark_broken("closed by the client after repeated timeouts")
+            code = rr.function_code
+            if code & 0x7F != _FUNCTION_CODES[function]:
+                self._silence()
+                raise NoResponse(
+                    self._bad(wire, unit, function, address, count, f"function {code}")
+                )
+            self._silent = 0
             if rr.isError():
                 code = int(getattr(rr, "exception_code", 0) or 0)
-                text = EXCEPTION_NAMES.get(code, "unknown exception")
+                text = EXCEPTION_NAMES.get(code, "not a defined exception code")
                 where = self._where(unit, function, address, count)
                 raise DeviceError(f"{where}: exception {code} ({text})", code)
             if function in ("coil", "discrete"):
-                bits: list[bool] = rr.bits[:count]
-                return bits
+                bits: list[bool] = rr.bits
+                # pymodbus unpacks every byte that came, whatever the byte count said.
+                if len(bits) != 8 * ((count + 7) // 8):
+                    raise NoResponse(
+                        self._bad(
+                            wire, unit, function, address, count, f"{len(bits) // 8} bytes of bits"
+                        )
+                    )
+                return bits[:count]
             regs: list[int] = rr.registers
-            if len(regs) < count:
-                where = self._where(unit, function, address, count)
-                raise NoResponse(f"{where}: short answer ({len(regs)} registers)")
+            if len(regs) != count:
+                raise NoResponse(
+                    self._bad(wire, unit, function, address, count, f"{len(regs)} registers")
+                )
             return regs
         finally:
             if not held:
                 self.lock.release()
 
-    def _no_answer(self, unit: int, function: str, address: int, count: int, timeout: float) -> str:
+    def _no_answer(
+        self, wire: Wire | None, unit: int, function: str, address: int, count: int, timeout: float
+    ) -> str:
+        where = self._where(unit, function, address, count)
+        came = wire.describe(unit, function, count) if wire is not None else ""
+        if came:
+            return f"{where}: no valid answer within {timeout:g} s; what came back: {came}"
         return (
-            f"{self._where(unit, function, address, count)}: no answer within {timeout:g} s "
-            "(check the unit id, that the meter is powered and, on serial lines, wiring, baud "
-            "rate and parity)"
+            f"{where}: no answer within {timeout:g} s (check the unit id, that the meter is "
+            "powered and, on serial lines, wiring, baud rate and parity)"
         )
+
+    def _bad(
+        self, wire: Wire | None, unit: int, function: str, address: int, count: int, summary: str
+    ) -> str:
+        """The message of an answer that is not one to this request (never credited)."""
+        where = self._where(unit, function, address, count)
+        came = wire.describe(unit, function, count) if wire is not None else ""
+        return f"{where}: malformed answer: {came or summary}"
 
     def _where(self, unit: int, function: str, address: int, count: int) -> str:
         # Built for error messages only: the request path formats nothing.
@@ -352,7 +414,8 @@ class Link:
         """
         self._silent += 1
         if self.settings.transport != "rtu" and self._silent >= 3 * len(self._units) + 3:
-            log.warning(
+            # INFO: its devices have each reported themselves down; this is what the link does.
+            log.info(
                 "link %s: no unit answered the last %d requests; reconnecting",
                 self.label,
                 self._silent,
