@@ -129,9 +129,10 @@ class OpcuaDriver:
         # any of them under a live session means the node ids on the wire name other nodes.
         self._watch: dict[str, int | None] = {}
         # timestamps = "source": the latest time delivered per point, whether a point's clock is
-        # behind it (logged once), and the last sample, to skip a steady value polled again.
+        # behind it (logged once), and the previous sample, to skip a steady value polled again.
         self._last_ts: list[float] = [-math.inf] * n
         self._behind: list[bool] = [False] * n
+        self._prev_ts: list[float] = [NAN] * n
         self._prev_value: list[float] = [NAN] * n
         self._prev_quality: list[int] = [-1] * n
         # Last good value per slot (NaN: none), when it arrived, and source-minus-receive time:
@@ -449,23 +450,23 @@ class OpcuaDriver:
                 self._last_offset[slot] = ts - now
             else:
                 ts = now + self._last_offset[slot]
+            pv = self._prev_value[slot]
+            if (
+                ts == self._prev_ts[slot]
+                and quality == self._prev_quality[slot]
+                and (value == pv or (value != value and pv != pv))
+            ):
+                return  # a steady value read again: nothing new (and out of order downstream)
+            self._prev_ts[slot] = ts
+            self._prev_value[slot] = value
+            self._prev_quality[slot] = quality
             last = self._last_ts[slot]
             if ts > last:
                 self._last_ts[slot] = ts
                 if self._behind[slot]:
                     self._caught_up(slot, ts)
-            else:
-                pv = self._prev_value[slot]
-                if (
-                    ts == last
-                    and quality == self._prev_quality[slot]
-                    and (value == pv or (value != value and pv != pv))
-                ):
-                    return  # a steady value read again: nothing new (and out of order downstream)
-                if ts < last and not self._behind[slot]:
-                    self._went_back(slot, ts, last, now)
-            self._prev_value[slot] = value
-            self._prev_quality[slot] = quality
+            elif ts < last and not self._behind[slot]:
+                self._went_back(slot, ts, last, now)
         batch = self._batch
         batch.point.append(self.pids[slot])
         batch.ts.append(ts)

@@ -291,8 +291,12 @@ class SimulatedPlc:
             SourceTimestamp=stamp if source is _NOW else source,
             ServerTimestamp=stamp if server is _NOW else server,
         )
-        # What write_attribute_value does once its checks pass: store, then notify monitors.
-        attval = self.server.iserver.aspace._nodes[var.nodeid].attributes[ua.AttributeIds.Value]
+        await self._force(var.nodeid, dv)
+
+    async def _force(self, nodeid: Any, dv: Any) -> None:
+        """What write_attribute_value does once its checks pass: store, then notify monitors."""
+        ua = _ua()
+        attval = self.server.iserver.aspace._nodes[nodeid].attributes[ua.AttributeIds.Value]
         attval.value = dv
         attval.value_callback = None
         for handle, callback in list(attval.datachange_callbacks.items()):
@@ -316,8 +320,8 @@ class SimulatedPlc:
         new_index = len(namespaces)
         new_nodes = await self._add_variables(self.server, new_index)
         for name, var in old_nodes.items():
-            dv = await var.read_data_value()
-            await self.server.write_attribute_value(new_nodes[name].nodeid, dv)
+            dv = await var.read_data_value(raise_on_bad_status=False)
+            await self._force(new_nodes[name].nodeid, dv)
         namespaces[old_index] = f"urn:plant1:retired{old_index}"
         namespaces.append(PLC_NAMESPACE)
         self.nodes, self.ns_index = new_nodes, new_index
@@ -326,9 +330,8 @@ class SimulatedPlc:
         for name, var in old_nodes.items():
             vtype = next((v.vtype for v in VARIABLES if v.node == name), "Double")
             if vtype in ("Double", "Float"):
-                await self.server.write_attribute_value(
-                    var.nodeid, ua.DataValue(ua.Variant(-999.0, getattr(ua.VariantType, vtype)))
-                )
+                variant = ua.Variant(-999.0, getattr(ua.VariantType, vtype))
+                await self._force(var.nodeid, ua.DataValue(variant, SourceTimestamp=_now()))
         return new_index
 
     async def control(self, command: dict[str, Any]) -> dict[str, Any]:
