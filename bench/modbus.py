@@ -12,20 +12,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.support.procfs import proc_cpu, proc_rss_mb, reset_peak, status_doc  # noqa: E402
+from bench.support.servers import build_c_server, launch_c_server  # noqa: E402
 from gateway.sim.modbus_meters import free_port  # noqa: E402
 
 METERS = 200
@@ -47,42 +46,13 @@ def addresses() -> list[int]:
 # ---- servers --------------------------------------------------------------------------------
 
 
-def build_c_server(work: Path) -> Path | None:
-    """Compile bench/modbus_server.c against libmodbus; None when that is not possible here."""
-    if shutil.which("gcc") is None:
-        return None
-    header = Path("/usr/include/modbus/modbus.h")
-    if not header.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("installing libmodbus-dev with apt-get ...", file=sys.stderr)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "libmodbus-dev"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180, check=False,
-        )  # fmt: skip
-    if not header.exists():
-        return None
-    binary = work / "modbus_server"
-    result = subprocess.run(
-        ["gcc", "-O2", "-o", str(binary), str(ROOT / "bench" / "modbus_server.c"),
-         "-I/usr/include/modbus", "-lmodbus"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        print(f"C server did not build:\n{result.stderr}", file=sys.stderr)
-        return None
-    return binary
-
-
 def start_servers(
     work: Path, *, pymodbus_only: bool = False
 ) -> tuple[list[subprocess.Popen[str]], list[int], str]:
     binary = None if pymodbus_only else build_c_server(work)
     if binary is not None:
         ports = [free_port() for _ in range(20)]
-        proc = subprocess.Popen([str(binary), *map(str, ports)], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            raise SystemExit("the C Modbus server did not start")
-        return [proc], ports, f"libmodbus C server, {len(ports)} links"
+        return [launch_c_server(binary, ports)], ports, f"libmodbus C server, {len(ports)} links"
     # Fallback: pymodbus servers, fewer links (each is a Python process).
     ports = [free_port() for _ in range(4)]
     procs = []
@@ -141,34 +111,6 @@ threading.Thread(target=spy, args=(sys.argv[1],), daemon=True).start()
 from gateway.cli import main
 sys.exit(main(["--log-level", "error", "run", "-c", sys.argv[2]]))
 """
-
-
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Resident MB now (VmRSS) or at the most since the start (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def reset_peak(pid: int) -> bool:
-    """Reset the process's VmHWM (Linux clear_refs 5), so it then measures only what follows."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def status_doc(http_port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=5) as r:
-        doc: dict[str, Any] = json.load(r)
-        return doc
 
 
 def status(http_port: int) -> dict[str, dict[str, Any]]:

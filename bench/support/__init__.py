@@ -1,0 +1,1 @@
+"""Pieces the benches share: the fast Modbus servers they poll, and readings of /proc."""
