@@ -15,7 +15,7 @@ from typing import Any
 
 from drivers.base import Backoff
 from drivers.modbus.recovery import Member, link_steps
-from drivers.modbus.wire import BadAnswer, Wire
+from drivers.modbus.wire import BadAnswer, Wire, take_connect_failure
 
 __all__ = [
     "DeviceError",
@@ -171,6 +171,7 @@ class Link:
         self._clock = clock
         self._retry_at = 0.0
         self._attempted_at = 0.0  # monotonic start of the last connection attempt
+        self._connect_reason: str | None = None  # why the last one failed, as pymodbus said
         self._last_error = ""
         self.connects = 0
         self.requests = 0
@@ -226,9 +227,17 @@ class Link:
         client = self._factory(self.settings)
         detail = ""
         try:
-            ok = await asyncio.wait_for(client.connect(), self.settings.timeout + 1.0)
+            # In this task, not wait_for's: pymodbus logs why it failed, and the line is
+            # attributed to the task that awaited it (wire.take_connect_failure).
+            async with asyncio.timeout(self.settings.timeout + 1.0):
+                ok = await client.connect()
         except (TimeoutError, OSError) as exc:
             ok, detail = False, f" ({exc or type(exc).__name__})"
+        reason = take_connect_failure()
+        if reason is not None:
+            self._connect_reason = reason
+        if not ok and not detail and self._connect_reason is not None:
+            detail = f" ({self._connect_reason or 'timed out'})"
         if not ok:
             client.close()
             if self.settings.transport == "rtu":
@@ -364,12 +373,11 @@ class Link:
             if function in ("coil", "discrete"):
                 bits: list[bool] = rr.bits
                 # pymodbus unpacks every byte that came, whatever the byte count said.
-                if len(bits) != 8 * ((count + 7) // 8):
-                    raise NoResponse(
-                        self._bad(
-                            wire, unit, function, address, count, f"{len(bits) // 8} bytes of bits"
-                        )
-                    )
+                size = (count + 7) // 8
+                declared = wire.byte_count(unit, code) if wire is not None else None
+                if len(bits) != 8 * size or declared not in (None, size):
+                    summary = f"{len(bits) // 8} bytes of bits"
+                    raise NoResponse(self._bad(wire, unit, function, address, count, summary))
                 return bits[:count]
             regs: list[int] = rr.registers
             if len(regs) != count:

@@ -10,11 +10,12 @@ be decoded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from typing import Any
 
-__all__ = ["BadAnswer", "Wire", "explain"]
+__all__ = ["BadAnswer", "Wire", "explain", "take_connect_failure"]
 
 _SHOWN = 24  # bytes of a bad answer quoted in the error
 _KEPT = 260  # bytes kept per request (a Modbus frame is at most 260)
@@ -23,6 +24,31 @@ _FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 # The guard whose receive path is running now. One event loop per thread and the receive path
 # never awaits, so a module slot is enough to tell whose answer a pymodbus log line is about.
 _current: Wire | None = None
+# Why pymodbus's connect() returned False, by the task that called it (see take_connect_failure).
+_connect_failures: dict[int, str] = {}
+# Client-side lines about states the link reports itself (a device down, a lost link).
+_CLIENT_LINES = ("Not connected, trying to connect!", "Cancel send, because not connected!")
+
+
+def take_connect_failure() -> str | None:
+    """pymodbus's reason for the failed connect() this task just awaited ("[Errno 111] ...").
+
+    Its connect() logs the OSError and returns False; the filter below keeps that line off the
+    log and leaves the reason here for the link's own message. Call it from the task that
+    awaited connect() directly (not through wait_for, which runs it in a task of its own).
+    None when pymodbus logged nothing: it says an identical line only once in a row, so the
+    caller keeps the reason it got last time ("" is a timeout).
+    """
+    task = _task()
+    return _connect_failures.pop(task, None) if task else None
+
+
+def _task() -> int:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: a sync client
+        return 0
+    return id(task) if task is not None else 0
 
 
 class BadAnswer(Exception):
@@ -81,6 +107,25 @@ class Wire:
                 future.set_exception(BadAnswer(str(exc)))
         finally:
             _current = None
+
+    def byte_count(self, unit: int, function_code: int) -> int | None:
+        """The byte count the accepted answer declared (None: not found in what came back).
+
+        pymodbus unpacks every data byte of a bit read whatever its byte count says; the link
+        asks here to refuse an answer whose count and data disagree.
+        """
+        raw = bytes(self.rx)
+        if self.rtu:
+            ok = len(raw) > 2 and raw[0] == unit and raw[1] == function_code
+            return raw[2] if ok else None
+        tid = self.transaction_id
+        pos = 0
+        while len(raw) - pos >= 9:
+            t, _pid, length, u = struct.unpack_from(">HHHB", raw, pos)
+            if (not tid or not t or t == tid) and u == unit and raw[pos + 7] == function_code:
+                return raw[pos + 8]
+            pos += 6 + max(length, 2)
+        return None
 
     def describe(self, unit: int, function: str, count: int) -> str:
         """What came back for the request in flight, for its error message ("" if nothing)."""
@@ -172,21 +217,32 @@ class _PymodbusNoise(logging.Filter):
     """Keeps pymodbus's client-side complaints off the log; the link reports them instead.
 
     Lines logged while a guarded receive path runs are about an answer the link describes
-    itself when it reports the request's failure (Wire.describe). pymodbus's own
-    "No response received after N retries" (the client's timeout) is dropped: the link reports
-    each missed reply itself, with the device and a hint.
+    itself when it reports the request's failure (Wire.describe). "Failed to connect" becomes
+    the reason in the link's own "cannot open" message (take_connect_failure). "No response
+    received after N retries" (the client's timeout) and "not connected" lines are dropped: the
+    link reports each missed reply and lost connection itself, with the device and a hint.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._dropped = False
+        self._connect_reason: str | None = None  # of the last connect failure dropped
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = str(record.msg)
         if _current is not None:
             self._dropped = True
             return False
-        if text.startswith("No response received after"):
+        if text.startswith("Failed to connect "):
+            self._connect_reason = text.removeprefix("Failed to connect ").splitlines()[0]
+            self._note_connect_failure()
+            self._dropped = True
+            return False
+        if text.startswith("Repeating....") and self._dropped and self._connect_reason is not None:
+            self._note_connect_failure()  # the same failure again, from another link maybe
+            return False
+        self._connect_reason = None
+        if text.startswith(_CLIENT_LINES) or text.startswith("No response received after"):
             self._dropped = True
             return False
         if text.startswith("Repeating....") and self._dropped:
@@ -195,6 +251,13 @@ class _PymodbusNoise(logging.Filter):
             return False
         self._dropped = False
         return True
+
+    def _note_connect_failure(self) -> None:
+        task = _task()
+        if task and self._connect_reason is not None:
+            if len(_connect_failures) > 64:  # left by clients used outside a Link
+                _connect_failures.clear()
+            _connect_failures[task] = self._connect_reason
 
 
 logging.getLogger("pymodbus.logging").addFilter(_PymodbusNoise())

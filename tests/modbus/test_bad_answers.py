@@ -1,0 +1,218 @@
+"""Devices that answer badly, against servers that build their frames by hand (badserver.py).
+
+Every way of answering wrong runs at once, each device on its own server and link as the daemon
+runs them (ModbusLinkDriver), beside a healthy meter on a pymodbus simulator. For each: the
+driver keeps running, the device's samples are all bad (nothing from a malformed answer is ever
+a good sample), ONE warning names the device, the address and what came back, no traceback or
+pymodbus line reaches the log, and the healthy meter keeps its poll rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import re
+import statistics
+import struct
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from gateway.runtime_modbus import ModbusLinkDriver
+from gateway.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
+from gateway.sim.modbus_meters import ModbusPlant, SimMeter
+from tests.modbus.badserver import BadServer, until
+from tests.modbus.conftest import RecordingSink, make_device
+
+POLL = 0.1
+TIMEOUT = 0.2
+ENERGY = 1234.5
+REGISTERS = dict(enumerate(struct.unpack(">2H", struct.pack(">f", ENERGY))))
+REGISTERS[2] = 42
+POINTS = [
+    {"name": "energy", "address": 0, "type": "float32", "kind": "counter", "unit": "kWh"},
+    {"name": "status", "address": 2, "type": "uint16"},
+]
+COILS = {0: True, 1: False, 2: True}
+COIL_POINTS = [
+    {"name": f"c{i}", "function": "coil", "address": i, "type": "bool"} for i in range(3)
+]
+
+# device name -> (server mode, what its one warning must say). Register devices read
+# "holding 0+3", coil devices "coil 0+3".
+REGISTER_CASES = {
+    "byte-count-short": ("byte_count_short", "byte count 4 and 6 data bytes"),
+    "byte-count-long": ("byte_count_long", "byte count 10 and 6 data bytes"),
+    "extra-registers": ("extra_registers", "byte count 38 and 38 data bytes"),
+    "wrong-tid": ("wrong_tid", "an answer with transaction id"),
+    "truncated": ("truncated", "a truncated frame (its header announces 15 bytes, 12 came)"),
+    "truncated-header": ("truncated_header", "a truncated frame (5 bytes"),
+    "other-unit": ("other_unit", "an answer from unit 2, not 1"),
+    "wrong-function": ("wrong_function", "an answer of function 4 to a request of function 3"),
+    "late": ("late", "no answer within 0.2 s"),
+    "random": ("random", "not Modbus TCP (protocol id"),
+    "random-pdu": ("random_pdu", "malformed answer"),
+    "mute": ("mute", "no answer within 0.2 s"),
+    **{
+        f"exc{code}": (f"exception:{code}", f"exception {code} (")
+        for code in (1, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+    },
+    "exc2": ("exception:2", "exception 2, illegal data address"),
+}
+COIL_CASES = {
+    "coil-byte-count-short": ("byte_count_short", "byte count 0 and 1 data bytes"),
+    "coil-byte-count-long": ("byte_count_long", "byte count 5 and 1 data bytes"),
+    "coil-extra": ("extra_registers", "byte count 3 and 3 data bytes"),
+    "coil-wrong-function": ("wrong_function", "an answer of function 2 to a request of function 1"),
+}
+RTU_CASES = {"rtu-bad-crc": ("bad_crc", "a frame with a bad CRC")}
+GOOD = ("good", "rtu-good", "coil-good")
+LATE_BY = 10 * TIMEOUT
+
+
+@dataclass
+class Fleet:
+    """The devices under test and their drivers, all running."""
+
+    sink: RecordingSink = field(default_factory=RecordingSink)
+    index: PointIndex = field(default_factory=PointIndex)
+    servers: dict[str, BadServer] = field(default_factory=dict)
+    drivers: dict[str, ModbusLinkDriver] = field(default_factory=dict)
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    def rows(self, device: str) -> list[tuple[str, float, float, int]]:
+        return [r for r in self.sink.rows(self.index) if r[0].startswith(device + ".")]
+
+    def poll_times(self, device: str) -> list[float]:
+        return [
+            b.ts[0]
+            for b in self.sink.batches
+            if len(b) and self.index.key(b.point[0]).startswith(device + ".")
+        ]
+
+
+@asynccontextmanager
+async def fleet() -> AsyncIterator[Fleet]:
+    f = Fleet()
+    async with AsyncExitStack() as stack:
+        devices: dict[str, Any] = {}
+
+        async def serve(name: str, mode: str, *, rtu: bool = False, coils: bool = False) -> None:
+            server = BadServer(registers=REGISTERS, bits=COILS, rtu=rtu, mode=mode, late_by=LATE_BY)
+            await stack.enter_async_context(server)
+            f.servers[name] = server
+            devices[name] = make_device(
+                name, port=server.port, poll=POLL, timeout=TIMEOUT,
+                transport="rtu-over-tcp" if rtu else "tcp",
+                points=COIL_POINTS if coils else POINTS,
+            )  # fmt: skip
+
+        for name, (mode, _) in REGISTER_CASES.items():
+            await serve(name, mode)
+        for name, (mode, _) in COIL_CASES.items():
+            await serve(name, mode, coils=True)
+        for name, (mode, _) in RTU_CASES.items():
+            await serve(name, mode, rtu=True)
+        await serve("good", "good")
+        await serve("rtu-good", "good", rtu=True)
+        await serve("coil-good", "good", coils=True)
+        plant = await stack.enter_async_context(
+            ModbusPlant([SimMeter(1, profile="eastron-sdm630")])
+        )
+        devices["healthy"] = make_device(
+            "healthy", port=plant.port, poll=POLL, timeout=TIMEOUT, profile="eastron-sdm630"
+        )
+        for name, device in devices.items():
+            driver = ModbusLinkDriver([device], f.index, f.sink)
+            f.drivers[name] = driver
+            f.tasks[name] = asyncio.create_task(driver.run(), name=f"fuzz:{name}")
+        try:
+            yield f
+        finally:
+            for task in f.tasks.values():
+                task.cancel()
+            await asyncio.gather(*f.tasks.values(), return_exceptions=True)
+
+
+def device_of(record: logging.LogRecord) -> str | None:
+    match = re.match(r"device ([a-z0-9_-]+)[ :]", record.getMessage())
+    return match.group(1) if match else None
+
+
+@pytest.mark.asyncio
+async def test_every_bad_answer_is_reported_once_and_never_credited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    bad_cases = {**REGISTER_CASES, **COIL_CASES, **RTU_CASES}
+    async with fleet() as f:
+        started = time.monotonic()
+
+        def reported() -> bool:
+            named = {device_of(r) for r in caplog.records if r.levelno >= logging.WARNING}
+            return set(bad_cases) <= named
+
+        def late_answers_came() -> bool:
+            # Every late answer to the first poll has arrived (and was refused).
+            return time.monotonic() - started > LATE_BY + 3 * TIMEOUT + 0.3
+
+        assert await until(lambda: reported() and late_answers_came(), timeout=15.0), sorted(
+            set(bad_cases) - {device_of(r) for r in caplog.records}
+        )
+        elapsed = time.monotonic() - started
+        crashed = {n: t for n, t in f.tasks.items() if t.done()}
+        assert not crashed, {n: t.exception() for n, t in crashed.items()}
+
+        records = list(caplog.records)
+        warnings = [r for r in records if r.levelno >= logging.WARNING]
+        by_device: dict[str | None, list[str]] = {}
+        for r in warnings:
+            by_device.setdefault(device_of(r), []).append(r.getMessage())
+
+        # No traceback, no pymodbus line, no warning that does not name its device.
+        assert not [r for r in records if r.exc_info or r.exc_text], "a traceback was logged"
+        assert not [r for r in records if "Traceback" in r.getMessage()]
+        noise = [r for r in warnings if r.name.startswith("pymodbus")]
+        assert not noise, [r.getMessage()[:120] for r in noise]
+        assert None not in by_device, by_device.get(None)
+
+        for name, (_, came_back) in bad_cases.items():
+            lines = by_device.get(name, [])
+            if name == "exc2":  # one line per rejected point, each naming it
+                assert len(lines) == 2, lines
+                assert all(re.search(r"point (energy|status) unreadable", x) for x in lines), lines
+            else:
+                assert len(lines) == 1, (name, lines)
+                where = "coil 0+3" if name.startswith("coil") else "holding 0+3"
+                assert where in lines[0], (name, lines[0])
+            assert all(came_back in x for x in lines), (name, came_back, lines)
+            rows = f.rows(name)
+            assert len(rows) >= 6, (name, len(rows))  # it kept reporting, every poll
+            credited = [r for r in rows if r[3] != QUALITY_BAD or not math.isnan(r[2])]
+            assert not credited, (name, credited[:3])  # nothing from a malformed answer
+
+        for name in GOOD:
+            rows = f.rows(name)
+            assert rows and all(q == QUALITY_GOOD for *_, q in rows), name
+            values = {key: v for key, _, v, _ in rows}
+            if name == "coil-good":
+                assert values == {f"{name}.c0": 1.0, f"{name}.c1": 0.0, f"{name}.c2": 1.0}
+            else:
+                assert values == {f"{name}.energy": ENERGY, f"{name}.status": 42.0}
+            assert name not in by_device, by_device[name]
+
+        # The healthy meter beside them all kept its rate (median: a stall of this shared
+        # machine must not decide it) and never missed a reading.
+        times = f.poll_times("healthy")
+        intervals = [b - a for a, b in itertools.pairwise(times)]
+        assert abs(statistics.median(intervals) - POLL) <= 0.1 * POLL, intervals
+        assert len(times) >= 0.8 * elapsed / POLL, (len(times), elapsed)
+        assert all(q == QUALITY_GOOD for *_, q in f.rows("healthy"))
+        assert "healthy" not in by_device
+        print(f"\n{len(bad_cases)} bad devices for {elapsed:.1f} s; healthy polls: {len(times)}")
