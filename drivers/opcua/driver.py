@@ -342,7 +342,17 @@ class OpcuaDriver:
                 rv.NodeId = nodeids[slot]
                 rv.AttributeId = ua.AttributeIds.DataType
                 params.NodesToRead.append(rv)
-            results = await asyncio.wait_for(client.uaclient.read(params), timeout)
+            try:
+                results = await asyncio.wait_for(client.uaclient.read(params), timeout)
+            except ua.UaStatusCodeError as exc:
+                # Not worth the session: values are still judged one by one, by their own type.
+                log.info(
+                    "device %s: the server refused to read the DataType of its nodes (%s); "
+                    "values are checked without it",
+                    self.name,
+                    exc,
+                )
+                break
             for slot, dv in zip(chunk, results, strict=True):
                 # An unknown node answers Bad here; its monitored item or read says so later.
                 dtype = dv.Value.Value if dv.Value is not None else None
@@ -445,11 +455,7 @@ class OpcuaDriver:
         ts = now
         if self.source_timestamps:
             src = dv.SourceTimestamp or dv.ServerTimestamp
-            if src is not None:
-                ts = src.timestamp()
-                self._last_offset[slot] = ts - now
-            else:
-                ts = now + self._last_offset[slot]
+            ts = src.timestamp() if src is not None else now + self._last_offset[slot]
             pv = self._prev_value[slot]
             if (
                 ts == self._prev_ts[slot]
@@ -457,6 +463,10 @@ class OpcuaDriver:
                 and (value == pv or (value != value and pv != pv))
             ):
                 return  # a steady value read again: nothing new (and out of order downstream)
+            if (
+                src is not None
+            ):  # learnt when the value is new, or a loss would be stamped too early
+                self._last_offset[slot] = ts - now
             self._prev_ts[slot] = ts
             self._prev_value[slot] = value
             self._prev_quality[slot] = quality

@@ -33,8 +33,11 @@ STEADY = "Furnace.Temp1"  # changes every 0.1 s: the healthy points' rate
 SERVER_STATE = "i=2259"  # the device beside: ServerStatus.State, in no namespace that moves
 FAULT_NODE = NSU + FAULT
 MODES = ("subscribe", "poll")
-# Healthy points sample at 100 ms (~10/s); this is far below that yet far above a stall.
-MIN_RATE = 3.0
+# Healthy points sample at 100 ms (~10/s); this is far below that (a loaded machine) yet far
+# above a stall (a device held up by its neighbour's bad answers, or reconnecting).
+MIN_RATE = 1.0
+# Deadlines are generous (a shared machine can be slow); waits end as soon as the state holds.
+DEADLINE = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,9 @@ def plc(faulty_plc: PlcProcess, caplog: pytest.LogCaptureFixture) -> PlcProcess:
     caplog.set_level(logging.WARNING, logger="asyncua")
     caplog.set_level(logging.INFO)
     return faulty_plc
+
+
+Mark = tuple[float, dict[str, int]]
 
 
 class Rig:
@@ -107,25 +113,37 @@ class Rig:
         await self.seen(lambda v, q: q == QUALITY_GOOD and v == value, f"good {value}")
 
     async def lines_reach(self, caplog: pytest.LogCaptureFixture, n: int, what: str) -> None:
-        await wait_until(lambda: all(len(lines(caplog, d)) >= n for d in self.faulty), 10, what)
+        await wait_until(
+            lambda: all(len(lines(caplog, d)) >= n for d in self.faulty), DEADLINE, what
+        )
 
     async def polls_pass(self, n: int) -> None:
         """n more polls of every polling device: a lasting state was read again and again."""
         polling = [d for d in self.drivers.values() if d.mode == "poll"]
         target = {id(d): d.health.polls + n for d in polling}
         await wait_until(
-            lambda: all(d.health.polls >= target[id(d)] for d in polling), 10, f"{n} polls"
+            lambda: all(d.health.polls >= target[id(d)] for d in polling), DEADLINE, f"{n} polls"
         )
 
-    def assert_rates_kept(self, since: float, devices: list[str] | None = None) -> None:
-        """The healthy points of every device got their samples while the fault point was bad."""
+    def mark(self) -> Mark:
+        """Now, and every device's poll count: where a rate is measured from."""
+        return time.time(), {name: d.health.polls for name, d in self.drivers.items()}
+
+    def assert_rates_kept(self, mark: Mark, devices: list[str] | None = None) -> None:
+        """The healthy points of every device got their samples while the fault point was bad:
+        polled ones one per poll (whatever the machine's load), all at a rate far from a stall."""
+        since, polls_then = mark
         elapsed = time.time() - since
         assert elapsed > 0.5, "the fault phase was too short to measure a rate"
         for device in devices or self.drivers:
+            driver = self.drivers[device]
             good = [t for _k, t, _v, q in self.rows(device, "steady") if q == QUALITY_GOOD]
-            rate = len([t for t in good if t >= since]) / elapsed
-            assert rate >= MIN_RATE, (device, rate)
-            assert self.drivers[device].health.state == "up", device
+            count = len([t for t in good if t >= since])
+            assert count / elapsed >= MIN_RATE, (device, count / elapsed)
+            if driver.mode == "poll" and not driver.source_timestamps:
+                polls = driver.health.polls - polls_then[device]
+                assert count >= polls - 1, (device, count, polls)  # one may be in flight
+            assert driver.health.state == "up", device
 
     def assert_nothing_bad_is_good(self, allowed: set[float]) -> None:
         """The quality column: bad is NaN, good is finite and one of the values the PLC held."""
@@ -166,7 +184,7 @@ async def test_bad_and_uncertain_status_codes(
 ) -> None:
     async with Rig(plc, tmp_path, both_modes()) as rig:
         await rig.seen_good(2.25)
-        since = time.time()
+        since = rig.mark()
         await plc.acommand("inject", node=FAULT, value=5.0, status="BadSensorFailure")
         await rig.seen(lambda v, q: q == QUALITY_BAD, "the bad status")
         await rig.polls_pass(5)  # Bad poll after poll: still one line
@@ -212,7 +230,7 @@ async def test_wrong_types_are_bad_until_a_double_comes_back(
 ) -> None:
     async with Rig(plc, tmp_path, both_modes()) as rig:
         await rig.seen_good(2.25)
-        since = time.time()
+        since = rig.mark()
         for n, (inject, _text) in enumerate(WRONG_TYPES, start=1):
             await plc.acommand("inject", node=FAULT, **inject)
             await rig.lines_reach(caplog, n, f"the line about {inject}")
@@ -241,7 +259,7 @@ async def test_nan_and_infinities_are_never_good(
 ) -> None:
     async with Rig(plc, tmp_path, both_modes()) as rig:
         await rig.seen_good(2.25)
-        since = time.time()
+        since = rig.mark()
         for n, value in enumerate((math.nan, math.inf, -math.inf), start=1):
             await plc.acommand("inject", node=FAULT, value=value)
             await rig.lines_reach(caplog, n, f"the line about {value}")
@@ -275,7 +293,7 @@ async def test_source_timestamps_going_backwards(
     }
     async with Rig(plc, tmp_path, devices) as rig:
         await rig.seen_good(2.25)
-        since = time.time()
+        since = rig.mark()
         for value, ts in steps:
             await plc.acommand("inject", node=FAULT, value=value, source=ts)
             await rig.seen_good(value)
@@ -306,7 +324,9 @@ async def test_source_timestamps_going_backwards(
             *(v for v, _ts in steps),
         ], device
         times = [t for _k, t, _v, _q in got]
-        assert times == sorted(times) and times[0] > since - 30, device  # gateway time: never back
+        assert times == sorted(times) and times[0] > since[0] - 30, (
+            device
+        )  # gateway time: never back
         assert lines(caplog, device) == []
     assert_no_traceback(caplog)
 
@@ -337,23 +357,24 @@ async def test_namespace_moves_under_a_live_session(
         await plc.acommand("inject", node=FAULT, value=2.5)
         await rig.seen_good(2.5)  # seen after the appended namespace: nothing else happened
         assert rig.sink.events_of("device_down") == []
-        moved_at = time.time()
+        moved = rig.mark()
+        moved_at = moved[0]
         new = (await plc.acommand("move_namespace"))["ns"]
         await wait_until(
             lambda: all(
                 len([e for e in rig.sink.events_of("device_up") if e.device == d]) == 2
                 for d in rig.faulty
             ),
-            10,
+            DEADLINE,
             "the devices back on the new index",
         )
         recovered = time.time() - moved_at
         await plc.acommand("inject", node=FAULT, value=42.0)  # at the new index
         await rig.seen_good(42.0)
-        since = time.time()
+        since = rig.mark()
         await rig.polls_pass(8)
         rig.assert_rates_kept(since)  # the moved devices are back at their rate
-        rig.assert_rates_kept(moved_at, ["other"])  # and the device beside never lost it
+        rig.assert_rates_kept(moved, ["other"])  # and the device beside never lost it
         assert all(rig.drivers[d].namespace_indexes == {PLC_NAMESPACE: new} for d in rig.faulty)
     assert recovered < 5
     downs = rig.sink.events_of("device_down")
