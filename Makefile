@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 KERNEL_SOURCES := $(wildcard ext/*.pyx ext/*.pxd)
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-systemd bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 	$(VENV)/bin/ironwatt --version
 	$(PY) -m pytest -q -p no:cacheprovider
 	IRONWATT_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m twin
+
+# The documented systemd install booted for real: Debian 12 (systemd 252) in systemd-nspawn, as
+# root (docs/daemon.md, "make test-systemd"). Not part of `make test`.
+test-systemd: $(STAMP)
+	IRONWATT_SYSTEMD_TEST=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/systemd
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

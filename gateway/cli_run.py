@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -138,10 +139,15 @@ def _reload(args: argparse.Namespace) -> int:
         for warning in outcome.warnings:
             print(f"warning: {warning}")
         return 0
-    print(
-        f"reload refused, the running config stays:\n{outcome.report or outcome.summary}",
-        file=sys.stderr,
-    )
+    if os.environ.get("INVOCATION_ID") and outcome.report:
+        # Run by systemd (ExecReload=): the gateway has just logged the whole report to the
+        # same journal; one line here says why `systemctl reload` failed.
+        print(f"reload refused, the running config stays: {outcome.summary}", file=sys.stderr)
+    else:
+        print(
+            f"reload refused, the running config stays:\n{outcome.report or outcome.summary}",
+            file=sys.stderr,
+        )
     return 2
 
 
