@@ -116,6 +116,7 @@ class OpcuaDriver:
         self._lost: asyncio.Event | None = None
         self._lost_reason = ""
         self._retry_now = False  # reconnect without a backoff step (the namespaces moved)
+        self._undecodable: str | None = None  # the last publish decoding failure, logged once
         self._client: Any = None
         self._sub: Any = None
         n = len(self.points)
@@ -689,14 +690,17 @@ class OpcuaDriver:
                     last_seen[slot] = now
         except Exception as exc:  # a notification nothing here expected: drop it, say so once
             _truncate(batch, mark)
-            log.warning(
-                "device %s: a publish response could not be decoded (%s: %s); its values were "
-                "dropped",
-                self.name,
-                type(exc).__name__,
-                exc,
-            )
+            what = f"{type(exc).__name__}: {exc}"
+            if self._undecodable != what:
+                self._undecodable = what
+                log.warning(
+                    "device %s: a publish response could not be decoded (%s); its values were "
+                    "dropped, and so will be those of the next ones like it",
+                    self.name,
+                    what,
+                )
             return
+        self._undecodable = None
         if lost.is_set():
             # Lost while decoding (the namespaces moved): these values may name other nodes.
             _truncate(batch, mark)

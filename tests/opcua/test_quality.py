@@ -136,3 +136,38 @@ def test_a_point_logs_its_fall_and_its_return_once(caplog: pytest.LogCaptureFixt
         QUALITY_BAD
     ]
     assert len(sink.events_of("point_error")) == 2
+
+
+def test_an_undecodable_publish_response_is_dropped_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client handle never given out (a server bug) costs that response, and no traceback."""
+    import asyncio
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ironwatt")
+    drv, sink = driver_for([NSU + "Types.Double"])
+    drv._lost = asyncio.Event()
+    drv._fast[0] = float
+
+    def response(*handles: int) -> Any:
+        items = []
+        for handle in handles:
+            item = ua.MonitoredItemNotification()
+            item.ClientHandle = handle
+            item.Value = ua.DataValue(variant(1.5, "Double"))
+            items.append(item)
+        change = ua.DataChangeNotification()
+        change.MonitoredItems = items
+        result = ua.PublishResult()
+        result.NotificationMessage = ua.NotificationMessage(NotificationData=[change])
+        return result
+
+    for _ in range(3):
+        drv._on_publish(response(0, 7))
+    drv._on_publish(response(0))
+    drv.flush()
+    assert [(v, q) for _k, _t, v, q in sink.rows()] == [(1.5, QUALITY_GOOD)]
+    records = [r for r in caplog.records if r.name == "ironwatt.opcua"]
+    assert len(records) == 1 and "could not be decoded (IndexError" in records[0].getMessage()
+    assert all(r.exc_info is None for r in caplog.records)
