@@ -233,6 +233,9 @@ class Link:
                 ok = await client.connect()
         except (TimeoutError, OSError) as exc:
             ok, detail = False, f" ({exc or type(exc).__name__})"
+        except asyncio.CancelledError:
+            client.close()
+            raise
         reason = take_connect_failure()
         if reason is not None:
             self._connect_reason = reason
