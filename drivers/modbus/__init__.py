@@ -1,6 +1,7 @@
 """Modbus driver: TCP, RTU and RTU-over-TCP; coalesced block reads, per-link concurrency.
 
-The daemon uses `ModbusDriver`; tools use the planner, decoder and link directly.
+The daemon runs one `gateway.runtime_modbus.ModbusLinkDriver` per link and the tests
+`ModbusDriver`, both over `Link` and `DeviceRunner`; tools use the planner, decoder and link.
 """
 
 from __future__ import annotations
