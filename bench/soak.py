@@ -55,10 +55,11 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from bench.support.procfs import (  # noqa: E402
     all_cpu,
     descendants,
+    proc_io,
     proc_rss_mb,
     reset_peak,
     status_doc,
-    thread_cpu,
+    thread_stats,
     tree_cpu,
 )
 from bench.support.servers import (  # noqa: E402
@@ -66,6 +67,9 @@ from bench.support.servers import (  # noqa: E402
     launch_c_server,
     launch_pymodbus_plant,
 )
+from bench.support.speedscope import load as load_profile  # noqa: E402
+from bench.support.speedscope import render as render_profile  # noqa: E402
+from bench.support.syscalls import census  # noqa: E402
 from gateway.sim.modbus_meters import free_port  # noqa: E402
 from tests.support.mosquitto import Mosquitto  # noqa: E402
 
@@ -398,6 +402,22 @@ def stop_gateway(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> float:
     return time.monotonic() - t0
 
 
+def _commit() -> str:
+    """The commit measured, `+dirty` when the gateway's code differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "gateway", "drivers", "ext"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -423,6 +443,7 @@ class SoakSpec:
     durability: str | None = None  # [buffer] durability; None: the gateway's default
     py_spy: str | None = None  # path prefix: a py-spy speedscope profile of the measured phase
     py_spy_rate: int = 100
+    strace_s: float = 0.0  # after measuring: a syscall census of each thread for this long
 
 
 @dataclass
@@ -459,7 +480,13 @@ class SoakResult:
     incomplete_closes: int = 0
     offline_seen: bool = False
     stop_s: float = 0.0
-    threads: dict[str, float] = field(default_factory=dict)  # CPU % of a core per thread
+    # per thread: CPU % of a core, voluntary (wake-ups) and involuntary switches per second
+    threads: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    io_per_s: dict[str, float] = field(default_factory=dict)  # /proc/<pid>/io rates
+    syscalls: dict[str, dict[str, int]] = field(default_factory=dict)  # strace census
+    syscalls_s: float = 0.0
+    syscalls_messages: int = 0  # delivered meanwhile
+    commit: str = ""
     minutes: list[dict[str, float]] = field(default_factory=list)
     log_lines: dict[str, int] = field(default_factory=dict)
     log_samples: list[str] = field(default_factory=list)
@@ -516,6 +543,21 @@ class SoakResult:
             ),
         ]
 
+    def _census_lines(self) -> str:
+        per_s, msgs = max(1e-9, self.syscalls_s), max(1, self.syscalls_messages)
+        lines = [
+            f"   syscalls (strace -c per thread, {self.syscalls_s:.0f} s after measuring, "
+            f"{self.syscalls_messages / per_s:.0f} messages/s delivered meanwhile): "
+            "calls/s (per message)"
+        ]
+        for name, calls in self.syscalls.items():
+            top = sorted(calls.items(), key=lambda kv: -kv[1])[:8]
+            lines.append(
+                f"     {name:<16} "
+                + ", ".join(f"{sc} {n / per_s:.0f} ({n / msgs:.2f})" for sc, n in top)
+            )
+        return "\n".join(lines)
+
     def result_line(self) -> str:
         d = self.delivered
         return (
@@ -536,7 +578,7 @@ class SoakResult:
             f"== soak qos={s.qos}: {s.meters} meters x {POINTS} float32 points every {POLL_S:g} s, "
             f"1m windows, telemetry qos {s.qos}, buffer durability "
             f"{s.durability or 'default'}",
-            f"   servers: {self.servers}",
+            f"   commit {self.commit}; servers: {self.servers}",
             f"   measured {self.duration_s:.0f} s after a {s.warmup_s:g} s warm-up; backlog and "
             f"lag every 1 s from the database, /status every {s.status_every_s:g} s (one read "
             f"costs the gateway {self.status_cost_ms:.1f} ms CPU)",
@@ -565,9 +607,21 @@ class SoakResult:
         )
         if self.threads:
             out.append(
-                "   per thread (% of a core): "
-                + ", ".join(f"{k} {v:.2f}" for k, v in self.threads.items())
+                "   per thread: % of a core, wake-ups/s (voluntary switches), preempted/s"
+                + (" (py-spy's pauses included: ~2 per sample)" if self.profile else "")
             )
+            for name, (pct, vol, invol) in self.threads.items():
+                out.append(f"     {name:<16} {pct:6.2f} %  {vol:8.1f}/s  {invol:6.1f}/s")
+        if self.io_per_s:
+            io = self.io_per_s
+            out.append(
+                f"   io: {io.get('syscr', 0):.0f} read-like and {io.get('syscw', 0):.0f} "
+                f"write-like syscalls/s, {io.get('write_bytes', 0) / 1024:.0f} KiB/s to storage "
+                f"({io.get('write_bytes', 0) / max(1e-9, self.stored_per_s):.0f} B per "
+                "message stored)"
+            )
+        if self.syscalls:
+            out.append(self._census_lines())
         out.append(
             f"   RSS {self.rss_start_mb:.1f} MB after warm-up, {self.rss_mb:.1f} MB steady, "
             f"{self.rss_max_sampled_mb:.1f} MB max sampled, {self.rss_peak_mb:.1f} MB peak "
@@ -596,6 +650,10 @@ class SoakResult:
         out += [f"     | {line}" for line in self.log_samples]
         if self.profile:
             out.append(f"   py-spy profile: {self.profile}")
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                cpu = {name: t[0] for name, t in self.threads.items()}
+                text = render_profile(load_profile(Path(self.profile)), cpu)
+                out += ["     " + line for line in text.splitlines()]
         out.append("")
         out.append("   goals:")
         for goal, measured, ok in self.goals():
@@ -670,23 +728,26 @@ def _py_spy(pid: int, spec: SoakSpec, out: str) -> Iterator[subprocess.Popen[byt
         yield None
         return
     cmd = [
-        str(exe), "record", "--pid", str(pid), "--duration", str(int(spec.duration_s)),
+        str(exe), "record", "--pid", str(pid), "--duration", "unlimited",
         "--rate", str(spec.py_spy_rate), "--format", "speedscope", "--threads", "-o", out,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         yield proc
     finally:
+        # Recorded to the end of the measured phase (a wait for a window may extend it):
+        # py-spy writes its file on SIGINT.
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=10)
+            proc.kill()
+            proc.wait()
 
 
 def run_soak(spec: SoakSpec, work: Path, say: Callable[[str], None] = lambda _: None) -> SoakResult:
     """One run: servers, broker, subscriber, gateway; measure; stop everything; the figures."""
-    result = SoakResult(spec)
+    result = SoakResult(spec, commit=_commit())
     tally: Tally | None = None
     (work / "data").mkdir(parents=True, exist_ok=True)
     result.load_before = os.getloadavg()
@@ -741,7 +802,8 @@ def _measure(
     doc = status_doc(http_port)
     reads0, req0, err0 = _counters(doc)
     stored0 = doc.get("buffer", {}).get("backlog", 0)
-    threads0 = thread_cpu(pid)
+    threads0 = thread_stats(pid)
+    io0 = proc_io(pid)
     machine0 = all_cpu()
     delivered0 = tally.snapshot()
     t0 = time.monotonic()
@@ -779,7 +841,8 @@ def _measure(
     r.status_cost_ms = _status_cost(pid, http_port, rate)
     doc = status_doc(http_port)
     reads1, req1, err1 = _counters(doc)
-    threads1 = thread_cpu(pid)
+    threads1 = thread_stats(pid)
+    io1 = proc_io(pid)
     machine1 = all_cpu()
     delivered1 = tally.snapshot()
     last = samples[-1]
@@ -795,11 +858,18 @@ def _measure(
     backlog1 = int(doc.get("buffer", {}).get("backlog", 0))
     stored = sum(measured[c] for c in ("telemetry", "energy", "group", "event"))
     r.stored_per_s = (stored + backlog1 - int(stored0)) / span
-    r.threads = {
-        name: 100 * (threads1.get(name, 0.0) - threads0.get(name, 0.0)) / span
-        for name in sorted(threads1, key=lambda n: -(threads1[n] - threads0.get(n, 0.0)))
-        if threads1.get(name, 0.0) - threads0.get(name, 0.0) > 0
-    }
+    for name, (_, c1, v1, i1) in sorted(threads1.items(), key=lambda kv: -kv[1][1]):
+        _, c0, v0, i0 = threads0.get(name, (0, 0.0, 0, 0))
+        if c1 > c0 or v1 > v0:
+            r.threads[name] = (100 * (c1 - c0) / span, (v1 - v0) / span, (i1 - i0) / span)
+    r.io_per_s = {k: (v - io0.get(k, 0)) / span for k, v in io1.items()}
+    if spec.strace_s > 0:
+        tids = {name: t[0] for name, t in threads1.items() if name.startswith(("event", "iron"))}
+        before = tally.snapshot()
+        t_census = time.monotonic()
+        r.syscalls = census(tids, spec.strace_s) or {}
+        r.syscalls_s = time.monotonic() - t_census
+        r.syscalls_messages = sum((tally.snapshot() - before).values())
     rss = [s.rss for s in samples]
     r.rss_start_mb = rss[0]
     r.rss_mb = _median(rss[len(rss) // 2 :])
@@ -930,6 +1000,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--durability", choices=["full", "normal"])
     parser.add_argument("--py-spy", metavar="PREFIX", help="record a py-spy profile to PREFIX-*")
     parser.add_argument("--py-spy-rate", type=int, default=100)
+    parser.add_argument(
+        "--strace", type=float, default=0.0, metavar="S",
+        help="after measuring, count each thread's syscalls for S seconds (strace -c)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     qos_runs = [0, 1] if args.qos == "both" else [int(args.qos)]
@@ -938,7 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = SoakSpec(
             meters=args.meters, duration_s=args.duration, qos=qos, warmup_s=args.warmup,
             status_every_s=args.status_every, servers=args.servers, durability=args.durability,
-            py_spy=args.py_spy, py_spy_rate=args.py_spy_rate,
+            py_spy=args.py_spy, py_spy_rate=args.py_spy_rate, strace_s=args.strace,
         )  # fmt: skip
         work = Path(tempfile.mkdtemp(prefix=f"ironwatt-soak-qos{qos}-"))
         print(f"-- qos {qos}: {spec.meters} meters, {spec.duration_s:g} s, work dir {work}")

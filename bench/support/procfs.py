@@ -5,6 +5,7 @@ All from /proc (Linux), so the measured process runs exactly as it would without
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.request
@@ -15,10 +16,12 @@ __all__ = [
     "all_cpu",
     "descendants",
     "proc_cpu",
+    "proc_io",
     "proc_rss_mb",
     "reset_peak",
     "status_doc",
     "thread_cpu",
+    "thread_stats",
     "tree_cpu",
 ]
 
@@ -80,6 +83,47 @@ def thread_cpu(pid: int) -> dict[str, float]:
         except OSError:
             continue
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+def thread_stats(pid: int) -> dict[str, tuple[int, float, int, int]]:
+    """Per thread name: (tid, CPU seconds, voluntary and involuntary context switches).
+
+    A voluntary switch is the thread going to sleep (a wait, a blocking syscall): their rate is
+    how often it wakes up. Threads of one name are summed (the tid is the first one's).
+    """
+    out: dict[str, tuple[int, float, int, int]] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            name = Path(f"{base}/comm").read_text().strip()
+            fields = _stat_fields(f"{base}/stat")
+            status = Path(f"{base}/status").read_text()
+        except OSError:
+            continue
+        switches = dict(
+            line.split(":", 1) for line in status.splitlines() if "ctxt_switches" in line
+        )
+        vol = int(switches.get("voluntary_ctxt_switches", "0"))
+        invol = int(switches.get("nonvoluntary_ctxt_switches", "0"))
+        cpu = (int(fields[11]) + int(fields[12])) / _TICK
+        t0, c0, v0, i0 = out.get(name, (int(tid), 0.0, 0, 0))
+        out[name] = (t0, c0 + cpu, v0 + vol, i0 + invol)
+    return out
+
+
+def proc_io(pid: int) -> dict[str, int]:
+    """/proc/<pid>/io: syscr, syscw (read/write-like syscalls), read_bytes, write_bytes (to
+    storage), cancelled_write_bytes..."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            key, _, value = line.partition(":")
+            out[key.strip()] = int(value)
     return out
 
 
