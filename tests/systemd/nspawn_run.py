@@ -549,6 +549,8 @@ class Run:
             "two applied reloads in the journal",
         )
         expect("last reload refused" not in c.prop("StatusText"), "the refusal note is cleared")
+        by_hand = c.sh("ironwatt reload")  # a root shell reaches the service user's socket too
+        self.note(f"ironwatt reload from a root shell: {by_hand.stdout.strip()}")
         self.note("two good reloads in a row: both logged (no repeat filter on reloads)")
 
     def watchdog(self) -> None:
@@ -613,6 +615,7 @@ class Run:
     def stop(self) -> None:
         c = self.c
         started = time.monotonic()
+        mark = c.cursor()
         c.sh("systemctl stop ironwatt")
         took = time.monotonic() - started
         begin = int(c.prop("ActiveExitTimestampMonotonic"))
@@ -623,7 +626,10 @@ class Run:
             f"{took:.2f} s), exit 0"
         )
         expect(self.state() == "offline", "the retained offline status after the stop")
-        self.note("  the retained status is offline")
+        self.note(
+            "  the retained status is offline; journal: "
+            + " | ".join(_lines(c.journal(mark), r"[Ss]topp|Deactivated|ended"))
+        )
 
     def kill_mode(self) -> None:
         """The syscall filter in kill mode (SIGSYS instead of EPERM): start, reload, stop."""
