@@ -78,7 +78,8 @@ class DeviceHealth:
             previous = self.state
             self.state = "up"
             reason = "connected" if previous == "starting" else "recovered"
-            log.info("device %s is up (%s)", self.device, reason)
+            # A transition: never held back by the log's repeat filter (gateway/logs.py).
+            log.info("device %s is up (%s)", self.device, reason, extra={"transition": True})
             self.sink.add_event(DeviceEvent("device_up", self.device, reason, self.last_success))
 
     def failure(self, reason: str, *, fatal: bool = False) -> None:
@@ -91,7 +92,7 @@ class DeviceHealth:
             return
         if fatal or self.consecutive_failures >= self.failures_to_down:
             self.state = "down"
-            log.warning("device %s is down: %s", self.device, reason)
+            log.warning("device %s is down: %s", self.device, reason, extra={"transition": True})
             self.sink.add_event(DeviceEvent("device_down", self.device, reason, self.clock()))
 
     def stopped(self) -> None:

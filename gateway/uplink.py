@@ -176,7 +176,9 @@ class Uplink(Link):
         if not self._publish_refused:
             self._last_logged = ("", 0.0)  # a new failure is news; the same refusal again is not
         self._publish_refused = False
-        log.info("MQTT connected to %s as %r", self._where(), s.client_id)
+        log.info(
+            "MQTT connected to %s as %r", self._where(), s.client_id, extra={"transition": True}
+        )
         self._publish_status(client, "online")
         cursor = 0  # the id of the last row handed to paho in this session
         pending: deque[Row] = deque()
