@@ -443,7 +443,7 @@ class SoakSpec:
     durability: str | None = None  # [buffer] durability; None: the gateway's default
     py_spy: str | None = None  # path prefix: a py-spy speedscope profile of the measured phase
     py_spy_rate: int = 100
-    strace_s: float = 0.0  # after measuring: a syscall census of each thread for this long
+    strace_s: float = 0.0  # after measuring: a syscall census of the threads for this long
 
 
 @dataclass
@@ -485,6 +485,7 @@ class SoakResult:
     io_per_s: dict[str, float] = field(default_factory=dict)  # /proc/<pid>/io rates
     syscalls: dict[str, dict[str, int]] = field(default_factory=dict)  # strace census
     syscalls_s: float = 0.0
+    syscall_tool: str = ""
     syscalls_messages: int = 0  # delivered meanwhile
     commit: str = ""
     minutes: list[dict[str, float]] = field(default_factory=list)
@@ -546,7 +547,7 @@ class SoakResult:
     def _census_lines(self) -> str:
         per_s, msgs = max(1e-9, self.syscalls_s), max(1, self.syscalls_messages)
         lines = [
-            f"   syscalls (strace -c per thread, {self.syscalls_s:.0f} s after measuring, "
+            f"   syscalls ({self.syscall_tool}, {self.syscalls_s:.0f} s after measuring, "
             f"{self.syscalls_messages / per_s:.0f} messages/s delivered meanwhile): "
             "calls/s (per message)"
         ]
@@ -867,7 +868,7 @@ def _measure(
         tids = {name: t[0] for name, t in threads1.items() if name.startswith(("event", "iron"))}
         before = tally.snapshot()
         t_census = time.monotonic()
-        r.syscalls = census(tids, spec.strace_s) or {}
+        r.syscall_tool, r.syscalls = census(pid, tids, spec.strace_s) or ("", {})
         r.syscalls_s = time.monotonic() - t_census
         r.syscalls_messages = sum((tally.snapshot() - before).values())
     rss = [s.rss for s in samples]
@@ -1002,7 +1003,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy-rate", type=int, default=100)
     parser.add_argument(
         "--strace", type=float, default=0.0, metavar="S",
-        help="after measuring, count each thread's syscalls for S seconds (strace -c)",
+        help="after measuring, count each thread's syscalls for S seconds (perf trace/strace)",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
