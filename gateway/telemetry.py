@@ -1,4 +1,5 @@
-"""Report-by-exception for live values: which samples go out on `telemetry/{device}`, and when.
+"""Report-by-exception for live values: which samples go out on `telemetry/{device}`, and when,
+and their JSON (written straight to bytes: it is most of what a gateway publishes).
 
 Per point an absolute or percent deadband, at most one message per device per poll interval,
 and a heartbeat that repeats unchanged values every `heartbeat` seconds. Pure logic, no I/O.
@@ -6,13 +7,15 @@ and a heartbeat that repeats unchanged values every `heartbeat` seconds. Pure lo
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gateway.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
+from gateway.windows import utc_iso
 
-__all__ = ["TelemetryFilter", "TelemetryPoint", "TelemetryReport"]
+__all__ = ["TelemetryEncoder", "TelemetryFilter", "TelemetryPoint", "TelemetryReport"]
 
 _QUALITY_NAMES = {QUALITY_GOOD: "good", QUALITY_BAD: "bad"}
 
@@ -34,8 +37,21 @@ class TelemetryReport:
     """One message to publish: a device's points whose values are due, with their times."""
 
     device: str
-    points: dict[str, dict[str, object]]
+    samples: list[tuple[TelemetryPoint, float, float, int]]  # (point, ts, value, quality)
     heartbeat: bool = False
+
+    @property
+    def points(self) -> dict[str, dict[str, object]]:
+        """The payload's `points` as Python values (ts in epoch seconds)."""
+        return {
+            point.name: {
+                "value": value if math.isfinite(value) else None,
+                "unit": point.unit,
+                "quality": _QUALITY_NAMES.get(quality, "uncertain"),
+                "ts": ts,
+            }
+            for point, ts, value, quality in self.samples
+        }
 
 
 @dataclass(slots=True)
@@ -120,25 +136,73 @@ class TelemetryFilter:
                 continue
             if now - device.last_sent < device.min_period and not heartbeat:
                 continue
-            points: dict[str, dict[str, object]] = {}
+            samples: list[tuple[TelemetryPoint, float, float, int]] = []
             for pid in device.pids:
                 state = self._state[pid]
                 sample = state.latest if heartbeat else state.pending
                 if sample is None:
                     continue
                 ts, value, quality = sample
-                point = self._points[pid]
-                points[point.name] = {
-                    "value": None if math.isnan(value) else value,
-                    "unit": point.unit,
-                    "quality": _QUALITY_NAMES.get(quality, "uncertain"),
-                    "ts": ts,
-                }
+                samples.append((self._points[pid], ts, value, quality))
                 state.value, state.quality, state.pending = value, quality, None
             self._dirty.discard(name)
             if heartbeat:
                 device.last_heartbeat = now
-            if points:
+            if samples:
                 device.last_sent = now
-                reports.append(TelemetryReport(name, points, heartbeat=heartbeat))
+                reports.append(TelemetryReport(name, samples, heartbeat=heartbeat))
         return reports
+
+
+def _json(text: str) -> bytes:
+    return json.dumps(text, ensure_ascii=False).encode()
+
+
+class TelemetryEncoder:
+    """A report's body as the outbox stores it: the bytes `json.dumps` would give, made faster.
+
+    `{"device":..,"points":{"p":{"value":..,"unit":..,"quality":..,"ts":".."},..}[,"heartbeat":true]}`.
+    The fixed parts of each point are encoded once, and the points of one poll share their
+    timestamp, so it is formatted once: this was the largest share of the daemon's CPU at 200
+    meters with telemetry on. Non-finite values are `null` (JSON has no NaN or Infinity).
+    """
+
+    def __init__(self) -> None:
+        # (pid, quality) -> (the point they were made for, head, tail); a reload makes new points.
+        self._parts: dict[tuple[int, int], tuple[TelemetryPoint, bytes, bytes]] = {}
+        self._devices: dict[str, bytes] = {}
+        self._last_ts = math.nan
+        self._last_iso = b""
+
+    def encode(self, report: TelemetryReport) -> bytes:
+        device = self._devices.get(report.device)
+        if device is None:
+            device = self._devices[report.device] = b'{"device":' + _json(report.device)
+        out = [device, b',"points":{']
+        append, parts, isfinite = out.append, self._parts, math.isfinite
+        sep = b""
+        for point, ts, value, quality in report.samples:
+            fixed = parts.get((point.pid, quality))
+            if fixed is None or fixed[0] is not point:
+                fixed = parts[(point.pid, quality)] = self._fixed(point, quality)
+            append(sep)
+            append(fixed[1])
+            append(repr(value).encode() if isfinite(value) else b"null")
+            append(fixed[2])
+            if ts != self._last_ts:
+                self._last_ts, self._last_iso = ts, utc_iso(ts).encode()
+            append(self._last_iso)
+            append(b'"}')
+            sep = b","
+        append(b'},"heartbeat":true}' if report.heartbeat else b"}}")
+        return b"".join(out)
+
+    @staticmethod
+    def _fixed(point: TelemetryPoint, quality: int) -> tuple[TelemetryPoint, bytes, bytes]:
+        head = _json(point.name) + b':{"value":'
+        tail = (
+            b',"unit":' + _json(point.unit)
+            + b',"quality":' + _json(_QUALITY_NAMES.get(quality, "uncertain"))
+            + b',"ts":"'
+        )  # fmt: skip
+        return point, head, tail

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.samples import QUALITY_BAD, SampleBatch
-from gateway.telemetry import TelemetryFilter, TelemetryPoint
+from gateway.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
+from gateway.telemetry import TelemetryEncoder, TelemetryFilter, TelemetryPoint, TelemetryReport
+from gateway.windows import utc_iso
 
 
 def _batch(*rows: tuple[int, float, float, int]) -> SampleBatch:
@@ -84,3 +89,62 @@ def test_unknown_points_ignored() -> None:
     filt = _filter()
     filt.offer(_batch((5, 1.0, 1.0, 0)))
     assert filt.due(0.0) == []
+
+
+# -- the encoder: the same bytes json.dumps gives for the payload's dict -------------------------
+
+_names = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+_samples = st.lists(
+    st.tuples(
+        _names,
+        _names,
+        st.floats(1e9, 2e9),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([QUALITY_GOOD, QUALITY_BAD, 2]),
+    ),
+    min_size=1,
+    max_size=8,
+    unique_by=lambda t: t[0],
+)
+
+
+def _reference(report: TelemetryReport) -> bytes:
+    points = {
+        name: {**item, "ts": utc_iso(float(item["ts"]))}  # type: ignore[arg-type]
+        for name, item in report.points.items()
+    }
+    body: dict[str, object] = {"device": report.device, "points": points}
+    if report.heartbeat:
+        body["heartbeat"] = True
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(_samples, st.booleans(), st.booleans())
+def test_encoder_writes_what_json_dumps_writes(
+    rows: list[tuple[str, str, float, float, int]], heartbeat: bool, shared_ts: bool
+) -> None:
+    encoder = TelemetryEncoder()
+    samples = [
+        (TelemetryPoint(k, "m-1", name, unit), rows[0][2] if shared_ts else ts, value, quality)
+        for k, (name, unit, ts, value, quality) in enumerate(rows)
+    ]
+    report = TelemetryReport("m-1", samples, heartbeat=heartbeat)
+    for _ in range(2):  # the second time from the encoder's caches
+        got = encoder.encode(report)
+        assert got == _reference(report)
+        json.loads(got)  # valid JSON: no NaN or Infinity
+    # A reload gives points new units under the same pids: the caches follow.
+    renamed = [(replace(p, unit=p.unit + "x"), ts, v, q) for p, ts, v, q in samples]
+    again = TelemetryReport("m-1", renamed, heartbeat=heartbeat)
+    assert encoder.encode(again) == _reference(again)
+
+
+def test_encoder_body_goes_through_the_outbox_hot_path() -> None:
+    from gateway.buffer_types import encode_body
+
+    encoder = TelemetryEncoder()
+    report = TelemetryReport("m1", [(TelemetryPoint(0, "m1", "p", "kW"), 1.7e9, 2.5, 0)])
+    body = encoder.encode(report)
+    assert body.startswith(b'{"') and body.endswith(b"}")
+    assert encode_body(body) == b"," + body[1:]
