@@ -33,19 +33,22 @@ class QueueSink:
     """What every driver reports into: batches are merged until the pipeline takes them.
 
     Both calls are synchronous and O(batch): drivers run on the same loop, so no lock is
-    needed; `wake` tells the pipeline task there is work.
+    needed. `wake` asks the pipeline for a pass now: set by an event, or once `batch_target`
+    samples wait; below that the pipeline comes by itself at its pace (runtime._PASS_S).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, batch_target: int = 20_000) -> None:
         self.pending = SampleBatch()
         self.events: list[DeviceEvent] = []
         self.wake = asyncio.Event()
         self.samples_total = 0
+        self.batch_target = batch_target
 
     def add_samples(self, batch: SampleBatch) -> None:
         self.pending.extend(batch)
         self.samples_total += len(batch)
-        self.wake.set()
+        if len(self.pending) >= self.batch_target:
+            self.wake.set()
 
     def add_event(self, event: DeviceEvent) -> None:
         self.events.append(event)

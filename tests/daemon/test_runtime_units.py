@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from drivers.base import Backoff
+from drivers.base import Backoff, DeviceEvent
 from gateway.config import load_config
 from gateway.health import render_metrics
 from gateway.runtime import diff_devices, point_keys
@@ -138,16 +138,19 @@ async def test_supervisor_restarts_a_crashed_unit(tmp_path: Path) -> None:
 
 
 def test_queue_sink_merges_batches() -> None:
-    sink = QueueSink()
+    sink = QueueSink(batch_target=2)
     a, b = SampleBatch(), SampleBatch()
     a.append(0, 1.0, 2.0)
     b.append(1, 1.5, 3.0)
     sink.add_samples(a)
+    assert not sink.wake.is_set()  # the pipeline comes by itself for a few samples
     sink.add_samples(b)
-    assert sink.wake.is_set()
+    assert sink.wake.is_set()  # ... and sooner for many
     batch, events = sink.take()
     assert list(batch) == [(0, 1.0, 2.0, 0), (1, 1.5, 3.0, 0)] and events == []
     assert not sink.wake.is_set() and len(sink.pending) == 0
+    sink.add_event(DeviceEvent("device_down", "m1", "timeout", 1.0))
+    assert sink.wake.is_set()  # an event asks for a pass at once
 
 
 STATUS = {

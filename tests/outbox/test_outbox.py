@@ -389,3 +389,52 @@ def test_a_burst_reserves_bigger_seq_blocks_within_a_bound(
     conn.close()
     assert last == 2000
     assert 2000 + 100 < reserved <= 2000 + 100 * 100
+
+
+def test_deletes_ride_the_next_insert_in_one_commit(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox()
+    outbox.enqueue(windows(5))
+    reader = outbox.reader()
+    ids = [r.id for r in reader.fetch(0, 10)]
+    reader.close()
+    commits: list[str] = []
+    outbox.call(lambda conn: conn.set_trace_callback(
+        lambda sql: commits.append(sql) if sql == "COMMIT" else None
+    )).result(5)  # fmt: skip
+    # Hold the writer so the acks and the next batch wait for it together.
+    busy = outbox.call(lambda conn: time.sleep(0.3))
+    outbox.ack(ids[:3])
+    fut = outbox.submit(windows(2))
+    busy.result(5)
+    assert fut.result(5) == [6, 7]
+    outbox.flush()
+    assert commits == ["COMMIT"]  # one transaction, one fsync, for both
+    assert outbox.stats().backlog == 4
+    assert [seq for seq, _, _ in rows(outbox)] == [4, 5, 6, 7]
+    outbox.call(lambda conn: conn.set_trace_callback(None)).result(5)
+
+
+def test_acks_are_deleted_even_when_the_insert_beside_them_is_refused(
+    make_outbox: MakeOutbox,
+) -> None:
+    outbox = make_outbox()
+    outbox.enqueue(windows(4, size=2000))
+    reader = outbox.reader()
+    ids = [r.id for r in reader.fetch(0, 10)]
+    reader.close()
+    pages = outbox.call(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0]).result(5)
+    outbox.limit_pages(pages)  # the file cannot grow: a big insert is refused (disk full)
+    busy = outbox.call(lambda conn: time.sleep(0.3))
+    outbox.ack(ids)
+    outbox.submit(windows(50, size=8000))
+    busy.result(5)
+    assert wait(lambda: outbox.stats().backlog == 0, 5)  # the acknowledged rows went anyway
+    outbox.limit_pages(None)
+    # ... and the batch once there was room, after the pressure events that say so.
+    assert wait(lambda: outbox.stats().backlog >= 50, 10)
+    stored = rows(outbox)
+    assert sum(cls == int(MessageClass.WINDOW) for _, cls, _ in stored) == 50
+    assert [body["state"] for _, cls, body in stored if cls == int(MessageClass.EVENT)] == [
+        "disk_full",
+        "cleared",
+    ]
