@@ -89,7 +89,7 @@ def test_every_row_is_booked_exactly_once_in_any_callback_order(
         else:
             book(window.handed(mid, kind, mid, float(step)))
             due.append((step + delay, mid))
-        for when, m in sorted(d for d in due if d[0] <= step):
+        for _, m in sorted(d for d in due if d[0] <= step):
             book(window.finished(m, True))
         due = [d for d in due if d[0] > step]
         assert window.slots == sum(
