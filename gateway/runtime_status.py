@@ -80,6 +80,10 @@ def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
         ),
         Metric("ironwatt_uplink_published_total", "counter", "messages acknowledged by the broker")
         .add(_num(uplink.get("acked"))),
+        Metric(
+            "ironwatt_uplink_written_qos0_total", "counter",
+            "QoS 0 messages (telemetry) written to the broker connection; no acknowledgement",
+        ).add(_num(uplink.get("written_qos0"))),
         Metric("ironwatt_uplink_lag_seconds", "gauge", "age of the oldest unsent message").add(
             _num(uplink.get("lag_s"))
         ),
@@ -139,7 +143,8 @@ def render_table(status: Mapping[str, Any], now: float | None = None) -> str:
         f"{uplink.get('broker', '?')} ({uplink.get('state', '?')} since "
         f"{_ago(uplink.get('since'), now)}), {uplink.get('acked', 0)} acknowledged "
         f"(last {_ago(uplink.get('last_ack'), now)}), "
-        f"lag {uplink.get('lag_s', '?')} s"
+        + (f"{uplink['written_qos0']} written at QoS 0, " if uplink.get("written_qos0") else "")
+        + f"lag {uplink.get('lag_s', '?')} s"
         + (f", last error: {uplink['last_error']}" if uplink.get("last_error") else ""),
     ]
     return "\n".join(lines) + "\n"

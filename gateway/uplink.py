@@ -217,9 +217,12 @@ class Uplink(Link):
             if self._acked and (len(self._acked) >= _FETCH or now - last_flush >= _ACK_FLUSH_S):
                 self.outbox.ack(self._acked)
                 self._acked, last_flush = [], now
-            # Status when due, and once more when a backlog has just been drained.
-            now_caught_up = drained and not len(self._inflight)
-            if now >= next_status or (now_caught_up and not caught_up):
+            # Status when due, and once more when the backlog the last status reported has just
+            # been drained (not after every burst of live traffic: that would be a retained
+            # message per poll). A status waiting for its own PUBACK is not a row.
+            now_caught_up = drained and self._inflight.rows == 0
+            told_backlog = now_caught_up and not caught_up and self._told_backlog > 0
+            if now >= next_status or told_backlog:
                 if now_caught_up:
                     # Let the deletes land first, so the status says `backlog: 0` when it is.
                     if self._acked:

@@ -67,6 +67,11 @@ class InFlight:
         """QoS 0 rows queued inside paho (its socket was full): bounded apart from the window."""
         return self._unwritten
 
+    @property
+    def rows(self) -> int:
+        """Outbox rows paho holds, of either QoS (status documents are not rows)."""
+        return self._slots + self._unwritten
+
     def __len__(self) -> int:
         return len(self._by_mid)
 

@@ -52,6 +52,7 @@ class Link:
         # The broker refused a message (PUBACK reason code): set until a session sends cleanly.
         self._publish_refused = False
         self._lag_s = 0.0
+        self._told_backlog = 0  # the backlog the last published status said
         self._reader: OutboxReader | None = None
         # The outbox pokes this after each commit: an idle session wakes at once, not at a tick.
         # Made by Uplink.start(), closed by stop().
@@ -89,7 +90,7 @@ class Link:
         client.on_publish = self._on_publish
         return client
 
-    def _status_doc(self, state: str) -> bytes:
+    def _status_doc(self, state: str, backlog: int | None = None) -> bytes:
         s = self.settings
         devices = self._devices() if callable(self._devices) else 0
         doc = {
@@ -100,7 +101,7 @@ class Link:
             "version": s.version,
             "since": utc_iso(self._since or time.time()),
             "devices": devices,
-            "backlog": self.outbox.backlog,
+            "backlog": self.outbox.backlog if backlog is None else backlog,
             "lag_s": round(self._lag_s, 3),
         }
         return json.dumps(doc, separators=(",", ":")).encode()
@@ -235,8 +236,12 @@ class Link:
 
     def _publish_status(self, client: mqtt.Client, state: str) -> mqtt.MQTTMessageInfo:
         self._lag_s = self._lag()
+        self._told_backlog = self.outbox.backlog
         info = client.publish(
-            self.settings.status_topic, self._status_doc(state), qos=1, retain=True
+            self.settings.status_topic,
+            self._status_doc(state, self._told_backlog),
+            qos=1,
+            retain=True,
         )
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._hand_over(info, Kind.STATUS, 0)

@@ -99,3 +99,14 @@ def test_every_row_is_booked_exactly_once_in_any_callback_order(
         book(window.finished(m, True))
     assert sorted(booked) == list(range(1, len(plan) + 1))
     assert len(window) == 0 and window.slots == 0 and window.unwritten == 0
+
+
+def test_a_status_waiting_for_its_puback_is_not_a_row() -> None:
+    # "Caught up" is judged on rows: a status document in flight (a slow link) must not make
+    # the uplink think a backlog is still draining, or every status would call for another.
+    window = InFlight()
+    window.handed(1, Kind.STATUS, 0, 0.0)
+    assert window.rows == 0 and len(window) == 1
+    window.handed(2, Kind.ROW_QOS0, 5, 0.0)
+    window.handed(3, Kind.ROW, 6, 0.0)
+    assert window.rows == 2

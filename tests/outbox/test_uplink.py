@@ -262,3 +262,27 @@ def test_qos0_telemetry_never_fills_the_ack_window(
     assert st.inflight == 0 and st.written == 80 and st.acknowledged == len(seqs)
     uplink.stop()
     collector.close()
+
+
+def test_live_bursts_do_not_each_publish_a_retained_status(
+    make_outbox: MakeOutbox, broker: Mosquitto
+) -> None:
+    # A backlog drained is worth a fresh status (it says backlog 0 at once); a burst of live
+    # windows sent as soon as it is stored is not: that was a retained message per poll.
+    outbox = make_outbox()
+    outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(30)])  # waiting before the start
+    collector = Collector(broker, "ironwatt/#")
+    uplink = Uplink(settings(broker.url, status_interval_s=60.0), outbox)
+    uplink.start()
+    assert wait(lambda: outbox.stats().backlog == 0, 10)
+    seqs = set(range(1, 31))
+    for burst in range(10):
+        seqs |= {s for s in outbox.enqueue([Message(TOPIC, {"b": burst})] * 3) if s}
+        time.sleep(0.1)
+    got = collector.wait_for(lambda g: seqs_of(g) == seqs, 10)
+    uplink.stop()
+    collector.close()
+    docs = [json.loads(p) for t, p, _ in got if t == STATUS]
+    online = [d for d in docs if d["state"] == "online"]
+    # The birth (backlog 30) and one more once it was drained (backlog 0); nothing per burst.
+    assert [d["backlog"] for d in online] == [30, 0], [d["backlog"] for d in online]
