@@ -56,6 +56,7 @@ class TelemetryReport:
 
 @dataclass(slots=True)
 class _State:
+    point: TelemetryPoint
     value: float | None = None  # last value reported
     quality: int | None = None
     pending: tuple[float, float, int] | None = None  # (ts, value, quality) newest unreported
@@ -103,34 +104,45 @@ class TelemetryFilter:
         self._devices: dict[str, _Device] = {}
         for point in points:
             self._points[point.pid] = point
-            self._state[point.pid] = _State()
+            self._state[point.pid] = _State(point)
             device = self._devices.setdefault(
                 point.device, _Device(min_period=poll_periods.get(point.device, 1.0))
             )
             device.pids.append(point.pid)
-        self._dirty: set[str] = set()
+        # Devices with something to report, in the order their changes came (a dict: ordered).
+        self._dirty: dict[str, None] = {}
+        self._next_heartbeat = -math.inf  # when the first device's heartbeat is due
 
     def offer(self, batch: SampleBatch) -> None:
-        """Remember the newest sample of each known point; mark changed ones pending."""
-        newest: dict[int, tuple[float, float, int]] = {}
-        for pid, ts, value, quality in batch:
-            seen = newest.get(pid)
-            if seen is None or ts >= seen[0]:
-                newest[pid] = (ts, value, quality)
-        for pid, sample in newest.items():
-            point = self._points.get(pid)
-            if point is None:
+        """Remember the newest sample of each known point; mark changed ones pending.
+
+        One pass over the batch's columns (the hot path: every value read). A point whose newest
+        value is back where it was last reported has nothing pending any more.
+        """
+        states, dirty = self._state, self._dirty
+        for pid, ts, value, quality in zip(
+            batch.point, batch.ts, batch.value, batch.quality, strict=True
+        ):
+            state = states.get(pid)
+            if state is None:
                 continue
-            state = self._state[pid]
-            state.latest = sample
-            _, value, quality = sample
-            if quality != state.quality or _changed(point, state.value, value):
+            latest = state.latest
+            if latest is not None and ts < latest[0]:
+                continue  # older than what we hold: never report a value going back in time
+            sample = state.latest = (ts, value, quality)
+            if quality != state.quality or _changed(state.point, state.value, value):
                 state.pending = sample
-                self._dirty.add(point.device)
+                dirty[state.point.device] = None
+            else:
+                state.pending = None
 
     def due(self, now: float) -> list[TelemetryReport]:
         reports: list[TelemetryReport] = []
-        for name, device in self._devices.items():
+        beat = now >= self._next_heartbeat
+        # Only devices with changes, unless some device's heartbeat is due: then all of them.
+        names = list(self._devices) if beat else list(self._dirty)
+        for name in names:
+            device = self._devices[name]
             heartbeat = now - device.last_heartbeat >= self.heartbeat
             if name not in self._dirty and not heartbeat:
                 continue
@@ -143,14 +155,17 @@ class TelemetryFilter:
                 if sample is None:
                     continue
                 ts, value, quality = sample
-                samples.append((self._points[pid], ts, value, quality))
+                samples.append((state.point, ts, value, quality))
                 state.value, state.quality, state.pending = value, quality, None
-            self._dirty.discard(name)
+            self._dirty.pop(name, None)
             if heartbeat:
                 device.last_heartbeat = now
             if samples:
                 device.last_sent = now
                 reports.append(TelemetryReport(name, samples, heartbeat=heartbeat))
+        if beat:
+            first = min((d.last_heartbeat for d in self._devices.values()), default=now)
+            self._next_heartbeat = first + self.heartbeat
         return reports
 
 

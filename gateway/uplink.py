@@ -192,7 +192,7 @@ class Uplink(Link):
             if s.drain_rate > 0:
                 tokens = min(burst, tokens + (now - last_refill) * s.drain_rate)
                 last_refill = now
-            sent = utc_iso(time.time()).encode()
+            sent = b""  # the `sent` time of what this round publishes, formatted once if any
             drained = held_back = False
             while self._room() and (s.drain_rate <= 0 or tokens >= 1):
                 if not pending:
@@ -205,6 +205,8 @@ class Uplink(Link):
                     held_back = True  # paho's socket is full: let it write what it holds first
                     break
                 pending.popleft()
+                if not sent:
+                    sent = utc_iso(time.time()).encode()
                 body = compose(row, sent, not self.outbox.is_live(row))
                 info = client.publish(row.topic, body, qos=row.qos)
                 if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:

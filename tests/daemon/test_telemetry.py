@@ -63,6 +63,33 @@ def test_at_most_once_per_poll_keeps_newest() -> None:
     assert filt.due(102.0) == []
 
 
+def test_a_value_back_where_it_was_reported_is_not_sent() -> None:
+    filt = _filter()
+    filt.offer(_batch((0, 1.0, 10.0, 0)))
+    assert [r.points["p"]["value"] for r in filt.due(100.0)] == [10.0]
+    filt.offer(_batch((0, 2.0, 11.0, 0)))  # a change, held back inside the poll period ...
+    filt.offer(_batch((0, 3.0, 10.0, 0)))  # ... and gone again before it could be sent
+    assert filt.due(101.0) == []
+    filt.offer(_batch((0, 4.0, 12.0, 0), (0, 3.5, 99.0, 0)))  # an older sample never wins
+    assert [r.points["p"]["value"] for r in filt.due(102.0)] == [12.0]
+
+
+def test_heartbeats_of_many_devices_come_each_on_its_own_time() -> None:
+    points = [TelemetryPoint(k, f"m{k}", "p") for k in range(3)]
+    filt = TelemetryFilter(points, {f"m{k}": 1.0 for k in range(3)}, heartbeat=10.0)
+    for k in range(3):
+        filt.offer(_batch((k, 1.0, 5.0, 0)))
+    assert {r.device for r in filt.due(0.0)} == {"m0", "m1", "m2"}  # first: everyone
+    filt.offer(_batch((1, 2.0, 6.0, 0)))
+    assert [(r.device, r.heartbeat) for r in filt.due(4.0)] == [("m1", False)]
+    assert filt.due(9.9) == []
+    assert sorted((r.device, r.heartbeat) for r in filt.due(10.0)) == [
+        ("m0", True),
+        ("m1", True),
+        ("m2", True),
+    ]
+
+
 def test_quality_change_is_reported() -> None:
     filt = _filter(abs=100.0)
     filt.offer(_batch((0, 1.0, 5.0, 0)))
