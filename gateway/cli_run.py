@@ -17,6 +17,12 @@ from gateway.config_base import DEFAULT_PATH
 
 __all__ = ["register"]
 
+# gateway.reload_control.RELOAD_WAIT_S (not imported here: --help stays light; a test keeps the
+# two equal): within the unit's TimeoutStartSec=, longer than a reload's validations.
+_RELOAD_WAIT_S = 50.0
+# gateway.config_model.GatewayConfig.data_dir's default (pydantic is not imported for it).
+_DEFAULT_DATA_DIR = Path("/var/lib/ironwatt")
+
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -47,19 +53,27 @@ def register(subparsers: Any) -> None:
         "reload",
         help="reload a running gateway's config and say whether it was applied",
         description="Asks the running gateway to re-read its config and waits for the verdict: "
-        "exit 0 when applied, 2 when the file was refused (the running config stays), 1 when no "
-        "gateway answered. The unit's ExecReload= runs it, so `systemctl reload ironwatt` fails "
-        "when the file is refused. It reads no config and needs no credentials.",
+        "exit 0 when applied, 2 when the file was refused (the running config stays), 3 when "
+        "the gateway took the request but is still reloading after --timeout (it applies or "
+        "refuses the file when done: systemctl status ironwatt, the journal), 1 when no gateway "
+        "answered. The unit's ExecReload= runs it, so `systemctl reload ironwatt` fails when the "
+        "file is refused. It validates nothing and needs no credentials: of -c FILE it reads "
+        "only data_dir, to find the socket of a gateway run by hand.",
     )
     reload.add_argument(
         "--socket", metavar="PATH", type=Path,
-        help="the gateway's control socket (default: control.sock in $RUNTIME_DIRECTORY or "
-        "/run/ironwatt, else in the data_dir of the config)",
+        help="the gateway's control socket (default: control.sock in $RUNTIME_DIRECTORY when "
+        "systemd runs this, else in the data_dir of -c FILE when given, else in /run/ironwatt, "
+        "where the unit's gateway listens)",
     )  # fmt: skip
-    _config_arg(reload)
     reload.add_argument(
-        "--timeout", type=float, default=50.0, metavar="SECONDS",
-        help="how long to wait for the verdict (default 50, within the unit's TimeoutStartSec)",
+        "-c", "--config", default=None, metavar="FILE",
+        help="the config of a gateway run by hand: ask the one listening in its data_dir",
+    )  # fmt: skip
+    reload.add_argument(
+        "--timeout", type=float, default=_RELOAD_WAIT_S, metavar="SECONDS",
+        help=f"how long to wait for the verdict (default {_RELOAD_WAIT_S:g}, within the unit's "
+        "TimeoutStartSec=60s)",
     )  # fmt: skip
     reload.set_defaults(func=_reload)
 
@@ -97,41 +111,82 @@ def _run(args: argparse.Namespace) -> int:
     return run_gateway(args.config)
 
 
+class _NoSocket(Exception):
+    """Where the gateway listens cannot be told (the message says why)."""
+
+
+def _by_config(args: argparse.Namespace) -> bool:
+    """Whether the socket is looked up in the data_dir of -c FILE (see _reload_socket)."""
+    return (
+        args.socket is None and args.config is not None and not os.environ.get("RUNTIME_DIRECTORY")
+    )
+
+
 def _reload_socket(args: argparse.Namespace) -> Path:
-    """--socket, else the unit's runtime folder, else the data_dir of the config (a gateway run
-    by hand). The config is only looked into for data_dir: a broken file must not stop the
-    reload that is to say it is broken."""
+    """--socket; else the unit's runtime folder when systemd runs this ($RUNTIME_DIRECTORY,
+    ExecReload=) or when no -c was given (/run/ironwatt, the unit's gateway); else the data_dir
+    of -c FILE, where a gateway run by hand with that file listens (never another gateway's
+    socket). Of the file only data_dir is read, as plain TOML: a file the gateway will refuse
+    must still reach it, to be refused with its report."""
     import tomllib
 
     from gateway.reload_control import SOCKET_NAME, default_socket
 
     if args.socket is not None:
         return Path(args.socket)
-    path = default_socket()
-    if path.exists():
-        return path
+    if not _by_config(args):
+        return default_socket()
     config = Path(args.config)
     try:
-        data_dir = tomllib.loads(config.read_text(encoding="utf-8"))["gateway"]["data_dir"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return path
-    if not isinstance(data_dir, str):
-        return path
+        doc = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError) as exc:
+        raise _NoSocket(f"cannot read {config} ({exc}); pass --socket") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _NoSocket(
+            f"{config} is not TOML ({exc}): see `ironwatt check -c {config}`, or pass --socket"
+        ) from None
+    table = doc.get("gateway", {})
+    data_dir = table.get("data_dir", str(_DEFAULT_DATA_DIR)) if isinstance(table, dict) else None
+    if not isinstance(data_dir, str) or not data_dir:
+        raise _NoSocket(f"{config}: gateway.data_dir is not a path; pass --socket")
     folder = Path(data_dir) if Path(data_dir).is_absolute() else config.parent / data_dir
     return folder / SOCKET_NAME
 
 
 def _reload(args: argparse.Namespace) -> int:
-    from gateway.reload_control import ask_reload
+    from gateway.reload_control import BadAnswer, NoVerdictYet, ask_reload
 
-    path = _reload_socket(args)
+    try:
+        path = _reload_socket(args)
+    except _NoSocket as exc:
+        print(f"ironwatt reload: cannot tell where the gateway listens: {exc}", file=sys.stderr)
+        return 1
     try:
         outcome = ask_reload(path, args.timeout)
-    except (OSError, TimeoutError, ValueError) as exc:
+    except NoVerdictYet as exc:
         print(
-            f"ironwatt reload: no verdict from a gateway at {path} ({exc}): is it running "
-            "(systemctl status ironwatt)?",
+            f"ironwatt reload: the gateway is still reloading ({exc}): it applies or refuses the "
+            "file when done; see `systemctl status ironwatt` (Status:) or the journal "
+            "(journalctl -u ironwatt)",
             file=sys.stderr,
+        )
+        return 3
+    except BadAnswer as exc:
+        print(
+            f"ironwatt reload: the answer from {path} is not a verdict ({exc}): is that socket "
+            "an ironwatt gateway of this version (restart it after an upgrade)?",
+            file=sys.stderr,
+        )
+        return 1
+    except (OSError, ValueError) as exc:  # ValueError: a path connect() cannot take
+        hint = "is it running (systemctl status ironwatt)?"
+        if _by_config(args):
+            hint = (
+                f"is a gateway running with {args.config}? (the one systemd runs listens in "
+                "/run/ironwatt: `ironwatt reload` without -c)"
+            )
+        print(
+            f"ironwatt reload: no verdict from a gateway at {path} ({exc}): {hint}", file=sys.stderr
         )
         return 1
     if outcome.applied:

@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["WORKER_MODULE", "Packed", "Record", "load_config_isolated", "read_packed"]
 
 WORKER_MODULE = "gateway.config_worker"
-# Validating 8,000 points takes about a second here; a small PC under load, several.
+# Validating 8,000 points takes about a second here; a small PC under load, several. A reload
+# passes a shorter `timeout` (gateway.reload_control.RELOAD_WORKER_TIMEOUT_S): its verdict must
+# reach `ironwatt reload` within the unit's TimeoutStartSec=.
 _WORKER_TIMEOUT_S = 300.0
 
 
@@ -227,23 +229,27 @@ def read_packed(stream: BinaryIO) -> Any:
 
 
 def load_config_isolated(
-    path: str | Path, *, run: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run
+    path: str | Path,
+    *,
+    timeout: float = _WORKER_TIMEOUT_S,
+    run: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
 ) -> Config:
     """Validate `path` in a child process and return the config as records.
 
     ConfigError exactly as `gateway.config.load_config` raises it (the same report, every
     problem with its line). The child's warnings go to this process's stderr (the journal).
-    RuntimeError when the child itself fails (it should not: the message says what it printed).
+    RuntimeError when the child itself fails (it should not: the message says what it printed),
+    or takes more than `timeout` seconds (it is killed).
     """
     try:
         done = run(
             [sys.executable, "-m", WORKER_MODULE, str(path)],
-            stdout=subprocess.PIPE, env=python_child_env(), timeout=_WORKER_TIMEOUT_S, check=False,
+            stdout=subprocess.PIPE, env=python_child_env(), timeout=timeout, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise RuntimeError(
-            f"validating {path} took more than {_WORKER_TIMEOUT_S:.0f} s (the config worker "
-            "hung): is the machine overloaded?"
+            f"validating {path} took more than {timeout:g} s and was given up (the config "
+            "worker hung, or the machine is overloaded)"
         ) from None
     except OSError as exc:
         raise RuntimeError(f"the config worker ({sys.executable}) could not start: {exc}") from None

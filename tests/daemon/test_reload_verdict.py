@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway import cli_run, reload_control
+from gateway.cli import build_parser
 from gateway.logs import TRANSITION, setup_logging
 from gateway.notify import Notifier
 from gateway.reload_control import ReloadOutcome, ReloadRequests, socket_path
@@ -121,8 +123,9 @@ def test_reload_verdicts(
 
 
 def test_reload_finds_the_socket_in_data_dir(tmp_path: Path) -> None:
-    """Run by hand (no systemd): `ironwatt reload -c FILE` looks in the file's data_dir, even
-    when the rest of the file is broken (reading it must not need a valid config)."""
+    """Run by hand (no systemd): `ironwatt reload -c FILE` asks the gateway in the file's
+    data_dir (never the one in /run/ironwatt), even when the rest of the file is broken (reading
+    it must not need a valid config)."""
     data = tmp_path / "data"
     data.mkdir()
     config = tmp_path / "c.toml"
@@ -137,8 +140,6 @@ def test_reload_finds_the_socket_in_data_dir(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
     )  # fmt: skip
     try:
-        if Path("/run/ironwatt/control.sock").exists():
-            pytest.skip("a gateway runs on this machine: its socket would be asked first")
         conn, _ = listener.accept()
         with conn:
             assert conn.recv(100) == b"reload\n"
@@ -148,7 +149,81 @@ def test_reload_finds_the_socket_in_data_dir(tmp_path: Path) -> None:
         assert out == "config reloaded: added ['m9']\nwarning: w\n"
     finally:
         proc.kill()
+        proc.communicate()
         listener.close()
+
+
+def _socket_for(*argv: str) -> Path:
+    args = build_parser("reload").parse_args(["reload", *argv])
+    return cli_run._reload_socket(args)
+
+
+def test_which_socket_reload_asks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--socket; else $RUNTIME_DIRECTORY (ExecReload=); else the data_dir of an explicit -c;
+    else /run/ironwatt (here a stand-in, with a live-looking socket in it)."""
+    runtime = tmp_path / "run-ironwatt"
+    runtime.mkdir()
+    (runtime / "control.sock").touch()
+    monkeypatch.setattr(reload_control, "DEFAULT_RUNTIME_DIR", runtime)
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    config = tmp_path / "etc" / "c.toml"
+    config.parent.mkdir()
+    config.write_text('[gateway]\ndata_dir = "/srv/gw-b"\n')
+
+    assert _socket_for() == runtime / "control.sock"
+    # -c: that file's gateway, even though a socket exists in /run/ironwatt.
+    assert _socket_for("-c", str(config)) == Path("/srv/gw-b/control.sock")
+    assert _socket_for("-c", str(config), "--socket", "/x.sock") == Path("/x.sock")
+    config.write_text('[gateway]\ndata_dir = "data"\n')
+    assert _socket_for("-c", str(config)) == config.parent / "data" / "control.sock"
+    config.write_text('[gateway]\nid = "a"\n')  # the model's default data_dir
+    assert _socket_for("-c", str(config)) == Path("/var/lib/ironwatt/control.sock")
+    # As ExecReload= (systemd sets RUNTIME_DIRECTORY): the unit's socket, -c or not.
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "unit"))
+    assert _socket_for("-c", str(config)) == tmp_path / "unit" / "control.sock"
+    assert _socket_for() == tmp_path / "unit" / "control.sock"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (None, "cannot read"),
+        ("[gateway\n", "is not TOML"),
+        ("[gateway]\ndata_dir = 5\n", "gateway.data_dir is not a path"),
+        ("gateway = 5\n", "gateway.data_dir is not a path"),
+    ],
+)
+def test_a_config_that_names_no_socket(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    text: str | None,
+    said: str,
+) -> None:
+    """-c FILE that does not say where its gateway listens: exit 1 and why, never a guess (and
+    never another gateway's socket)."""
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    config = tmp_path / "c.toml"
+    if text is not None:
+        config.write_text(text)
+    args = build_parser("reload").parse_args(["reload", "-c", str(config)])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "cannot tell where the gateway listens" in err and said in err
+    assert "--socket" in err and "Traceback" not in err
+
+
+def test_no_gateway_at_the_data_dir_of_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[gateway]\ndata_dir = "{tmp_path}"\n')
+    args = build_parser("reload").parse_args(["reload", "-c", str(config)])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert f"no verdict from a gateway at {tmp_path / 'control.sock'}" in err
+    assert f"is a gateway running with {config}?" in err and "without -c" in err
 
 
 def test_socket_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
