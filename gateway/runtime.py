@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,13 @@ from gateway.config_records import load_config_isolated
 from gateway.health import HealthServer, Metric
 from gateway.logs import TRANSITION, register_secret
 from gateway.notify import Notifier, watchdog_interval
-from gateway.reload_control import ControlServer, ReloadOutcome, ReloadRequests, socket_path
+from gateway.reload_control import (
+    RELOAD_WORKER_TIMEOUT_S,
+    ControlServer,
+    ReloadOutcome,
+    ReloadRequests,
+    socket_path,
+)
 from gateway.runtime_devices import QueueSink, Supervisor, plan_units
 from gateway.runtime_energy import EnergyStage
 from gateway.runtime_status import metrics_of
@@ -496,8 +503,11 @@ class Gateway:
         path = self.cfg.path
         self.notifier.reloading(f"reloading {path}")
         log.info("reloading %s", path, extra=TRANSITION)
+        # The worker gets less time than at the start: the verdict must reach `ironwatt reload`
+        # (ExecReload=) before it gives up; a worker over that time is a refused reload.
+        validate = partial(load_config_isolated, path, timeout=RELOAD_WORKER_TIMEOUT_S)
         try:
-            new = await loop.run_in_executor(None, load_config_isolated, path)
+            new = await loop.run_in_executor(None, validate)
         except ConfigError as exc:
             report = exc.report()
             log.error(

@@ -349,9 +349,6 @@ def test_a_worker_over_its_timeout_is_a_clear_error(tmp_path: Path) -> None:
     assert seen == [RELOAD_WORKER_TIMEOUT_S, 300.0]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gateway/runtime.py: apply /tmp/reload-needs.patch (it removes this mark)"
-)
 @pytest.mark.asyncio
 async def test_a_reload_gives_the_worker_the_reload_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
