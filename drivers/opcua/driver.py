@@ -52,6 +52,10 @@ _NAMESPACE_ARRAY = 2255  # Server_NamespaceArray
 DEFAULT_CHUNK = 1000
 _MAX_NODES_PER_READ = 11705
 _MAX_MONITORED_ITEMS_PER_CALL = 11714
+# After the NamespaceArray changed the driver reconnects at once, but at most once this often
+# (monotonic s): a server whose array differs at every session takes the backoff instead, and
+# the backoff is reset only by a session that lasted this long.
+QUICK_RETRY_S = 10.0
 
 
 class ConnectionLost(Exception):
@@ -116,6 +120,11 @@ class OpcuaDriver:
         self._lost: asyncio.Event | None = None
         self._lost_reason = ""
         self._retry_now = False  # reconnect without a backoff step (the namespaces moved)
+        self._quick_at = -math.inf  # monotonic time of the last such immediate reconnect
+        self._up_since: float | None = None  # monotonic time the current session came up
+        self._backoff_held = False  # sessions keep coming up only to see the namespaces move
+        self._refused: set[str] = set()  # optional checks the server would not do (logged once)
+        self._stray_logged = False  # a ClientHandle never given out, logged once per session
         self._undecodable: str | None = None  # the last publish decoding failure, logged once
         self._client: Any = None
         self._sub: Any = None
@@ -156,6 +165,7 @@ class OpcuaDriver:
         self.bad = 0
         self.uncertain = 0
         self.reconnects = 0
+        self.unknown_handles = 0  # values for a ClientHandle this driver never gave out
         self.namespace_indexes: dict[str, int] = {}
 
     # -- public -----------------------------------------------------------------------------
@@ -173,11 +183,7 @@ class OpcuaDriver:
                     self._went_down(self._reason(exc))
                 finally:
                     await self._close()
-                if self._retry_now:  # nothing is wrong with the link: resolve again at once
-                    self._retry_now = False
-                    delay = 0.0
-                else:
-                    delay = self.backoff.next_delay()
+                delay = self._reconnect_delay(time.monotonic())
                 log.debug("device %s: reconnecting in %.1f s", self.name, delay)
                 await asyncio.sleep(delay)
                 self.reconnects += 1
@@ -188,6 +194,33 @@ class OpcuaDriver:
             await self._close()
             self.flush()
             self.health.stopped()
+
+    def _reconnect_delay(self, now: float) -> float:
+        """How long to wait before the next session, `now` being the monotonic time.
+
+        0 s after the NamespaceArray changed (nothing is wrong with the link: resolve again),
+        unless the last immediate reconnect was less than QUICK_RETRY_S ago: a server whose
+        array differs between the read and the watch, or that reorders it at every session,
+        would otherwise be reconnected to every few ms. It takes the backoff then, which keeps
+        growing over such sessions until one lasts QUICK_RETRY_S.
+        """
+        up_since, self._up_since = self._up_since, None
+        if up_since is not None and now - up_since >= QUICK_RETRY_S and self._backoff_held:
+            self._backoff_held = False
+            self.backoff.reset()
+        moved, self._retry_now = self._retry_now, False
+        if moved:
+            if now - self._quick_at >= QUICK_RETRY_S:
+                self._quick_at = now
+                return 0.0
+            self._backoff_held = True
+        return self.backoff.next_delay()
+
+    def _came_up(self) -> None:
+        """The session works: the backoff starts over (unless the namespaces keep moving)."""
+        self._up_since = time.monotonic()
+        if not self._backoff_held:
+            self.backoff.reset()
 
     def status(self) -> dict[str, object]:
         """For `/status` and `ironwatt status`."""
@@ -202,6 +235,8 @@ class OpcuaDriver:
             "reconnects": self.reconnects,
             "namespaces": dict(self.namespace_indexes),
             "point_errors": self.problems.current(),
+            "flapping": self.problems.flapping(),
+            "unknown_handles": self.unknown_handles,
         }
 
     def flush(self) -> None:
@@ -345,13 +380,15 @@ class OpcuaDriver:
                 params.NodesToRead.append(rv)
             try:
                 results = await asyncio.wait_for(client.uaclient.read(params), timeout)
-            except ua.UaStatusCodeError as exc:
-                # Not worth the session: values are still judged one by one, by their own type.
-                log.info(
-                    "device %s: the server refused to read the DataType of its nodes (%s); "
-                    "values are checked without it",
-                    self.name,
+            except (ua.UaStatusCodeError, TimeoutError) as exc:
+                # Not worth the session (a big read a slow PLC cannot answer in time, a service
+                # fault): values are still judged one by one, by their own type.
+                self._refused_extra(
+                    "datatypes",
+                    f"read the DataType of its {len(slots)} nodes",
                     exc,
+                    timeout,
+                    "values are checked without it, each by its own type",
                 )
                 break
             for slot, dv in zip(chunk, results, strict=True):
@@ -363,9 +400,30 @@ class OpcuaDriver:
                     if expect.kind == "other":
                         what = self._hinted(datatype_message(expect))
                         self._set_problem(slot, f"datatype:{expect.name}", what, now)
+        else:
+            self._refused.discard("datatypes")
         for slot in range(len(self.points)):
             if self.problems.keys[slot] is None:
                 self._fast[slot] = self._expect[slot].fast
+
+    def _refused_extra(
+        self, check: str, what: str, why: BaseException | str, timeout: float, without: str
+    ) -> None:
+        """An optional check the server would not do: logged once (info); the session goes on.
+
+        Logged again only after the check has worked in between.
+        """
+        if check in self._refused:
+            return
+        self._refused.add(check)
+        if isinstance(why, TimeoutError):
+            reason = f"no answer within {timeout:g} s"
+        elif isinstance(why, str):
+            reason = why
+        else:
+            code = getattr(why, "code", None)
+            reason = self._status_name(code) if isinstance(code, int) else str(why)
+        log.info("device %s: the server did not %s (%s); %s", self.name, what, reason, without)
 
     def _namespaces_unchanged(self, dv: Any) -> bool:
         """False, and the session marked lost, when a URI in use moved, vanished or appeared.
@@ -406,11 +464,10 @@ class OpcuaDriver:
         """The time of a sample the driver makes itself (bad at a loss, a refresh)."""
         if not self.source_timestamps:
             return now
-        # On the server's timeline, or it would sit ahead of the values that follow it.
-        ts = now + self._last_offset[slot]
-        if ts > self._last_ts[slot]:
-            self._last_ts[slot] = ts
-        return ts
+        # On the server's timeline, or it would sit ahead of the values that follow it. Not
+        # taken as the point's latest source time: a value sampled just before a refresh yet
+        # delivered after it is no step back of the server's clock.
+        return now + self._last_offset[slot]
 
     def _bad_now(self, slots: Sequence[int]) -> None:
         now = time.time()
@@ -429,7 +486,9 @@ class OpcuaDriver:
         if slot >= self._ns_handle:
             if slot == self._ns_handle:
                 self._namespaces_unchanged(dv)
-            return  # a handle this driver never gave out: nothing to attribute it to
+            else:
+                self._unknown_handle(slot)
+            return
         status = dv.StatusCode
         code = status.value if status is not None else 0
         key: str | None
@@ -497,6 +556,21 @@ class OpcuaDriver:
         assert key is not None
         self._set_problem(slot, key, what, now)
 
+    def _unknown_handle(self, handle: int) -> None:
+        """A value for a ClientHandle never given out (a server bug): nothing to attribute it to.
+
+        Skipped (the rest of its PublishResponse is kept) and counted; logged once per session.
+        """
+        self.unknown_handles += 1
+        if not self._stray_logged:
+            self._stray_logged = True
+            log.warning(
+                "device %s: the server sent a value for client handle %d, which this session "
+                "never gave out; such values are skipped and counted (status unknown_handles)",
+                self.name,
+                handle,
+            )
+
     def _status_name(self, code: int) -> str:
         """The StatusCode's symbolic name (info bits masked off), as the server's manual has it."""
         return str(ua_module().StatusCode(code & _CODE).name)
@@ -532,6 +606,7 @@ class OpcuaDriver:
         from drivers.opcua.subscription import make_subscription
 
         period_ms = self.interval * 1000.0
+        self._stray_logged = False
         for slot in range(len(self.points)):
             self._last_value[slot] = NAN
         sub = await asyncio.wait_for(
@@ -567,7 +642,7 @@ class OpcuaDriver:
                 self._refresh_loop(), name=f"opcua-refresh-{self.name}"
             )
         self.health.success()
-        self.backoff.reset()
+        self._came_up()
 
     async def _refresh_loop(self) -> None:
         """Re-send held values of quiet subscribed points while the session is alive."""
@@ -600,14 +675,24 @@ class OpcuaDriver:
         req.ItemToMonitor = rv
         req.MonitoringMode = ua.MonitoringMode.Reporting
         req.RequestedParameters = params
-        (result,) = await asyncio.wait_for(sub.create_monitored_items([req]), timeout)
-        if isinstance(result, ua.StatusCode):
-            log.info(
-                "device %s: the server refused to monitor its NamespaceArray (%s); a namespace "
-                "that moves under a live session is seen at the next reconnect only",
-                self.name,
-                result.name,
-            )
+        refused: BaseException | str
+        try:
+            (result,) = await asyncio.wait_for(sub.create_monitored_items([req]), timeout)
+        except (ua.UaStatusCodeError, TimeoutError) as exc:
+            # A PLC at its monitored-item limit: the points are monitored, the session is good.
+            refused = exc
+        else:
+            if not isinstance(result, ua.StatusCode):
+                self._refused.discard("namespace watch")
+                return
+            refused = str(result.name)
+        self._refused_extra(
+            "namespace watch",
+            "monitor its NamespaceArray",
+            refused,
+            timeout,
+            "a namespace that moves under a live session is seen at the next reconnect only",
+        )
 
     def _item_request(
         self, slot: int, nodeid: Any, period_ms: float, queue_size: int, ua: Any
@@ -658,6 +743,7 @@ class OpcuaDriver:
         put_point, put_ts = batch.point.append, batch.ts.append
         put_value, put_quality = batch.value.append, batch.quality.append
         pids, fast, last_value, last_seen = self.pids, self._fast, self._last_value, self._last_seen
+        ns_handle = self._ns_handle
         slow = self._append
         slow_only = self.source_timestamps  # each sample has its own time then
         try:
@@ -674,7 +760,13 @@ class OpcuaDriver:
                     dv = item.Value
                     status = dv.StatusCode
                     variant = dv.Value
-                    if slow_only or variant is None or (status is not None and status.value):
+                    # Handles from ns_handle up: the NamespaceArray, or never given out (skipped).
+                    if (
+                        slow_only
+                        or variant is None
+                        or (status is not None and status.value)
+                        or slot >= ns_handle
+                    ):
                         slow(slot, dv, now)
                         continue
                     v = variant.Value
@@ -712,6 +804,7 @@ class OpcuaDriver:
         while True:
             await asyncio.sleep(self.flush_interval)
             self.flush()
+            self.problems.settle()
 
     # -- poll mode --------------------------------------------------------------------------
 
@@ -779,7 +872,7 @@ class OpcuaDriver:
             self.health.requests += len(chunks)
             self.health.success()
             if first:
-                self.backoff.reset()
+                self._came_up()
                 first = False
             self.flush()
             # Fixed rate on the monotonic clock; missed ticks are skipped, not bunched.

@@ -95,6 +95,14 @@ class SimulatedPlc:
     bench_items: int = 0
     bench_interval: float = 0.1
     max_nodes_per_read: int | None = None  # OperationLimits, to exercise clients' chunking
+    # Misbehaviours (see `misbehave`): a service fault BadTooManyMonitoredItems for a
+    # CreateMonitoredItems call that would take a subscription past this many items; a Read of
+    # DataType attributes answered this many seconds late; PLC_NAMESPACE moved this many times,
+    # each time a client starts monitoring the NamespaceArray (its array then differs between
+    # the client's read and its watch, at every session).
+    max_monitored_items: int | None = None
+    datatype_read_delay: float = 0.0
+    move_on_watch: int = 0
     server: Any = field(default=None, init=False, repr=False)
     nodes: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     ns_index: int = field(default=0, init=False)
@@ -181,6 +189,7 @@ class SimulatedPlc:
             await server.register_namespace(AUX_NAMESPACE)
 
         self.nodes = await self._add_variables(server, self.ns_index)
+        self._hook_services(server)
         if self.max_nodes_per_read is not None:
             limit = server.get_node(
                 ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
@@ -195,6 +204,52 @@ class SimulatedPlc:
         log.info(
             "simulated PLC listening on %s (ns=%d %s)", self.endpoint, self.ns_index, PLC_NAMESPACE
         )
+
+    def _hook_services(self, server: Any) -> None:
+        """Where the misbehaviours act: before a client's Read, around CreateMonitoredItems."""
+        from asyncua.common.callback import CallbackType
+        from asyncua.common.utils import ServiceError
+
+        ua = _ua()
+        service = server.iserver.subscription_service
+        create = service.create_monitored_items
+
+        async def create_monitored_items(params: Any) -> Any:
+            limit = self.max_monitored_items
+            sub = service.subscriptions.get(params.SubscriptionId)
+            if limit is not None and sub is not None:
+                held = len(sub.monitored_item_srv._monitored_items)
+                if held + len(params.ItemsToCreate) > limit:
+                    raise ServiceError(ua.StatusCodes.BadTooManyMonitoredItems)
+            results = await create(params)
+            watched = ua.NodeId(ua.ObjectIds.Server_NamespaceArray)
+            if self.move_on_watch > 0 and any(
+                item.ItemToMonitor.NodeId == watched for item in params.ItemsToCreate
+            ):
+                self.move_on_watch -= 1
+                await self.move_namespace()
+            return results
+
+        service.create_monitored_items = create_monitored_items
+
+        async def pre_read(event: Any, _dispatcher: Any) -> None:
+            if self.datatype_read_delay > 0 and event.is_external:
+                nodes = event.request_params.NodesToRead
+                if any(rv.AttributeId == ua.AttributeIds.DataType for rv in nodes):
+                    await asyncio.sleep(self.datatype_read_delay)
+
+        server.subscribe_server_callback(CallbackType.PreRead, pre_read)
+
+    def misbehave(
+        self,
+        max_monitored_items: int | None = None,
+        datatype_read_delay: float = 0.0,
+        move_on_watch: int = 0,
+    ) -> None:
+        """Set every misbehaviour at once (the defaults: a well-behaved server)."""
+        self.max_monitored_items = max_monitored_items
+        self.datatype_read_delay = datatype_read_delay
+        self.move_on_watch = move_on_watch
 
     async def _add_variables(self, server: Any, idx: int) -> dict[str, Any]:
         """The BF2 object, its folders and variables under namespace index `idx`."""
@@ -369,6 +424,13 @@ class SimulatedPlc:
             return {"ok": True, "ns": await self.register_namespace(command["uri"])}
         if op == "ns":
             return {"ok": True, "ns": self.ns_index}
+        if op == "misbehave":
+            self.misbehave(
+                command.get("max_monitored_items"),
+                float(command.get("datatype_read_delay", 0.0)),
+                int(command.get("move_on_watch", 0)),
+            )
+            return {"ok": True, "ns": self.ns_index}
         raise ValueError(f"unknown op {op!r}")
 
     async def _evolve(self, interval: float) -> None:
@@ -499,7 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--control",
         action="store_true",
-        help="read JSON commands from stdin (inject, move_namespace, register_namespace, ns); "
+        help="read JSON commands from stdin (inject, move_namespace, register_namespace, ns, "
+        "misbehave); "
         "one JSON answer per line on stdout",
     )
     args = parser.parse_args(argv)

@@ -49,12 +49,15 @@ def faulty_plc() -> Iterator[PlcProcess]:
 
 
 @pytest.fixture
-def plc(faulty_plc: PlcProcess, caplog: pytest.LogCaptureFixture) -> PlcProcess:
-    """The module's PLC with the fault node at rest; our log at info, asyncua's at warning."""
+def plc(faulty_plc: PlcProcess, caplog: pytest.LogCaptureFixture) -> Iterator[PlcProcess]:
+    """The module's PLC, well-behaved, with the fault node at rest; our log at info, asyncua's
+    at warning."""
+    faulty_plc.command("misbehave")
     faulty_plc.command("inject", node=FAULT, value=2.25)
     caplog.set_level(logging.WARNING, logger="asyncua")
     caplog.set_level(logging.INFO)
-    return faulty_plc
+    yield faulty_plc
+    faulty_plc.command("misbehave")
 
 
 Mark = tuple[float, dict[str, int]]
@@ -63,9 +66,15 @@ Mark = tuple[float, dict[str, int]]
 class Rig:
     """Faulty devices (a `fault` and a `steady` point each) and a healthy device beside them."""
 
-    def __init__(self, plc: PlcProcess, tmp_path: Path, devices: dict[str, dict[str, Any]]):
+    def __init__(
+        self,
+        plc: PlcProcess,
+        tmp_path: Path,
+        devices: dict[str, dict[str, Any]],
+        fault: dict[str, Any] | None = None,  # the fault point's own keys (max_gap …)
+    ):
         self.sink = RecordingSink()
-        points = [point("fault", FAULT_NODE), point("steady", NSU + STEADY)]
+        points = [point("fault", FAULT_NODE, **(fault or {})), point("steady", NSU + STEADY)]
         configs = {
             name: make_device(plc.endpoint, points, name=name, **kw) for name, kw in devices.items()
         }
@@ -390,4 +399,125 @@ async def test_namespace_moves_under_a_live_session(
     assert len(down_lines) == len(rig.faulty)
     assert all("NamespaceArray changed under the live session" in line for line in down_lines)
     rig.assert_nothing_bad_is_good({2.25, 2.5, 42.0})
+    assert_no_traceback(caplog)
+
+
+def info_lines(caplog: pytest.LogCaptureFixture, device: str) -> list[str]:
+    """The driver's lines about a device as a whole (not one of its points)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "ironwatt.opcua" and r.getMessage().startswith(f"device {device}: ")
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_plc_at_its_monitored_item_limit_keeps_the_points(
+    plc: PlcProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The NamespaceArray watch is one item more than the PLC takes: it answers a service fault.
+    The points are monitored and the session is good: it goes on without the watch, said once."""
+    await plc.acommand("misbehave", max_monitored_items=2)  # the device's two points
+    async with Rig(plc, tmp_path, {"subscribe": {"mode": "subscribe"}}) as rig:
+        await rig.seen_good(2.25)
+        since = rig.mark()
+        await plc.acommand("inject", node=FAULT, value=3.5)
+        await rig.seen_good(3.5)
+        await wait_until(lambda: len(rig.rows("subscribe", "steady")) >= 20, DEADLINE, "values")
+        rig.assert_rates_kept(since)
+        assert rig.drivers["subscribe"].reconnects == 0
+    assert rig.sink.events_of("device_down") == []
+    (line,) = info_lines(caplog, "subscribe")
+    assert "did not monitor its NamespaceArray (BadTooManyMonitoredItems)" in line
+    assert "seen at the next reconnect only" in line
+    assert_no_traceback(caplog)
+
+
+@pytest.mark.asyncio
+async def test_a_plc_slow_to_answer_the_datatype_read_keeps_the_session(
+    plc: PlcProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The DataType read at connect comes after the device's timeout: the session goes on, its
+    values judged one by one (a String is still bad), said once per device."""
+    await plc.acommand("misbehave", datatype_read_delay=1.5)
+    async with Rig(plc, tmp_path, both_modes(timeout="1s")) as rig:
+        await rig.seen_good(2.25)
+        since = rig.mark()
+        await plc.acommand("inject", node=FAULT, value="abc", type="String")
+        await rig.seen(lambda v, q: q == QUALITY_BAD, "the String")
+        await plc.acommand("inject", node=FAULT, value=3.5)
+        await rig.seen_good(3.5)
+        await rig.polls_pass(5)
+        rig.assert_rates_kept(since)
+        assert all(rig.drivers[d].reconnects == 0 for d in rig.faulty)
+    assert rig.sink.events_of("device_down") == []
+    for device in rig.faulty:
+        (line,) = info_lines(caplog, device)
+        assert "did not read the DataType of its 2 nodes (no answer within 1 s)" in line
+        assert "values are checked without it" in line
+        fall, back = lines(caplog, device)
+        assert "sent String 'abc', expected a number or Boolean" in fall and "good again" in back
+    rig.assert_nothing_bad_is_good({2.25, 3.5})
+    assert_no_traceback(caplog)
+
+
+@pytest.mark.asyncio
+async def test_refreshes_do_not_make_a_late_value_look_like_a_step_back(
+    plc: PlcProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """timestamps = "source", subscribe, max_gap: a value sampled just before a refresh of the
+    held one and delivered after it is no step back; a real one still is, once."""
+    devices = {"src-sub": {"mode": "subscribe", "timestamps": "source"}}
+    async with Rig(plc, tmp_path, devices, fault={"max_gap": "1s"}) as rig:
+        await rig.seen_good(2.25)
+        await wait_until(
+            lambda: len([1 for _k, _t, v, q in rig.rows("src-sub") if v == 2.25]) >= 2,
+            DEADLINE,
+            "a refresh of the held value",
+        )
+        refreshed = max(t for _k, t, v, q in rig.rows("src-sub") if q == QUALITY_GOOD)
+        late = refreshed - 0.05
+        await plc.acommand("inject", node=FAULT, value=3.5, source=late)
+        await rig.seen_good(3.5)
+        assert lines(caplog, "src-sub") == []
+        await plc.acommand("inject", node=FAULT, value=4.5, source=late - 10)
+        await rig.seen_good(4.5)
+    (back,) = lines(caplog, "src-sub")
+    assert "the SourceTimestamp went back 10.000 s" in back
+    assert [e.reason for e in rig.sink.events_of("point_error")] == [back]
+    (stamped,) = [t for _k, t, v, _q in rig.rows("src-sub") if v == 3.5]
+    assert stamped == pytest.approx(late, abs=1e-3)  # as sent, behind the refresh
+    assert_no_traceback(caplog)
+
+
+@pytest.mark.asyncio
+async def test_a_namespace_that_moves_at_every_session_takes_the_backoff(
+    plc: PlcProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The PLC moves its namespace each time a client starts watching the array (what a server
+    whose array differs between the read and the watch looks like): the first reconnect is
+    immediate, the next ones take the backoff, growing; once it stops, the device stays up."""
+    caplog.set_level(logging.DEBUG, logger="ironwatt.opcua")
+    moves = 4
+    await plc.acommand("misbehave", move_on_watch=moves)
+    async with Rig(plc, tmp_path, {"subscribe": {"mode": "subscribe"}}) as rig:
+        driver = rig.drivers["subscribe"]
+        await wait_until(lambda: driver.reconnects == moves, DEADLINE, "the reconnects")
+        await plc.acommand("inject", node=FAULT, value=3.5)
+        await rig.seen_good(3.5)
+        assert driver.health.state == "up" and driver.reconnects == moves
+        now = (await plc.acommand("ns"))["ns"]
+        assert driver.namespace_indexes == {PLC_NAMESPACE: now}
+    delays = [
+        r.args[1]
+        for r in caplog.records
+        if r.name == "ironwatt.opcua" and "reconnecting in" in str(r.msg)
+        if isinstance(r.args, tuple) and r.args[0] == "subscribe" and isinstance(r.args[1], float)
+    ]
+    # Rig backoff: 0.2 s doubling to 1 s, jittered to 50-100 % of each step.
+    assert len(delays) == moves and delays[0] == 0.0, delays
+    assert 0.1 <= delays[1] <= 0.2 and 0.2 <= delays[2] <= 0.4 and 0.4 <= delays[3] <= 0.8
+    downs = [e for e in rig.sink.events_of("device_down") if e.device == "subscribe"]
+    assert len(downs) == moves
+    assert all("NamespaceArray changed under the live session" in e.reason for e in downs)
     assert_no_traceback(caplog)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +139,25 @@ def test_a_point_logs_its_fall_and_its_return_once(caplog: pytest.LogCaptureFixt
     assert len(sink.events_of("point_error")) == 2
 
 
+def response(*handles: int, value: float = 1.5) -> Any:
+    """A PublishResult with one data change per client handle (a handle < 0: a broken item)."""
+    items = []
+    for handle in handles:
+        item = ua.MonitoredItemNotification()
+        item.ClientHandle = max(handle, 0)
+        item.Value = ua.DataValue(variant(value, "Double")) if handle >= 0 else None
+        items.append(item)
+    change = ua.DataChangeNotification()
+    change.MonitoredItems = items
+    result = ua.PublishResult()
+    result.NotificationMessage = ua.NotificationMessage(NotificationData=[change])
+    return result
+
+
 def test_an_undecodable_publish_response_is_dropped_and_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A client handle never given out (a server bug) costs that response, and no traceback."""
+    """An item nothing here expected (no DataValue at all) costs that response, no traceback."""
     import asyncio
     import logging
 
@@ -149,25 +165,239 @@ def test_an_undecodable_publish_response_is_dropped_and_logged_once(
     drv, sink = driver_for([NSU + "Types.Double"])
     drv._lost = asyncio.Event()
     drv._fast[0] = float
-
-    def response(*handles: int) -> Any:
-        items = []
-        for handle in handles:
-            item = ua.MonitoredItemNotification()
-            item.ClientHandle = handle
-            item.Value = ua.DataValue(variant(1.5, "Double"))
-            items.append(item)
-        change = ua.DataChangeNotification()
-        change.MonitoredItems = items
-        result = ua.PublishResult()
-        result.NotificationMessage = ua.NotificationMessage(NotificationData=[change])
-        return result
-
     for _ in range(3):
-        drv._on_publish(response(0, 7))
+        drv._on_publish(response(0, -1))
     drv._on_publish(response(0))
     drv.flush()
     assert [(v, q) for _k, _t, v, q in sink.rows()] == [(1.5, QUALITY_GOOD)]
     records = [r for r in caplog.records if r.name == "ironwatt.opcua"]
-    assert len(records) == 1 and "could not be decoded (IndexError" in records[0].getMessage()
+    assert len(records) == 1 and "could not be decoded (AttributeError" in records[0].getMessage()
     assert all(r.exc_info is None for r in caplog.records)
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["fast path", "source timestamps"])
+def test_a_client_handle_never_given_out_costs_that_item_only(
+    caplog: pytest.LogCaptureFixture, slow: bool
+) -> None:
+    """A server bug: a handle above the points' (and the NamespaceArray's). The other values of
+    the response are kept; the stray ones are counted, logged once per session."""
+    import asyncio
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ironwatt")
+    drv, sink = driver_for([NSU + "Types.Double", NSU + "Types.Float"])
+    drv._lost = asyncio.Event()
+    drv._fast[0] = drv._fast[1] = float
+    drv.source_timestamps = slow
+    for n in range(3):
+        drv._on_publish(response(0, 7, 2**31, 1, value=1.5 + n))
+    drv.flush()
+    assert [(k, v, q) for k, _t, v, q in sink.rows()] == [
+        (key, 1.5 + n, QUALITY_GOOD) for n in range(3) for key in ("bf2.p0", "bf2.p1")
+    ]
+    assert drv.unknown_handles == 6 and drv.status()["unknown_handles"] == 6
+    (record,) = [r for r in caplog.records if r.name == "ironwatt.opcua"]
+    assert "client handle 7, which this session never gave out" in record.getMessage()
+    assert drv.problems.current() == {}
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def problems_for(n: int = 1) -> tuple[Any, RecordingSink, Clock]:
+    from types import SimpleNamespace
+
+    from drivers.opcua.quality import PointProblems
+
+    sink, clock = RecordingSink(), Clock()
+    points = [SimpleNamespace(name=f"p{i}", node=f"ns=2;s=P{i}") for i in range(n)]
+    return PointProblems("bf2", points, sink, clock), sink, clock
+
+
+def opcua_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "ironwatt.opcua"]
+
+
+def test_a_flapping_point_says_so_once_then_is_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """NaN, good, NaN, good … every poll: five falls reported, then one "flapping" line and event,
+    then nothing until it holds steady 10 min (a line, no event: it is good); then as usual."""
+    import logging
+
+    from drivers.opcua.quality import FLAP_FALLS, STEADY_S
+
+    caplog.set_level(logging.INFO, logger="ironwatt")
+    problems, sink, clock = problems_for()
+    for _poll in range(200):
+        clock.now += 1.0
+        problems.set(0, "nonfinite:NaN", "the server sent NaN", clock.now)
+        clock.now += 1.0
+        problems.clear(0)
+    logged = opcua_lines(caplog)
+    events = sink.events_of("point_error")
+    assert len(events) == FLAP_FALLS + 1
+    assert "flapping: 6 problems within 10 min, the last: the server sent NaN" in events[-1].reason
+    assert "until it holds steady for 10 min" in events[-1].reason
+    assert len(logged) == 2 * FLAP_FALLS + 1 and logged[-1] == events[-1].reason
+    assert problems.flapping() == {"p0": 200 - FLAP_FALLS - 1}
+    clock.now += STEADY_S - 1
+    problems.settle()
+    assert len(opcua_lines(caplog)) == len(logged)  # not steady long enough yet
+    clock.now += 1
+    problems.settle()
+    problems.settle()
+    (steady,) = opcua_lines(caplog)[len(logged) :]
+    assert "steady for 10 min after flapping (194 more problems counted" in steady
+    assert steady.endswith("good now") and len(sink.events_of("point_error")) == len(events)
+    assert problems.flapping() == {}
+    assert problems.set(0, "nonfinite:NaN", "the server sent NaN", clock.now)  # reported again
+    assert len(sink.events_of("point_error")) == len(events) + 1
+
+
+def test_a_flapping_point_that_stays_bad_is_reported_bad_once_steady(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from drivers.opcua.quality import STEADY_S
+
+    caplog.set_level(logging.INFO, logger="ironwatt")
+    problems, sink, clock = problems_for(2)
+    for _poll in range(10):
+        clock.now += 5.0
+        problems.set(0, "nonfinite:NaN", "the server sent NaN", clock.now)
+        problems.clear(0)
+    problems.set(0, "status:0x808c0000", "the server reports BadSensorFailure", clock.now)
+    problems.set(1, "type:String", "the server sent String 'x'", clock.now)  # its own count
+    before = len(sink.events_of("point_error"))
+    clock.now += STEADY_S
+    problems.settle(at=42.0)
+    last = sink.events_of("point_error")[before:]
+    assert [(e.point, e.at) for e in last] == [("p0", 42.0)]
+    assert "after flapping (5 more problems counted" in last[0].reason
+    assert last[0].reason.endswith("bad now: the server reports BadSensorFailure")
+    assert problems.current() == {
+        "p0": "device bf2 point p0 node 'ns=2;s=P0': the server reports BadSensorFailure",
+        "p1": "device bf2 point p1 node 'ns=2;s=P1': the server sent String 'x'",
+    }
+    # The next change after a steady spell that settle() did not see: reported as usual.
+    for _poll in range(10):
+        clock.now += 5.0
+        problems.clear(0)
+        problems.set(0, "nonfinite:NaN", "the server sent NaN", clock.now)
+    clock.now += STEADY_S
+    caplog.clear()
+    assert problems.clear(0)
+    no_longer, back = opcua_lines(caplog)
+    assert "no longer flapping: steady for 10 min" in no_longer and "good again" in back
+
+
+def test_falls_far_apart_are_not_flapping() -> None:
+    from drivers.opcua.quality import FLAP_WINDOW_S
+
+    problems, sink, clock = problems_for()
+    for _fall in range(20):
+        clock.now += FLAP_WINDOW_S / 4
+        problems.set(0, "nonfinite:NaN", "the server sent NaN", clock.now)
+        problems.clear(0)
+    assert len(sink.events_of("point_error")) == 20 and problems.flapping() == {}
+
+
+def test_the_driver_damps_a_point_alternating_nan_and_good() -> None:
+    """Through the driver's careful path, as a polled sensor would deliver it."""
+    import asyncio
+
+    drv, sink = driver_for([NSU + "Types.Double"])
+    clock = Clock()
+    drv.problems.clock = clock
+    drv._lost = asyncio.Event()
+    drv._expect[0] = DOUBLE
+    nan, good = ua.DataValue(variant(math.nan, "Double")), ua.DataValue(variant(1.5, "Double"))
+    for poll in range(100):
+        clock.now += 1.0
+        drv._append(0, nan if poll % 2 else good, 1000.0 + poll)
+    drv.flush()
+    assert len(sink.rows()) == 100  # every sample is delivered, bad or good
+    assert len(sink.events_of("point_error")) == 6
+    assert drv.status()["flapping"] == {"p0": 50 - 6}
+
+
+def test_immediate_reconnects_after_a_namespace_change_are_rationed() -> None:
+    """One at once per QUICK_RETRY_S; in between the backoff, growing over sessions that come up
+    only to see the array move again, and reset by a session that lasts QUICK_RETRY_S."""
+    from drivers.base import Backoff
+
+    drv, _sink = driver_for([NSU + "Types.Double"])
+    drv.backoff = Backoff(initial=1.0, maximum=8.0, rng=FixedRandom())
+
+    def session(up_at: float, moved: bool, lasted: float = 0.03) -> float:
+        """A session that came up at `up_at` (monotonic) and ended `lasted` later: its delay."""
+        drv._came_up()
+        drv._up_since = up_at
+        drv._retry_now = moved
+        return drv._reconnect_delay(up_at + lasted)
+
+    delays = [session(t, True) for t in (100.0, 100.1, 101.2, 103.3, 107.4)]
+    assert delays == [0.0, 1.0, 2.0, 4.0, 8.0]
+    assert session(116.0, True) == 0.0  # 10 s after the last immediate one
+    assert session(116.1, True) == 8.0  # the backoff held: these sessions do not reset it
+    assert session(125.0, False, lasted=12.0) == 1.0  # a session that lasted 10 s does
+    assert session(140.0, True) == 0.0
+    drv._up_since = None  # failed connects: no session came up, the backoff grows as ever
+    assert drv._reconnect_delay(140.1) == 1.0
+    assert drv._reconnect_delay(141.5) == 2.0
+    assert session(145.0, True) == 1.0  # 5 s after the immediate one
+    assert session(146.0, False) == 2.0  # held: a short session after it still grows it
+    assert session(150.0, False, lasted=10.0) == 1.0
+
+
+class FixedRandom(random.Random):
+    """Backoff's jitter pinned at its top (a delay is the full step)."""
+
+    def random(self) -> float:
+        return 1.0
+
+
+def test_refreshes_do_not_count_as_the_source_time_of_a_point(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """timestamps = "source": a refresh (or the bad sample at a loss) the driver stamps itself
+    does not make a real value sampled just before it, delivered after, look like a step back;
+    a real step back is still reported."""
+    import asyncio
+    import logging
+    from datetime import UTC, datetime
+
+    caplog.set_level(logging.INFO, logger="ironwatt")
+    drv, sink = driver_for([NSU + "Types.Double"])
+    drv.source_timestamps = True
+    drv._lost = asyncio.Event()
+    drv._expect[0] = DOUBLE
+
+    def at(value: float, ts: float) -> Any:
+        stamp: Any = datetime.fromtimestamp(ts, UTC)
+        return ua.DataValue(variant(value, "Double"), SourceTimestamp=stamp)
+
+    drv._append(0, at(1.0, 5000.0), 5000.2)  # offset -0.2 s
+    refresh = drv._made_ts(0, 5010.0)
+    assert refresh == pytest.approx(5009.8)
+    drv._append(0, at(2.0, 5009.75), 5010.05)  # sampled before the refresh, delivered after
+    drv.health.success()
+    drv._went_down("lost")  # the bad sample at a loss: stamped by the driver too
+    drv._append(0, at(3.0, 5009.0), 5010.1)  # a real step back: 0.75 s before the last value
+    lines = opcua_lines(caplog)
+    assert len(lines) == 1 and "the SourceTimestamp went back 0.750 s" in lines[0]
+    assert len(sink.events_of("point_error")) == 1
+    drv.flush()
+    assert [(v, q) for _k, _t, v, q in sink.rows() if q == QUALITY_GOOD] == [
+        (1.0, QUALITY_GOOD),
+        (2.0, QUALITY_GOOD),
+        (3.0, QUALITY_GOOD),
+    ]
+    assert [q for _k, _t, _v, q in sink.rows()].count(QUALITY_BAD) == 1
