@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import Backoff
+from drivers.modbus.points import BIT_FUNCTIONS, FUNCTION_CODES
 from drivers.modbus.recovery import Member, link_steps
 from drivers.modbus.wire import BadAnswer, Wire, take_connect_failure
 
@@ -43,7 +44,6 @@ _METHODS = {
     "coil": "read_coils",
     "discrete": "read_discrete_inputs",
 }
-_FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
 class LinkDown(ModbusError):
@@ -175,7 +175,8 @@ class Link:
         self._last_error = ""
         self.connects = 0
         self.requests = 0
-        self._silent = 0  # requests in a row that nobody answered, across the link's units
+        # Requests in a row, across the link's units, that got no answer or a malformed one.
+        self._silent = 0
         self._units: set[int] = set()
         self._wire: Wire | None = None
 
@@ -307,7 +308,9 @@ class Link:
 
         An answer is only returned when it is the answer to this request: its function code,
         and exactly `count` registers (or the bytes of `count` bits). Anything else that came
-        back is a NoResponse whose message says what came, never data.
+        back is a NoResponse whose message says what came, never data, and counts as a silence
+        towards the link's reconnect (`_silence`): only an answer of the request's function
+        code (its data, or an exception response) resets that count.
         """
         if not held:
             await self.lock.acquire()
@@ -337,8 +340,7 @@ class Link:
                     self._no_answer(wire, unit, function, address, count, timeout)
                 ) from None
             except BadAnswer:
-                self._silence()  # garbage on a stream may mean it lost its framing
-                raise NoResponse(self._bad(wire, unit, function, address, count, "")) from None
+                raise self._malformed(wire, unit, function, address, count, "") from None
             except Exception as exc:  # pymodbus raises its own tree, not imported here eagerly
                 if type(exc).__name__ == "ModbusIOException" and "No response" in str(exc):
                     self._silence()  # the client's timeout: the same as ours above
@@ -362,31 +364,29 @@ class Link:
                 # pymodbus closes a TCP connection after repeated silences; follow its view.
                 self.mark_broken("closed by the client after repeated timeouts")
             code = rr.function_code
-            if code & 0x7F != _FUNCTION_CODES[function]:
-                self._silence()
-                raise NoResponse(
-                    self._bad(wire, unit, function, address, count, f"function {code}")
-                )
-            self._silent = 0
+            if code & 0x7F != FUNCTION_CODES[function]:
+                raise self._malformed(wire, unit, function, address, count, f"function {code}")
             if rr.isError():
+                self._silent = 0  # an answer, in step with the stream: the unit or gateway lives
                 code = int(getattr(rr, "exception_code", 0) or 0)
                 text = EXCEPTION_NAMES.get(code, "not a defined exception code")
                 where = self._where(unit, function, address, count)
                 raise DeviceError(f"{where}: exception {code} ({text})", code)
-            if function in ("coil", "discrete"):
+            if function in BIT_FUNCTIONS:
                 bits: list[bool] = rr.bits
                 # pymodbus unpacks every byte that came, whatever the byte count said.
                 size = (count + 7) // 8
                 declared = wire.byte_count(unit, code) if wire is not None else None
                 if len(bits) != 8 * size or declared not in (None, size):
                     summary = f"{len(bits) // 8} bytes of bits"
-                    raise NoResponse(self._bad(wire, unit, function, address, count, summary))
+                    raise self._malformed(wire, unit, function, address, count, summary)
+                self._silent = 0
                 return bits[:count]
             regs: list[int] = rr.registers
             if len(regs) != count:
-                raise NoResponse(
-                    self._bad(wire, unit, function, address, count, f"{len(regs)} registers")
-                )
+                summary = f"{len(regs)} registers"
+                raise self._malformed(wire, unit, function, address, count, summary)
+            self._silent = 0
             return regs
         finally:
             if not held:
@@ -404,34 +404,41 @@ class Link:
             "powered and, on serial lines, wiring, baud rate and parity)"
         )
 
-    def _bad(
+    def _malformed(
         self, wire: Wire | None, unit: int, function: str, address: int, count: int, summary: str
-    ) -> str:
-        """The message of an answer that is not one to this request (never credited)."""
+    ) -> NoResponse:
+        """The error of an answer that is not one to this request (never credited).
+
+        It counts as a silence: a link on which every answer is garbage (a TCP stream that lost
+        its framing, a gateway answering for the wrong requests) is reconnected like one on
+        which nobody answers.
+        """
+        self._silence()
         where = self._where(unit, function, address, count)
         came = wire.describe(unit, function, count) if wire is not None else ""
-        return f"{where}: malformed answer: {came or summary}"
+        return NoResponse(f"{where}: malformed answer: {came or summary}")
 
     def _where(self, unit: int, function: str, address: int, count: int) -> str:
         # Built for error messages only: the request path formats nothing.
         return f"{self.label} unit {unit} {function} {address}+{count}"
 
     def _silence(self) -> None:
-        """Count an unanswered request; reconnect a TCP link on which no unit answers any more.
+        """Count a request without a valid answer (none, or a malformed one); reconnect a TCP
+        link on which no unit answers validly any more.
 
         Dead units are retried rarely (device backoff), so answers from live units interleave
-        and reset the count; only a link where every unit went quiet (a half-open connection,
-        a hung gateway) reaches the threshold.
+        and reset the count; only a link where every unit went quiet or answers garbage (a
+        half-open connection, a hung gateway, a stream out of step) reaches the threshold.
         """
         self._silent += 1
         if self.settings.transport != "rtu" and self._silent >= 3 * len(self._units) + 3:
             # INFO: its devices have each reported themselves down; this is what the link does.
             log.info(
-                "link %s: no unit answered the last %d requests; reconnecting",
+                "link %s: no valid answer to the last %d requests; reconnecting",
                 self.label,
                 self._silent,
             )
-            self.mark_broken(f"no answer to {self._silent} requests in a row")
+            self.mark_broken(f"no valid answer to {self._silent} requests in a row")
             self._silent = 0
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 Raw asyncio sockets, frames built by hand, so an answer can be wrong in exactly one way: byte
 count, transaction id, unit id, function code, length, CRC, an exception code, lateness,
-random bytes, or silence. Every request is recorded (time, unit, function, address, count).
+random bytes, or silence. Every request is recorded (time, unit, function, address, count),
+and every connection accepted is counted.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class BadServer:
     seed: int = 17
     port: int = field(default_factory=free_port)
     requests: list[Request] = field(default_factory=list)
+    connections: int = 0  # accepted so far
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -113,6 +115,7 @@ class BadServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self.connections += 1
         handler = asyncio.current_task()
         if handler is not None:
             self._handlers.add(handler)

@@ -4,7 +4,8 @@ Every way of answering wrong runs at once, each device on its own server and lin
 runs them (ModbusLinkDriver), beside a healthy meter on a pymodbus simulator. For each: the
 driver keeps running, the device's samples are all bad (nothing from a malformed answer is ever
 a good sample), ONE warning names the device, the address and what came back, no traceback or
-pymodbus line reaches the log, and the healthy meter keeps its poll rate.
+pymodbus line reaches the log, and the healthy meter keeps its poll rate. Then one link at a time:
+malformed answers count towards its reconnect like silences, answers in step do not.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from drivers.modbus.link import DeviceError, Link, LinkSettings, NoResponse
 from gateway.runtime_modbus import ModbusLinkDriver
 from gateway.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
@@ -216,3 +218,110 @@ async def test_every_bad_answer_is_reported_once_and_never_credited(
         assert all(q == QUALITY_GOOD for *_, q in f.rows("healthy"))
         assert "healthy" not in by_device
         print(f"\n{len(bad_cases)} bad devices for {elapsed:.1f} s; healthy polls: {len(times)}")
+
+
+# ---- the link: a stream of garbage is reconnected like a silent one --------------------------
+
+# Answers that come at once and are not the answer: each one a malformed NoResponse.
+MALFORMED = [
+    ("holding", "byte_count_short"),  # decodes to 2 registers of 3
+    ("holding", "byte_count_long"),  # does not decode (pymodbus's framer raises)
+    ("holding", "extra_registers"),  # decodes to 19 registers of 3
+    ("holding", "wrong_function"),
+    ("coil", "byte_count_short"),  # a byte count of 0 before its data byte
+    ("coil", "byte_count_long"),
+    ("coil", "extra_registers"),  # 3 bytes of bits for 3 bits
+    ("coil", "wrong_function"),
+]
+
+
+def garbage_link(server: BadServer) -> Link:
+    return Link(LinkSettings("tcp", host="127.0.0.1", port=server.port, timeout=TIMEOUT))
+
+
+@pytest.mark.parametrize(("function", "mode"), MALFORMED)
+@pytest.mark.asyncio
+async def test_a_link_that_answers_only_garbage_is_reconnected(
+    function: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One unit on a TCP link: `3 x 1 + 3` malformed answers in a row reconnect it, as many
+    silences would (a stream out of step answers every request wrongly, and only a new
+    connection puts it right)."""
+    caplog.set_level(logging.INFO, logger="ironwatt.modbus")
+    async with BadServer(registers=REGISTERS, bits=COILS, mode=mode) as server:
+        link = garbage_link(server)
+        try:
+            for n in range(1, 7):
+                with pytest.raises(NoResponse, match=rf"unit 1 {function} 0\+3: malformed answer"):
+                    await link.read(1, function, 0, 3, TIMEOUT)
+                assert link.connected == (n < 6), n  # dropped after the 6th
+            assert server.connections == 1
+            with pytest.raises(NoResponse, match="malformed answer"):
+                await link.read(1, function, 0, 3, TIMEOUT)  # on a new connection
+            assert (link.connects, server.connections) == (2, 2)
+        finally:
+            link.close()
+    lines = [r.getMessage() for r in caplog.records if "reconnecting" in r.getMessage()]
+    assert lines == [
+        f"link tcp://127.0.0.1:{server.port}: no valid answer to the last 6 requests; reconnecting"
+    ]
+
+
+@pytest.mark.asyncio
+async def test_answers_in_step_keep_the_connection() -> None:
+    """Exception answers are answers (the unit, or the gateway, is in step with the stream), and
+    a unit answering well beside one that answers garbage keeps resetting the count."""
+    async with BadServer(
+        registers=REGISTERS, units=(1, 2), mode_of_unit={1: "exception:4", 2: "extra_registers"}
+    ) as server:
+        link = garbage_link(server)
+        try:
+            for _ in range(12):
+                with pytest.raises(DeviceError):
+                    await link.read(1, "holding", 0, 3, TIMEOUT)
+            server.mode_of_unit[1] = "good"
+            for _ in range(12):
+                assert await link.read(1, "holding", 0, 3, TIMEOUT) == [*REGISTERS.values()]
+                for _ in range(5):  # one short of the threshold (3 x 2 units + 3 = 9) each time
+                    with pytest.raises(NoResponse, match="malformed answer"):
+                        await link.read(2, "holding", 0, 3, TIMEOUT)
+            assert link.connected and (link.connects, server.connections) == (1, 1)
+        finally:
+            link.close()
+
+
+@pytest.mark.asyncio
+async def test_read_answers_are_decoded_without_rendering_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pymodbus renders every answer it decodes (`str(pdu)`, every register) for a debug line,
+    before asking whether DEBUG is on; the guard's decoder does not, unless it is on."""
+    from pymodbus.pdu.pdu import ModbusPDU
+
+    rendered: list[str] = []
+    render = ModbusPDU.__str__
+
+    def counting(pdu: ModbusPDU) -> str:
+        rendered.append(type(pdu).__name__)
+        return render(pdu)
+
+    monkeypatch.setattr(ModbusPDU, "__str__", counting)
+    async with BadServer(registers=REGISTERS, bits=COILS) as server:
+        link = garbage_link(server)
+        try:
+            for _ in range(3):
+                assert await link.read(1, "holding", 0, 3, TIMEOUT) == [*REGISTERS.values()]
+                assert await link.read(1, "input", 0, 3, TIMEOUT) == [*REGISTERS.values()]
+                assert await link.read(1, "coil", 0, 3, TIMEOUT) == [*COILS.values()]
+                assert await link.read(1, "discrete", 0, 3, TIMEOUT) == [*COILS.values()]
+            assert rendered == []
+            # A frame that does not decode still goes through pymodbus (its warning, its None).
+            server.mode = "byte_count_long"
+            with pytest.raises(NoResponse, match="byte count 10 and 6 data bytes"):
+                await link.read(1, "holding", 0, 3, TIMEOUT)
+            server.mode = "good"
+            with caplog.at_level(logging.DEBUG, logger="pymodbus"):
+                assert await link.read(1, "holding", 0, 3, TIMEOUT) == [*REGISTERS.values()]
+            assert rendered == ["ReadHoldingRegistersResponse"]  # pymodbus's own line, at DEBUG
+        finally:
+            link.close()
