@@ -42,6 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,10 @@ class _Stream:
     out_of_order: int = 0
 
 
+def _rfc3339(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
 class Tally:
     """A paho subscriber on `#` (its own network thread) that counts and checks what arrives."""
 
@@ -258,6 +263,9 @@ class Tally:
         self.bad_payloads = 0
         self.window_starts: Counter[tuple[str, str]] = Counter()  # (interval, start) -> windows
         self.status: list[tuple[float, dict[str, Any]]] = []  # (monotonic, retained document)
+        # Telemetry age: `sent` minus the sample time `ts` of its points (how stale a value is
+        # when it leaves), and what arrives per device (against its polls).
+        self.telemetry_age: list[float] = []
         self.telemetry_points = 0
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -278,13 +286,14 @@ class Tally:
         with self._lock:
             self.counts[cls] += 1
             self.bytes[cls] += len(payload)
-        if cls == "telemetry":
-            return  # the bulk: counted, not parsed (no seq)
         try:
             doc = json.loads(payload)
         except ValueError:
             with self._lock:
                 self.bad_payloads += 1
+            return
+        if cls == "telemetry":
+            self._telemetry(doc)
             return
         with self._lock:
             if cls == "status":
@@ -307,6 +316,20 @@ class Tally:
             if seq < stream.last:
                 stream.out_of_order += 1
             stream.last = max(stream.last, seq)
+
+    def _telemetry(self, doc: dict[str, Any]) -> None:
+        points = doc.get("points")
+        try:
+            sent = _rfc3339(str(doc["sent"]))
+            ts = [_rfc3339(str(p["ts"])) for p in points.values()] if points else []
+        except (KeyError, TypeError, ValueError, AttributeError):
+            with self._lock:
+                self.bad_payloads += 1
+            return
+        with self._lock:
+            self.telemetry_points += len(ts)
+            if ts:
+                self.telemetry_age.append(sent - max(ts))
 
     def snapshot(self) -> Counter[str]:
         with self._lock:
@@ -478,6 +501,8 @@ class SoakResult:
     delivered_measured: dict[str, int] = field(default_factory=dict)  # measured phase only
     closes: int = 0
     incomplete_closes: int = 0
+    telemetry_age_s: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # p50/p95/max
+    telemetry_points_per_msg: float = math.nan
     offline_seen: bool = False
     stop_s: float = 0.0
     # per thread: CPU % of a core, voluntary (wake-ups) and involuntary switches per second
@@ -594,7 +619,9 @@ class SoakResult:
         if self.failure:
             out.append(f"   FAILURE: {self.failure}")
         out.append("")
-        out.append("   minute  cpu%   rss_mb  backlog_max  lag_max_s  delivered/s")
+        out.append(
+            "   minute  cpu%   rss_mb  backlog_max  lag_max_s  delivered/s  (max of 1 s samples)"
+        )
         for m in self.minutes:
             out.append(
                 f"   {m['minute']:>6.0f}  {m['cpu_pct']:5.2f}  {m['rss_mb']:6.1f}  "
@@ -635,6 +662,15 @@ class SoakResult:
             "   delivered (whole run; per s while measured): "
             + ", ".join(f"{c} {d.get(c, 0)} ({per_s.get(c, 0):.1f}/s)" for c in CLASSES)
             + f"; expected telemetry {s.meters / POLL_S:.0f}/s"
+        )
+        polls = self.requests / max(1e-9, self.duration_s)  # one request per meter and poll
+        tel = dm.get("telemetry", 0) / span
+        p50, p95, top = self.telemetry_age_s
+        out.append(
+            f"   telemetry: {tel:.1f} messages/s for {polls:.1f} polls/s that all read new "
+            f"values ({100 * tel / max(1e-9, polls):.0f} % of the polls sent), "
+            f"{self.telemetry_points_per_msg:.1f} points each; age when sent (sent - ts) "
+            f"p50 {p50:.2f} s, p95 {p95:.2f} s, max {top:.2f} s"
         )
         out.append(
             f"   windows: {self.closes} closes of 1m seen, {self.incomplete_closes} with fewer "
@@ -975,6 +1011,10 @@ def _finish(r: SoakResult, tally: Tally | None, work: Path) -> None:
         r.out_of_order = sum(s.out_of_order for s in tally.streams.values())
         r.replayed, r.bad_payloads = tally.replayed, tally.bad_payloads
         r.offline_seen = tally.offline_seen()
+        ages = sorted(tally.telemetry_age)
+        if ages:
+            r.telemetry_age_s = (ages[len(ages) // 2], ages[int(len(ages) * 0.95)], ages[-1])
+            r.telemetry_points_per_msg = tally.telemetry_points / len(ages)
         starts = tally.window_starts
         r.closes = len(starts)
         r.incomplete_closes = sum(1 for n in starts.values() if n < r.spec.meters)
