@@ -61,6 +61,7 @@ class _State:
     quality: int | None = None
     pending: tuple[float, float, int] | None = None  # (ts, value, quality) newest unreported
     latest: tuple[float, float, int] | None = None  # newest seen, reported or not
+    offer: int = 0  # the offer() that set `latest`
 
 
 @dataclass(slots=True)
@@ -90,6 +91,9 @@ class TelemetryFilter:
     """Feed every sample batch to `offer`; `due(now)` returns the reports to publish now.
 
     `now` is the monotonic clock, so a wall-clock step neither floods nor silences telemetry.
+    `slack`: how late after a poll `due` may be called (the pipeline's pass interval). The once
+    per poll limit allows that much less, or a pass falling just before the period is up would
+    hold a poll back to the next one, and sending would drift behind the polls.
     """
 
     def __init__(
@@ -97,8 +101,10 @@ class TelemetryFilter:
         points: Iterable[TelemetryPoint],
         poll_periods: dict[str, float],
         heartbeat: float = 300.0,
+        slack: float = 0.0,
     ) -> None:
         self.heartbeat = heartbeat
+        self.slack = slack
         self._points: dict[int, TelemetryPoint] = {}
         self._state: dict[int, _State] = {}
         self._devices: dict[str, _Device] = {}
@@ -112,14 +118,20 @@ class TelemetryFilter:
         # Devices with something to report, in the order their changes came (a dict: ordered).
         self._dirty: dict[str, None] = {}
         self._next_heartbeat = -math.inf  # when the first device's heartbeat is due
+        self._offers = 0  # numbers each offer(): "newest" is judged within one batch
 
     def offer(self, batch: SampleBatch) -> None:
         """Remember the newest sample of each known point; mark changed ones pending.
 
         One pass over the batch's columns (the hot path: every value read). A point whose newest
-        value is back where it was last reported has nothing pending any more.
+        value is back where it was last reported has nothing pending any more. Within a batch the
+        newest sample wins; across batches the later batch does, whatever its timestamps: after
+        the wall clock steps back, live values keep going out (the kernel drops what is older
+        than it has seen; a live view must not go silent for the length of the step).
         """
         states, dirty = self._state, self._dirty
+        self._offers += 1
+        offer = self._offers
         for pid, ts, value, quality in zip(
             batch.point, batch.ts, batch.value, batch.quality, strict=True
         ):
@@ -127,8 +139,9 @@ class TelemetryFilter:
             if state is None:
                 continue
             latest = state.latest
-            if latest is not None and ts < latest[0]:
-                continue  # older than what we hold: never report a value going back in time
+            if latest is not None and ts < latest[0] and state.offer == offer:
+                continue  # an older sample of this batch: the newer one stands
+            state.offer = offer
             sample = state.latest = (ts, value, quality)
             if quality != state.quality or _changed(state.point, state.value, value):
                 state.pending = sample
@@ -146,7 +159,7 @@ class TelemetryFilter:
             heartbeat = now - device.last_heartbeat >= self.heartbeat
             if name not in self._dirty and not heartbeat:
                 continue
-            if now - device.last_sent < device.min_period and not heartbeat:
+            if now - device.last_sent < device.min_period - self.slack and not heartbeat:
                 continue
             samples: list[tuple[TelemetryPoint, float, float, int]] = []
             for pid in device.pids:

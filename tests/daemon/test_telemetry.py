@@ -74,7 +74,7 @@ def test_a_value_back_where_it_was_reported_is_not_sent() -> None:
     assert [r.points["p"]["value"] for r in filt.due(102.0)] == [12.0]
 
 
-def test_heartbeats_of_many_devices_come_each_on_its_own_time() -> None:
+def test_between_heartbeats_only_changed_devices_report() -> None:
     points = [TelemetryPoint(k, f"m{k}", "p") for k in range(3)]
     filt = TelemetryFilter(points, {f"m{k}": 1.0 for k in range(3)}, heartbeat=10.0)
     for k in range(3):
@@ -88,6 +88,35 @@ def test_heartbeats_of_many_devices_come_each_on_its_own_time() -> None:
         ("m1", True),
         ("m2", True),
     ]
+
+
+@pytest.mark.parametrize("pass_s", [0.25, 0.3])
+def test_every_poll_goes_out_when_passes_do_not_line_up_with_polls(pass_s: float) -> None:
+    # Polls every 1 s, the pipeline's passes every pass_s: a pass that falls just before the
+    # period is up must not hold the poll back to the next one (it was 50 of 60 at 0.3 s).
+    filt = TelemetryFilter([TelemetryPoint(0, "m1", "p")], {"m1": 1.0}, slack=pass_s)
+    sent: list[float] = []
+    passes = iter(k * pass_s for k in range(1, 10_000))
+    now = next(passes)
+    for poll in range(60):
+        t = 0.9 + poll * 1.0  # the poll's value arrives
+        filt.offer(_batch((0, 1000.0 + t, float(poll), 0)))
+        while now < t:
+            now = next(passes)
+        sent += [r.points["p"]["value"] for r in filt.due(now)]  # type: ignore[misc]
+    assert len(sent) >= 59 and sent == sorted(sent)
+
+
+def test_telemetry_goes_on_after_the_wall_clock_steps_back() -> None:
+    filt = _filter()
+    filt.offer(_batch((0, 5000.0, 1.0, 0)))
+    assert [r.points["p"]["value"] for r in filt.due(0.0)] == [1.0]
+    # NTP steps the clock back an hour: the next batches carry older times, and are live.
+    filt.offer(_batch((0, 1400.0, 2.0, 0)))
+    [report] = filt.due(1.0)
+    assert report.points["p"]["value"] == 2.0 and report.points["p"]["ts"] == 1400.0
+    filt.offer(_batch((0, 1401.0, 3.0, 0)))
+    assert [r.points["p"]["value"] for r in filt.due(2.0)] == [3.0]
 
 
 def test_quality_change_is_reported() -> None:

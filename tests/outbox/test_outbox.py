@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -402,9 +403,11 @@ def test_deletes_ride_the_next_insert_in_one_commit(make_outbox: MakeOutbox) -> 
         lambda sql: commits.append(sql) if sql == "COMMIT" else None
     )).result(5)  # fmt: skip
     # Hold the writer so the acks and the next batch wait for it together.
-    busy = outbox.call(lambda conn: time.sleep(0.3))
+    release = threading.Event()
+    busy = outbox.call(lambda conn: release.wait(5))
     outbox.ack(ids[:3])
     fut = outbox.submit(windows(2))
+    release.set()
     busy.result(5)
     assert fut.result(5) == [6, 7]
     outbox.flush()
@@ -424,9 +427,11 @@ def test_acks_are_deleted_even_when_the_insert_beside_them_is_refused(
     reader.close()
     pages = outbox.call(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0]).result(5)
     outbox.limit_pages(pages)  # the file cannot grow: a big insert is refused (disk full)
-    busy = outbox.call(lambda conn: time.sleep(0.3))
+    release = threading.Event()
+    busy = outbox.call(lambda conn: release.wait(5))
     outbox.ack(ids)
     outbox.submit(windows(50, size=8000))
+    release.set()
     busy.result(5)
     assert wait(lambda: outbox.stats().backlog == 0, 5)  # the acknowledged rows went anyway
     outbox.limit_pages(None)
