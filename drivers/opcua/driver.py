@@ -56,6 +56,39 @@ _MAX_MONITORED_ITEMS_PER_CALL = 11714
 # (monotonic s): a server whose array differs at every session takes the backoff instead, and
 # the backoff is reset only by a session that lasted this long.
 QUICK_RETRY_S = 10.0
+# A sample the driver makes itself with source timestamps is stamped at least this much after
+# the point's last real source time (the kernel drops a sample not newer than the last one).
+_MADE_AFTER_S = 0.001
+
+
+class _AsyncuaNoise(logging.Filter):
+    """Drops asyncua's anonymous warnings about answers the driver tolerates and reports itself.
+
+    A PLC at its monitored-item limit answers the NamespaceArray watch with a service fault
+    (the driver's "did not monitor its NamespaceArray" line names the device), and the late
+    answer to a request the driver gave up on (the DataType read past the timeout: "did not
+    read the DataType …") finds its future done. Matched on asyncua's message templates and
+    arguments; every other asyncua record passes.
+    """
+
+    FAULT = "ServiceFault (%s, diagnostics: %s) from server received %s"
+    LATE = "Future for request id %s is already done"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == self.LATE:
+            return False
+        if record.msg == self.FAULT and isinstance(record.args, tuple) and len(record.args) == 3:
+            name, _diagnostics, context = record.args
+            return not (
+                name == "BadTooManyMonitoredItems"
+                and context == " in response to CreateMonitoredItemsRequest"
+            )
+        return True
+
+
+# On the logger asyncua's UASocketProtocol logs with (created here if asyncua is not imported
+# yet: it gets this same logger object, filter included).
+logging.getLogger("asyncua.client.ua_client.UASocketProtocol").addFilter(_AsyncuaNoise())
 
 
 class ConnectionLost(Exception):
@@ -102,6 +135,11 @@ class OpcuaDriver:
             float(device.timeout) if watchdog_interval is None else watchdog_interval
         )
         self.source_timestamps = getattr(device, "timestamps", "gateway") == "source"
+        # With source timestamps, samples the driver makes itself are stamped this far behind
+        # (s): a real value the server sampled just before and delivers up to a publishing
+        # interval later is newer, not dropped downstream. The subscription's revised
+        # publishing interval when longer.
+        self.made_margin = self.interval
         self.health = DeviceHealth(self.name, sink)
         self.points: tuple[Any, ...] = tuple(device.points)
         self.pids: list[int] = [point_index.add(f"{self.name}.{p.name}") for p in self.points]
@@ -464,10 +502,13 @@ class OpcuaDriver:
         """The time of a sample the driver makes itself (bad at a loss, a refresh)."""
         if not self.source_timestamps:
             return now
-        # On the server's timeline, or it would sit ahead of the values that follow it. Not
-        # taken as the point's latest source time: a value sampled just before a refresh yet
-        # delivered after it is no step back of the server's clock.
-        return now + self._last_offset[slot]
+        # On the server's timeline, or it would sit ahead of the values that follow it, and a
+        # publishing interval behind: a value sampled just before a refresh yet delivered after
+        # it is newer (kept downstream), never older than the point's last real source time.
+        # Not taken as the point's latest source time: no step back of the server's clock.
+        ts = now + self._last_offset[slot] - self.made_margin
+        last = self._last_ts[slot]
+        return ts if ts >= last + _MADE_AFTER_S else last + _MADE_AFTER_S
 
     def _bad_now(self, slots: Sequence[int]) -> None:
         now = time.time()
@@ -613,6 +654,8 @@ class OpcuaDriver:
             make_subscription(client, period_ms, self._on_publish, self._keepalive_s), timeout
         )
         self._sub = sub
+        revised = float(getattr(sub, "revised_interval_ms", period_ms) or period_ms)
+        self.made_margin = max(self.interval, revised / 1000.0)
         now = time.time()
         bad = [s for s, n in enumerate(nodeids) if n is None]
         slots = [s for s, n in enumerate(nodeids) if n is not None]

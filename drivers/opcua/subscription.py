@@ -35,6 +35,8 @@ async def make_subscription(
     ua = ua_module()
 
     class DirectSubscription(Subscription):
+        revised_interval_ms = 0.0  # the publishing interval the server granted
+
         async def publish_callback(self, publish_result: Any) -> None:
             # Keep the fields asyncua's stale-subscription watchdog reads.
             self.last_publish_at = time.monotonic()
@@ -54,7 +56,9 @@ async def make_subscription(
     # A handler object (unused) keeps asyncua from allocating its iterator queue.
     handler: Any = _NoHandler()
     sub = DirectSubscription(client.uaclient.session, params, handler=handler)
-    await sub.init()
+    result = await sub.init()
+    # What the server granted (it may publish less often than asked): read by the driver.
+    sub.revised_interval_ms = float(getattr(result, "RevisedPublishingInterval", 0.0) or 0.0)
     # Tracked like asyncua's own subscriptions so its stale-subscription watchdog covers it.
     client._subscriptions.append(sub)
     return sub

@@ -386,8 +386,12 @@ def test_refreshes_do_not_count_as_the_source_time_of_a_point(
 
     drv._append(0, at(1.0, 5000.0), 5000.2)  # offset -0.2 s
     refresh = drv._made_ts(0, 5010.0)
-    assert refresh == pytest.approx(5009.8)
+    assert drv.made_margin == pytest.approx(0.1)  # the publishing interval
+    assert refresh == pytest.approx(5009.7)  # server time of the refresh, a margin behind
     drv._append(0, at(2.0, 5009.75), 5010.05)  # sampled before the refresh, delivered after
+    assert refresh < 5009.75  # so newer than the refresh: kept downstream
+    # Never before the point's last real source time (the kernel would drop it as not newer).
+    assert drv._made_ts(0, 5010.06) == pytest.approx(5009.751)
     drv.health.success()
     drv._went_down("lost")  # the bad sample at a loss: stamped by the driver too
     drv._append(0, at(3.0, 5009.0), 5010.1)  # a real step back: 0.75 s before the last value
@@ -401,3 +405,24 @@ def test_refreshes_do_not_count_as_the_source_time_of_a_point(
         (3.0, QUALITY_GOOD),
     ]
     assert [q for _k, _t, _v, q in sink.rows()].count(QUALITY_BAD) == 1
+
+
+def test_only_the_tolerated_asyncua_warnings_are_dropped() -> None:
+    """The filter on asyncua's socket logger drops the service fault of a PLC at its
+    monitored-item limit and the late answer to an abandoned request; nothing else."""
+    import logging
+
+    logger = logging.getLogger("asyncua.client.ua_client.UASocketProtocol")
+    fault = "ServiceFault (%s, diagnostics: %s) from server received %s"
+
+    def passes(msg: str, *args: object) -> bool:
+        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, msg, args, None)
+        return all(f.filter(record) for f in logger.filters)
+
+    create = " in response to CreateMonitoredItemsRequest"
+    assert not passes(fault, "BadTooManyMonitoredItems", "d", create)
+    assert not passes("Future for request id %s is already done", 6)
+    assert passes(fault, "BadTooManyMonitoredItems", "d", " in response to ReadRequest")
+    assert passes(fault, "BadSessionIdInvalid", "d", create)
+    assert passes("Future for request id %s not handled due to disconnect", 6)
+    assert passes("Socket has closed connection")
