@@ -175,6 +175,10 @@ async def test_every_bad_answer_is_reported_once_and_never_credited(
         warnings = [r for r in records if r.levelno >= logging.WARNING]
         by_device: dict[str | None, list[str]] = {}
         for r in warnings:
+            # A poll overrun says the machine was busy (29 devices at 100 ms on 2 shared
+            # cores), not what a device answered: it is logged once and not counted here.
+            if "a poll took longer than poll" in r.getMessage():
+                continue
             by_device.setdefault(device_of(r), []).append(r.getMessage())
 
         # No traceback, no pymodbus line, no warning that does not name its device.
