@@ -614,7 +614,7 @@ class SoakResult:
         if self.others:
             out.append(
                 "   other busy processes (% of a core): "
-                + "; ".join(f"{cmd[:60]} {pct:.0f}%" for cmd, pct in self.others)
+                + "; ".join(f"{' '.join(cmd.split())[:60]} {pct:.0f}%" for cmd, pct in self.others)
             )
         if self.failure:
             out.append(f"   FAILURE: {self.failure}")

@@ -13,6 +13,7 @@ thread's measured CPU, and the busy samples are grouped by what the gateway does
 from __future__ import annotations
 
 import json
+import linecache
 import re
 import sys
 from collections import Counter
@@ -31,8 +32,10 @@ WAITS = (
     ("gateway/uplink_link.py", "Link._pump"),  # its select.select (line by line: nothing else)
 )
 
-# What a busy sample is doing: the first rule one of its frames matches ("path:function"
-# substrings), per thread (matched on the thread's name).
+# What a busy sample is doing: the first rule one of its frames matches, per thread (matched
+# on the thread's name). A frame reads "path:function:line", the innermost one
+# "path:function:source text of its line" (read from the file if it is still there), so a rule
+# can name a statement without depending on line numbers.
 RULES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "MainThread": [
         ("pipeline: telemetry messages", ("Gateway._telemetry_messages",)),
@@ -62,8 +65,8 @@ RULES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("session loop", ("Uplink._session",)),
     ],
     "ironwatt-outbox": [
-        ("store: COMMIT (incl. fsync wait)", ("buffer_writer.py:Writer._store:145",)),
-        ("delete acked: COMMIT (incl. fsync wait)", ("buffer_writer.py:Writer._delete:117",)),
+        ("store: COMMIT (incl. fsync wait)", ('Writer._store:conn.execute("COMMIT")',)),
+        ("delete acked: COMMIT (incl. fsync wait)", ('Writer._delete:conn.execute("COMMIT")',)),
         ("store: size measure", ("RowStore._measure",)),
         ("store: insert rows", ("RowStore._insert", "RowStore._prepare")),
         ("store: wake listeners (uplink, loop)", ("Link._poke", "_write_to_self", "Future")),
@@ -101,6 +104,10 @@ def load(path: Path) -> list[ThreadProfile]:
         (_tail(f.get("file") or ""), str(f.get("name")), int(f.get("line") or 0))
         for f in doc["shared"]["frames"]
     ]
+    sources = [
+        linecache.getline(str(f.get("file") or ""), int(f.get("line") or 0)).strip()
+        for f in doc["shared"]["frames"]
+    ]
     out = []
     for prof in doc["profiles"]:
         m = re.search(r'"([^"]+)"', prof["name"])
@@ -112,7 +119,8 @@ def load(path: Path) -> list[ThreadProfile]:
             if any(file.endswith(f) and name == n for f, n in WAITS):
                 tp.waiting += 1
                 continue
-            keys = [f"{frames[i][0]}:{frames[i][1]}:{frames[i][2]}" for i in stack]
+            keys = [f"{frames[i][0]}:{frames[i][1]}:{frames[i][2]}" for i in stack[:-1]]
+            keys.append(f"{file}:{name}:{sources[stack[-1]]}")
             group = next(
                 (label for label, subs in rules if any(s in k for k in keys for s in subs)),
                 "other",
