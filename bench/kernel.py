@@ -26,7 +26,7 @@ os.environ.pop("IRONWATT_NO_EXTENSIONS", None)
 from zoneinfo import ZoneInfo  # noqa: E402
 
 from ext import _kernel_py  # noqa: E402
-from gateway.windows import edges_between  # noqa: E402
+from gateway.energy.windows import edges_between  # noqa: E402
 
 POINTS = 10_000
 CYCLES = 1_000  # 1 s polls: 10 M samples over 16 min 40 s, crossing 1m, 15m and 1h edges

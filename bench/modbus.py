@@ -108,7 +108,7 @@ def spy(path):
             json.dump({"asyncua": loaded}, f)
         time.sleep(0.5)
 threading.Thread(target=spy, args=(sys.argv[1],), daemon=True).start()
-from gateway.cli import main
+from gateway.cli.main import main
 sys.exit(main(["--log-level", "error", "run", "-c", sys.argv[2]]))
 """
 

@@ -149,7 +149,7 @@ class KernelSink:
         from zoneinfo import ZoneInfo
 
         from ext import kernel as mod
-        from gateway.windows import edges_between
+        from gateway.energy.windows import edges_between
 
         now = time.time()
         tz = ZoneInfo("UTC")
@@ -186,8 +186,8 @@ async def run_gateway(endpoint: str, ns: int) -> dict[str, float]:
     import tempfile
 
     from drivers.opcua.driver import OpcuaDriver
-    from gateway.config_model import OpcuaDevice
-    from gateway.samples import PointIndex
+    from drivers.samples import PointIndex
+    from gateway.config.model import OpcuaDevice
 
     device = OpcuaDevice.model_validate(
         {

@@ -364,7 +364,7 @@ def _named_run(self):
     _run(self)
 threading.Thread.run = _named_run
 _name("event-loop")
-from gateway.cli import main
+from gateway.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from gateway.samples import SampleBatch
+from drivers.samples import SampleBatch
 
 __all__ = [
     "Backoff",
@@ -78,7 +78,7 @@ class DeviceHealth:
             previous = self.state
             self.state = "up"
             reason = "connected" if previous == "starting" else "recovered"
-            # A transition: never held back by the log's repeat filter (gateway/logs.py).
+            # A transition: never held back by the log's repeat filter (gateway/daemon/logs.py).
             log.info("device %s is up (%s)", self.device, reason, extra={"transition": True})
             self.sink.add_event(DeviceEvent("device_up", self.device, reason, self.last_success))
 

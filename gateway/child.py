@@ -1,7 +1,7 @@
 """Short-lived child processes of the daemon: one-off work whose imports must not stay resident.
 
-The daemon validates its config (gateway.config_worker) and migrates a buffer database
-(gateway.buffer_schema) in children: pydantic and sqlite-utils would otherwise stay in its memory
+The daemon validates its config (gateway.config.worker) and migrates a buffer database
+(gateway.outbox.schema) in children: pydantic and sqlite-utils would otherwise stay in its memory
 for as long as it runs, which on a Modbus-only gateway is a third of its 60 MB budget.
 """
 

@@ -29,7 +29,7 @@ WAITS = (
     ("threading.py", "Condition.wait"),
     ("threading.py", "Event.wait"),
     ("concurrent/futures/thread.py", "_worker"),
-    ("gateway/uplink_link.py", "Link._pump"),  # its select.select (line by line: nothing else)
+    ("gateway/uplink/session.py", "Link._pump"),  # its select.select (line by line: nothing else)
 )
 
 # What a busy sample is doing: the first rule one of its frames matches, per thread (matched
@@ -47,15 +47,15 @@ RULES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("pipeline: other", ("Gateway._one_pass", "Gateway._pipeline")),
         ("Modbus links: pymodbus", ("pymodbus/",)),
         ("Modbus links: drivers/modbus", ("drivers/modbus/",)),
-        ("samples handed to the pipeline", ("gateway/runtime_devices.py",)),
-        ("http /status", ("gateway/health.py", "Gateway._status_doc")),
+        ("samples handed to the pipeline", ("gateway/daemon/devices.py",)),
+        ("http /status", ("gateway/daemon/health.py", "Gateway._status_doc")),
         ("ticker (watchdog, clock)", ("Gateway._ticker",)),
         ("asyncio: sockets (Modbus replies and requests)", ("selector_events.py",)),
         ("asyncio: loop", ("asyncio/",)),
     ],
     "ironwatt-uplink": [
         ("status publish (+ ack flush)", ("Link._publish_status", "Outbox.flush")),
-        ("compose payloads", ("gateway/buffer_types.py:compose",)),
+        ("compose payloads", ("gateway/outbox/messages.py:compose",)),
         ("outbox fetch", ("OutboxReader.fetch",)),
         ("outbox ack (hand ids to the writer)", ("Outbox.ack",)),
         ("paho publish (packet, send)", ("Client.publish",)),

@@ -1,6 +1,6 @@
 """Modbus driver: TCP, RTU and RTU-over-TCP; coalesced block reads, per-link concurrency.
 
-The daemon runs one `gateway.runtime_modbus.ModbusLinkDriver` per link and the tests
+The daemon runs one `gateway.daemon.modbus_link.ModbusLinkDriver` per link and the tests
 `ModbusDriver`, both over `Link` and `DeviceRunner`; tools use the planner, decoder and link.
 """
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from drivers.modbus.points import BIT_FUNCTIONS, REGISTER_WORDS, PointSpec
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
 
 __all__ = [
     "BlockDecoder",

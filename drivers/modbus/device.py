@@ -20,7 +20,7 @@ from drivers.modbus.link import DeviceError, Link, LinkDown, ModbusError, NoResp
 from drivers.modbus.planner import Block, Plan, Span, plan
 from drivers.modbus.points import PointSpec, resolve
 from drivers.modbus.recovery import Member, device_steps
-from gateway.samples import PointIndex, SampleBatch
+from drivers.samples import PointIndex, SampleBatch
 
 __all__ = ["DeviceRunner", "PollSettings"]
 

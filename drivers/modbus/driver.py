@@ -14,7 +14,7 @@ from typing import Any
 from drivers.base import DeviceSink
 from drivers.modbus.device import DeviceRunner
 from drivers.modbus.link import Link, LinkSettings, make_client, settings_of
-from gateway.samples import PointIndex
+from drivers.samples import PointIndex
 
 __all__ = ["ModbusDriver"]
 

@@ -65,7 +65,7 @@ _DEFAULTS: dict[str, Any] = {
 
 
 class DeviceLike(Protocol):
-    """The attributes of `gateway.config.ModbusDevice` this module reads."""
+    """The attributes of `gateway.config.load.ModbusDevice` this module reads."""
 
     @property
     def name(self) -> str: ...

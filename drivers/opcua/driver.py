@@ -34,7 +34,7 @@ from drivers.opcua.security import (
     ua_module,
 )
 from drivers.opcua.subscription import KEEPALIVE_S
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN, PointIndex, SampleBatch
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN, PointIndex, SampleBatch
 
 __all__ = ["ConnectionLost", "OpcuaDriver"]
 
@@ -98,8 +98,8 @@ class ConnectionLost(Exception):
 class OpcuaDriver:
     """Reads one configured OPC UA device into `sink` until cancelled.
 
-    `device` has the attributes of `gateway.config.OpcuaDevice`; point ids come from `point_index`
-    (key "device.point"). `run()` never returns on its own: connection problems become
+    `device` has the attributes of `gateway.config.load.OpcuaDevice`; point ids come from
+    `point_index` (key "device.point"). `run()` never returns on its own: connection problems become
     device_down/device_up events and a bad-quality sample per point at the moment of the loss.
     """
 

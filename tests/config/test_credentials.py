@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.credentials import Credential, credential_of, find_sources
+from gateway.config.credentials import Credential, credential_of, find_sources
 from tests.config.support import REPO, check
 
 CRED = "/run/credentials/ironwatt.service"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli_check import json_schema
-from gateway.config import ConfigError, load_config, parse_config
-from gateway.config_model import ModbusDevice, OpcuaDevice
+from gateway.cli.check import json_schema
+from gateway.config.load import ConfigError, load_config, parse_config
+from gateway.config.model import ModbusDevice, OpcuaDevice
 from tests.config.support import CASES, REPO, check, stage
 
 EXAMPLE = REPO / "docs" / "config.example.toml"
@@ -159,7 +159,7 @@ def test_a_point_key_in_a_typo_table_is_one_problem() -> None:
 
 
 def test_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     assert main(["config", "schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
@@ -251,7 +251,7 @@ def test_reference_documents_every_key() -> None:
     """docs/config.md names every key the model accepts."""
     from pydantic import BaseModel
 
-    from gateway import config_model
+    from gateway.config import model as config_model
 
     text = CONTRACT.read_text(encoding="utf-8")
     models = [

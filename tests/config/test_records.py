@@ -1,6 +1,6 @@
 """The daemon's config: validated in a child process, kept as records, never pydantic.
 
-Each test runs the real worker (`python -m gateway.config_worker`) and compares what the daemon
+Each test runs the real worker (`python -m gateway.config.worker`) and compares what the daemon
 gets with what the in-process loader (`ironwatt check`'s) gives for the same file.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, load_config
-from gateway.config_records import Record, load_config_isolated
-from gateway.runtime import diff_devices
+from gateway.config.load import ConfigError, load_config
+from gateway.config.records import Record, load_config_isolated
+from gateway.daemon.runtime import diff_devices
 from gateway.sim.plant import demo_config
 from tests.config.support import CASES, REPO, stage
 from tests.config.test_example import MINIMAL
@@ -221,16 +221,16 @@ def test_the_daemon_never_imports_pydantic(tmp_path: Path) -> None:
     path = _configs(tmp_path)["demo"]
     script = textwrap.dedent(f"""
         import sys
-        from gateway.cli import _daemon_command, build_parser
+        from gateway.cli.main import _daemon_command, build_parser
         build_parser(_daemon_command(["--log-level", "error", "run", "-c", "x.toml"]))
-        import gateway.runtime, drivers.modbus.driver
-        from gateway.config_records import load_config_isolated
+        import gateway.daemon.runtime, drivers.modbus.driver
+        from gateway.config.records import load_config_isolated
         cfg = load_config_isolated({str(path)!r})
         assert cfg.devices, cfg
         loaded = sorted(m for m in sys.modules
                         if m.split(".")[0] in ("pydantic", "pydantic_core", "asyncua",
                                                "sqlite_utils")
-                        or m in ("gateway.config", "gateway.config_model", "gateway.cli_opcua",
+                        or m in ("gateway.config.load", "gateway.config.model", "gateway.cli.opcua",
                                  "drivers.opcua.security"))
         print(loaded)
     """)
@@ -254,7 +254,7 @@ def test_the_daemon_never_imports_pydantic(tmp_path: Path) -> None:
 def test_only_the_daemon_gets_the_short_parser(
     argv: list[str], only: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gateway.cli import _daemon_command, build_parser
+    from gateway.cli.main import _daemon_command, build_parser
 
     assert _daemon_command(argv) == only
     parser = build_parser(only)

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import ConfigError, validate_document
+from gateway.config.load import ConfigError, validate_document
 from tests.config.support import REPO
 
 EXAMPLE = REPO / "docs" / "config.example.toml"

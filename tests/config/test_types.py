@@ -10,9 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from gateway import units
-from gateway.config import KeyLocator, format_path
-from gateway.config_types import (
+from gateway.config.fields import (
     Duration,
     Name,
     Size,
@@ -20,6 +18,8 @@ from gateway.config_types import (
     parse_duration,
     parse_size,
 )
+from gateway.config.load import KeyLocator, format_path
+from gateway.energy import units
 
 
 @pytest.mark.parametrize(
@@ -199,7 +199,7 @@ def test_unit_suggestions(typed: str, meant: str | None) -> None:
 
 
 def test_default_carriers_have_known_units_and_sources() -> None:
-    from gateway.carriers import DEFAULT_CARRIERS
+    from gateway.energy.carriers import DEFAULT_CARRIERS
 
     for name, carrier in DEFAULT_CARRIERS.items():
         assert units.lookup(carrier.unit) is not None, name

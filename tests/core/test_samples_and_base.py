@@ -7,7 +7,7 @@ import random
 import pytest
 
 from drivers.base import Backoff, DeviceEvent, DeviceHealth
-from gateway.samples import QUALITY_BAD, PointIndex, SampleBatch
+from drivers.samples import QUALITY_BAD, PointIndex, SampleBatch
 
 
 class RecordingSink:

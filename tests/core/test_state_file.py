@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.state_file import SNAPSHOT_NAME, read_snapshot, write_snapshot
+from gateway.energy.snapshot_file import SNAPSHOT_NAME, read_snapshot, write_snapshot
 
 
 def test_written_in_parts_read_whole_and_replaced(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.windows import DAY, check_interval, edges_between, next_edge, utc_iso, window_of
+from gateway.energy.windows import DAY, check_interval, edges_between, next_edge, utc_iso, window_of
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SHANGHAI = ZoneInfo("Asia/Shanghai")

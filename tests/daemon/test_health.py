@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from gateway.health import HealthServer, Metric, parse_listen, render_metrics
+from gateway.daemon.health import HealthServer, Metric, parse_listen, render_metrics
 
 # Prometheus text format 0.0.4, checked line by line (prometheus_client is not a dependency).
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"

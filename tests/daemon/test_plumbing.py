@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import ClockWatch
-from gateway.logs import register_secret, setup_logging
-from gateway.notify import Notifier, watchdog_interval
+from gateway.daemon.clock import ClockWatch
+from gateway.daemon.logs import register_secret, setup_logging
+from gateway.daemon.notify import Notifier, watchdog_interval
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +111,7 @@ def test_library_errors_are_one_line_and_rate_limited(captured_log: io.StringIO)
 
 def test_repeat_summary_after_window() -> None:
     now = [0.0]
-    from gateway.logs import RepeatFilter
+    from gateway.daemon.logs import RepeatFilter
 
     filt = RepeatFilter(10.0, clock=lambda: now[0])
     record = logging.LogRecord("x", logging.INFO, "", 0, "same %s", ("msg",), None)

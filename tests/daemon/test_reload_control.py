@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import build_parser
-from gateway.config_records import load_config_isolated
-from gateway.notify import Notifier
-from gateway.reload_control import (
+from gateway.cli.main import build_parser
+from gateway.config.records import load_config_isolated
+from gateway.daemon.notify import Notifier
+from gateway.daemon.reload_control import (
     RELOAD_WAIT_S,
     RELOAD_WORKER_TIMEOUT_S,
     BadAnswer,
@@ -354,7 +354,7 @@ async def test_a_reload_gives_the_worker_the_reload_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker over its time is a refused reload that says why (the running config stays)."""
-    import gateway.runtime
+    import gateway.daemon.runtime
 
     seen: list[float] = []
 
@@ -365,11 +365,11 @@ async def test_a_reload_gives_the_worker_the_reload_timeout(
     def isolated(path: Path, **kwargs: Any) -> Any:
         return load_config_isolated(path, run=hanging, **kwargs)
 
-    monkeypatch.setattr(gateway.runtime, "load_config_isolated", isolated)
+    monkeypatch.setattr(gateway.daemon.runtime, "load_config_isolated", isolated)
     gw = SimpleNamespace(
         cfg=SimpleNamespace(path=tmp_path / "c.toml"), notifier=Notifier(""), _reload_refused=None
     )
-    outcome = await gateway.runtime.Gateway._apply_reload(gw)  # type: ignore[arg-type]
+    outcome = await gateway.daemon.runtime.Gateway._apply_reload(gw)  # type: ignore[arg-type]
     assert seen == [RELOAD_WORKER_TIMEOUT_S]
     assert not outcome.applied
     assert "took more than 20 s and was given up" in outcome.summary
@@ -377,7 +377,7 @@ async def test_a_reload_gives_the_worker_the_reload_timeout(
 
 
 def test_the_default_data_dir_is_the_models() -> None:
-    from gateway import cli_run
-    from gateway.config_model import GatewayConfig
+    from gateway.cli import run as cli_run
+    from gateway.config.model import GatewayConfig
 
     assert GatewayConfig.model_fields["data_dir"].default == cli_run._DEFAULT_DATA_DIR

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway import cli_run, reload_control
-from gateway.cli import build_parser
-from gateway.logs import TRANSITION, setup_logging
-from gateway.notify import Notifier
-from gateway.reload_control import ReloadOutcome, ReloadRequests, socket_path
+from gateway.cli import run as cli_run
+from gateway.cli.main import build_parser
+from gateway.daemon import reload_control
+from gateway.daemon.logs import TRANSITION, setup_logging
+from gateway.daemon.notify import Notifier
+from gateway.daemon.reload_control import ReloadOutcome, ReloadRequests, socket_path
 from tests.daemon.conftest import ROOT, GatewayProcess
 from tests.support.mosquitto import Mosquitto
 

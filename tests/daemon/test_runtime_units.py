@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from drivers.base import Backoff, DeviceEvent
-from gateway.config import load_config
-from gateway.health import render_metrics
-from gateway.runtime import diff_devices, point_keys
-from gateway.runtime_devices import DeviceUnit, QueueSink, Supervisor, plan_units
-from gateway.runtime_status import metrics_of, render_table
-from gateway.samples import PointIndex, SampleBatch
+from drivers.samples import PointIndex, SampleBatch
+from gateway.config.load import load_config
+from gateway.daemon.devices import DeviceUnit, QueueSink, Supervisor, plan_units
+from gateway.daemon.health import render_metrics
+from gateway.daemon.runtime import diff_devices, point_keys
+from gateway.daemon.status import metrics_of, render_table
 from gateway.sim.plant import demo_config, format_message
 from tests.daemon.test_health import parse_prometheus
 
@@ -244,7 +244,7 @@ unit = 1
 def test_reload_keeps_unchanged_state_and_resets_changed_sources(tmp_path: Path) -> None:
     import time
 
-    from gateway.runtime_energy import EnergyStage
+    from gateway.daemon.energy_stage import EnergyStage
 
     old = _load(tmp_path, _modbus_at("a", 0) + _modbus_at("b", 0) + _modbus_at("c", 0))
     now = (time.time() // 10) * 10 + 1.0  # every sample below lies in one 10 s window

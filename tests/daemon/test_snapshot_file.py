@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.energy.snapshot_file import SNAPSHOT_NAME
 from gateway.sim.modbus_meters import SimMeter
-from gateway.state_file import SNAPSHOT_NAME
 from tests.daemon.conftest import GatewayProcess, PlantThread, free_port
 from tests.support.mosquitto import Mosquitto
 

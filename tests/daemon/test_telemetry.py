@@ -10,9 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
-from gateway.telemetry import TelemetryEncoder, TelemetryFilter, TelemetryPoint, TelemetryReport
-from gateway.windows import utc_iso
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
+from gateway.daemon.telemetry import (
+    TelemetryEncoder,
+    TelemetryFilter,
+    TelemetryPoint,
+    TelemetryReport,
+)
+from gateway.energy.windows import utc_iso
 
 
 def _batch(*rows: tuple[int, float, float, int]) -> SampleBatch:
@@ -197,7 +202,7 @@ def test_encoder_writes_what_json_dumps_writes(
 
 
 def test_encoder_body_goes_through_the_outbox_hot_path() -> None:
-    from gateway.buffer_types import encode_body
+    from gateway.outbox.messages import encode_body
 
     encoder = TelemetryEncoder()
     report = TelemetryReport("m1", [(TelemetryPoint(0, "m1", "p", "kW"), 1.7e9, 2.5, 0)])

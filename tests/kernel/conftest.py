@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import strategies as st
 
-from gateway.windows import edges_between
+from gateway.energy.windows import edges_between
 
 NO_EXT = os.environ.get("IRONWATT_NO_EXTENSIONS", "") not in ("", "0")
 UTC = ZoneInfo("UTC")
@@ -46,7 +46,7 @@ def km(request: pytest.FixtureRequest) -> ModuleType:
 
 @functools.lru_cache(maxsize=64)
 def cached_edges(tz: ZoneInfo, interval: int, start: float, end: float) -> tuple[float, ...]:
-    """gateway.windows edges, computed once per test session (zoneinfo work is slow-ish)."""
+    """gateway.energy.windows edges, computed once per test session (zoneinfo work is slow-ish)."""
     return tuple(edges_between(tz, interval, start, end))
 
 
@@ -61,7 +61,7 @@ def kernel(
     initial_period: int = 0,
     **kw: Any,
 ) -> Any:
-    """A kernel with a grid covering [start, start + hours) built from gateway.windows."""
+    """A kernel with a grid covering [start, start + hours) built from gateway.energy.windows."""
     end = start + hours * 3600.0
     edge_lists = [cached_edges(tz, s, start, end + 1) for s in intervals]
     edges, masks, periods = mod.build_grid(

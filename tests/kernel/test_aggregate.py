@@ -1,4 +1,4 @@
-"""gateway.aggregate on both kernels: device payloads as mqtt.md shows them, TOU, demand, state.
+"""gateway.energy.aggregate on both kernels: device payloads as mqtt.md shows, TOU, demand, state.
 
 Edges in a real zone (Asia/Shanghai), points as the config describes them.
 """
@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.aggregate import Aggregator, PointSpec, integral_unit
-from gateway.samples import SampleBatch
+from drivers.samples import SampleBatch
+from gateway.energy.aggregate import Aggregator, PointSpec, integral_unit
 from tests.kernel.conftest import DAY0
 
 pytestmark = pytest.mark.twin

@@ -1,6 +1,6 @@
 """Windows, DST days, time of use, snapshots and reloads on both kernels.
 
-Edges come from gateway.windows (the gateway zone), as the daemon hands them to the kernel.
+Edges come from gateway.energy.windows (the gateway zone), as the daemon hands them to the kernel.
 """
 
 from __future__ import annotations

@@ -9,13 +9,13 @@ import pytest
 import pytest_asyncio
 
 from drivers.base import DeviceEvent
-from gateway.samples import PointIndex, SampleBatch
+from drivers.samples import PointIndex, SampleBatch
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 
 try:
-    from gateway.config import ModbusDevice, ModbusPoint
-except ImportError:  # until the integrator's gateway/config.py re-exports the models
-    from gateway.config_model import ModbusDevice, ModbusPoint
+    from gateway.config.load import ModbusDevice, ModbusPoint
+except ImportError:  # until the integrator's gateway/config/load.py re-exports the models
+    from gateway.config.model import ModbusDevice, ModbusPoint
 
 
 class RecordingSink:

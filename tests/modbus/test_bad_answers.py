@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from drivers.modbus.link import DeviceError, Link, LinkSettings, NoResponse
-from gateway.runtime_modbus import ModbusLinkDriver
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
+from gateway.daemon.modbus_link import ModbusLinkDriver
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 from tests.modbus.badserver import BadServer, until
 from tests.modbus.conftest import RecordingSink, make_device

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from drivers.modbus import describe_plan
-from gateway.cli_modbus import main
+from gateway.cli.modbus import main
 
 
 async def run_cli(*argv: str) -> int:

@@ -13,7 +13,7 @@ from drivers.modbus.decode import BlockDecoder, decode_value, encode_value, is_s
 from drivers.modbus.device import DeviceRunner
 from drivers.modbus.link import Link, settings_of
 from drivers.modbus.points import PointSpec
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex, SampleBatch
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex, SampleBatch
 
 TYPES = ["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
 ORDERS = ["ABCD", "CDAB", "BADC", "DCBA"]

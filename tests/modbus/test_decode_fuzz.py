@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from drivers.modbus.decode import BlockDecoder
 from drivers.modbus.points import PointSpec
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
 
 WORDS = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
 WORDS.update(int64=4, uint64=4, float64=4)

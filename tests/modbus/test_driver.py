@@ -15,7 +15,7 @@ import pytest
 from drivers.modbus.device import DeviceRunner
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.link import Link, LinkSettings, NoResponse, settings_of
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 from tests.support.tasks import running
 

@@ -10,7 +10,7 @@ from drivers.modbus import profiles
 from drivers.modbus.device import DeviceRunner
 from drivers.modbus.link import Link, settings_of
 from drivers.modbus.points import resolve
-from gateway.samples import QUALITY_GOOD, PointIndex
+from drivers.samples import QUALITY_GOOD, PointIndex
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 
 REQUIRED = {

@@ -19,8 +19,8 @@ import pytest
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.link import LinkSettings, make_client
 from drivers.modbus.recovery import Member, Steps, device_steps, link_steps, reconnect_max
-from gateway.runtime_modbus import ModbusLinkDriver
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex, SampleBatch
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex, SampleBatch
+from gateway.daemon.modbus_link import ModbusLinkDriver
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 from tests.modbus.badserver import BadServer, until
 from tests.modbus.conftest import RecordingSink, make_device

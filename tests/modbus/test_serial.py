@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from drivers.modbus.driver import ModbusDriver
-from gateway.samples import QUALITY_GOOD, PointIndex
+from drivers.samples import QUALITY_GOOD, PointIndex
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 
 
@@ -114,7 +114,7 @@ async def test_rtu_over_tcp(sink: Any, device_factory: Any) -> None:
 
 @pytest.mark.asyncio
 async def test_cli_read_over_serial(serial_plant: Any, capsys: Any) -> None:
-    from gateway.cli_modbus import main
+    from gateway.cli.modbus import main
 
     _, port = serial_plant
     argv = ["modbus", "read", "--serial", port, "--baudrate", "19200", "--unit", "2"]

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from drivers.base import DeviceEvent
-from gateway.config_model import OpcuaDevice
-from gateway.samples import PointIndex, SampleBatch
+from drivers.samples import PointIndex, SampleBatch
+from gateway.config.model import OpcuaDevice
 from gateway.sim.opcua_plc import PLC_NAMESPACE, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,7 +188,7 @@ def point(name: str, node: str, **extra: Any) -> dict[str, Any]:
 def make_device(
     endpoint: str, points: list[dict[str, Any]], name: str = "bf2", **extra: Any
 ) -> OpcuaDevice:
-    """A validated config object, as gateway.config builds it (durations as TOML strings)."""
+    """A validated config object, as gateway.config.load builds it (durations as TOML strings)."""
     data: dict[str, Any] = {
         "name": name,
         "driver": "opcua",

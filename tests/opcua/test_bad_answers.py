@@ -22,8 +22,8 @@ import pytest
 
 from drivers.base import Backoff
 from drivers.opcua.driver import OpcuaDriver
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from ext import kernel as km
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from gateway.sim.opcua_plc import PLC_NAMESPACE
 from tests.opcua.conftest import NSU, PlcProcess, RecordingSink, make_device, point, wait_until
 from tests.support.tasks import running

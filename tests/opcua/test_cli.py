@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from drivers.opcua.security import fingerprint
-from gateway.cli_opcua import describe_device, register
+from gateway.cli.opcua import describe_device, register
 from tests.opcua.conftest import NSU, PASSWORD, PlcProcess, make_cert, make_device, point
 
 

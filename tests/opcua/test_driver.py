@@ -13,7 +13,7 @@ import pytest_asyncio
 from asyncua import Client, ua
 
 from drivers.opcua.driver import OpcuaDriver
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from tests.opcua.conftest import (
     NSU,
     PlcProcess,

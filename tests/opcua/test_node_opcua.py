@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from drivers.opcua.driver import OpcuaDriver
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD
 from gateway.sim.opcua_plc import free_port
 from tests.opcua.conftest import RecordingSink, make_device, point, wait_until
 from tests.support.tasks import running

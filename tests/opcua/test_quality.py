@@ -12,7 +12,7 @@ from asyncua import ua
 
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.quality import ANY, decode, describe_value, expect_for_datatype
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD
 from tests.opcua.conftest import NSU, RecordingSink, make_device, point
 
 DOUBLE = expect_for_datatype(0, 11)

@@ -11,7 +11,7 @@ import pytest
 
 from drivers.base import Backoff
 from drivers.opcua.driver import OpcuaDriver
-from gateway.samples import QUALITY_BAD, QUALITY_GOOD
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD
 from tests.opcua.conftest import (
     NSU,
     PlcProcess,

@@ -16,8 +16,8 @@ from drivers.opcua.security import (
     load_der,
     settings_for_device,
 )
-from gateway.config_model import OpcuaDevice
-from gateway.samples import QUALITY_GOOD
+from drivers.samples import QUALITY_GOOD
+from gateway.config.model import OpcuaDevice
 from tests.opcua.conftest import (
     NSU,
     PASSWORD,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.uplink_inflight import MID_SPAN, Done, InFlight, Kind
+from gateway.uplink.inflight import MID_SPAN, Done, InFlight, Kind
 
 
 def test_qos0_written_inside_publish_is_done_and_holds_no_slot() -> None:

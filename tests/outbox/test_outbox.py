@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.buffer import PAGE_SIZE, Message, MessageClass, Outbox, OutboxSettings
-from gateway.buffer_schema import SchemaError, meta_get, meta_set, migrate
-from gateway.buffer_types import compose
+from gateway.outbox.messages import compose
+from gateway.outbox.schema import SchemaError, meta_get, meta_set, migrate
+from gateway.outbox.store import PAGE_SIZE, Message, MessageClass, Outbox, OutboxSettings
 from tests.support.waiting import wait
 
 MakeOutbox = Callable[..., Outbox]
@@ -154,8 +154,8 @@ def test_the_daemon_migrates_in_a_child_and_never_loads_sqlite_utils(tmp_path: P
     script = f"""
 import sys
 from pathlib import Path
-from gateway.buffer import Outbox, OutboxSettings
-from gateway.buffer_schema import SCHEMA_VERSION, meta_get
+from gateway.outbox.store import Outbox, OutboxSettings
+from gateway.outbox.schema import SCHEMA_VERSION, meta_get
 from tests.outbox.test_outbox import windows
 for path in (Path({str(tmp_path / "new.db")!r}), Path({str(old)!r})):
     box = Outbox(OutboxSettings(path=path, gw_id="g", site="s", migrate_in_child=True))
@@ -365,7 +365,7 @@ def test_a_gap_row_once_read_is_never_edited(make_outbox: MakeOutbox) -> None:
 def test_a_second_writer_is_refused(make_outbox: MakeOutbox, tmp_path: Path) -> None:
     import os
 
-    from gateway.buffer import OutboxLocked
+    from gateway.outbox.store import OutboxLocked
 
     first = make_outbox()
     with pytest.raises(OutboxLocked, match=f"pid {os.getpid()}"):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.buffer_policy import Candidate, GapInfo, MessageClass, merge_gap, plan_drop
+from gateway.outbox.policy import Candidate, GapInfo, MessageClass, merge_gap, plan_drop
 
 T, W, E, G = MessageClass.TELEMETRY, MessageClass.WINDOW, MessageClass.EVENT, MessageClass.GAP
 

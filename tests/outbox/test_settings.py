@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.buffer_types import OutboxSettings
-from gateway.uplink_settings import UplinkSettings, parse_url
+from gateway.outbox.messages import OutboxSettings
+from gateway.uplink.settings import UplinkSettings, parse_url
 
 
 def test_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.config import load_config
+    from gateway.config.load import load_config
 
     monkeypatch.setenv("IW_TEST_MQTT_PASSWORD", "s3cret-from-env")
     config = tmp_path / "ironwatt.toml"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from gateway.buffer import Message, Outbox
-from gateway.buffer_types import MessageClass
-from gateway.uplink import Uplink, UplinkSettings, backoff_delay
+from gateway.outbox.messages import MessageClass
+from gateway.outbox.store import Message, Outbox
+from gateway.uplink.client import Uplink, UplinkSettings, backoff_delay
 from tests.outbox.helpers import uplink_settings
 from tests.support.mosquitto import Collector, Mosquitto
 from tests.support.waiting import wait

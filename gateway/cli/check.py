@@ -1,0 +1,335 @@
+"""`ironwatt check` (validate a config and say what it will do) and `ironwatt config schema`.
+
+`check` prints where data will be read from and published to; a refused config exits 2 with
+every problem (raised as ConfigError and reported by gateway.cli.main). Nothing here connects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TextIO
+
+from gateway.config.base import DEFAULT_PATH
+
+if TYPE_CHECKING:
+    from gateway.config.model import Config, ModbusDevice, OpcuaDevice
+
+# The validating side (pydantic) is imported by the handlers only: `ironwatt run` registers
+# this command too and must not load it (see gateway/config/records.py).
+
+__all__ = ["json_schema", "register", "summary"]
+
+
+def register(subparsers: Any) -> None:
+    check = subparsers.add_parser(
+        "check",
+        help="validate a config file and print what it will read and publish",
+        description="Validate the config; print a summary (exit 0) or every problem (exit 2).",
+    )
+    check.add_argument(
+        "-c",
+        "--config",
+        default=str(DEFAULT_PATH),
+        metavar="FILE",
+        help=f"the config file (default: {DEFAULT_PATH})",
+    )
+    check.add_argument("--points", action="store_true", help="list every point of every device")
+    check.set_defaults(func=_run_check)
+
+    config = subparsers.add_parser("config", help="tools for the config file")
+    config_commands = config.add_subparsers(dest="config_command", metavar="COMMAND")
+    config_commands.required = True
+    schema = config_commands.add_parser(
+        "schema", help="print the JSON Schema of the config (for editors with TOML schema support)"
+    )
+    schema.set_defaults(func=_run_schema)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from gateway.config.load import load_config
+
+    cfg = load_config(args.config)
+    return _write(sys.stdout, summary(cfg, points=args.points))
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False)
+    return _write(sys.stdout, iter(text.splitlines()))
+
+
+def _write(out: TextIO, lines: Iterator[str]) -> int:
+    try:
+        for line in lines:
+            out.write(line + "\n")
+        out.flush()
+    except BrokenPipeError:
+        # `ironwatt check | head`: the reader is gone, which is not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+    return 0
+
+
+# -- the summary ----------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    from gateway.config.fields import format_duration as spell
+
+    return spell(seconds)
+
+
+def summary(cfg: Config, *, points: bool = False) -> Iterator[str]:
+    """The lines `ironwatt check` prints for a valid config."""
+    resolved = {d.name: d.resolved_points() for d in cfg.devices}
+    total = sum(len(p) for p in resolved.values())
+    yield (
+        f"{cfg.path}: OK ({_count(len(cfg.devices), 'device')}, {_count(total, 'point')}, "
+        f"{_count(len(cfg.groups), 'group')})"
+    )
+    yield ""
+    yield from _gateway_lines(cfg)
+    yield ""
+    yield from _topic_lines(cfg)
+    yield ""
+    yield "devices"
+    for device in cfg.devices:
+        yield from _device_lines(device, resolved[device.name], points)
+    if not cfg.devices:
+        yield "  (none)"
+    yield ""
+    # Groups are validated now so a file written today stays valid; this version does not yet
+    # publish group/{interval}/{group} roll-ups, and the summary must not claim it does.
+    yield (
+        "groups (validated; group roll-ups are not published by this version)"
+        if cfg.groups
+        else "groups"
+    )
+    for group in cfg.groups:
+        yield f"  {group.name}: {', '.join(group.members)}"
+        if group.production:
+            yield f"    production (intensity denominator): {group.production}"
+    if not cfg.groups:
+        yield "  (none)"
+    used = sorted({p.carrier for pts in resolved.values() for p in pts if p.carrier})
+    if used:
+        yield ""
+        yield "carriers in use (factors per unit)"
+        for name in used:
+            c = cfg.energy.carriers[name]
+            yield (
+                f"  {name}: {c.unit}, {c.kgce_per_unit:g} kgce, {c.kgco2e_per_unit:g} kgCO2e, "
+                f"method {c.method}"
+            )
+            yield f"    source: {c.source}"
+
+
+def _gateway_lines(cfg: Config) -> Iterator[str]:
+    g, m = cfg.gateway, cfg.mqtt
+    yield f"gateway  {g.id} at site {g.site}, time zone {g.timezone}, data in {g.data_dir}"
+    yield (
+        f"mqtt     {m.url} as {cfg.mqtt_client_id} (MQTT {m.protocol}, "
+        f"keepalive {format_duration(m.keepalive)}, at most {m.max_inflight} in flight"
+        + (f", drain {m.drain_rate:g} msg/s" if m.drain_rate else "")
+        + ")"
+    )
+    if m.username:
+        yield f"         user {m.username}, {_secret_source(m.password_file, m.password_env)}"
+    if m.ca_file or m.cert_file:
+        tls = [f"trust {m.ca_file}" if m.ca_file else "system trust store"]
+        if m.cert_file:
+            tls.append(f"client certificate {m.cert_file}")
+        yield f"         TLS: {', '.join(tls)}"
+    b = cfg.buffer
+    yield f"buffer   at most {_size(b.max_size)}, durability {b.durability}"
+    yield (
+        f"http     {cfg.http.listen} (/healthz, /status, /metrics)"
+        if cfg.http
+        else "http     off (no [http] table)"
+    )
+    e = cfg.energy
+    yield (
+        f"energy   windows {' '.join(i.name for i in e.intervals)}, demand blocks "
+        f"{format_duration(e.demand_interval)}, revisions up to "
+        f"{format_duration(e.max_revision_age)} back"
+    )
+    t = cfg.tariff
+    if t is not None:
+        yield f"tariff   {t.currency}: " + "; ".join(
+            f"{p.name} {p.price:g} {' '.join(p.hours)}" for p in t.periods
+        )
+        if t.seasons:
+            yield "         seasons: " + ", ".join(f"months {s.months}" for s in t.seasons)
+        if t.weekend is not None:
+            yield "         weekend: " + "; ".join(
+                f"{p.name} {' '.join(p.hours)}" for p in t.weekend
+            )
+        if t.holidays:
+            yield f"         {_count(len(t.holidays), 'holiday')}"
+
+
+def _topic_lines(cfg: Config) -> Iterator[str]:
+    base = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.site}/{cfg.gateway.id}"
+    intervals = "|".join(i.name for i in cfg.energy.intervals)
+    devices = [d.name for d in cfg.devices if d.enabled]
+    rows = [
+        (f"{base}/status", "retained, QoS 1, gateway online/offline (Last Will)"),
+        (f"{base}/event", "QoS 1, device up/down, gaps, buffer drops, reloads"),
+        (f"{base}/energy/{{{intervals}}}/{{device}}", f"QoS 1, for {_names(devices)}"),
+    ]
+    if cfg.mqtt.telemetry:
+        rows.append(
+            (
+                f"{base}/telemetry/{{device}}",
+                f"QoS {cfg.mqtt.telemetry_qos}, live values by exception, heartbeat "
+                f"{format_duration(cfg.mqtt.telemetry_heartbeat)}",
+            )
+        )
+    yield "publishes"
+    width = max(len(topic) for topic, _ in rows)
+    for topic, what in rows:
+        yield f"  {topic.ljust(width)}  {what}"
+    if not cfg.mqtt.telemetry:
+        yield "  (telemetry off: mqtt.telemetry = false)"
+
+
+def _device_lines(
+    device: ModbusDevice | OpcuaDevice, resolved: tuple[Any, ...], show_points: bool
+) -> Iterator[str]:
+    state = "" if device.enabled else " [disabled]"
+    if device.driver == "modbus":
+        if device.transport == "rtu":
+            where = (
+                f"rtu {device.serial_port} {device.baudrate} {device.bytesize}"
+                f"{device.parity}{device.stopbits}"
+            )
+        else:
+            where = f"{device.transport} {device.host}:{device.port}"
+        from_profile = len(resolved) - len(device.points)
+        profile = f" ({from_profile} from profile {device.profile})" if device.profile else ""
+        ratios = (
+            f", CT {device.ct_ratio:g} PT {device.pt_ratio:g}"
+            if (device.ct_ratio, device.pt_ratio) != (1.0, 1.0)
+            else ""
+        )
+        yield (
+            f"  {device.name}{state}: modbus {where} unit {device.unit}, poll "
+            f"{format_duration(device.poll)}, timeout {format_duration(device.timeout)}, "
+            f"{_count(len(resolved), 'point')}{profile}{ratios}"
+        )
+        describe = _driver_function("drivers.modbus", "describe_plan")
+    else:
+        security = (
+            "no security"
+            if device.security_policy == "None"
+            else f"{device.security_policy}/{device.security_mode}"
+        )
+        login = f", user {device.username}" if device.username else ""
+        yield (
+            f"  {device.name}{state}: opcua {device.endpoint}, {device.mode} every "
+            f"{format_duration(device.interval)}, {security}{login}, "
+            f"{_count(len(resolved), 'point')}, timestamps from {device.timestamps}"
+        )
+        if device.username:
+            yield f"    {_secret_source(device.password_file, device.password_env)}"
+        describe = _driver_function("drivers.opcua", "describe_device")
+    if describe is not None:
+        for line in describe(device):
+            yield f"    {line}"
+    if show_points:
+        for point in resolved:
+            yield f"    - {_point_line(point)}"
+
+
+def _point_line(point: Any) -> str:
+    if hasattr(point, "address"):
+        where = f"{point.function} {point.address} {point.type}"
+        if point.words > 1:
+            where += f" {point.order}"
+        if point.bit is not None:
+            where += f" bit {point.bit}"
+    else:
+        where = point.node
+    unit = f" {point.unit}" if point.unit else ""
+    carrier = f", {point.carrier}" if point.carrier else ""
+    scale = f", x{point.scale:g}" if point.scale != 1.0 else ""
+    return f"{point.name}: {where}, {point.kind}{unit}{carrier}{scale}"
+
+
+def _driver_function(module: str, name: str) -> Callable[[Any], list[str]] | None:
+    """A driver's describe function when that driver provides one (optional for now)."""
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError:
+        return None
+    function = getattr(loaded, name, None)
+    return function if callable(function) else None
+
+
+def _secret_source(path: Any, env: str | None) -> str:
+    if path is not None:
+        return f"password from {path}"
+    if env is not None:
+        note = "" if env in os.environ else " (not set in this shell)"
+        return f"password from ${env}{note}"
+    return "no password"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _names(names: list[str], limit: int = 6) -> str:
+    if not names:
+        return "no device"
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit} more"
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n} bytes"
+
+
+# -- the JSON Schema -------------------------------------------------------------------------
+
+
+def json_schema() -> dict[str, Any]:
+    """The config's JSON Schema as the file is written (durations as strings, no defaults of
+    whole tables), for editors such as VS Code's Even Better TOML or taplo."""
+    from gateway.config.model import Config
+
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "ironwatt.toml"
+    _fix_defaults(schema)
+    return schema
+
+
+def _fix_defaults(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _fix_defaults(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if "default" in node:
+        default = node["default"]
+        if isinstance(default, dict):
+            del node["default"]  # a table's defaults are its keys' defaults
+        elif node.get("type") == "string" and isinstance(default, int | float):
+            node["default"] = format_duration(float(default))
+        elif isinstance(default, list) and all(
+            isinstance(d, dict) and "name" in d for d in default
+        ):
+            node["default"] = [d["name"] for d in default]
+    for value in node.values():
+        _fix_defaults(value)

@@ -1,0 +1,466 @@
+"""The typed, validated shape of ironwatt.toml (../shared/spec/config.md is the contract).
+
+Field names are the TOML keys. Every model forbids unknown keys and is frozen; checks that span
+several keys live in `config_checks.py`, loading and error reporting in `config.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+# Wire widths are a Modbus fact kept once, with the driver (a stdlib-only module).
+from drivers.modbus.points import REGISTER_WORDS
+from gateway.config.base import device_named, read_secret
+from gateway.config.fields import (
+    NAME_RE,
+    Bool,
+    Duration,
+    Float,
+    Int,
+    Name,
+    Rollover,
+    Size,
+    in_range,
+    parse_duration,
+    positive,
+    quote,
+)
+from gateway.energy.carriers import DEFAULT_CARRIERS
+from gateway.energy.windows import check_interval
+
+__all__ = [
+    "BufferConfig",
+    "Carrier",
+    "Config",
+    "Device",
+    "EnergyConfig",
+    "GatewayConfig",
+    "GroupConfig",
+    "HttpConfig",
+    "Interval",
+    "ModbusDevice",
+    "ModbusPoint",
+    "MqttConfig",
+    "OpcuaDevice",
+    "OpcuaPoint",
+    "TariffConfig",
+    "TariffPeriod",
+    "TariffSeason",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+def _system_zone() -> str:
+    """The system's zone name (TZ, /etc/timezone, /etc/localtime), UTC when none is set."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        return tz
+    try:
+        return Path("/etc/timezone").read_text(encoding="utf-8").strip() or "UTC"
+    except OSError:
+        pass
+    try:
+        target = os.readlink("/etc/localtime")
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    return "UTC"
+
+
+class GatewayConfig(_Model):
+    id: Name = Field(description='this gateway\'s name, a topic level: id = "bf2-sub-a"')
+    site: Name = Field(description='the plant or site, a topic level: site = "plant1"')
+    timezone: str = Field(default_factory=_system_zone)
+    data_dir: Path = Path("/var/lib/ironwatt")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class MqttConfig(_Model):
+    url: str = Field(description='the broker: url = "mqtts://broker.plant.local:8883"')
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    topic_prefix: str = "ironwatt"
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive: Duration = 30.0
+    telemetry: Bool = False
+    telemetry_qos: Literal[0, 1] = 0
+    # Added keys (config.md allows additions).
+    max_inflight: Annotated[Int, in_range(1, 1000)] = 20
+    drain_rate: Annotated[Float, in_range(0, 1e9)] = (
+        0.0  # messages/s after an outage; 0 = unlimited
+    )
+    telemetry_heartbeat: Duration = 300.0
+
+    def password(self) -> str | None:
+        return read_secret(self.password_file, self.password_env)
+
+
+class HttpConfig(_Model):
+    listen: str = "127.0.0.1:9108"
+
+
+class BufferConfig(_Model):
+    max_size: Size = 512 << 20
+    durability: Literal["full", "normal"] = "full"
+
+
+class Interval(_Model):
+    name: str  # as written: "15m" (a topic level)
+    seconds: int
+
+
+def _interval(value: Any) -> Any:
+    """ "15m" -> Interval(name="15m", seconds=900), refusing lengths that do not tile a day."""
+    if isinstance(value, Interval | dict):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "interval",
+            '{value} is not an interval (expected e.g. "15m", "1h", "1d")',
+            {"value": quote(value)},
+        )
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise PydanticCustomError("interval", str(exc)) from None
+    if not NAME_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "interval",
+            '{value} cannot name a topic level (write it in lowercase units: "15m", "1h")',
+            {"value": quote(value)},
+        )
+    if not seconds.is_integer() or seconds <= 0:
+        raise PydanticCustomError(
+            "interval", "{value} is not a whole number of seconds", {"value": quote(value)}
+        )
+    reason = check_interval(int(seconds))
+    if reason:
+        raise PydanticCustomError(
+            "interval", "{value} {reason}", {"value": quote(value), "reason": reason}
+        )
+    return Interval(name=value, seconds=int(seconds))
+
+
+IntervalSpec = Annotated[
+    Interval,
+    BeforeValidator(_interval),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+(ms|s|m|h|d))+$"}),
+]
+
+CarrierMethod = Literal["equivalent", "equal", "none"]
+
+
+class Carrier(_Model):
+    """An energy carrier: its accounting unit and conversion factors (defaults merged with
+    `[energy.carriers.NAME]`), `source` saying where the factors come from."""
+
+    unit: str = Field(description='the carrier\'s accounting unit: unit = "kWh" (or m3, t, GJ)')
+    kgce_per_unit: Annotated[Float, in_range(0, 1e9)] = Field(
+        description="kg of standard coal equivalent per unit: kgce_per_unit = 0.1229"
+    )
+    kgco2e_per_unit: Annotated[Float, in_range(0, 1e9)] = Field(
+        description="kg CO2e per unit: kgco2e_per_unit = 0.5306 (0 when not emitting)"
+    )
+    method: CarrierMethod = Field(
+        default="equivalent",
+        description='how kgce is counted: "equivalent" (当量值), "equal" (等价值), '
+        '"none" (not energy, e.g. product)',
+    )
+    source: str = Field(default="config", description="where the factors come from")
+
+
+def _merge_carriers(value: Any) -> Any:
+    """Overrides of `[energy.carriers.NAME]` merged over the defaults of gateway/energy/carriers."""
+    if not isinstance(value, dict):
+        return value  # the dict validator words the type error
+    merged: dict[str, Any] = {
+        name: {
+            "unit": d.unit,
+            "kgce_per_unit": d.kgce_per_unit,
+            "kgco2e_per_unit": d.kgco2e_per_unit,
+            "method": d.method,
+            "source": d.source,
+        }
+        for name, d in DEFAULT_CARRIERS.items()
+    }
+    for name, over in value.items():
+        if isinstance(over, dict) and name in merged:
+            changed = [k for k, v in over.items() if k != "source" and merged[name].get(k) != v]
+            base = dict(merged[name])
+            if changed:
+                base["source"] = f"config ({', '.join(changed)}); default: {base['source']}"
+            merged[name] = {**base, **over}
+        elif isinstance(over, dict) and "source" not in over:
+            merged[name] = {**over, "source": "config"}
+        else:
+            merged[name] = over
+    return merged
+
+
+_CARRIER_OVERRIDE_SCHEMA = {
+    "type": "object",
+    "description": "overrides of the default carriers, or new carriers (unit and factors)",
+    "additionalProperties": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "unit": {"type": "string"},
+            "kgce_per_unit": {"type": "number", "minimum": 0},
+            "kgco2e_per_unit": {"type": "number", "minimum": 0},
+            "method": {"enum": ["equivalent", "equal", "none"]},
+            "source": {"type": "string"},
+        },
+    },
+}
+
+
+class EnergyConfig(_Model):
+    intervals: tuple[IntervalSpec, ...] = Field(
+        default=tuple(_interval(n) for n in ("1m", "15m", "1h", "1d")),
+        description="windows published for every device and group; each divides 24 h",
+    )
+    demand_interval: Duration = 900.0
+    max_revision_age: Duration = 86400.0
+    carriers: Annotated[
+        dict[Name, Carrier],
+        BeforeValidator(_merge_carriers),
+        WithJsonSchema(_CARRIER_OVERRIDE_SCHEMA),
+    ] = Field(default_factory=dict, validate_default=True)
+
+
+class TariffPeriod(_Model):
+    name: Name = Field(description='the period\'s name: name = "peak"')
+    price: Annotated[Float, in_range(0, 1e6)] = Field(description="price per kWh: price = 1.085")
+    hours: tuple[str, ...] = Field(description='local time ranges: hours = ["08:00-11:00"]')
+
+
+class TariffSeason(_Model):
+    months: str = Field(description='month range: months = "7-8" (or "12-2", "6")')
+    periods: tuple[TariffPeriod, ...] = Field(description="the periods of this season's days")
+
+
+class TariffConfig(_Model):
+    currency: str = "CNY"
+    periods: tuple[TariffPeriod, ...] = Field(
+        description="the periods of a day, covering 24 h: "
+        'periods = [{ name = "flat", price = 0.65, hours = ["00:00-24:00"] }]'
+    )
+    seasons: tuple[TariffSeason, ...] = ()
+    weekend: tuple[TariffPeriod, ...] | None = None
+    holiday: tuple[TariffPeriod, ...] | None = None  # periods on `holidays`; default: weekend's
+    holidays: tuple[date, ...] = ()
+
+
+Kind = Literal["gauge", "counter", "rate"]
+Integration = Literal["trapezoid", "hold"]
+RegisterType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"
+]
+
+
+class _PointBase(_Model):
+    name: Name = Field(description='the point\'s name: name = "energy_import"')
+    kind: Kind = "gauge"
+    unit: str = ""
+    carrier: Name | None = None
+    scale: Float = 1.0
+    offset: Float = 0.0
+    max_rate: Annotated[Float, AfterValidator(positive)] | None = None
+    max_gap: Duration | None = None
+    integration: Integration | None = None
+    report_deadband: Annotated[Float, in_range(0, 1e18)] | None = None
+    report_deadband_percent: Annotated[Float, in_range(0, 100)] | None = None
+
+
+class ModbusPoint(_PointBase):
+    function: Literal["coil", "discrete", "input", "holding"] = "holding"
+    address: Annotated[Int, in_range(0, 65535)] = Field(
+        description="0-based register or coil number as on the wire: address = 0x004A"
+    )
+    type: RegisterType = "uint16"
+    order: Literal["ABCD", "CDAB", "BADC", "DCBA"] = "ABCD"
+    rollover: Rollover | None = None
+    bit: Annotated[Int, in_range(0, 15)] | None = None
+    multiply_by: Literal["ct", "pt", "ct*pt"] | None = None
+
+    @property
+    def words(self) -> int:
+        return REGISTER_WORDS[self.type]
+
+
+class OpcuaPoint(_PointBase):
+    node: str = Field(description='the node id: node = "ns=2;s=Line1.Power"')
+    rollover: Annotated[Float, AfterValidator(positive)] | None = None
+    deadband_type: Literal["none", "absolute", "percent"] = "none"
+    deadband_value: Annotated[Float, in_range(0, 1e18)] = 0.0
+
+
+class ModbusDevice(_Model):
+    name: Name = Field(description='the device\'s name, a topic level: name = "sub-a-main"')
+    driver: Literal["modbus"]
+    transport: Literal["tcp", "rtu", "rtu-over-tcp"] = "tcp"
+    host: str | None = None
+    port: Annotated[Int, in_range(1, 65535)] = 502
+    unit: Annotated[Int, in_range(0, 247)] = 1
+    serial_port: str | None = None
+    baudrate: Annotated[Int, in_range(300, 4_000_000)] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    ct_ratio: Annotated[Float, AfterValidator(positive)] = 1.0
+    pt_ratio: Annotated[Float, AfterValidator(positive)] = 1.0
+    poll: Duration = 1.0
+    timeout: Duration = 0.5
+    # The longest time between two attempts to reach a device that stopped answering; default
+    # 5 s alone on its link, 60 s on a shared one (drivers/modbus/recovery.py).
+    reconnect_max: Duration | None = None
+    profile: str | None = None
+    retries: Annotated[Int, in_range(0, 10)] = 2
+    max_gap_registers: Annotated[Int, in_range(0, 124)] = 10
+    max_registers_per_request: Annotated[Int, in_range(1, 125)] = 125
+    max_bits_per_request: Annotated[Int, in_range(1, 2000)] = 2000
+    enabled: Bool = True
+    points: tuple[ModbusPoint, ...] = ()
+
+    _resolved: tuple[ModbusPoint, ...] | None = PrivateAttr(default=None)
+
+    def resolved_points(self) -> tuple[ModbusPoint, ...]:
+        """The profile's points (if any) with the device's own, which override by name.
+
+        Computed once per device (the profile file itself is parsed once per process);
+        KeyError for an unknown profile (`ironwatt check` reports it first).
+        """
+        if self._resolved is None:
+            self._resolved = self._merge_profile()
+        return self._resolved
+
+    def _merge_profile(self) -> tuple[ModbusPoint, ...]:
+        if not self.profile:
+            return self.points
+        from drivers.modbus import profiles
+
+        document = profiles.load(self.profile)
+        defaults = document.get("defaults", {})
+        own = {p.name for p in self.points}
+        merged: list[ModbusPoint] = []
+        for raw in document.get("points", ()):
+            if raw["name"] in own:
+                continue
+            fields = {k: v for k, v in {**defaults, **raw}.items() if k != "note"}
+            try:
+                merged.append(ModbusPoint.model_validate(fields))
+            except ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in error["loc"])
+                raise ValueError(
+                    f"point {raw['name']}: {where}: {error['msg']} (got {quote(error['input'])})"
+                ) from None
+        return (*merged, *self.points)
+
+
+class OpcuaDevice(_Model):
+    name: Name = Field(description='the device\'s name, a topic level: name = "bf2-plc"')
+    driver: Literal["opcua"]
+    endpoint: str = Field(description='the server: endpoint = "opc.tcp://10.10.1.30:4840"')
+    mode: Literal["subscribe", "poll"] = "subscribe"
+    interval: Duration = 1.0
+    security_policy: Literal[
+        "None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"
+    ] = "None"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    server_certificate: Path | None = None
+    timestamps: Literal["gateway", "source"] = "gateway"
+    user_certificate: Path | None = None
+    user_key: Path | None = None
+    timeout: Duration = 5.0
+    queue_size: Annotated[Int, in_range(1, 10000)] = 1
+    enabled: Bool = True
+    points: tuple[OpcuaPoint, ...] = ()
+
+    def password(self) -> str | None:
+        return read_secret(self.password_file, self.password_env)
+
+    def resolved_points(self) -> tuple[OpcuaPoint, ...]:
+        return self.points
+
+
+def _device_tag(value: Any) -> str | None:
+    driver = value.get("driver") if isinstance(value, dict) else getattr(value, "driver", None)
+    return driver if driver in ("modbus", "opcua") else None
+
+
+Device = Annotated[
+    Annotated[ModbusDevice, Tag("modbus")] | Annotated[OpcuaDevice, Tag("opcua")],
+    Discriminator(
+        _device_tag,
+        custom_error_type="driver",
+        custom_error_message='driver must be "modbus" or "opcua"',
+    ),
+]
+
+
+class GroupConfig(_Model):
+    name: Name = Field(description='the group\'s name, a topic level: name = "line-1"')
+    members: tuple[str, ...] = Field(
+        description='points ("device.point") and groups: members = ["meter1.energy_import"]'
+    )
+    production: str | None = None
+
+
+class Config(_Model):
+    gateway: GatewayConfig
+    mqtt: MqttConfig
+    http: HttpConfig | None = None
+    buffer: BufferConfig = BufferConfig()
+    energy: EnergyConfig = EnergyConfig()
+    tariff: TariffConfig | None = None
+    devices: tuple[Device, ...] = ()
+    groups: tuple[GroupConfig, ...] = ()
+    # The file it was read from (set by the loader, not a TOML key).
+    path: SkipJsonSchema[Path] = Path("ironwatt.toml")
+
+    def device(self, name: str) -> ModbusDevice | OpcuaDevice:
+        found: ModbusDevice | OpcuaDevice = device_named(self.devices, name, self.path)
+        return found
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"ironwatt-{self.gateway.site}-{self.gateway.id}"
+
+
+def _first(value: float | None, fallback: float) -> float:
+    return fallback if value is None else value

@@ -1,0 +1,1 @@
+"""The daemon: the composition root, the only package that imports all the others."""

@@ -1,0 +1,230 @@
+"""The device side of the daemon: drivers built from the config, each run as a supervised task.
+
+A crashed driver task is restarted with backoff and reported; one device never takes the
+gateway down. Reload replaces only the units whose configuration changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from drivers.base import Backoff, DeviceEvent, DeviceSink
+from drivers.samples import PointIndex, SampleBatch
+
+__all__ = ["DeviceUnit", "QueueSink", "Supervisor", "plan_units"]
+
+log = logging.getLogger("ironwatt.runtime")
+
+
+class _Driver(Protocol):
+    async def run(self) -> None: ...
+
+    def status(self) -> Any: ...
+
+
+class QueueSink:
+    """What every driver reports into: batches are merged until the pipeline takes them.
+
+    Both calls are synchronous and O(batch): drivers run on the same loop, so no lock is
+    needed. `wake` asks the pipeline for a pass now: set by an event, or once `batch_target`
+    samples wait; below that the pipeline comes by itself at its pace (runtime._PASS_S).
+    """
+
+    def __init__(self, batch_target: int = 20_000) -> None:
+        self.pending = SampleBatch()
+        self.events: list[DeviceEvent] = []
+        self.wake = asyncio.Event()
+        self.samples_total = 0
+        self.batch_target = batch_target
+
+    def add_samples(self, batch: SampleBatch) -> None:
+        self.pending.extend(batch)
+        self.samples_total += len(batch)
+        if len(self.pending) >= self.batch_target:
+            self.wake.set()
+
+    def add_event(self, event: DeviceEvent) -> None:
+        self.events.append(event)
+        self.wake.set()
+
+    def take(self) -> tuple[SampleBatch, list[DeviceEvent]]:
+        batch, events = self.pending, self.events
+        self.pending, self.events = SampleBatch(), []
+        self.wake.clear()
+        return batch, events
+
+
+@dataclass(frozen=True)
+class DeviceUnit:
+    """What runs as one task: one OPC UA device, or every Modbus device on one link.
+
+    Devices sharing a Modbus link must share its client and lock, so they restart together.
+    `devices` are the frozen config models: equality decides what a reload touches.
+    """
+
+    key: str
+    driver: str
+    devices: tuple[Any, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.devices)
+
+
+def plan_units(devices: Sequence[Any]) -> dict[str, DeviceUnit]:
+    """Group the enabled devices of a config into units, keyed stably across reloads."""
+    modbus: dict[str, list[Any]] = {}
+    units: dict[str, DeviceUnit] = {}
+    for device in devices:
+        if not getattr(device, "enabled", True):
+            continue
+        if device.driver == "modbus":
+            if device.transport == "rtu":
+                where = f"serial:{device.serial_port}"
+            else:
+                where = f"{device.transport}:{device.host}:{device.port}"
+            modbus.setdefault(f"modbus/{where}", []).append(device)
+        else:
+            key = f"opcua/{device.name}"
+            units[key] = DeviceUnit(key, "opcua", (device,))
+    for key, members in modbus.items():
+        units[key] = DeviceUnit(key, "modbus", tuple(members))
+    return units
+
+
+def build_driver(
+    unit: DeviceUnit, index: PointIndex, sink: DeviceSink, data_dir: Path, gw_id: str, site: str
+) -> _Driver:
+    """Import the protocol package only now: asyncua (~48 MB) only with an OPC UA device."""
+    if unit.driver == "modbus":
+        from gateway.daemon.modbus_link import ModbusLinkDriver
+
+        return ModbusLinkDriver(unit.devices, index, sink)
+    from drivers.opcua.driver import OpcuaDriver
+
+    return OpcuaDriver(unit.devices[0], index, sink, data_dir, gw_id, site)
+
+
+@dataclass
+class _Running:
+    unit: DeviceUnit
+    driver: _Driver | None = None
+    task: asyncio.Task[None] | None = None
+    crashes: int = 0
+    last_crash: str | None = None
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=60.0))
+
+
+class Supervisor:
+    """Starts, restarts and stops the driver tasks; reports crashes as device_down events."""
+
+    def __init__(
+        self,
+        index: PointIndex,
+        sink: QueueSink,
+        data_dir: Path,
+        gw_id: str,
+        site: str,
+        factory: Callable[..., _Driver] = build_driver,
+        restart_backoff: Callable[[], Backoff] = lambda: Backoff(initial=1.0, maximum=60.0),
+    ) -> None:
+        self.index = index
+        self.sink = sink
+        self.data_dir = data_dir
+        self.gw_id = gw_id
+        self.site = site
+        self._factory = factory
+        self._backoff = restart_backoff
+        self.running: dict[str, _Running] = {}
+
+    def start(self, unit: DeviceUnit) -> None:
+        entry = _Running(unit, backoff=self._backoff())
+        self.running[unit.key] = entry
+        entry.task = asyncio.create_task(self._supervise(entry), name=f"device:{unit.key}")
+
+    async def _supervise(self, entry: _Running) -> None:
+        while True:
+            unit = entry.unit  # a reload may have updated it in place
+            started = time.monotonic()
+            try:
+                entry.driver = self._factory(
+                    unit, self.index, self.sink, self.data_dir, self.gw_id, self.site
+                )
+                await entry.driver.run()
+                reason = "driver task returned"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one unit's bug must not take the gateway down
+                reason = f"driver crashed: {type(exc).__name__}: {exc}"
+                log.error(
+                    "devices %s: %s; restarting", ", ".join(unit.names), reason, exc_info=True
+                )
+            entry.crashes += 1
+            entry.last_crash = reason
+            if time.monotonic() - started > 300:
+                entry.backoff.reset()  # it ran a long time: a fresh failure, not a crash loop
+            if not entry.backoff.attempts_pending:
+                # The first crash of a streak is an event; a crash loop is one event, not one
+                # a minute (the log and /status keep counting).
+                now = time.time()
+                for name in unit.names:
+                    self.sink.add_event(DeviceEvent("device_down", name, reason, now))
+            await asyncio.sleep(entry.backoff.next_delay())
+
+    async def update(self, unit: DeviceUnit) -> bool:
+        """Hand a running unit its reloaded devices; False when it must be restarted instead.
+
+        Devices it adds start at `activate(key)`, once the caller has configured their points.
+        """
+        entry = self.running.get(unit.key)
+        update = getattr(entry.driver, "update", None) if entry is not None else None
+        if entry is None or update is None or not await update(unit.devices):
+            return False
+        entry.unit = unit
+        return True
+
+    def activate(self, key: str) -> None:
+        entry = self.running.get(key)
+        activate = getattr(entry.driver, "activate", None) if entry is not None else None
+        if activate is not None:
+            activate()
+
+    async def stop(self, key: str) -> None:
+        entry = self.running.pop(key, None)
+        if entry is None or entry.task is None:
+            return
+        entry.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(entry.task, timeout=5.0)
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(key) for key in list(self.running)))
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per device: the driver's own status, plus the supervisor's crash count."""
+        out: dict[str, dict[str, Any]] = {}
+        for entry in self.running.values():
+            driver_status: dict[str, Any] = {}
+            if entry.driver is not None:
+                try:
+                    driver_status = entry.driver.status()
+                except Exception as exc:  # status must never fail the listener
+                    driver_status = {"status_error": str(exc)}
+            for device in entry.unit.devices:
+                if entry.unit.driver == "modbus":
+                    item = dict(driver_status.get(device.name, {"state": "starting"}))
+                else:
+                    item = dict(driver_status or {"state": "starting"})
+                item.setdefault("driver", entry.unit.driver)
+                item["crashes"] = entry.crashes
+                if entry.last_crash:
+                    item["last_crash"] = entry.last_crash
+                out[device.name] = item
+        return out

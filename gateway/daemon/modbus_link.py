@@ -1,0 +1,111 @@
+"""One Modbus link as the daemon runs it: a shared client and lock, one poller per device on it.
+
+Unlike drivers.modbus.ModbusDriver (all links at once), this holds one link and can add and
+remove devices in place, so a reload that adds a meter to an RS-485 bus leaves the others
+polling on the open port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from drivers.base import DeviceSink
+from drivers.modbus.device import DeviceRunner
+from drivers.modbus.link import Link, LinkSettings, make_client, settings_of
+from drivers.samples import PointIndex
+
+__all__ = ["ModbusLinkDriver", "link_settings"]
+
+log = logging.getLogger("ironwatt.runtime")
+
+
+def link_settings(devices: Sequence[Any]) -> LinkSettings:
+    """The link the devices share; its timeout is the longest of theirs (each request runs
+    under its own device's timeout)."""
+    return settings_of(devices[0], timeout=max(float(d.timeout) for d in devices))
+
+
+class ModbusLinkDriver:
+    """`await run()` polls every device of the link until cancelled; raises if a poller crashes."""
+
+    def __init__(self, devices: Sequence[Any], index: PointIndex, sink: DeviceSink) -> None:
+        self.settings = link_settings(devices)
+        self.link = Link(self.settings, client_factory=make_client)
+        self.index = index
+        self.sink = sink
+        self.devices: dict[str, Any] = {d.name: d for d in devices}
+        self.runners: dict[str, DeviceRunner] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._crash: asyncio.Future[BaseException] | None = None
+        self._pending: list[Any] = []
+
+    async def run(self) -> None:
+        self._crash = asyncio.get_running_loop().create_future()
+        try:
+            n = len(self.devices)
+            for k, device in enumerate(self.devices.values()):
+                # Stagger the devices across their poll period: an even load on a shared line.
+                self._start(device, phase=(k / n) * float(device.poll))
+            exc = await self._crash
+            raise exc
+        finally:
+            for name in list(self._tasks):
+                await self._stop(name)
+            self.link.close()
+
+    def _start(self, device: Any, phase: float = 0.0) -> None:
+        if settings_of(device, timeout=self.settings.timeout) != self.settings:
+            log.warning(
+                "device %s is on %s but its serial settings differ from the link's; the "
+                "link's are used", device.name, self.settings.label,
+            )  # fmt: skip
+        runner = DeviceRunner(device, self.link, self.index, self.sink)
+        self.runners[device.name] = runner
+        task = asyncio.create_task(runner.run(phase), name=f"modbus:{device.name}")
+        task.add_done_callback(self._on_done)
+        self._tasks[device.name] = task
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._crash is None or self._crash.done():
+            return
+        exc = task.exception()
+        self._crash.set_result(exc or RuntimeError(f"poller {task.get_name()} returned"))
+
+    async def _stop(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        runner = self.runners.pop(name, None)
+        if runner is not None:
+            runner.detach()  # the link's retry policy follows the devices that stay
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    async def update(self, devices: Sequence[Any]) -> bool:
+        """Take a reloaded device list: pollers of removed or changed devices stop now, new
+        ones wait for `activate()` (once their points exist). False: rebuild the link instead."""
+        if link_settings(devices) != self.settings:
+            return False
+        wanted = {d.name: d for d in devices}
+        for name in [n for n in self.devices if wanted.get(n) != self.devices[n]]:
+            await self._stop(name)
+            del self.devices[name]
+        self._pending = [d for name, d in wanted.items() if name not in self.devices]
+        for device in self._pending:
+            self.devices[device.name] = device
+        return True
+
+    def activate(self) -> None:
+        """Start the pollers `update()` added (run() starts them itself if not yet running)."""
+        pending, self._pending = self._pending, []
+        if self._crash is not None and not self._crash.done():
+            for device in pending:
+                self._start(device)
+
+    def status(self) -> dict[str, dict[str, object]]:
+        return {name: runner.status() for name, runner in self.runners.items()}

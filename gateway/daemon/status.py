@@ -1,0 +1,154 @@
+"""What the daemon says about itself: the /status document, /metrics families, the status table.
+
+Pure functions over plain dicts, so `ironwatt status` can render what it fetched over HTTP
+with the same code that built it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.daemon.health import Metric
+from gateway.energy.windows import utc_iso
+
+__all__ = ["metrics_of", "render_table"]
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
+    """Prometheus families from a /status document."""
+    devices: Mapping[str, Mapping[str, Any]] = status.get("devices", {})
+    up = Metric("ironwatt_device_up", "gauge", "1 when the device answered its last poll")
+    polls = Metric("ironwatt_device_polls_total", "counter", "polls attempted per device")
+    errors = Metric("ironwatt_device_errors_total", "counter", "failed polls per device")
+    overruns = Metric(
+        "ironwatt_device_poll_overruns_total", "counter", "polls skipped because one ran late"
+    )
+    last = Metric(
+        "ironwatt_device_last_success_timestamp_seconds", "gauge", "UTC time of the last good poll"
+    )
+    crashes = Metric("ironwatt_device_crashes_total", "counter", "driver task restarts")
+    for name, dev in devices.items():
+        up.add(1 if dev.get("state") == "up" else 0, device=name)
+        polls.add(_num(dev.get("polls")), device=name)
+        errors.add(_num(dev.get("errors")), device=name)
+        overruns.add(_num(dev.get("overruns")), device=name)
+        last.add(_num(dev.get("last_success")), device=name)
+        crashes.add(_num(dev.get("crashes")), device=name)
+    buffer: Mapping[str, Any] = status.get("buffer", {})
+    uplink: Mapping[str, Any] = status.get("uplink", {})
+    energy: Mapping[str, Any] = status.get("energy", {})
+    dropped = Metric(
+        "ironwatt_kernel_dropped_samples_total", "counter", "samples dropped before any window"
+    )
+    for reason, count in energy.get("dropped", {}).items():
+        dropped.add(_num(count), reason=reason)
+    return [
+        Metric("ironwatt_up", "gauge", "1 while the gateway's event loop runs").add(1),
+        Metric("ironwatt_start_time_seconds", "gauge", "UTC start time of the process").add(
+            _num(status.get("started"))
+        ),
+        up, polls, errors, overruns, last, crashes,
+        Metric("ironwatt_samples_total", "counter", "samples received from all drivers").add(
+            _num(energy.get("samples"))
+        ),
+        dropped,
+        Metric("ironwatt_windows_total", "counter", "energy/group windows stored").add(
+            _num(energy.get("windows"))
+        ),
+        Metric("ironwatt_buffer_backlog_messages", "gauge", "messages waiting in the outbox").add(
+            _num(buffer.get("backlog"))
+        ),
+        Metric("ironwatt_buffer_oldest_age_seconds", "gauge", "age of the oldest unsent message")
+        .add(_num(buffer.get("oldest_age_s"))),
+        Metric("ironwatt_buffer_used_bytes", "gauge", "outbox size").add(
+            _num(buffer.get("used_bytes"))
+        ),
+        Metric("ironwatt_buffer_max_bytes", "gauge", "outbox size cap").add(
+            _num(buffer.get("max_size_bytes"))
+        ),
+        Metric("ironwatt_buffer_dropped_total", "counter", "messages dropped at the size cap").add(
+            _num(buffer.get("dropped_total"))
+        ),
+        Metric("ironwatt_uplink_connected", "gauge", "1 while connected to the broker").add(
+            1 if uplink.get("connected") else 0
+        ),
+        Metric("ironwatt_uplink_published_total", "counter", "messages acknowledged by the broker")
+        .add(_num(uplink.get("acked"))),
+        Metric(
+            "ironwatt_uplink_written_qos0_total", "counter",
+            "QoS 0 messages (telemetry) written to the broker connection; no acknowledgement",
+        ).add(_num(uplink.get("written_qos0"))),
+        Metric("ironwatt_uplink_lag_seconds", "gauge", "age of the oldest unsent message").add(
+            _num(uplink.get("lag_s"))
+        ),
+        Metric("ironwatt_uplink_last_ack_timestamp_seconds", "gauge", "time of the last PUBACK")
+        .add(_num(uplink.get("last_ack"))),
+        Metric("ironwatt_clock_steps_total", "counter", "wall-clock steps detected").add(
+            _num(status.get("clock_steps"))
+        ),
+        Metric("ironwatt_config_reloads_total", "counter", "config reloads applied").add(
+            _num(status.get("reloads"))
+        ),
+    ]  # fmt: skip
+
+
+def _ago(ts: Any, now: float) -> str:
+    value = _num(ts)
+    if value is None:
+        return "never"
+    return f"{max(0.0, now - value):.0f}s ago"
+
+
+def render_table(status: Mapping[str, Any], now: float | None = None) -> str:
+    """The /status document for a technician: devices first, then buffer and uplink."""
+    now = time.time() if now is None else now
+    lines = [
+        f"gateway {status.get('gw')} at site {status.get('site')}, version "
+        f"{status.get('version')}, up since {status.get('since')}",
+        f"config {status.get('config')}",
+        "",
+    ]
+    rows = [
+        ("DEVICE", "DRIVER", "STATE", "LAST SUCCESS", "POLLS", "ERRORS", "OVERRUNS", "LAST ERROR")
+    ]
+    for name, dev in sorted(status.get("devices", {}).items()):
+        rows.append((
+            name, str(dev.get("driver", "")), str(dev.get("state", "?")),
+            _ago(dev.get("last_success"), now), str(dev.get("polls", "")),
+            str(dev.get("errors", "")), str(dev.get("overruns", "")),
+            str(dev.get("last_error") or ""),
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        lines.append(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        )
+    buffer = status.get("buffer", {})
+    uplink = status.get("uplink", {})
+    oldest = _num(buffer.get("oldest_age_s"))
+    lines += [
+        "",
+        f"buffer: {buffer.get('backlog', '?')} messages waiting"
+        + (f", oldest {oldest:.0f}s" if oldest is not None else "")
+        + f", {buffer.get('used_bytes', '?')} of {buffer.get('max_size_bytes', '?')} bytes, "
+        f"{buffer.get('dropped_total', 0)} dropped, stream {buffer.get('stream', '?')} "
+        f"next seq {buffer.get('next_seq', '?')}",
+        f"uplink: {'connected' if uplink.get('connected') else 'NOT connected'} to "
+        f"{uplink.get('broker', '?')} ({uplink.get('state', '?')} since "
+        f"{_ago(uplink.get('since'), now)}), {uplink.get('acked', 0)} acknowledged "
+        f"(last {_ago(uplink.get('last_ack'), now)}), "
+        + (f"{uplink['written_qos0']} written at QoS 0, " if uplink.get("written_qos0") else "")
+        + f"lag {uplink.get('lag_s', '?')} s"
+        + (f", last error: {uplink['last_error']}" if uplink.get("last_error") else ""),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else utc_iso(ts)

@@ -1,0 +1,1 @@
+"""The energy stage's pieces: windows on the local calendar, units, carriers, the aggregator."""

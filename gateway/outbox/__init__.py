@@ -1,0 +1,1 @@
+"""The outbox: every outgoing message in SQLite until the broker has it (one writer thread)."""
