@@ -17,6 +17,7 @@ from drivers.base import Backoff
 from drivers.modbus.points import BIT_FUNCTIONS, FUNCTION_CODES
 from drivers.modbus.recovery import Member, link_steps
 from drivers.modbus.wire import BadAnswer, Wire, take_connect_failure
+from gateway.errors import DriverError
 
 __all__ = [
     "DeviceError",
@@ -33,7 +34,7 @@ __all__ = [
 log = logging.getLogger("ironwatt.modbus")
 
 
-class ModbusError(Exception):
+class ModbusError(DriverError):
     """Base of the driver's request errors; the message names the link, unit and address."""
 
 

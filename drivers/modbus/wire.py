@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drivers.modbus.points import BIT_FUNCTIONS, FUNCTION_CODES
+from gateway.errors import DriverError
 
 __all__ = ["BadAnswer", "Wire", "explain", "take_connect_failure"]
 
@@ -58,7 +59,7 @@ def _task() -> int:
     return id(task) if task is not None else 0
 
 
-class BadAnswer(Exception):
+class BadAnswer(DriverError):
     """The answer to the request in flight could not be decoded (set into pymodbus's future)."""
 
 

@@ -35,6 +35,7 @@ from drivers.opcua.security import (
 )
 from drivers.opcua.subscription import KEEPALIVE_S
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN, PointIndex, SampleBatch
+from gateway.errors import DriverError
 
 __all__ = ["ConnectionLost", "OpcuaDriver"]
 
@@ -91,7 +92,7 @@ class _AsyncuaNoise(logging.Filter):
 logging.getLogger("asyncua.client.ua_client.UASocketProtocol").addFilter(_AsyncuaNoise())
 
 
-class ConnectionLost(Exception):
+class ConnectionLost(DriverError):
     """The session died (keepalive, publish or read failure); the driver reconnects."""
 
 

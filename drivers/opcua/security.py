@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.errors import DriverError
+
 if TYPE_CHECKING:
     from asyncua.client.client import Client
 
@@ -54,7 +56,7 @@ POLICY_URIS = {
 MODES = {"None": 1, "Sign": 2, "SignAndEncrypt": 3}  # ua.MessageSecurityMode values
 
 
-class OpcuaConnectError(Exception):
+class OpcuaConnectError(DriverError):
     """A connection attempt failed for a reason a technician can act on (message says what)."""
 
 

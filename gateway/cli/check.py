@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway.config.base import DEFAULT_PATH
+from gateway.topics import Topics
 
 if TYPE_CHECKING:
     from gateway.config.model import Config, ModbusDevice, OpcuaDevice
@@ -174,18 +175,18 @@ def _gateway_lines(cfg: Config) -> Iterator[str]:
 
 
 def _topic_lines(cfg: Config) -> Iterator[str]:
-    base = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.site}/{cfg.gateway.id}"
+    topics = Topics.of(cfg)
     intervals = "|".join(i.name for i in cfg.energy.intervals)
     devices = [d.name for d in cfg.devices if d.enabled]
     rows = [
-        (f"{base}/status", "retained, QoS 1, gateway online/offline (Last Will)"),
-        (f"{base}/event", "QoS 1, device up/down, gaps, buffer drops, reloads"),
-        (f"{base}/energy/{{{intervals}}}/{{device}}", f"QoS 1, for {_names(devices)}"),
+        (topics.status, "retained, QoS 1, gateway online/offline (Last Will)"),
+        (topics.event, "QoS 1, device up/down, gaps, buffer drops, reloads"),
+        (topics.energy(f"{{{intervals}}}", "{device}"), f"QoS 1, for {_names(devices)}"),
     ]
     if cfg.mqtt.telemetry:
         rows.append(
             (
-                f"{base}/telemetry/{{device}}",
+                topics.telemetry("{device}"),
                 f"QoS {cfg.mqtt.telemetry_qos}, live values by exception, heartbeat "
                 f"{format_duration(cfg.mqtt.telemetry_heartbeat)}",
             )

@@ -75,7 +75,7 @@ def _daemon_command(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from gateway.config.base import ConfigError
+    from gateway.errors import ConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_daemon_command(argv))
@@ -100,5 +100,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `ironwatt ... | head`: the reader left; not an error worth a traceback.
         sys.stderr.close()
         return 0
-
-

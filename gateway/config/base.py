@@ -8,39 +8,13 @@ validating side (config.py, config_model.py) imports pydantic.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_PATH", "ConfigError", "Problem", "device_named", "read_secret"]
+__all__ = ["DEFAULT_PATH", "device_named", "read_secret"]
 
 DEFAULT_PATH = Path("/etc/ironwatt/ironwatt.toml")
-
-
-@dataclass(frozen=True)
-class Problem:
-    line: int | None
-    path: str
-    message: str
-
-
-class ConfigError(Exception):
-    """The config was refused; `problems` lists each one, `str()` is the full report."""
-
-    def __init__(self, file: str, problems: Sequence[Problem]) -> None:
-        self.file = file
-        self.problems = sorted(problems, key=lambda p: (p.line or 0, p.path))
-        super().__init__(self.report())
-
-    def report(self) -> str:
-        lines = []
-        for p in self.problems:
-            where = f"{self.file}:{p.line}" if p.line else self.file
-            lines.append(f"{where}: {p.path}: {p.message}" if p.path else f"{where}: {p.message}")
-        count = len(self.problems)
-        lines.append(f"{count} problem{'s' if count != 1 else ''}: the configuration was refused")
-        return "\n".join(lines)
 
 
 def read_secret(path: Path | str | None, env: str | None) -> str | None:

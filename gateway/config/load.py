@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.config.base import DEFAULT_PATH, ConfigError, Problem
+from gateway.config.base import DEFAULT_PATH
 from gateway.config.checks import check_config
 from gateway.config.fields import quote
 from gateway.config.locator import KeyLocator, Loc, format_path
@@ -28,6 +28,7 @@ from gateway.config.model import (
     OpcuaDevice,
     OpcuaPoint,
 )
+from gateway.errors import ConfigError, Problem
 
 __all__ = [
     "DEFAULT_PATH",

@@ -29,7 +29,8 @@ from zoneinfo import ZoneInfo
 
 from drivers.modbus.points import REGISTER_WORDS
 from gateway.child import python_child_env
-from gateway.config.base import ConfigError, Problem, device_named, read_secret
+from gateway.config.base import device_named, read_secret
+from gateway.errors import ConfigError, ConfigWorkerError, Problem
 
 if TYPE_CHECKING:
     from gateway.config.model import Config
@@ -238,7 +239,7 @@ def load_config_isolated(
 
     ConfigError exactly as `gateway.config.load.load_config` raises it (the same report, every
     problem with its line). The child's warnings go to this process's stderr (the journal).
-    RuntimeError when the child itself fails (it should not: the message says what it printed),
+    ConfigWorkerError when the child itself fails (it should not: the message says what it printed),
     or takes more than `timeout` seconds (it is killed).
     """
     try:
@@ -247,14 +248,16 @@ def load_config_isolated(
             stdout=subprocess.PIPE, env=python_child_env(), timeout=timeout, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
-        raise RuntimeError(
+        raise ConfigWorkerError(
             f"validating {path} took more than {timeout:g} s and was given up (the config "
             "worker hung, or the machine is overloaded)"
         ) from None
     except OSError as exc:
-        raise RuntimeError(f"the config worker ({sys.executable}) could not start: {exc}") from None
+        raise ConfigWorkerError(
+            f"the config worker ({sys.executable}) could not start: {exc}"
+        ) from None
     if done.returncode != 0 or not done.stdout:
-        raise RuntimeError(
+        raise ConfigWorkerError(
             f"the config worker ({sys.executable} -m {WORKER_MODULE}) failed with exit status "
             f"{done.returncode}; its error is in the log just above"
         )
@@ -264,7 +267,7 @@ def load_config_isolated(
     except ConfigError:
         raise
     except Exception as exc:  # a worker of another version (upgraded in place), a torn stream
-        raise RuntimeError(
+        raise ConfigWorkerError(
             f"the config worker's answer could not be read ({type(exc).__name__}: {exc}); "
             "was the gateway upgraded while running? restart it"
         ) from None

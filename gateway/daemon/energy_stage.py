@@ -14,6 +14,7 @@ from drivers.samples import PointIndex, SampleBatch
 from gateway.energy.aggregate import Aggregator, PointSpec, WindowPayload
 from gateway.outbox.messages import Message
 from gateway.outbox.policy import MessageClass
+from gateway.topics import Topics
 
 __all__ = ["EnergyStage", "changed_sources", "specs_of"]
 
@@ -123,7 +124,7 @@ class EnergyStage:
             demand_interval=int(energy.demand_interval) if energy.demand_interval else None,
             max_revision_age=float(energy.max_revision_age),
         )
-        self._prefix = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.site}/{cfg.gateway.id}"
+        self._topics = Topics.of(cfg)
         self._specs = {s.key: s for s in specs_of(cfg)}
         self._cfg = cfg  # the reload compares against it (sources are not kept: see above)
         self.agg.set_points(self._specs.values(), now)
@@ -147,7 +148,7 @@ class EnergyStage:
             # Encoded as soon as the device window is whole: its dicts go at once, only the
             # JSON waits for the outbox (bytes the outbox stores as they are).
             body = json.dumps(w.payload, separators=(",", ":"), ensure_ascii=False).encode()
-            topic = f"{self._prefix}/energy/{w.interval}/{w.device}"
+            topic = self._topics.energy(w.interval, w.device)
             messages.append(Message(topic, body, qos=1, cls=MessageClass.WINDOW))
 
         self.agg.close_until(now, publish)

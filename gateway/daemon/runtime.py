@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from drivers.base import DeviceEvent
 from drivers.samples import PointIndex
 from gateway import __version__
-from gateway.config.base import ConfigError
 from gateway.config.records import load_config_isolated
 from gateway.daemon.clock import ClockWatch
 from gateway.daemon.devices import QueueSink, Supervisor, plan_units
@@ -41,10 +40,11 @@ from gateway.daemon.telemetry import TelemetryEncoder, TelemetryFilter, Telemetr
 from gateway.daemon.uplink_thread import UplinkStage
 from gateway.energy.snapshot_file import SNAPSHOT_NAME, read_snapshot, write_snapshot
 from gateway.energy.windows import utc_iso
+from gateway.errors import ConfigError, ConfigWorkerError, SchemaError, StorageError
 from gateway.outbox.messages import Message, OutboxSettings
 from gateway.outbox.policy import MessageClass
-from gateway.outbox.schema import SchemaError
 from gateway.outbox.store import Outbox, open_outbox
+from gateway.topics import Topics
 
 if TYPE_CHECKING:
     from gateway.config.model import Config
@@ -371,7 +371,7 @@ class Gateway:
             # fsynced yet, and a power cut must not keep the snapshot and lose the windows.
             try:
                 await loop.run_in_executor(None, self.outbox.sync)
-            except (sqlite3.Error, TimeoutError, RuntimeError) as exc:
+            except (sqlite3.Error, TimeoutError, StorageError) as exc:
                 # Not durable, so no snapshot that says so: the next close tries again.
                 log.error("kernel snapshot not written: the buffer could not sync (%s)", exc)
                 self.snapshot_status["error"] = f"buffer sync: {exc}"
@@ -399,10 +399,10 @@ class Gateway:
     def _telemetry_messages(self, mono_now: float) -> list[Message]:
         assert self.telemetry is not None
         cfg = self.cfg
-        head = f"{self._settings.topic_prefix}/{cfg.gateway.site}/{cfg.gateway.id}/telemetry/"
+        topic = Topics.of(cfg).telemetry
         qos, encode = cfg.mqtt.telemetry_qos, self._telemetry_json.encode
         return [
-            Message(head + report.device, encode(report), qos, MessageClass.TELEMETRY)
+            Message(topic(report.device), encode(report), qos, MessageClass.TELEMETRY)
             for report in self.telemetry.due(mono_now)
         ]
 
@@ -527,7 +527,7 @@ class Gateway:
             more = len(exc.problems) - 1
             summary = first + (f" (and {more} more: journalctl -u ironwatt)" if more > 0 else "")
             outcome = ReloadOutcome(False, summary, report)
-        except (OSError, RuntimeError) as exc:
+        except (OSError, ConfigWorkerError) as exc:
             log.error("config reload refused (%s), the running config stays", exc, extra=TRANSITION)
             outcome = ReloadOutcome(False, str(exc))
         else:
@@ -653,7 +653,7 @@ def run_gateway(config_path: str | Path) -> int:
     """
     try:
         cfg = load_config_isolated(config_path)
-    except RuntimeError as exc:
+    except ConfigWorkerError as exc:
         log.critical("cannot start: %s", exc)
         return 1
     gateway = Gateway(cfg)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from gateway.outbox.policy import MessageClass
+from gateway.topics import Topics
 
 __all__ = [
     "COMMON_FIELDS",
@@ -50,7 +51,7 @@ class OutboxSettings:
 
     @property
     def event_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.site}/{self.gw_id}/event"
+        return Topics(self.topic_prefix, self.site, self.gw_id).event
 
     @classmethod
     def from_config(cls, cfg: Any) -> OutboxSettings:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.child import python_child_env
+from gateway.errors import SchemaError
 
 if TYPE_CHECKING:
     # Imported by migrate() only when there is something to migrate: a database already at
@@ -26,16 +27,11 @@ if TYPE_CHECKING:
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
-    "SchemaError",
     "meta_get",
     "meta_set",
     "migrate",
     "migrate_in_child",
 ]
-
-
-class SchemaError(RuntimeError):
-    """The buffer database cannot be brought to this gateway's schema (newer, or failed)."""
 
 
 def _v1_outbox(db: sqlite_utils.Database) -> None:

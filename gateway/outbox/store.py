@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import OutboxBusy, OutboxClosed, OutboxLocked
 from gateway.outbox.messages import Message, OutboxSettings, OutboxStats, Row, encode_body
 from gateway.outbox.policy import MessageClass
 from gateway.outbox.rows import Fut, PendingPut
@@ -37,21 +38,11 @@ __all__ = [
     "Message",
     "MessageClass",
     "Outbox",
-    "OutboxBusy",
-    "OutboxLocked",
     "OutboxReader",
     "OutboxSettings",
     "OutboxStats",
     "open_outbox",
 ]
-
-
-class OutboxBusy(RuntimeError):
-    """submit(block=False) found the writer's queue full (a slow or full disk)."""
-
-
-class OutboxLocked(RuntimeError):
-    """Another process has this buffer open: two writers would hand out the same seq."""
 
 
 def _lock(path: Path) -> int:
@@ -240,7 +231,7 @@ class Outbox(Writer):
                     raise OutboxBusy(f"buffer {self.settings.path}: writer queue full")
                 self._cv.wait(left)
             if self._closing:
-                raise RuntimeError("the outbox is closed")
+                raise OutboxClosed(f"outbox {self.settings.path} is closed")
             self._puts.append(PendingPut(items, fut))
             self._cv.notify_all()
         return fut
@@ -271,7 +262,7 @@ class Outbox(Writer):
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._cv:
             if self._closing or not self._writer.is_alive():
-                fut.set_exception(RuntimeError("the outbox is closed"))
+                fut.set_exception(OutboxClosed(f"outbox {self.settings.path} is closed"))
                 return fut
             self._calls.append((fn, fut))
             self._cv.notify_all()

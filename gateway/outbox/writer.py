@@ -11,6 +11,7 @@ import sqlite3
 import time
 from typing import Any
 
+from gateway.errors import OutboxClosed
 from gateway.outbox.drop import ROW_OVERHEAD, Dropping
 from gateway.outbox.messages import encode_body
 from gateway.outbox.policy import MessageClass
@@ -105,7 +106,7 @@ class Writer(Dropping):
         conn = self._conn
         for put in self._puts:
             if not put.future.done():
-                put.future.set_exception(RuntimeError("outbox closed before the disk took it"))
+                put.future.set_exception(OutboxClosed("outbox closed before the disk took it"))
         try:
             with self._synced():
                 conn.execute("BEGIN IMMEDIATE")

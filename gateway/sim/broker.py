@@ -11,10 +11,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from gateway.errors import SimulatorError
+
 __all__ = ["BrokerMissing", "DemoBroker", "end_process"]
 
 
-class BrokerMissing(RuntimeError):
+class BrokerMissing(SimulatorError):
     """No mosquitto executable on this machine."""
 
 

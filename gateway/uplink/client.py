@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from gateway.energy.windows import utc_iso
+from gateway.errors import StorageError
 from gateway.outbox.messages import Row, compose
 from gateway.outbox.store import Outbox, OutboxReader
 from gateway.uplink.inflight import Kind
@@ -230,7 +231,7 @@ class Uplink(Link):
                     if self._acked:
                         self.outbox.ack(self._acked)
                         self._acked, last_flush = [], now
-                    with contextlib.suppress(TimeoutError, RuntimeError):  # report anyway
+                    with contextlib.suppress(TimeoutError, StorageError):  # report anyway
                         self.outbox.flush(timeout=2.0)
                 self._publish_status(client, "online")
                 next_status = now + s.status_interval_s
@@ -276,7 +277,7 @@ class Uplink(Link):
             self._acked = []
             # The deletes land before the next session reads from the oldest row again, so an
             # acknowledged message is not sent twice.
-            with contextlib.suppress(TimeoutError, RuntimeError):  # stalled or closed outbox
+            with contextlib.suppress(TimeoutError, StorageError):  # stalled or closed outbox
                 self.outbox.flush(timeout=5.0)
         # Whatever paho still holds is forgotten with this client: the outbox resends it.
         self._inflight.clear()

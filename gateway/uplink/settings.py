@@ -12,6 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import gateway
+from gateway.topics import Topics
 
 __all__ = ["UplinkSettings", "parse_url"]
 
@@ -64,7 +65,7 @@ class UplinkSettings:
 
     @property
     def status_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.site}/{self.gw_id}/status"
+        return Topics(self.topic_prefix, self.site, self.gw_id).status
 
     @classmethod
     def from_config(cls, cfg: Any) -> UplinkSettings:

@@ -18,6 +18,7 @@ import pytest
 from gateway.config.load import ConfigError, load_config
 from gateway.config.records import Record, load_config_isolated
 from gateway.daemon.runtime import diff_devices
+from gateway.errors import ConfigWorkerError
 from gateway.sim.plant import demo_config
 from tests.config.support import CASES, REPO, stage
 from tests.config.test_example import MINIMAL
@@ -211,7 +212,7 @@ def test_a_worker_that_dies_is_reported_not_unpickled(tmp_path: Path) -> None:
             **kwargs,
         )
 
-    with pytest.raises(RuntimeError, match=r"config worker .* failed with exit status -9"):
+    with pytest.raises(ConfigWorkerError, match=r"config worker .* failed with exit status -9"):
         load_config_isolated(_configs(tmp_path)["demo"], run=dying)
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import SchemaError
 from gateway.outbox.messages import compose
-from gateway.outbox.schema import SchemaError, meta_get, meta_set, migrate
+from gateway.outbox.schema import meta_get, meta_set, migrate
 from gateway.outbox.store import PAGE_SIZE, Message, MessageClass, Outbox, OutboxSettings
 from tests.support.waiting import wait
 
@@ -201,7 +202,7 @@ def test_refuses_a_newer_schema(make_outbox: MakeOutbox, tmp_path: Path) -> None
     conn = sqlite3.connect(tmp_path / "ironwatt.db", isolation_level=None)
     meta_set(conn, "schema_version", 99)
     conn.close()
-    with pytest.raises(RuntimeError, match="newer than this gateway"):
+    with pytest.raises(SchemaError, match="newer than this gateway"):
         Outbox(OutboxSettings(path=tmp_path / "ironwatt.db", gw_id="gw1", site="plant1"))
 
 
@@ -365,7 +366,7 @@ def test_a_gap_row_once_read_is_never_edited(make_outbox: MakeOutbox) -> None:
 def test_a_second_writer_is_refused(make_outbox: MakeOutbox, tmp_path: Path) -> None:
     import os
 
-    from gateway.outbox.store import OutboxLocked
+    from gateway.errors import OutboxLocked
 
     first = make_outbox()
     with pytest.raises(OutboxLocked, match=f"pid {os.getpid()}"):
