@@ -16,7 +16,8 @@
     ├── UplinkError               the MQTT uplink cannot be set up as configured
     └── SimulatorError            the simulated plant cannot start (a broker missing, a port taken)
 
-A leaf module (it imports nothing of ironwatt), so every layer may import it, drivers included.
+The root and `DriverError` live in `drivers/errors.py` (the drivers are the lowest layer and
+import nothing of `gateway`); this module re-exports them and defines the rest.
 Anything else that escapes (`RuntimeError`, `KeyError`, ...) is a defect, and the daemon logs it
 with its traceback.
 """
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from drivers.errors import DriverError, IronwattError
 
 __all__ = [
     "ConfigError",
@@ -40,10 +43,6 @@ __all__ = [
     "StorageError",
     "UplinkError",
 ]
-
-
-class IronwattError(Exception):
-    """Base of every exception ironwatt raises on purpose."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +94,6 @@ class OutboxClosed(StorageError):
 
 class SchemaError(StorageError):
     """The database's schema is not one this version reads, or a migration failed."""
-
-
-class DriverError(IronwattError):
-    """A device or its link failed a request; the message names the device and what came back."""
 
 
 class UplinkError(IronwattError):

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import Backoff
+from drivers.errors import DriverError
 from drivers.modbus.points import BIT_FUNCTIONS, FUNCTION_CODES
 from drivers.modbus.recovery import Member, link_steps
 from drivers.modbus.wire import BadAnswer, Wire, take_connect_failure
-from gateway.errors import DriverError
 
 __all__ = [
     "DeviceError",

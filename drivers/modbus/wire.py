@@ -20,8 +20,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from drivers.errors import DriverError
 from drivers.modbus.points import BIT_FUNCTIONS, FUNCTION_CODES
-from gateway.errors import DriverError
 
 __all__ = ["BadAnswer", "Wire", "explain", "take_connect_failure"]
 

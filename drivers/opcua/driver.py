@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.base import Backoff, DeviceEvent, DeviceHealth, DeviceSink
+from drivers.errors import DriverError
 from drivers.opcua.nodes import NodeIdError, NodeRef, parse_node_id, resolve_namespace
 from drivers.opcua.quality import (
     ANY,
@@ -35,7 +36,6 @@ from drivers.opcua.security import (
 )
 from drivers.opcua.subscription import KEEPALIVE_S
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN, PointIndex, SampleBatch
-from gateway.errors import DriverError
 
 __all__ = ["ConnectionLost", "OpcuaDriver"]
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import DriverError
+from drivers.errors import DriverError
 
 if TYPE_CHECKING:
     from asyncua.client.client import Client
