@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config.load import load_config
-from gateway.daemon.clock import ClockWatch
+from gateway.clock import ClockWatch
 from gateway.daemon.notify import Notifier
 from gateway.daemon.runtime import Gateway
 from tests.support.mosquitto import Collector, Mosquitto
@@ -36,12 +36,12 @@ intervals = ["1m"]
     task = asyncio.create_task(gateway.run())
     try:
         for _ in range(100):
-            if gateway.daemon.clock is not None:
+            if gateway.clock is not None:
                 break
             await asyncio.sleep(0.05)
         offset = [0.0]
         # The same monotonic clock, a wall clock that an operator sets back by 2 minutes.
-        gateway.daemon.clock = ClockWatch(60.0, 3.0, wall=lambda: time.time() + offset[0])
+        gateway.clock = ClockWatch(60.0, 3.0, wall=lambda: time.time() + offset[0])
         offset[0] = -120.0
         loop = asyncio.get_running_loop()
         got = await loop.run_in_executor(
@@ -51,7 +51,7 @@ intervals = ["1m"]
         event = json.loads(got[0][1])
         assert event["type"] == "clock_step" and event["offset_s"] == pytest.approx(-120, abs=1)
         assert "backward" in event["reason"] and isinstance(event["seq"], int)
-        assert gateway.daemon.clock.steps == 1
+        assert gateway.clock.steps == 1
     finally:
         gateway.request_stop()
         await asyncio.wait_for(task, 20)
