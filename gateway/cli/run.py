@@ -104,8 +104,8 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gateway.daemon import run_gateway
     from gateway.daemon.logs import setup_logging
-    from gateway.daemon.runtime import run_gateway
 
     setup_logging(args.run_log_level or args.log_level, args.log_format)
     return run_gateway(args.config)

@@ -34,7 +34,7 @@ class QueueSink:
 
     Both calls are synchronous and O(batch): drivers run on the same loop, so no lock is
     needed. `wake` asks the pipeline for a pass now: set by an event, or once `batch_target`
-    samples wait; below that the pipeline comes by itself at its pace (runtime._PASS_S).
+    samples wait; below that the pipeline comes by itself at its pace (pipeline.PASS_S).
     """
 
     def __init__(self, batch_target: int = 20_000) -> None:

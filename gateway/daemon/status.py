@@ -10,10 +10,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from gateway import __version__
 from gateway.daemon.health import Metric
 from gateway.energy.windows import utc_iso
 
-__all__ = ["metrics_of", "render_table"]
+__all__ = ["health_verdict", "metrics_of", "render_table", "status_document", "status_line"]
 
 
 def _num(value: Any) -> float | None:
@@ -152,3 +153,66 @@ def render_table(status: Mapping[str, Any], now: float | None = None) -> str:
 
 def iso(ts: float | None) -> str | None:
     return None if ts is None else utc_iso(ts)
+
+
+def status_document(
+    *,
+    gw: str,
+    site: str,
+    config: str,
+    started: float,
+    devices: Mapping[str, Any],
+    buffer: Mapping[str, Any],
+    uplink: Mapping[str, Any],
+    energy: Mapping[str, Any],
+    clock_steps: int,
+    reloads: int,
+) -> dict[str, Any]:
+    """The /status document (docs/daemon.md) from the parts' own status."""
+    return {
+        "v": 1,
+        "gw": gw,
+        "site": site,
+        "version": __version__,
+        "config": config,
+        "started": started,
+        "since": utc_iso(started),
+        "devices": dict(devices),
+        "buffer": dict(buffer),
+        "uplink": dict(uplink),
+        "energy": dict(energy),
+        "clock_steps": clock_steps,
+        "reloads": reloads,
+    }
+
+
+def status_line(
+    devices: Mapping[str, Mapping[str, Any]],
+    backlog: int,
+    connected: bool,
+    reload_refused: str | None,
+) -> str:
+    """The STATUS= line systemd shows (`systemctl status ironwatt`)."""
+    up = sum(1 for d in devices.values() if d.get("state") == "up")
+    line = (
+        f"{up}/{len(devices)} devices up, backlog {backlog}, uplink "
+        f"{'connected' if connected else 'disconnected'}"
+    )
+    if reload_refused is not None:
+        line += f"; last reload refused: {reload_refused}"
+    return line
+
+
+# The event loop has not ticked for this long: /healthz fails (the watchdog would follow).
+LOOP_STALL_S = 10.0
+
+
+def health_verdict(loop_age: float, database_open: bool, pressure: str | None) -> tuple[bool, str]:
+    """/healthz: (ok, why) from the loop's last tick age and the outbox's state."""
+    if loop_age > LOOP_STALL_S:
+        return False, f"event loop stalled for {loop_age:.0f}s"
+    if not database_open:
+        return False, "database not open"
+    if pressure in ("disk_full", "read_only", "io_error"):
+        return False, f"database not writable: {pressure}"
+    return True, "ok"

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.config.load import ConfigError, load_config
 from gateway.config.records import Record, load_config_isolated
-from gateway.daemon.runtime import diff_devices
+from gateway.daemon.reload import diff_devices
 from gateway.errors import ConfigWorkerError
 from gateway.sim.plant import demo_config
 from tests.config.support import CASES, REPO, stage
@@ -224,7 +224,7 @@ def test_the_daemon_never_imports_pydantic(tmp_path: Path) -> None:
         import sys
         from gateway.cli.main import _daemon_command, build_parser
         build_parser(_daemon_command(["--log-level", "error", "run", "-c", "x.toml"]))
-        import gateway.daemon.runtime, drivers.modbus.driver
+        import gateway.daemon.lifecycle, drivers.modbus.driver
         from gateway.config.records import load_config_isolated
         cfg = load_config_isolated({str(path)!r})
         assert cfg.devices, cfg

@@ -355,7 +355,7 @@ async def test_a_reload_gives_the_worker_the_reload_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker over its time is a refused reload that says why (the running config stays)."""
-    import gateway.daemon.runtime
+    from gateway.daemon import lifecycle, reload
 
     seen: list[float] = []
 
@@ -366,11 +366,11 @@ async def test_a_reload_gives_the_worker_the_reload_timeout(
     def isolated(path: Path, **kwargs: Any) -> Any:
         return load_config_isolated(path, run=hanging, **kwargs)
 
-    monkeypatch.setattr(gateway.daemon.runtime, "load_config_isolated", isolated)
+    monkeypatch.setattr(reload, "load_config_isolated", isolated)
     gw = SimpleNamespace(
         cfg=SimpleNamespace(path=tmp_path / "c.toml"), notifier=Notifier(""), _reload_refused=None
     )
-    outcome = await gateway.daemon.runtime.Gateway._apply_reload(gw)  # type: ignore[arg-type]
+    outcome = await lifecycle.Gateway._apply_reload(gw)  # type: ignore[arg-type]
     assert seen == [RELOAD_WORKER_TIMEOUT_S]
     assert not outcome.applied
     assert "took more than 20 s and was given up" in outcome.summary

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.config.load import load_config
-from gateway.clock import ClockWatch
+from gateway.daemon import Gateway
+from gateway.daemon.clock import ClockWatch
 from gateway.daemon.notify import Notifier
-from gateway.daemon.runtime import Gateway
 from tests.support.mosquitto import Collector, Mosquitto
 
 

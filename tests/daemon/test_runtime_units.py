@@ -14,7 +14,7 @@ from drivers.samples import PointIndex, SampleBatch
 from gateway.config.load import load_config
 from gateway.daemon.devices import DeviceUnit, QueueSink, Supervisor, plan_units
 from gateway.daemon.health import render_metrics
-from gateway.daemon.runtime import diff_devices, point_keys
+from gateway.daemon.reload import diff_devices, point_keys
 from gateway.daemon.status import metrics_of, render_table
 from gateway.sim.plant import demo_config, format_message
 from tests.daemon.test_health import parse_prometheus
