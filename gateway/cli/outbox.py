@@ -18,9 +18,9 @@ from contextlib import closing
 from datetime import datetime
 from typing import Any, TextIO
 
-from gateway.energy.windows import utc_iso
 from gateway.outbox.messages import OutboxSettings, Row, compose
 from gateway.outbox.policy import MessageClass
+from gateway.timefmt import utc_iso
 
 __all__ = ["buffer_export", "buffer_stats", "buffer_verify", "parse_since", "register"]
 

@@ -42,10 +42,10 @@ from gateway.daemon.reload_control import (
 )
 from gateway.daemon.status import health_verdict, metrics_of, status_document, status_line
 from gateway.daemon.uplink_thread import UplinkStage
-from gateway.energy.windows import utc_iso
 from gateway.errors import ConfigWorkerError, SchemaError
 from gateway.outbox.messages import OutboxSettings
 from gateway.outbox.store import Outbox, open_outbox
+from gateway.timefmt import utc_iso
 
 if TYPE_CHECKING:
     from gateway.config.model import Config

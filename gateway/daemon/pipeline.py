@@ -21,11 +21,11 @@ from gateway.daemon.devices import QueueSink
 from gateway.daemon.energy_stage import EnergyStage
 from gateway.daemon.telemetry import TelemetryEncoder, TelemetryFilter, TelemetryPoint
 from gateway.energy.snapshot_file import SNAPSHOT_NAME, read_snapshot, write_snapshot
-from gateway.energy.windows import utc_iso
 from gateway.errors import StorageError
 from gateway.outbox.messages import Message
 from gateway.outbox.policy import MessageClass
 from gateway.outbox.store import Outbox
+from gateway.timefmt import utc_iso
 from gateway.topics import Topics
 
 if TYPE_CHECKING:

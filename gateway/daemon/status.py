@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.daemon.health import Metric
-from gateway.energy.windows import utc_iso
+from gateway.timefmt import utc_iso
 
 __all__ = ["health_verdict", "metrics_of", "render_table", "status_document", "status_line"]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD, SampleBatch
-from gateway.energy.windows import utc_iso
+from gateway.timefmt import utc_iso
 
 __all__ = ["TelemetryEncoder", "TelemetryFilter", "TelemetryPoint", "TelemetryReport"]
 

@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 
 from drivers.samples import PointIndex, SampleBatch
 from ext import kernel as default_kernel
-from gateway.energy.windows import DAY, edges_between, utc_iso, window_of
+from gateway.energy.windows import DAY, edges_between, window_of
+from gateway.timefmt import utc_iso
 
 __all__ = [
     "Aggregator",

@@ -9,7 +9,7 @@ intervals start at local midnight. The kernel knows no time zones: it is handed 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "check_interval",
     "edges_between",
     "next_edge",
-    "utc_iso",
     "window_of",
 ]
 
@@ -112,9 +111,3 @@ def window_of(tz: ZoneInfo, interval_s: int, t: float) -> tuple[float, float]:
     # Half-open windows: an edge at exactly t starts t's window.
     start = max(e for e in edges_between(tz, interval_s, t - span, t + 1.0) if e <= t)
     return start, next_edge(tz, interval_s, t)
-
-
-def utc_iso(t: float) -> str:
-    """RFC 3339 UTC with milliseconds and a Z, as every payload time is written."""
-    stamp = datetime.fromtimestamp(t, UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"

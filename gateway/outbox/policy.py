@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from gateway.energy.windows import utc_iso
+from gateway.timefmt import utc_iso
 
 __all__ = [
     "DROP_ORDER",

@@ -20,10 +20,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-from gateway.energy.windows import utc_iso
 from gateway.errors import StorageError
 from gateway.outbox.messages import Row, compose
 from gateway.outbox.store import Outbox, OutboxReader
+from gateway.timefmt import utc_iso
 from gateway.uplink.inflight import Kind
 from gateway.uplink.session import Link
 from gateway.uplink.settings import UplinkSettings

@@ -18,8 +18,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.energy.windows import utc_iso
 from gateway.outbox.store import Outbox, OutboxReader
+from gateway.timefmt import utc_iso
 from gateway.uplink.inflight import Done, InFlight, Kind
 from gateway.uplink.settings import UplinkSettings, parse_url
 

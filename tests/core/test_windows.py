@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.energy.windows import DAY, check_interval, edges_between, next_edge, utc_iso, window_of
+from gateway.energy.windows import DAY, check_interval, edges_between, next_edge, window_of
+from gateway.timefmt import utc_iso
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SHANGHAI = ZoneInfo("Asia/Shanghai")

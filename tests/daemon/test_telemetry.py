@@ -17,7 +17,7 @@ from gateway.daemon.telemetry import (
     TelemetryPoint,
     TelemetryReport,
 )
-from gateway.energy.windows import utc_iso
+from gateway.timefmt import utc_iso
 
 
 def _batch(*rows: tuple[int, float, float, int]) -> SampleBatch:
