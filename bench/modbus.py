@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.support.procfs import proc_cpu, proc_rss_mb, reset_peak, status_doc  # noqa: E402
 from bench.support.servers import build_c_server, launch_c_server  # noqa: E402
-from gateway.sim.modbus_meters import free_port  # noqa: E402
+from gateway.sim.ports import free_port  # noqa: E402
 
 METERS = 200
 POINTS = 40  # float32 each: 20 from register 0, 20 from register 200 -> 2 blocks per meter

@@ -231,7 +231,7 @@ def client_main(kind: str, endpoint: str, ns: int) -> None:
 
 
 def start_server() -> tuple[subprocess.Popen[str], str, int]:
-    from gateway.sim.opcua_plc import free_port
+    from gateway.sim.ports import free_port
 
     port = free_port()
     cmd = [sys.executable, "-m", "gateway.sim.opcua_plc", "--port", str(port), "--static"]

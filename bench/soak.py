@@ -71,7 +71,7 @@ from bench.support.servers import (  # noqa: E402
 from bench.support.speedscope import load as load_profile  # noqa: E402
 from bench.support.speedscope import render as render_profile  # noqa: E402
 from bench.support.syscalls import census  # noqa: E402
-from gateway.sim.modbus_meters import free_port  # noqa: E402
+from gateway.sim.ports import free_port  # noqa: E402
 from tests.support.mosquitto import Mosquitto  # noqa: E402
 
 __all__ = ["SoakResult", "SoakSpec", "main", "run_soak"]

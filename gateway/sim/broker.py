@@ -12,18 +12,13 @@ import time
 from pathlib import Path
 
 from gateway.errors import SimulatorError
+from gateway.sim.ports import free_port
 
 __all__ = ["BrokerMissing", "DemoBroker", "end_process"]
 
 
 class BrokerMissing(SimulatorError):
     """No mosquitto executable on this machine."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class DemoBroker:
@@ -38,7 +33,7 @@ class DemoBroker:
             )
         self.exe = exe
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

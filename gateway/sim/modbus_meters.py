@@ -14,7 +14,6 @@ import logging
 import math
 import random
 import signal
-import socket
 import sys
 import time
 from array import array
@@ -25,6 +24,7 @@ from typing import Any
 from drivers.modbus import profiles
 from drivers.modbus.decode import encode_value
 from drivers.modbus.points import REGISTER_WORDS
+from gateway.sim.ports import free_port
 
 __all__ = ["ModbusPlant", "SimMeter", "free_port", "main", "parse_units"]
 
@@ -33,14 +33,6 @@ log = logging.getLogger("ironwatt.sim.modbus")
 _BIT_FUNCTIONS = ("coil", "discrete")
 _FC_FUNCTION = {1: "coil", 2: "discrete", 3: "holding", 4: "input", 5: "coil", 6: "holding"}
 _FC_FUNCTION.update({15: "coil", 16: "holding", 22: "holding", 23: "holding"})
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def parse_units(text: str) -> list[int]:

@@ -22,6 +22,8 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from gateway.sim.ports import free_port
+
 __all__ = ["PLC_NAMESPACE", "PlcVariable", "SimulatedPlc", "free_port", "main"]
 
 PLC_NAMESPACE = "urn:plant1:bf2"
@@ -67,13 +69,6 @@ VARIABLES: tuple[PlcVariable, ...] = (
     PlcVariable("Test.Setpoint", "Double", 0.0),
     PlcVariable("Test.Quality", "Double", 0.0),
 )
-
-
-def free_port() -> int:
-    """A free TCP port on loopback (tests and benches never use fixed ports)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

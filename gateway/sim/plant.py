@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from gateway.sim.ports import free_port
+
 __all__ = ["demo_config", "format_message", "run_demo"]
 
 WINDOW = "10s"
@@ -211,14 +213,6 @@ def say(text: str) -> None:
     print(f"demo: {text}", flush=True)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
     from gateway.sim.broker import BrokerMissing, DemoBroker
     from gateway.sim.modbus_meters import ModbusPlant, SimMeter
@@ -248,7 +242,7 @@ async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
         except ImportError as exc:
             say(f"no OPC UA PLC ({exc}); the meters alone")
             plc = None
-    http_port = _free_port()
+    http_port = free_port()
     config = workdir / "ironwatt.toml"
     config.write_text(
         demo_config(workdir, broker.url, plant.port, plc.endpoint if plc else None, http_port)

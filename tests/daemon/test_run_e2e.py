@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from gateway.sim.modbus_meters import SimMeter
-from tests.daemon.conftest import GatewayProcess, PlantThread, free_port
+from gateway.sim.ports import free_port
+from tests.daemon.conftest import GatewayProcess, PlantThread
 from tests.daemon.test_health import parse_prometheus
 from tests.support.mosquitto import Collector, Mosquitto
 

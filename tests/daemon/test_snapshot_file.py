@@ -13,7 +13,8 @@ from typing import Any
 
 from gateway.energy.snapshot_file import SNAPSHOT_NAME
 from gateway.sim.modbus_meters import SimMeter
-from tests.daemon.conftest import GatewayProcess, PlantThread, free_port
+from gateway.sim.ports import free_port
+from tests.daemon.conftest import GatewayProcess, PlantThread
 from tests.support.mosquitto import Mosquitto
 
 

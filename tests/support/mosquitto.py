@@ -27,16 +27,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.sim.broker import end_process
+from gateway.sim.ports import free_port
 
 __all__ = ["Collector", "Mosquitto", "TestCA", "free_port"]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _passwd_hash(password: str) -> str:

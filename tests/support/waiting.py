@@ -1,14 +1,20 @@
-"""Polling for a condition in tests against real servers: wait on state, never sleep blindly."""
+"""Waiting for a condition in tests against real servers: wait on state, never sleep blindly.
+
+`wait` answers whether it came (for tests that assert on the answer with their own message);
+`wait_until` and `await_until` fail the test, naming what never came.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["wait"]
+__all__ = ["await_until", "wait", "wait_until"]
 
 
-def wait(pred: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+def wait(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> bool:
     """True as soon as `pred()` holds, False once `timeout` seconds passed without it."""
     deadline = time.monotonic() + timeout
     while not pred():
@@ -16,3 +22,20 @@ def wait(pred: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02
             return False
         time.sleep(interval)
     return True
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Return once `pred()` holds; fail the test after `timeout` s, naming `what`."""
+    if not wait(pred, timeout, interval):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def await_until(
+    pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """`wait_until` on a running event loop (the servers and drivers keep running)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
