@@ -17,35 +17,37 @@ from libc.string cimport memcpy, memset
 cdef extern from "stdlib.h":
     int posix_memalign(void** ptr, size_t alignment, size_t size)
 
-from ext._kernel_py import (
+from ext._grid import build_grid
+from ext._layout import (
     BLOCK_COLUMNS,
     COUNTER,
     GAUGE,
     HOLD,
-    RATE,
-    SNAPSHOT_VERSION,
-    TRAPEZOID,
-    WINDOW_COLUMNS,
-    build_grid,
-)
-from ext._kernel_py import (
-    _BLOCK,
-    _CSTART_AT,
-    _HEAD,
+    KERNEL_SNAPSHOT_VERSION,
     MAX_KEY_BYTES,
     MAX_PERIODS,
-    _check_header,
-    _corrupt,
-    _snapshot_structs,
+    MAX_REVISABLE,
+    RATE,
+    TRAPEZOID,
+    WINDOW_COLUMNS,
 )
+from ext._layout import BLOCK as _BLOCK
+from ext._layout import CSTART_AT as _CSTART_AT
+from ext._layout import HEAD as _HEAD
+from ext._layout import check_header as _check_header
+from ext._layout import corrupt as _corrupt
+from ext._layout import snapshot_structs as _snapshot_structs
 
 __all__ = [
     "BLOCK_COLUMNS",
     "COUNTER",
     "GAUGE",
     "HOLD",
+    "KERNEL_SNAPSHOT_VERSION",
+    "MAX_KEY_BYTES",
+    "MAX_PERIODS",
+    "MAX_REVISABLE",
     "RATE",
-    "SNAPSHOT_VERSION",
     "TRAPEZOID",
     "WINDOW_COLUMNS",
     "Kernel",
@@ -54,10 +56,7 @@ __all__ = [
 
 cdef double INF = float("inf")
 cdef double NAN = float("nan")
-# Windows closed during one point's gap that a later reading may still revise, at most.
-MAX_REVISABLE = 4096
-
-# Snapshot layout (docs/kernel.md; the twin's Structs are the reference): byte sizes of the
+# Snapshot layout (docs/kernel.md; ext._layout's Structs are the reference): byte sizes of the
 # header, of a point's part after its key without the windows, of one window accumulator
 # without its periods, of a window record without its periods, of a demand block.
 cdef enum:
@@ -71,7 +70,7 @@ _point_s, _rec_s = _snapshot_structs(2, 3)
 if (_HEAD.size, _point_s.size, _rec_s.size, _BLOCK.size, _CSTART_AT) != (
         HEAD_SIZE, POINT_SIZE + 2 * (ACC_SIZE + 3 * 8), REC_SIZE + 3 * 8, BLOCK_SIZE,
         CSTART_AT):
-    raise ImportError("ext._kernel: snapshot layout differs from ext._kernel_py's; rebuild")
+    raise ImportError("ext._kernel: snapshot layout differs from ext._layout's; rebuild")
 del _point_s, _rec_s
 
 
@@ -1336,7 +1335,7 @@ cdef class Kernel:
             buf = <unsigned char*>PyBytes_AS_STRING(out)
             w = buf
             memcpy(w, b"IWK", 3)  # the twin's _MAGIC
-            w = put_u8(w + 3, SNAPSHOT_VERSION)
+            w = put_u8(w + 3, KERNEL_SNAPSHOT_VERSION)
             w = put_u32(w, 0)  # the checksum, once the rest is written
             w = put_u16(w, nk)
             w = put_u16(w, nper)
