@@ -384,7 +384,11 @@ cdef int rec_from_tuple(Rec* r, tuple rec) except -1:
 
 
 cdef class Kernel:
-    """Windowed aggregation of many points over a grid of window edges handed in by the caller."""
+    # The first line is __init__'s signature for inspect.signature() (a compiled class's slot
+    # has none of its own): tests/kernel/test_twin_api.py compares it with the twin's.
+    ("Kernel(n_intervals, *, emit=None, demand_interval=-1, n_periods=0, "
+     "max_revision_age=86400.0)\n--\n\n"
+     "Windowed aggregation of many points over a grid of window edges handed in by the caller.")
 
     cdef int nk, dk, nper
     cdef double max_age
