@@ -1,6 +1,8 @@
 """Pure-Python twin of the aggregation kernel (ext/_kernel.pyx): same API, same bits.
 
 The fallback where no compiler was available, and the reference the compiled kernel is tested on.
+Constants and the snapshot layout are ext/_layout.py's, the point state ext/_state_py.py's, and
+the snapshot bytes are written and read by ext/_snapshot_py.py.
 """
 
 from __future__ import annotations
