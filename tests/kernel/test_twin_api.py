@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -146,3 +149,17 @@ def test_the_type_stub_names_the_same_api(twins: tuple[ModuleType, ModuleType]) 
         if isinstance(node, ast.ImportFrom):
             names |= {alias.asname or alias.name for alias in node.names}
     assert sorted(names) == sorted(compiled.__all__)
+
+
+def test_the_compiled_kernel_does_not_import_its_twin(
+    twins: tuple[ModuleType, ModuleType],
+) -> None:
+    """What both need is in ext/_layout.py and ext/_grid.py, not in the twin's private names."""
+    code = "import sys, ext._kernel; print(sorted(m for m in sys.modules if m.startswith('ext')))"
+    env = {k: v for k, v in os.environ.items() if k != "IRONWATT_NO_EXTENSIONS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    loaded = ast.literal_eval(out.stdout.strip())
+    assert "ext._kernel" in loaded
+    assert not [m for m in loaded if m.endswith("_py")], loaded
