@@ -29,6 +29,9 @@ setup(
             "wraparound": False,
             "cdivision": True,
             "initializedcheck": False,
+            # Cython 3's default, stated: methods are introspectable (inspect.signature), which
+            # tests/kernel/test_twin_api.py relies on to compare the twins; no cost per call.
+            "binding": True,
         },
     ),
 )

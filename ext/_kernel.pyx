@@ -1,51 +1,48 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Compiled aggregation kernel: per-point state in C structs, one call folds a whole batch.
 
-Mirrors ext/_kernel_py.py operation for operation so both give bit-identical floats.
+Mirrors ext/_kernel_py.py operation for operation so both give bit-identical floats. Constants
+and the snapshot layout are ext/_layout.py's, the structs ext/_state.pxd's, and the snapshot
+bytes are written and read by ext/_snapshot.pyx.
 """
 
-from zlib import crc32
-
 from cpython.array cimport array, clone
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
-from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
+
+from ext._snapshot cimport cstart_at, encode, get_block, get_count, get_point, get_rec, walk
+from ext._state cimport Acc, Blk, Cell, Cold, Point, Rec, Tables, rec_from_tuple, rec_tuple
 
 
 cdef extern from "stdlib.h":
     int posix_memalign(void** ptr, size_t alignment, size_t size)
 
-from ext._kernel_py import (
+from ext._grid import build_grid
+from ext._layout import (
     BLOCK_COLUMNS,
     COUNTER,
     GAUGE,
     HOLD,
-    RATE,
-    SNAPSHOT_VERSION,
-    TRAPEZOID,
-    WINDOW_COLUMNS,
-    build_grid,
-)
-from ext._kernel_py import (
-    _BLOCK,
-    _CSTART_AT,
-    _HEAD,
+    KERNEL_SNAPSHOT_VERSION,
     MAX_KEY_BYTES,
     MAX_PERIODS,
-    _check_header,
-    _corrupt,
-    _snapshot_structs,
+    MAX_REVISABLE,
+    RATE,
+    TRAPEZOID,
+    WINDOW_COLUMNS,
 )
+from ext._layout import check_header as _check_header
 
 __all__ = [
     "BLOCK_COLUMNS",
     "COUNTER",
     "GAUGE",
     "HOLD",
+    "KERNEL_SNAPSHOT_VERSION",
+    "MAX_KEY_BYTES",
+    "MAX_PERIODS",
+    "MAX_REVISABLE",
     "RATE",
-    "SNAPSHOT_VERSION",
     "TRAPEZOID",
     "WINDOW_COLUMNS",
     "Kernel",
@@ -54,121 +51,6 @@ __all__ = [
 
 cdef double INF = float("inf")
 cdef double NAN = float("nan")
-# Windows closed during one point's gap that a later reading may still revise, at most.
-MAX_REVISABLE = 4096
-
-# Snapshot layout (docs/kernel.md; the twin's Structs are the reference): byte sizes of the
-# header, of a point's part after its key without the windows, of one window accumulator
-# without its periods, of a window record without its periods, of a demand block.
-cdef enum:
-    HEAD_SIZE = 16
-    POINT_SIZE = 111  # kind 1, state 45, open cell 65
-    ACC_SIZE = 89
-    REC_SIZE = 112
-    BLOCK_SIZE = 32
-    CSTART_AT = 26  # cstart, from the kind byte: kind 1, tseen 8, based 1, t0 8, v0 8
-_point_s, _rec_s = _snapshot_structs(2, 3)
-if (_HEAD.size, _point_s.size, _rec_s.size, _BLOCK.size, _CSTART_AT) != (
-        HEAD_SIZE, POINT_SIZE + 2 * (ACC_SIZE + 3 * 8), REC_SIZE + 3 * 8, BLOCK_SIZE,
-        CSTART_AT):
-    raise ImportError("ext._kernel: snapshot layout differs from ext._kernel_py's; rebuild")
-del _point_s, _rec_s
-
-
-cdef struct Acc:
-    double start
-    double delta
-    double covered
-    double vmin
-    double vmax
-    double first
-    double last
-    double peak
-    double peak_at
-    int samples
-    int bad
-    int rollovers
-    int resets
-    int estimated
-
-
-cdef struct Cell:
-    # The open cell of a point: hot on every sample, so kept small and inside Point.
-    double delta
-    double covered
-    double vmin
-    double vmax
-    double first
-    double last
-    int samples
-    int estimated
-
-
-cdef struct Point:
-    # Hot per-sample state, 128 bytes: 10,000 points stay within a core's L2 cache.
-    int pid
-    unsigned char active
-    unsigned char kind
-    unsigned char hold
-    unsigned char based
-    double tseen
-    double t0
-    double v0
-    double cstart
-    double cend
-    double max_rate_s
-    double max_gap
-    double rollover
-    Cell cell
-
-
-cdef struct Cold:
-    # Per-point settings and counts only the rare paths (falls, edges, bad samples) touch.
-    double resolution
-    double max_rate
-    double grace
-    double pend_t
-    long long c
-    int pend_bad
-    int bad
-    int rollovers
-    int resets
-    int demand
-    int tou
-
-
-cdef struct Rec:
-    double due
-    int point
-    int interval
-    int kind
-    int revision
-    int estimated
-    int rollovers
-    int resets
-    int samples
-    int bad
-    double start
-    double end
-    double delta
-    double first
-    double last
-    double mean
-    double vmin
-    double vmax
-    double coverage
-    double peak
-    double peak_at
-    int gap
-
-
-cdef struct Blk:
-    double due
-    int point
-    double start
-    double end
-    double demand
-    double coverage
 
 
 cdef void* grow_aligned(void* old, size_t used, size_t size):
@@ -213,179 +95,12 @@ cdef inline void cell_clear(Cell* a) noexcept nogil:
     a.estimated = 0
 
 
-# Snapshot fields are written and read byte by byte in little-endian order, so the bytes are
-# the same on any host (and the twin's); compilers turn each of these into one load or store.
-
-cdef inline unsigned char* put_u8(unsigned char* p, unsigned int x) noexcept nogil:
-    p[0] = <unsigned char>x
-    return p + 1
-
-
-cdef inline unsigned char* put_u16(unsigned char* p, unsigned int x) noexcept nogil:
-    p[0] = <unsigned char>x
-    p[1] = <unsigned char>(x >> 8)
-    return p + 2
-
-
-cdef inline unsigned char* put_u32(unsigned char* p, uint32_t x) noexcept nogil:
-    p[0] = <unsigned char>x
-    p[1] = <unsigned char>(x >> 8)
-    p[2] = <unsigned char>(x >> 16)
-    p[3] = <unsigned char>(x >> 24)
-    return p + 4
-
-
-cdef inline unsigned char* put_i32(unsigned char* p, int x) noexcept nogil:
-    return put_u32(p, <uint32_t>x)
-
-
-cdef inline unsigned char* put_f64(unsigned char* p, double x) noexcept nogil:
-    cdef uint64_t u
-    cdef int i
-    memcpy(&u, &x, 8)  # the bits as they are: NaN payloads and signs survive
-    for i in range(8):
-        p[i] = <unsigned char>(u >> (8 * i))
-    return p + 8
-
-
-cdef inline unsigned int get_u16(const unsigned char* p) noexcept nogil:
-    return p[0] | (<unsigned int>p[1] << 8)
-
-
-cdef inline uint32_t get_u32(const unsigned char* p) noexcept nogil:
-    return (<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16)
-            | (<uint32_t>p[3] << 24))
-
-
-cdef inline int get_i32(const unsigned char* p) noexcept nogil:
-    return <int>get_u32(p)
-
-
-cdef inline double get_f64(const unsigned char* p) noexcept nogil:
-    cdef uint64_t u = 0
-    cdef double x
-    cdef int i
-    for i in range(8):
-        u |= (<uint64_t>p[i]) << (8 * i)
-    memcpy(&x, &u, 8)
-    return x
-
-
-cdef unsigned char* put_acc(unsigned char* p, const Acc* a, const double* per,
-                            int nper) noexcept nogil:
-    """A window accumulator in the twin's _ACC_FIELDS order, then its periods."""
-    cdef int j
-    p = put_f64(p, a.start)
-    p = put_f64(p, a.delta)
-    p = put_f64(p, a.covered)
-    p = put_f64(p, a.vmin)
-    p = put_f64(p, a.vmax)
-    p = put_f64(p, a.first)
-    p = put_f64(p, a.last)
-    p = put_i32(p, a.samples)
-    p = put_i32(p, a.bad)
-    p = put_i32(p, a.rollovers)
-    p = put_i32(p, a.resets)
-    p = put_u8(p, a.estimated)
-    p = put_f64(p, a.peak)
-    p = put_f64(p, a.peak_at)
-    for j in range(nper):
-        p = put_f64(p, per[j])
-    return p
-
-
-cdef const unsigned char* get_acc(const unsigned char* p, Acc* a, double* per,
-                                  int nper) noexcept nogil:
-    cdef int j
-    a.start = get_f64(p)
-    a.delta = get_f64(p + 8)
-    a.covered = get_f64(p + 16)
-    a.vmin = get_f64(p + 24)
-    a.vmax = get_f64(p + 32)
-    a.first = get_f64(p + 40)
-    a.last = get_f64(p + 48)
-    a.samples = get_i32(p + 56)
-    a.bad = get_i32(p + 60)
-    a.rollovers = get_i32(p + 64)
-    a.resets = get_i32(p + 68)
-    a.estimated = p[72]
-    a.peak = get_f64(p + 73)
-    a.peak_at = get_f64(p + 81)
-    p += ACC_SIZE
-    for j in range(nper):
-        per[j] = get_f64(p)
-        p += 8
-    return p
-
-
-cdef unsigned char* put_rec(unsigned char* p, const Rec* r, const double* per,
-                            int nper) noexcept nogil:
-    """A window record without its point id (WINDOW_COLUMNS[1:] in order), then its periods."""
-    cdef int j
-    p = put_u8(p, r.interval)
-    p = put_u8(p, r.kind)
-    p = put_i32(p, r.revision)
-    p = put_u8(p, r.estimated)
-    p = put_f64(p, r.start)
-    p = put_f64(p, r.end)
-    p = put_f64(p, r.delta)
-    p = put_f64(p, r.first)
-    p = put_f64(p, r.last)
-    p = put_f64(p, r.mean)
-    p = put_f64(p, r.vmin)
-    p = put_f64(p, r.vmax)
-    p = put_i32(p, r.rollovers)
-    p = put_i32(p, r.resets)
-    p = put_i32(p, r.samples)
-    p = put_i32(p, r.bad)
-    p = put_f64(p, r.coverage)
-    p = put_f64(p, r.peak)
-    p = put_f64(p, r.peak_at)
-    p = put_u8(p, r.gap)
-    for j in range(nper):
-        p = put_f64(p, per[j])
-    return p
-
-
-cdef const unsigned char* get_rec(const unsigned char* p, Rec* r, double* per,
-                                  int nper) noexcept nogil:
-    cdef int j
-    r.interval = p[0]
-    r.kind = p[1]
-    r.revision = get_i32(p + 2)
-    r.estimated = p[6]
-    r.start = get_f64(p + 7)
-    r.end = get_f64(p + 15)
-    r.delta = get_f64(p + 23)
-    r.first = get_f64(p + 31)
-    r.last = get_f64(p + 39)
-    r.mean = get_f64(p + 47)
-    r.vmin = get_f64(p + 55)
-    r.vmax = get_f64(p + 63)
-    r.rollovers = get_i32(p + 71)
-    r.resets = get_i32(p + 75)
-    r.samples = get_i32(p + 79)
-    r.bad = get_i32(p + 83)
-    r.coverage = get_f64(p + 87)
-    r.peak = get_f64(p + 95)
-    r.peak_at = get_f64(p + 103)
-    r.gap = p[111]
-    p += REC_SIZE
-    for j in range(nper):
-        per[j] = get_f64(p)
-        p += 8
-    return p
-
-
-cdef int rec_from_tuple(Rec* r, tuple rec) except -1:
-    (r.point, r.interval, r.kind, r.revision, r.estimated, r.start, r.end, r.delta,
-     r.first, r.last, r.mean, r.vmin, r.vmax, r.rollovers, r.resets, r.samples,
-     r.bad, r.coverage, r.peak, r.peak_at, r.gap) = rec
-    return 0
-
-
 cdef class Kernel:
-    """Windowed aggregation of many points over a grid of window edges handed in by the caller."""
+    # The first line is __init__'s signature for inspect.signature() (a compiled class's slot
+    # has none of its own): tests/kernel/test_twin_api.py compares it with the twin's.
+    ("Kernel(n_intervals, *, emit=None, demand_interval=-1, n_periods=0, "
+     "max_revision_age=86400.0)\n--\n\n"
+     "Windowed aggregation of many points over a grid of window edges handed in by the caller.")
 
     cdef int nk, dk, nper
     cdef double max_age
@@ -943,11 +658,6 @@ cdef class Kernel:
                 rest = done - <double>revised[k] - (d * (cs - t0) / dt - d * (a - t0) / dt)
                 wp[self.period[g]] += rest
 
-    cdef tuple _rec_tuple(self, Rec* r):
-        return (r.point, r.interval, r.kind, r.revision, r.estimated, r.start, r.end, r.delta,
-                r.first, r.last, r.mean, r.vmin, r.vmax, r.rollovers, r.resets, r.samples,
-                r.bad, r.coverage, r.peak, r.peak_at, r.gap)
-
     cdef void _push_tuple(self, tuple rec, tuple per, double due):
         cdef Rec* r = self._new_rec()
         cdef int j
@@ -1158,7 +868,7 @@ cdef class Kernel:
                 rp[i] = wp[i] / 7200.0
         if r.gap:
             lst = self.revisable.setdefault(st.pid, [])
-            lst.append((self._rec_tuple(r), tuple([rp[i] for i in range(self.nper)])))
+            lst.append((rec_tuple(r), tuple([rp[i] for i in range(self.nper)])))
             if len(lst) > MAX_REVISABLE:
                 del lst[0]
 
@@ -1290,185 +1000,27 @@ cdef class Kernel:
     def snapshot(self):
         """Versioned bytes of every point's state and pending windows, keyed by point key.
 
-        The layout is in docs/kernel.md; the twin writes the same bytes. Written straight from
-        the C structs into one bytes object: no Python object per point.
+        The layout is in docs/kernel.md; the twin writes the same bytes. The codec
+        (ext/_snapshot.pyx) writes them straight from the C structs into one bytes object.
         """
-        cdef int nk = self.nk, nper = self.nper, npts = self.npts, p, k, j
-        cdef Py_ssize_t rsize = REC_SIZE + 8 * nper
-        cdef Py_ssize_t fixed = POINT_SIZE + nk * (ACC_SIZE + 8 * nper)
-        cdef Py_ssize_t i, klen, total = HEAD_SIZE, count = 0
-        cdef const char* kb
-        cdef Point* st
-        cdef Cold* cd
-        cdef Rec rtmp
-        cdef double* ptmp = NULL
-        cdef unsigned char* w
-        cdef unsigned char* buf
-        # Pending windows and blocks grouped by point (a counting sort): one pass each, so a
-        # snapshot is linear in points + pending records. qat[p]..qat[p + 1] index qorder.
-        cdef Py_ssize_t* qat = <Py_ssize_t*>calloc(npts + 1, sizeof(Py_ssize_t))
-        cdef Py_ssize_t* bat = <Py_ssize_t*>calloc(npts + 1, sizeof(Py_ssize_t))
-        cdef Py_ssize_t* nrev = <Py_ssize_t*>calloc(npts + 1, sizeof(Py_ssize_t))
-        cdef Py_ssize_t* qorder = <Py_ssize_t*>malloc((self.qlen + 1) * sizeof(Py_ssize_t))
-        cdef Py_ssize_t* border = <Py_ssize_t*>malloc((self.blen + 1) * sizeof(Py_ssize_t))
-        cdef bytes out
-        try:
-            if qat == NULL or bat == NULL or nrev == NULL or qorder == NULL or border == NULL:
-                raise MemoryError("kernel: no memory for a snapshot")
-            self._group(qat, qorder, npts, 0)
-            self._group(bat, border, npts, 1)
-            for pid, lst in self.revisable.items():
-                if 0 <= pid < npts:
-                    nrev[<int>pid] = len(lst)
-            for p in range(npts):
-                if not self.pts[p].active:
-                    continue
-                PyUnicode_AsUTF8AndSize(self.keys[p], &klen)
-                if klen > 0xFFFF:  # configure_point refuses these (MAX_KEY_BYTES)
-                    raise ValueError(f"point {self.keys[p][:40]}...: key too long")
-                total += (2 + klen + fixed + 12 + (qat[p + 1] - qat[p]) * rsize
-                          + (bat[p + 1] - bat[p]) * BLOCK_SIZE + nrev[p] * rsize)
-                count += 1
-            ptmp = <double*>malloc((nper + 1) * sizeof(double))
-            if ptmp == NULL:
-                raise MemoryError("kernel: no memory for a snapshot")
-            out = PyBytes_FromStringAndSize(NULL, total)
-            buf = <unsigned char*>PyBytes_AS_STRING(out)
-            w = buf
-            memcpy(w, b"IWK", 3)  # the twin's _MAGIC
-            w = put_u8(w + 3, SNAPSHOT_VERSION)
-            w = put_u32(w, 0)  # the checksum, once the rest is written
-            w = put_u16(w, nk)
-            w = put_u16(w, nper)
-            w = put_u32(w, <uint32_t>count)
-            for p in range(npts):
-                st = &self.pts[p]
-                if not st.active:
-                    continue
-                cd = &self.cold[p]
-                kb = PyUnicode_AsUTF8AndSize(self.keys[p], &klen)
-                w = put_u16(w, <unsigned int>klen)
-                memcpy(w, kb, klen)
-                w += klen
-                w = put_u8(w, st.kind)
-                w = put_f64(w, st.tseen)
-                w = put_u8(w, st.based)
-                w = put_f64(w, st.t0)
-                w = put_f64(w, st.v0)
-                w = put_f64(w, st.cstart)
-                w = put_i32(w, cd.pend_bad)
-                w = put_f64(w, cd.pend_t)
-                w = put_f64(w, st.cell.delta)
-                w = put_f64(w, st.cell.covered)
-                w = put_f64(w, st.cell.vmin)
-                w = put_f64(w, st.cell.vmax)
-                w = put_f64(w, st.cell.first)
-                w = put_f64(w, st.cell.last)
-                w = put_i32(w, st.cell.samples)
-                w = put_i32(w, cd.bad)
-                w = put_i32(w, cd.rollovers)
-                w = put_i32(w, cd.resets)
-                w = put_u8(w, st.cell.estimated)
-                for k in range(nk):
-                    w = put_acc(w, &self.wins[p * nk + k], &self.wper[(p * nk + k) * nper],
-                                nper)
-                w = put_u32(w, <uint32_t>(qat[p + 1] - qat[p]))
-                for i in range(qat[p], qat[p + 1]):
-                    w = put_rec(w, &self.q[qorder[i]], &self.qper[qorder[i] * nper], nper)
-                w = put_u32(w, <uint32_t>(bat[p + 1] - bat[p]))
-                for i in range(bat[p], bat[p + 1]):
-                    w = put_f64(w, self.bq[border[i]].start)
-                    w = put_f64(w, self.bq[border[i]].end)
-                    w = put_f64(w, self.bq[border[i]].demand)
-                    w = put_f64(w, self.bq[border[i]].coverage)
-                w = put_u32(w, <uint32_t>nrev[p])
-                if nrev[p]:  # rare (a counter in a gap): these records are Python tuples
-                    for rec, per in self.revisable[p]:
-                        rec_from_tuple(&rtmp, rec)
-                        for j in range(nper):
-                            ptmp[j] = per[j]
-                        w = put_rec(w, &rtmp, ptmp, nper)
-            if w - buf != total:
-                raise SystemError(f"kernel: snapshot wrote {w - buf} of {total} bytes")
-        finally:
-            free(qat)
-            free(bat)
-            free(nrev)
-            free(qorder)
-            free(border)
-            free(ptmp)
-        put_u32(buf + 4, crc32(memoryview(out)[8:]))
-        return out
+        cdef Tables t = self._tables()
+        return encode(&t, self.keys, self.revisable)
 
-    cdef void _group(self, Py_ssize_t* at, Py_ssize_t* order, int npts, int blocks) noexcept:
-        """Counting sort of the record queue (or the blocks) by point, keeping their order."""
-        cdef Py_ssize_t i, n = self.blen if blocks else self.qlen, c
-        cdef int p
-        for i in range(n):
-            p = self.bq[i].point if blocks else self.q[i].point
-            at[p + 1] += 1
-        for p in range(npts):
-            at[p + 1] += at[p]
-        for i in range(n):
-            p = self.bq[i].point if blocks else self.q[i].point
-            c = at[p]
-            order[c] = i
-            at[p] = c + 1
-        for p in range(npts, 0, -1):  # at[p] now holds where p + 1 starts: shift back
-            at[p] = at[p - 1]
-        at[0] = 0
-
-    cdef list _walk(self, const unsigned char* buf, Py_ssize_t n, Py_ssize_t count):
-        """Check the structure of every point; returns (key, offset of its kind byte) of each.
-
-        The same checks, in the same order and with the same messages, as the twin's _walk:
-        nothing is restored from a snapshot that fails any of them, and nothing is read out
-        of bounds.
-        """
-        cdef Py_ssize_t pos = HEAD_SIZE, i, m, r, size, klen
-        cdef Py_ssize_t rsize = REC_SIZE + 8 * self.nper
-        cdef Py_ssize_t fixed = POINT_SIZE + self.nk * (ACC_SIZE + 8 * self.nper)
-        cdef int part
-        cdef set seen = set()
-        cdef list out = []
-        for i in range(count):
-            if n - pos < 2:
-                raise _corrupt(f"point {i + 1} of {count} ends early")
-            klen = get_u16(buf + pos)
-            pos += 2
-            if n - pos < klen + fixed:
-                raise _corrupt(f"point {i + 1} of {count} ends early")
-            try:
-                key = PyUnicode_DecodeUTF8(<const char*>buf + pos, klen, NULL)
-            except UnicodeDecodeError:
-                raise _corrupt(f"point {i + 1} of {count}: its key is not UTF-8") from None
-            if key in seen:
-                raise _corrupt(f"point {i + 1} of {count}: key {key!r} appears twice")
-            seen.add(key)
-            pos += klen
-            if buf[pos] > 2:  # COUNTER, RATE, GAUGE
-                raise _corrupt(f"point {i + 1} of {count} ({key!r}): unknown kind {<int>buf[pos]}")
-            out.append((key, pos))
-            pos += fixed
-            for part in range(3):  # pending windows, demand blocks, revisable windows
-                size = BLOCK_SIZE if part == 1 else rsize
-                if n - pos < 4:
-                    raise _corrupt(f"point {i + 1} of {count} ({key!r}) ends early")
-                m = get_u32(buf + pos)
-                pos += 4
-                if m > (n - pos) // size:
-                    raise _corrupt(f"point {i + 1} of {count} ({key!r}) ends early")
-                if part != 1:
-                    for r in range(m):
-                        # an interval indexes per-interval arrays when the record is revised
-                        if buf[pos + r * size] >= self.nk:
-                            raise _corrupt(
-                                f"point {i + 1} of {count} ({key!r}): a window of interval "
-                                f"{<int>buf[pos + r * size]} of {self.nk}")
-                pos += m * size
-        if pos != n:
-            raise _corrupt(f"{n - pos} bytes after the last point")
-        return out
+    cdef Tables _tables(self):
+        cdef Tables t
+        t.nk = self.nk
+        t.nper = self.nper
+        t.npts = self.npts
+        t.pts = self.pts
+        t.cold = self.cold
+        t.wins = self.wins
+        t.wper = self.wper
+        t.q = self.q
+        t.qper = self.qper
+        t.qlen = self.qlen
+        t.bq = self.bq
+        t.blen = self.blen
+        return t
 
     def restore(self, data, ids):
         """Resume the state of configured points from a snapshot; returns the keys restored.
@@ -1494,9 +1046,10 @@ cdef class Kernel:
         cdef Cold* cd
         cdef Rec* rec
         cdef Rec rtmp
+        cdef Blk btmp
         cdef double* ptmp
         cdef list chosen = []
-        for key, at in self._walk(buf, n, count):
+        for key, at in walk(buf, n, count, nk, nper):
             p = ids.get(key)
             if p is None or not 0 <= p < self.npts:
                 continue
@@ -1504,7 +1057,7 @@ cdef class Kernel:
             st = &self.pts[pid]
             if not st.active or self.keys[pid] != key or st.kind != buf[at]:
                 continue
-            cstart = get_f64(buf + at + CSTART_AT)
+            cstart = cstart_at(buf, at)
             g = self._bisect(cstart) - 1
             if g < 0 or self.grid[g] != cstart or g + 1 >= self.glen:
                 continue
@@ -1538,52 +1091,27 @@ cdef class Kernel:
             for key, at, pid, g in chosen:
                 st = &self.pts[pid]
                 cd = &self.cold[pid]
-                r = buf + at + 1
-                st.tseen = get_f64(r)
-                st.based = r[8]
-                st.t0 = get_f64(r + 9)
-                st.v0 = get_f64(r + 17)
-                st.cstart = get_f64(r + 25)
-                cd.pend_bad = get_i32(r + 33)
-                cd.pend_t = get_f64(r + 37)
-                r += 45
+                r = get_point(buf + at, st, cd, &self.wins[pid * nk], &self.wper[pid * nk * nper],
+                              nk, nper)
                 cd.c = g + self.off
                 st.cend = self.grid[g + 1]
-                st.cell.delta = get_f64(r)
-                st.cell.covered = get_f64(r + 8)
-                st.cell.vmin = get_f64(r + 16)
-                st.cell.vmax = get_f64(r + 24)
-                st.cell.first = get_f64(r + 32)
-                st.cell.last = get_f64(r + 40)
-                st.cell.samples = get_i32(r + 48)
-                cd.bad = get_i32(r + 52)
-                cd.rollovers = get_i32(r + 56)
-                cd.resets = get_i32(r + 60)
-                st.cell.estimated = r[64]
-                r += 65
-                for k in range(nk):
-                    r = get_acc(r, &self.wins[pid * nk + k], &self.wper[(pid * nk + k) * nper],
-                                nper)
-                m = get_u32(r)
-                r += 4
+                r = get_count(r, &m)  # windows completed, not yet due
                 for i in range(m):
                     rec = self._new_rec()
                     r = get_rec(r, rec, &self.qper[(self.qlen - 1) * nper], nper)
                     rec.point = pid
                     rec.due = rec.end + cd.grace
-                m = get_u32(r)
-                r += 4
+                r = get_count(r, &m)  # demand blocks not yet due
                 for i in range(m):
-                    self._push_block(pid, get_f64(r + 8) + cd.grace, get_f64(r), get_f64(r + 8),
-                                     get_f64(r + 16), get_f64(r + 24))
-                    r += BLOCK_SIZE
-                m = get_u32(r)
-                r += 4
+                    r = get_block(r, &btmp)
+                    self._push_block(pid, btmp.end + cd.grace, btmp.start, btmp.end, btmp.demand,
+                                     btmp.coverage)
+                r = get_count(r, &m)  # windows closed in a gap, that a reading may revise
                 revisable = []
                 for i in range(m):
                     r = get_rec(r, &rtmp, ptmp, nper)
                     rtmp.point = pid
-                    revisable.append((self._rec_tuple(&rtmp),
+                    revisable.append((rec_tuple(&rtmp),
                                       tuple([ptmp[k] for k in range(nper)])))
                 if revisable:
                     self.revisable[pid] = revisable

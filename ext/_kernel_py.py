@@ -1,275 +1,55 @@
 """Pure-Python twin of the aggregation kernel (ext/_kernel.pyx): same API, same bits.
 
 The fallback where no compiler was available, and the reference the compiled kernel is tested on.
+Constants and the snapshot layout are ext/_layout.py's, the point state ext/_state_py.py's, and
+the snapshot bytes are written and read by ext/_snapshot_py.py.
 """
 
 from __future__ import annotations
 
-import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from struct import Struct
 from typing import Any
+
+from ext._grid import build_grid
+from ext._layout import (
+    BLOCK_COLUMNS,
+    COUNTER,
+    GAUGE,
+    HOLD,
+    KERNEL_SNAPSHOT_VERSION,
+    MAX_KEY_BYTES,
+    MAX_PERIODS,
+    MAX_REVISABLE,
+    RATE,
+    TRAPEZOID,
+    WINDOW_COLUMNS,
+    check_header,
+)
+from ext._snapshot_py import SnapshotCodec, cstart_at
+from ext._state_py import Acc as _Acc
+from ext._state_py import Block, Queued
+from ext._state_py import Point as _Point
 
 __all__ = [
     "BLOCK_COLUMNS",
     "COUNTER",
     "GAUGE",
     "HOLD",
+    "KERNEL_SNAPSHOT_VERSION",
+    "MAX_KEY_BYTES",
+    "MAX_PERIODS",
+    "MAX_REVISABLE",
     "RATE",
-    "SNAPSHOT_VERSION",
     "TRAPEZOID",
     "WINDOW_COLUMNS",
     "Kernel",
     "build_grid",
 ]
 
-COUNTER = 0
-RATE = 1
-GAUGE = 2
-TRAPEZOID = 0
-HOLD = 1
-
-SNAPSHOT_VERSION = 2
-_MAGIC = b"IWK"
-
-# Column name and array typecode of every closed-window record, in order. `periods` (TOU split,
-# n_periods doubles per record) comes as one extra flat column.
-WINDOW_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("point", "i"),
-    ("interval", "b"),
-    ("kind", "B"),
-    ("revision", "i"),
-    ("estimated", "B"),
-    ("start", "d"),
-    ("end", "d"),
-    ("delta", "d"),
-    ("first", "d"),
-    ("last", "d"),
-    ("mean", "d"),
-    ("min", "d"),
-    ("max", "d"),
-    ("rollovers", "i"),
-    ("resets", "i"),
-    ("samples", "i"),
-    ("bad", "i"),
-    ("coverage", "d"),
-    ("peak", "d"),
-    ("peak_at", "d"),
-    ("gap", "B"),  # 1: closed during a counter gap, may be published again with revision + 1
-)
-BLOCK_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("point", "i"),
-    ("start", "d"),
-    ("end", "d"),
-    ("demand", "d"),
-    ("coverage", "d"),
-)
-
 _INF = float("inf")
 _NAN = float("nan")
-_ACC_FIELDS = (
-    "start", "delta", "covered", "vmin", "vmax", "first", "last",
-    "samples", "bad", "rollovers", "resets", "estimated", "peak", "peak_at",
-)  # fmt: skip
-# Windows closed during one point's gap that a later reading may still revise, at most.
-MAX_REVISABLE = 4096
-
-# Snapshot layout (docs/kernel.md), shared with the compiled kernel: little-endian, packed.
-# Header: magic, version, CRC-32 of every byte after the CRC field, intervals, periods, points.
-_HEAD = Struct("<3sBIHHI")
-_CRC = Struct("<I")
-_CRC_END = 8  # the checksum covers data[_CRC_END:]
-_KEY_LEN = Struct("<H")
-_COUNT = Struct("<I")
-_F64 = Struct("<d")
-# Per point after its key: kind, state (tseen, based, t0, v0, cstart, pend_bad, pend_t), the
-# open cell (delta, covered, vmin, vmax, first, last, samples, bad, rollovers, resets,
-# estimated), then per interval the window accumulator in _ACC_FIELDS order and its periods.
-_POINT_FMT = "B" + "dBdddid" + "6d4iB"
-_ACC_FMT = "7d4iB2d"
-_CSTART_AT = 1 + 8 + 1 + 8 + 8  # offset of cstart from the kind byte
-# A closed window without its point id (WINDOW_COLUMNS[1:] in order), then its periods.
-_REC_FMT = "BBiB8d4i3dB"
-_BLOCK = Struct("<4d")  # start, end, demand, coverage
-MAX_KEY_BYTES = 0xFFFF  # a key's length is a u16
-MAX_PERIODS = 0x7FFF  # TOU periods are shorts in the grid, their count a u16 in the header
-
-
-def _corrupt(what: str) -> ValueError:
-    return ValueError(
-        f"kernel snapshot is truncated or corrupt ({what}); the open windows cannot be resumed: "
-        "move the state file aside and restart"
-    )
-
-
-def _check_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int]:
-    """Check magic, version, length and checksum; returns (intervals, periods, points)."""
-    if len(data) < 4 or data[:3] != _MAGIC:
-        raise ValueError("not an ironwatt kernel snapshot (bad magic); delete the state file")
-    version = data[3]
-    if version != SNAPSHOT_VERSION:
-        raise ValueError(
-            f"kernel snapshot version {version} is not supported by this build (it reads "
-            f"version {SNAPSHOT_VERSION}); the open windows cannot be resumed: move the "
-            "state file aside and restart"
-        )
-    if len(data) < _HEAD.size:
-        raise _corrupt("shorter than its header")
-    _, _, crc, nk, nper, count = _HEAD.unpack_from(data)
-    # A binary snapshot has no syntax to break: without the checksum a flipped bit would
-    # resume as a wrong energy figure instead of being refused.
-    with memoryview(data) as view:
-        if zlib.crc32(view[_CRC_END:]) != crc:
-            raise _corrupt("checksum mismatch")
-    return nk, nper, count
-
-
-def _snapshot_structs(nk: int, nper: int) -> tuple[Struct, Struct]:
-    """(point part after the key, window record) of a kernel with nk intervals, nper periods."""
-    point = Struct("<" + _POINT_FMT + (_ACC_FMT + f"{nper}d") * nk)
-    rec = Struct(f"<{_REC_FMT}{nper}d")
-    return point, rec
-
-
-def build_grid(
-    edge_lists: Sequence[Sequence[float]],
-    tou_bounds: Sequence[float] = (),
-    tou_periods: Sequence[int] = (),
-    initial_period: int = 0,
-) -> tuple[array[float], array[int], array[int]]:
-    """Merge per-interval window edges (and TOU boundaries) into the kernel's base grid.
-
-    Returns (edges, masks, periods): the sorted union of all edges; for each, a bit mask of the
-    intervals it is a window edge of (bit k = interval k); and the TOU period in force from it
-    on (the last boundary at or before it, else `initial_period`).
-    """
-    masks: dict[float, int] = {}
-    for k, edges in enumerate(edge_lists):
-        for e in edges:
-            masks[e] = masks.get(e, 0) | (1 << k)
-    for b in tou_bounds:
-        masks.setdefault(b, 0)
-    out_e: array[float] = array("d", sorted(masks))
-    out_m: array[int] = array("I", [masks[e] for e in out_e])
-    out_p: array[int] = array("h")
-    j = 0
-    period = initial_period
-    for e in out_e:
-        while j < len(tou_bounds) and tou_bounds[j] <= e:
-            period = tou_periods[j]
-            j += 1
-        out_p.append(period)
-    return out_e, out_m, out_p
-
-
-class _Acc:
-    """Accumulator of one cell or one window of one point."""
-
-    __slots__ = (*_ACC_FIELDS, "periods")
-
-    start: float
-    delta: float
-    covered: float
-    vmin: float
-    vmax: float
-    first: float
-    last: float
-    samples: int
-    bad: int
-    rollovers: int
-    resets: int
-    estimated: int
-    peak: float
-    peak_at: float
-    periods: list[float]
-
-    def __init__(self, start: float, n_periods: int) -> None:
-        self.periods = [0.0] * n_periods
-        self.clear(start)
-
-    def clear(self, start: float) -> None:
-        self.start = start
-        self.delta = 0.0  # counter delta, rate integral (unit*h), gauge area (value*h)
-        self.covered = 0.0  # seconds covered by good data
-        self.vmin = _INF
-        self.vmax = -_INF
-        self.first = _NAN
-        self.last = _NAN
-        self.samples = 0
-        self.bad = 0
-        self.rollovers = 0
-        self.resets = 0
-        self.estimated = 0
-        self.peak = _NAN
-        self.peak_at = _NAN
-        p = self.periods
-        for i in range(len(p)):
-            p[i] = 0.0
-
-
-class _Point:
-    __slots__ = (
-        "based",
-        "c",
-        "cell",
-        "cend",
-        "cstart",
-        "demand",
-        "grace",
-        "hold",
-        "key",
-        "kind",
-        "max_gap",
-        "max_rate",
-        "max_rate_s",
-        "pend_bad",
-        "pend_t",
-        "pid",
-        "resolution",
-        "revisable",
-        "rollover",
-        "t0",
-        "tou",
-        "tseen",
-        "v0",
-        "wins",
-    )  # fmt: skip
-
-    pid: int
-    key: str
-    kind: int
-    rollover: float
-    max_rate: float
-    max_rate_s: float
-    resolution: float
-    max_gap: float
-    hold: int
-    demand: int
-    tou: int
-    grace: float
-    tseen: float
-    based: int
-    t0: float
-    v0: float
-    c: int
-    cstart: float
-    cend: float
-    cell: _Acc
-    wins: list[_Acc]
-    pend_bad: int
-    pend_t: float
-    revisable: list[tuple[tuple[Any, ...], tuple[float, ...]]]
-
-    def __init__(self) -> None:
-        self.tseen = -_INF
-        self.based = 0
-        self.t0 = 0.0
-        self.v0 = 0.0
-        self.pend_bad = 0
-        self.pend_t = 0.0
-        self.revisable = []
 
 
 class Kernel:
@@ -297,15 +77,15 @@ class Kernel:
         self._dk = demand_interval
         self._nper = n_periods
         self._max_age = float(max_revision_age)
-        self._snap_point, self._snap_rec = _snapshot_structs(n_intervals, n_periods)
+        self._codec = SnapshotCodec(n_intervals, n_periods)
         self._grid: array[float] = array("d")
         self._mask: array[int] = array("I")
         self._period: array[int] = array("h")
         self._off = 0
         self._trimmed_start = [_NAN] * n_intervals
         self._points: list[_Point | None] = []
-        self._queue: list[tuple[float, tuple[Any, ...], tuple[float, ...]]] = []
-        self._blocks: list[tuple[float, tuple[Any, ...]]] = []
+        self._queue: list[Queued] = []
+        self._blocks: list[Block] = []
         self._next_due = _INF
         self._forcing = False
         self._out_of_order = 0
@@ -937,107 +717,7 @@ class Kernel:
 
         The layout is in docs/kernel.md; the compiled kernel writes the same bytes.
         """
-        point_s, rec_s = self._snap_point, self._snap_rec
-        # One pass groups the pending windows and blocks by point: a snapshot stays linear.
-        queued: dict[int, list[tuple[float, tuple[Any, ...], tuple[float, ...]]]] = {}
-        for item in self._queue:
-            queued.setdefault(item[1][0], []).append(item)
-        blocks: dict[int, list[tuple[Any, ...]]] = {}
-        for _, brec in self._blocks:
-            blocks.setdefault(brec[0], []).append(brec)
-        out = bytearray(_HEAD.size)
-        count = 0
-        for st in self._points:
-            if st is None:
-                continue
-            count += 1
-            key = st.key.encode()
-            out += _KEY_LEN.pack(len(key))
-            out += key
-            c = st.cell
-            vals: list[Any] = [
-                st.kind, st.tseen, st.based, st.t0, st.v0, st.cstart, st.pend_bad, st.pend_t,
-                c.delta, c.covered, c.vmin, c.vmax, c.first, c.last,
-                c.samples, c.bad, c.rollovers, c.resets, c.estimated,
-            ]  # fmt: skip
-            for w in st.wins:
-                vals += (
-                    w.start, w.delta, w.covered, w.vmin, w.vmax, w.first, w.last,
-                    w.samples, w.bad, w.rollovers, w.resets, w.estimated, w.peak, w.peak_at,
-                )  # fmt: skip
-                vals += w.periods
-            out += point_s.pack(*vals)
-            mine = queued.get(st.pid, ())
-            out += _COUNT.pack(len(mine))
-            for _, rec, per in mine:
-                out += rec_s.pack(*rec[1:], *per)
-            bmine = blocks.get(st.pid, ())
-            out += _COUNT.pack(len(bmine))
-            for brec in bmine:
-                out += _BLOCK.pack(*brec[1:])
-            out += _COUNT.pack(len(st.revisable))
-            for rec, per in st.revisable:
-                out += rec_s.pack(*rec[1:], *per)
-        _HEAD.pack_into(out, 0, _MAGIC, SNAPSHOT_VERSION, 0, self._nk, self._nper, count)
-        with memoryview(out) as view:
-            crc = zlib.crc32(view[_CRC_END:])
-        _CRC.pack_into(out, 4, crc)
-        return bytes(out)
-
-    def _walk(self, view: memoryview, count: int) -> list[tuple[str, int]]:
-        """Check the structure of every point; returns (key, offset of its kind byte) of each.
-
-        Bounds, counts, keys and kinds are checked before anything is restored, so a bad
-        snapshot changes nothing. The compiled kernel checks the same things in the same
-        order, with the same messages.
-        """
-        n = len(view)
-        pos = _HEAD.size
-        fixed = self._snap_point.size
-        rsize = self._snap_rec.size
-        nk = self._nk
-        seen: set[str] = set()
-        out: list[tuple[str, int]] = []
-        for i in range(count):
-            if n - pos < _KEY_LEN.size:
-                raise _corrupt(f"point {i + 1} of {count} ends early")
-            (klen,) = _KEY_LEN.unpack_from(view, pos)
-            pos += _KEY_LEN.size
-            if n - pos < klen + fixed:
-                raise _corrupt(f"point {i + 1} of {count} ends early")
-            try:
-                key = str(view[pos : pos + klen], "utf-8")
-            except UnicodeDecodeError:
-                raise _corrupt(f"point {i + 1} of {count}: its key is not UTF-8") from None
-            if key in seen:
-                raise _corrupt(f"point {i + 1} of {count}: key {key!r} appears twice")
-            seen.add(key)
-            pos += klen
-            kind = view[pos]
-            if kind > GAUGE:
-                raise _corrupt(f"point {i + 1} of {count} ({key!r}): unknown kind {kind}")
-            out.append((key, pos))
-            pos += fixed
-            # pending windows, demand blocks, revisable windows
-            for size, records in ((rsize, True), (_BLOCK.size, False), (rsize, True)):
-                if n - pos < _COUNT.size:
-                    raise _corrupt(f"point {i + 1} of {count} ({key!r}) ends early")
-                (m,) = _COUNT.unpack_from(view, pos)
-                pos += _COUNT.size
-                if m > (n - pos) // size:
-                    raise _corrupt(f"point {i + 1} of {count} ({key!r}) ends early")
-                if records:
-                    for r in range(pos, pos + m * size, size):
-                        # an interval indexes per-interval lists when the record is revised
-                        if view[r] >= nk:
-                            raise _corrupt(
-                                f"point {i + 1} of {count} ({key!r}): a window of interval "
-                                f"{view[r]} of {nk}"
-                            )
-                pos += m * size
-        if pos != n:
-            raise _corrupt(f"{n - pos} bytes after the last point")
-        return out
+        return self._codec.encode(self._points, self._queue, self._blocks)
 
     def restore(self, data: bytes | bytearray | memoryview, ids: Mapping[str, int]) -> list[str]:
         """Resume the state of configured points from a snapshot; returns the keys restored.
@@ -1047,7 +727,7 @@ class Kernel:
         other intervals or periods nothing is. A truncated or corrupt snapshot raises
         ValueError and changes nothing.
         """
-        nk, nper, count = _check_header(data)
+        nk, nper, count = check_header(data)
         if nk != self._nk or nper != self._nper:
             return []
         with memoryview(data) as view:
@@ -1055,14 +735,14 @@ class Kernel:
 
     def _restore(self, view: memoryview, count: int, ids: Mapping[str, int]) -> list[str]:
         chosen: list[tuple[str, int, _Point, int]] = []
-        for key, at in self._walk(view, count):
+        for key, at in self._codec.walk(view, count):
             pid = ids.get(key)
             if pid is None or not 0 <= pid < len(self._points):
                 continue
             st = self._points[pid]
             if st is None or st.key != key or st.kind != view[at]:
                 continue
-            (cstart,) = _F64.unpack_from(view, at + _CSTART_AT)
+            cstart = cstart_at(view, at)
             g = bisect_right(self._grid, cstart) - 1
             if g < 0 or self._grid[g] != cstart or g + 1 >= len(self._grid):
                 continue
@@ -1072,52 +752,11 @@ class Kernel:
         if drop:
             self._queue = [q for q in self._queue if q[1][0] not in drop]
             self._blocks = [b for b in self._blocks if b[1][0] not in drop]
-        point_s, rec_s = self._snap_point, self._snap_rec
-        step = len(_ACC_FIELDS) + self._nper
         restored: list[str] = []
         for key, at, st, g in chosen:
-            pid = st.pid
-            vals = point_s.unpack_from(view, at)
-            st.tseen, st.based, st.t0, st.v0, st.cstart, st.pend_bad, st.pend_t = vals[1:8]
+            self._codec.decode_point(view, at, st, self._queue, self._blocks)
             st.c = g + self._off
             st.cend = self._grid[g + 1]
-            c = st.cell
-            (
-                c.delta, c.covered, c.vmin, c.vmax, c.first, c.last,
-                c.samples, c.bad, c.rollovers, c.resets, c.estimated,
-            ) = vals[8:19]  # fmt: skip
-            c.start = st.cstart  # a cell's start is its point's cstart and it has no peak
-            c.peak = _NAN
-            c.peak_at = _NAN
-            i = 19
-            for w in st.wins:
-                (
-                    w.start, w.delta, w.covered, w.vmin, w.vmax, w.first, w.last,
-                    w.samples, w.bad, w.rollovers, w.resets, w.estimated, w.peak, w.peak_at,
-                ) = vals[i : i + 14]  # fmt: skip
-                w.periods = list(vals[i + 14 : i + step])
-                i += step
-            pos = at + point_s.size
-            (m,) = _COUNT.unpack_from(view, pos)
-            pos += _COUNT.size
-            for _ in range(m):
-                r = rec_s.unpack_from(view, pos)
-                pos += rec_s.size
-                self._queue.append((r[5] + st.grace, (pid, *r[:20]), r[20:]))
-            (m,) = _COUNT.unpack_from(view, pos)
-            pos += _COUNT.size
-            for _ in range(m):
-                b = _BLOCK.unpack_from(view, pos)
-                pos += _BLOCK.size
-                self._blocks.append((b[1] + st.grace, (pid, *b)))
-            (m,) = _COUNT.unpack_from(view, pos)
-            pos += _COUNT.size
-            revisable = []
-            for _ in range(m):
-                r = rec_s.unpack_from(view, pos)
-                pos += rec_s.size
-                revisable.append(((pid, *r[:20]), r[20:]))
-            st.revisable = revisable
             self._next_due = min(self._next_due, st.cend + st.grace)
             restored.append(key)
         return restored

@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 KINDS = {"counter": 0, "rate": 1, "gauge": 2}
-SNAPSHOT_VERSION = 1
+# The version of the aggregator snapshot: the envelope (b"IWA", this byte, the kernel part's
+# length) around the kernel snapshot, which has a version of its own (ext: KERNEL_SNAPSHOT_VERSION).
+AGGREGATOR_SNAPSHOT_VERSION = 1
 _MAGIC = b"IWA"
 INTEGRATIONS = {"trapezoid": 0, "hold": 1}
 
@@ -426,7 +428,7 @@ class Aggregator:
             for (k, device, start), payload in self._revisable.items()
         ]
         extra = json.dumps(revisable, separators=(",", ":")).encode()
-        head = _MAGIC + bytes([SNAPSHOT_VERSION]) + struct.pack("<Q", len(kernel))
+        head = _MAGIC + bytes([AGGREGATOR_SNAPSHOT_VERSION]) + struct.pack("<Q", len(kernel))
         return head, kernel, extra
 
     def restore(self, data: bytes) -> list[str]:
@@ -436,10 +438,11 @@ class Aggregator:
         """
         if len(data) < 12 or data[:3] != _MAGIC:
             raise ValueError("not an ironwatt aggregator snapshot (bad magic); delete the file")
-        if data[3] != SNAPSHOT_VERSION:
+        if data[3] != AGGREGATOR_SNAPSHOT_VERSION:
             raise ValueError(
                 f"aggregator snapshot version {data[3]} is not supported by this build (it "
-                f"reads version {SNAPSHOT_VERSION}); move the state file aside and restart"
+                f"reads version {AGGREGATOR_SNAPSHOT_VERSION}); move the state file aside and "
+                "restart"
             )
         (n,) = struct.unpack("<Q", data[4:12])
         if n > len(data) - 12:

@@ -5,6 +5,8 @@ rewritten at every close, and through SQLite each write cost a transient ~8 MB i
 (resident afterwards in the writer thread's heap: the daemon's memory budget is 60 MB) and went
 to disk twice (the WAL, then the checkpoint). A file written in place of the old one costs the
 bytes once, and either the old or the new file is there after a power cut, never half of one.
+The bytes are the aggregator's snapshot (AGGREGATOR_SNAPSHOT_VERSION, gateway/energy/aggregate.py)
+around the kernel's (KERNEL_SNAPSHOT_VERSION, ext/_layout.py); this module has no format of its own.
 """
 
 from __future__ import annotations
