@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.outbox.store import Message, Outbox, OutboxSettings
+from gateway.outbox import Message, Outbox, OutboxSettings
 from gateway.uplink.client import Uplink, UplinkSettings
 
 

@@ -16,7 +16,7 @@ from typing import IO
 
 import pytest
 
-from gateway.outbox.store import Message, Outbox
+from gateway.outbox import Message, Outbox
 from gateway.uplink.client import Uplink
 from tests.outbox.helpers import uplink_settings as settings
 from tests.outbox.silent_broker import SilentBroker

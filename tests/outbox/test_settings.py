@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox.messages import OutboxSettings
+from gateway.outbox import OutboxSettings
 from gateway.uplink.settings import UplinkSettings, parse_url
 
 
