@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.outbox import Message, Outbox, OutboxSettings
-from gateway.uplink.client import Uplink, UplinkSettings
+from gateway.uplink import Uplink, UplinkSettings
 from tests.support.mosquitto import Mosquitto
 
 RUNS = 3

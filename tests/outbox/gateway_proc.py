@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from gateway.outbox import Message, Outbox, OutboxSettings
-from gateway.uplink.client import Uplink, UplinkSettings
+from gateway.uplink import Uplink, UplinkSettings
 
 
 def main() -> None:
