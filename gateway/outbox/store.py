@@ -75,16 +75,20 @@ class Outbox:
         self._lock_fd = _lock(settings.path)
         try:
             rows = open_rows(settings)
+            try:
+                self.stream = rows.stream
+                self._epoch = LinkEpoch(rows.session)
+                # Rows written by an earlier process may have been published: never edit them.
+                self._handout = Handout(rows.next_id - 1)
+                self._queue = WriteQueue(settings.path, settings.max_pending)
+                dropper = Dropper(rows, self._handout, self._epoch)
+                self._writer = Writer(rows, self._queue, dropper, self._epoch)
+            except BaseException:
+                rows.conn.close()
+                raise
         except BaseException:
             os.close(self._lock_fd)
             raise
-        self.stream = rows.stream
-        self._epoch = LinkEpoch(rows.session)
-        # Rows written by an earlier process may have been published: never edit them.
-        self._handout = Handout(rows.next_id - 1)
-        self._queue = WriteQueue(settings.path, settings.max_pending)
-        dropper = Dropper(rows, self._handout, self._epoch)
-        self._writer = Writer(rows, self._queue, dropper, self._epoch)
         self._writer.thread.start()
 
     # -- the public API ---------------------------------------------------------------------
