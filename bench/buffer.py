@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.outbox.store import Message, Outbox, OutboxSettings
-from gateway.uplink.client import Uplink, UplinkSettings
+from gateway.outbox import Message, Outbox, OutboxSettings
+from gateway.uplink import Uplink, UplinkSettings
 from tests.support.mosquitto import Mosquitto
 
 RUNS = 3

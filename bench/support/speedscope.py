@@ -29,7 +29,7 @@ WAITS = (
     ("threading.py", "Condition.wait"),
     ("threading.py", "Event.wait"),
     ("concurrent/futures/thread.py", "_worker"),
-    ("gateway/uplink/session.py", "Link._pump"),  # its select.select (line by line: nothing else)
+    ("gateway/uplink/mqtt_client.py", "pump"),  # its select.select (line by line: nothing else)
 )
 
 # What a busy sample is doing: the first rule one of its frames matches, per thread (matched
@@ -54,7 +54,7 @@ RULES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("asyncio: loop", ("asyncio/",)),
     ],
     "ironwatt-uplink": [
-        ("status publish (+ ack flush)", ("Link._publish_status", "Outbox.flush")),
+        ("status publish (+ ack flush)", ("MqttSession._publish_status", "Outbox.flush")),
         ("compose payloads", ("gateway/outbox/messages.py:compose",)),
         ("outbox fetch", ("OutboxReader.fetch",)),
         ("outbox ack (hand ids to the writer)", ("Outbox.ack",)),
@@ -62,14 +62,14 @@ RULES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("paho read (PUBACKs, on_publish)", ("Client.loop_read",)),
         ("paho write", ("Client.loop_write",)),
         ("paho misc", ("Client.loop_misc",)),
-        ("session loop", ("Uplink._session",)),
+        ("session loop", ("MqttSession._drain",)),
     ],
     "ironwatt-outbox": [
         ("store: COMMIT (incl. fsync wait)", ('Writer._store:conn.execute("COMMIT")',)),
         ("delete acked: COMMIT (incl. fsync wait)", ('Writer._delete:conn.execute("COMMIT")',)),
-        ("store: size measure", ("RowStore._measure",)),
-        ("store: insert rows", ("RowStore._insert", "RowStore._prepare")),
-        ("store: wake listeners (uplink, loop)", ("Link._poke", "_write_to_self", "Future")),
+        ("store: size measure", ("RowStore.measure",)),
+        ("store: insert rows", ("RowStore.insert", "RowStore.prepare")),
+        ("store: wake listeners (uplink, loop)", ("Wakeup.poke", "_write_to_self", "Future")),
         ("store: other", ("Writer._store",)),
         ("delete acked: other", ("Writer._delete",)),
         ("writer loop", ("Writer._loop",)),

@@ -1,1 +1,62 @@
-"""The outbox: every outgoing message in SQLite until the broker has it (one writer thread)."""
+"""The outbox: every outgoing message in SQLite until the broker has it (one writer thread).
+
+The face is lazy: `python -m gateway.outbox.schema` (the daemon's migration child) imports this
+package first, and a face that imported the schema module (through the store) would make runpy
+warn that it is already loaded; the daemon never loads sqlite-utils either way.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "Message",
+    "MessageClass",
+    "Outbox",
+    "OutboxReader",
+    "OutboxSettings",
+    "OutboxStats",
+    "Row",
+    "compose",
+    "encode_body",
+    "open_outbox",
+]
+
+if TYPE_CHECKING:
+    from gateway.outbox.messages import (
+        Message,
+        OutboxSettings,
+        OutboxStats,
+        Row,
+        compose,
+        encode_body,
+    )
+    from gateway.outbox.policy import MessageClass
+    from gateway.outbox.store import Outbox, OutboxReader, open_outbox
+
+_HOME = {
+    "Message": "messages",
+    "MessageClass": "policy",
+    "Outbox": "store",
+    "OutboxReader": "store",
+    "OutboxSettings": "messages",
+    "OutboxStats": "messages",
+    "Row": "messages",
+    "compose": "messages",
+    "encode_body": "messages",
+    "open_outbox": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # found once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

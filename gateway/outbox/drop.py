@@ -1,5 +1,7 @@
-"""The size cap at work: choose what to drop (buffer_policy), delete it and record the gap event
-in the same transaction, merging into the newest gap the uplink has not read yet.
+"""The size cap at work: choose what to drop (policy.py), delete it and record the gap event in
+the same transaction, merging into the newest gap the uplink has not read yet.
+
+Runs in the writer thread, on the writer's RowStore.
 """
 
 from __future__ import annotations
@@ -8,15 +10,17 @@ import dataclasses
 import json
 import logging
 import sqlite3
+import threading
 import time
 from typing import Any
 
+from gateway.outbox.epoch import LinkEpoch
 from gateway.outbox.messages import encode_body
 from gateway.outbox.policy import DROP_ORDER, Candidate, GapInfo, MessageClass, merge_gap, plan_drop
 from gateway.outbox.rows import RowStore
 from gateway.outbox.schema import meta_get, meta_set
 
-__all__ = ["Dropping"]
+__all__ = ["ROW_OVERHEAD", "Dropper", "Handout"]
 
 log = logging.getLogger("ironwatt.buffer")
 
@@ -24,30 +28,54 @@ ROW_OVERHEAD = 40  # bytes a row costs beyond its topic and body (header, id, se
 _CANDIDATES = 2000  # rows looked at per class and round of dropping
 
 
-class Dropping(RowStore):
-    def _drop(self, excess: int, reason: str) -> int:
-        """Drop per policy until `excess` bytes of pages are free; returns messages dropped."""
-        conn, total = self._conn, 0
+class Handout:
+    """How far the uplink has read: a gap row past `upto` may still be edited, none before it
+    (a resend must be identical). Readers move it under `lock`; the dropper reads it there."""
+
+    __slots__ = ("lock", "upto")
+
+    def __init__(self, upto: int) -> None:
+        self.lock = threading.Lock()
+        self.upto = upto
+
+    def note(self, upto: int) -> None:
+        if upto > self.upto:
+            self.upto = upto
+
+
+class Dropper:
+    """Drops per policy until enough room is free; keeps the drop counters (in meta too)."""
+
+    def __init__(self, rows: RowStore, handout: Handout, epoch: LinkEpoch) -> None:
+        self._rows = rows
+        self._handout = handout
+        self._epoch = epoch
+        self.gaps_total = int(meta_get(rows.conn, "gaps_total") or 0)
+        self.dropped_total = int(meta_get(rows.conn, "dropped_total") or 0)
+
+    def drop(self, excess: int, reason: str) -> int:
+        """Drop until `excess` bytes of pages are free; returns how many rows fewer there are
+        (the messages dropped less the gap events added)."""
+        rows = self._rows
+        conn, settings = rows.conn, rows.settings
+        dropped = fewer = 0
         for _ in range(50):
             if excess <= 0:
                 break
-            before = self._measure()
-            cands = self._candidates(excess)
-            chosen = plan_drop(cands, excess)
+            before = rows.measure()
+            chosen = plan_drop(self._candidates(excess), excess)
             if not chosen:
                 log.error(
-                    "buffer %s: over its %s but only gap events are left",
-                    self.settings.path,
-                    reason,
+                    "buffer %s: over its %s but only gap events are left", settings.path, reason
                 )
                 break
-            saved = (self.next_seq, self._next_id)
+            mark = rows.mark()
             try:
-                if self.next_seq >= self._reserved:  # the gap event may need a number
-                    self._reserve(self.next_seq + self.settings.seq_block)
+                if rows.next_seq >= rows.reserved:  # the gap event may need a number
+                    rows.reserve(rows.next_seq + settings.seq_block)
                 # The uplink must not read the gap row between its update and the COMMIT: it
                 # would publish the old text, and a resend would then differ from it.
-                with self.handout_lock:
+                with self._handout.lock:
                     conn.execute("BEGIN IMMEDIATE")
                     conn.executemany("DELETE FROM outbox WHERE id = ?", [(c.id,) for c in chosen])
                     new_gap = self._record_gap(chosen, reason)
@@ -55,29 +83,29 @@ class Dropping(RowStore):
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                self.next_seq, self._next_id = saved
-                log.error("buffer %s: could not drop messages: %s", self.settings.path, exc)
+                rows.rewind(mark)
+                log.error("buffer %s: could not drop messages: %s", settings.path, exc)
                 break
-            total += len(chosen)
-            self.backlog -= len(chosen) - new_gap
-            self._gaps_total += new_gap
-            self._dropped_total += len(chosen)
-            excess -= max(before - self._measure(), 1)
-        if total:
+            dropped += len(chosen)
+            fewer += len(chosen) - new_gap
+            self.gaps_total += new_gap
+            self.dropped_total += len(chosen)
+            excess -= max(before - rows.measure(), 1)
+        if dropped:
             log.warning(
                 "buffer %s: dropped %d messages (%s); a gap event says which",
-                self.settings.path,
-                total,
+                settings.path,
+                dropped,
                 reason,
             )
-        return total
+        return fewer
 
     def _candidates(self, excess: int) -> list[Candidate]:
         cands: list[Candidate] = []
         got = 0
         for cls in DROP_ORDER:
             # A literal class, so that SQLite uses the partial index of telemetry.
-            cur = self._conn.execute(
+            cur = self._rows.conn.execute(
                 "SELECT id, seq, length(topic) + length(body), created FROM outbox "
                 f"WHERE cls = {int(cls)} ORDER BY id LIMIT {_CANDIDATES}"
             )
@@ -94,40 +122,37 @@ class Dropping(RowStore):
     def _record_gap(self, dropped: list[Candidate], reason: str) -> int:
         """Merge into the newest gap event if the uplink has not read it yet, else add one.
 
-        Runs inside the drop's transaction, under handout_lock; returns 1 if a row was added.
+        Runs inside the drop's transaction, under the handout lock; returns 1 if a row was added.
         """
-        conn = self._conn
+        rows = self._rows
+        conn = rows.conn
         raw = meta_get(conn, "open_gap")
         existing, gap_id, gap_seq = None, None, 0
         if raw is not None:
             saved = json.loads(raw)
             alive = conn.execute("SELECT seq FROM outbox WHERE id = ?", (saved["id"],)).fetchone()
-            if alive is not None and saved["id"] > self._handed_out:
+            if alive is not None and saved["id"] > self._handout.upto:
                 existing, gap_id, gap_seq = GapInfo(**saved["gap"]), saved["id"], alive[0]
         gap = merge_gap(existing, dropped, reason)
         rest = encode_body(gap.payload())
         added = 0
         if gap_id is None:
-            rows: list[tuple[Any, ...]] = []
-            self._prepare(
-                [(self.settings.event_topic, rest, 1, int(MessageClass.GAP))],
-                rows,
+            new: list[tuple[Any, ...]] = []
+            rows.prepare(
+                [(rows.settings.event_topic, rest, 1, int(MessageClass.GAP))],
+                new,
                 time.time(),
-                self.link_epoch,
+                self._epoch.value,
             )
-            self._insert(rows)
-            gap_id, added = rows[0][0], 1
-            meta_set(conn, "gaps_total", self._gaps_total + 1)
+            rows.insert(new)
+            gap_id, added = new[0][0], 1
+            meta_set(conn, "gaps_total", self.gaps_total + 1)
         else:
-            head = self._heads()[1] % gap_seq
+            head = rows.heads()[1] % gap_seq
             conn.execute(
                 "UPDATE outbox SET body = ?, splice = ? WHERE id = ?",
                 (head + rest, len(head), gap_id),
             )
         meta_set(conn, "open_gap", json.dumps({"id": gap_id, "gap": dataclasses.asdict(gap)}))
-        meta_set(conn, "dropped_total", self._dropped_total + len(dropped))
+        meta_set(conn, "dropped_total", self.dropped_total + len(dropped))
         return added
-
-    def _note_handout(self, upto: int) -> None:
-        if upto > self._handed_out:
-            self._handed_out = upto

@@ -46,7 +46,7 @@ def _v1_outbox(db: sqlite_utils.Database) -> None:
             "body": bytes,  # JSON with every common field but `sent` and `replayed`
             "splice": int,  # byte offset where `sent`/`replayed` are spliced in at publish time
             "qos": int,
-            "cls": int,  # buffer_policy.MessageClass
+            "cls": int,  # gateway.outbox.policy.MessageClass
             "created": float,  # UTC epoch seconds
             "epoch": int,  # uplink connection epoch when stored (decides `replayed`)
         },

@@ -1,6 +1,6 @@
 """The SQLite outbox: every outgoing message is committed here, with its seq, before it is sent.
 
-One writer thread (buffer_writer.py) owns every write: batched transactions, a bounded queue, the
+One writer thread (writer.py) owns every write: batched transactions from a bounded queue, the
 size cap and drop policy; readers (the uplink, stats) use their own connections.
 """
 
@@ -14,23 +14,19 @@ import os
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import OutboxBusy, OutboxClosed, OutboxLocked
+from gateway.errors import OutboxBusy, OutboxLocked
+from gateway.outbox.drop import Dropper, Handout
+from gateway.outbox.epoch import LinkEpoch
 from gateway.outbox.messages import Message, OutboxSettings, OutboxStats, Row, encode_body
+from gateway.outbox.pending import Item, WriteQueue
 from gateway.outbox.policy import MessageClass
-from gateway.outbox.rows import Fut, PendingPut
-from gateway.outbox.schema import meta_get, meta_set, migrate, migrate_in_child
+from gateway.outbox.rows import CACHE_KIB, open_rows
+from gateway.outbox.schema import meta_set
 from gateway.outbox.writer import Writer
-
-PAGE_SIZE = 16384  # of a new database
-# Page cache per connection, KiB (SQLite's default is 2,000). Appends touch the rightmost pages,
-# the uplink reads in id order: 32 pages of 16 KiB serve both at the same rate (bench/buffer.py),
-# and the writer and each reader hold 1.5 MB less for as long as the daemon runs.
-CACHE_KIB = 512
 
 log = logging.getLogger("ironwatt.buffer")
 
@@ -63,142 +59,69 @@ def _lock(path: Path) -> int:
     return fd
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
+class Outbox:
+    """The durable queue between the daemon and the uplink. Thread-safe; close() when done.
 
-
-class Outbox(Writer):
-    """The durable queue between the daemon and the uplink. Thread-safe; close() when done."""
+    The face of the writer thread (writer.py), which owns the database connection; readers
+    (the uplink, stats) have connections of their own.
+    """
 
     def __init__(self, settings: OutboxSettings) -> None:
         self.settings = settings
         settings.path.parent.mkdir(parents=True, exist_ok=True)
-        self._cv = threading.Condition()
-        self._puts: deque[PendingPut] = deque()
-        self._acks: list[int] = []
-        self._calls: deque[tuple[Callable[[sqlite3.Connection], Any], Fut[Any]]] = deque()
-        self._closing = False
-        self._listeners: list[Callable[[], None]] = []
-        # Rows the uplink has read (possibly published): a gap row past this may still be edited.
-        self.handout_lock = threading.Lock()
-        self._handed_out = 0
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._pressure: str | None = None
-        self._pressure_since = 0.0
-        self._near_cap = False
-        self._pending_events: list[tuple[str, bytes, int, int]] = []
-        self._link_transitions = 0
         self._lock_fd = _lock(settings.path)
         try:
-            self._conn = self._connect()
+            rows = open_rows(settings)
             try:
-                self._open_session()
+                self.stream = rows.stream
+                self._epoch = LinkEpoch(rows.session)
+                # Rows written by an earlier process may have been published: never edit them.
+                self._handout = Handout(rows.next_id - 1)
+                self._queue = WriteQueue(settings.path, settings.max_pending)
+                dropper = Dropper(rows, self._handout, self._epoch)
+                self._writer = Writer(rows, self._queue, dropper, self._epoch)
             except BaseException:
-                self._conn.close()
+                rows.conn.close()
                 raise
         except BaseException:
             os.close(self._lock_fd)
             raise
-        self.used_bytes = self._measure()
-        self._writer = threading.Thread(target=self._run, name="ironwatt-outbox", daemon=True)
-        self._writer.start()
-
-    # -- opening ------------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.settings.path, isolation_level=None, check_same_thread=False, timeout=30
-        )
-        # Only a new database takes it (before its first table; WAL fixes it after): 16 KiB
-        # pages hold ~40 messages each, which costs the insert path about a quarter less CPU
-        # than 4 KiB pages. An existing database keeps its page size.
-        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        return conn
-
-    def _open_session(self) -> None:
-        conn = self._conn
-        if self.settings.migrate_in_child:
-            migrate_in_child(conn, self.settings.path)
-        else:
-            migrate(conn)
-        if self.settings.max_page_count is not None:
-            conn.execute(f"PRAGMA max_page_count={int(self.settings.max_page_count)}")
-        self.stream = meta_get(conn, "stream") or ""
-        last_seq = int(meta_get(conn, "last_seq") or 0)
-        reserved = int(meta_get(conn, "reserved_seq") or 0)
-        trusted = (
-            meta_get(conn, "clean") == "1"
-            or meta_get(conn, "durability") == "full"
-            or meta_get(conn, "boot_id") == _boot_id()
-        )
-        # The table may hold seqs past last_seq only if meta was lost with them: be safe.
-        top = conn.execute("SELECT MAX(seq), MAX(id) FROM outbox").fetchone()
-        last_seq = max(last_seq, top[0] or 0)
-        if not trusted and reserved > last_seq:
-            # An OS crash or power cut under `normal`: numbers past last_seq may have been sent.
-            log.warning(
-                "buffer %s: unclean shutdown under durability=normal; seq resumes at %d "
-                "(a hole of %d numbers, never a reuse)",
-                self.settings.path,
-                reserved + 1,
-                reserved - last_seq,
-            )
-            last_seq = reserved
-        self.next_seq = last_seq + 1
-        self._next_id = max(int(meta_get(conn, "last_id") or 0), top[1] or 0) + 1
-        self._session = int(meta_get(conn, "session") or 0) + 1
-        self._reserved = last_seq + self.settings.seq_block
-        self._block, self._reserved_at = self.settings.seq_block, time.monotonic()
-        self._gaps_total = int(meta_get(conn, "gaps_total") or 0)
-        self._dropped_total = int(meta_get(conn, "dropped_total") or 0)
-        with self._synced():
-            conn.execute("BEGIN IMMEDIATE")
-            for key, value in (
-                ("clean", 0),
-                ("boot_id", _boot_id()),
-                ("session", self._session),
-                ("durability", self.settings.durability),
-                ("last_seq", last_seq),
-                ("reserved_seq", self._reserved),
-            ):
-                meta_set(conn, key, value)
-            conn.execute("COMMIT")
-        sync = "FULL" if self.settings.durability == "full" else "NORMAL"
-        conn.execute(f"PRAGMA synchronous={sync}")
-        self.backlog = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        # Rows written by an earlier process may have been published: never edit them.
-        self._handed_out = self._next_id - 1
+        self._writer.thread.start()
 
     # -- the public API ---------------------------------------------------------------------
 
     @property
+    def backlog(self) -> int:
+        """Messages stored and not yet acknowledged (gap events included)."""
+        return self._writer.backlog
+
+    @property
+    def link_epoch(self) -> int:
+        """Changes at every connect and disconnect of the uplink, and at every process start."""
+        return self._epoch.value
+
+    @property
     def link_up(self) -> bool:
-        return self._link_transitions % 2 == 1
+        return self._epoch.up
 
     def set_link(self, up: bool) -> None:
         """The uplink says it (dis)connected: rows stored from now on carry the new epoch."""
-        if up != self.link_up:
-            self._link_transitions += 1
+        self._epoch.set(up)
 
     def is_live(self, row: Row) -> bool:
         """Stored while connected and no disconnect since: `replayed` is false."""
-        return self.link_up and row.epoch == self.link_epoch
+        return row.epoch == self._epoch.live
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Called from the writer thread after every commit that stored messages."""
         # Copy on write: the writer iterates the list without a lock.
-        self._listeners = [*self._listeners, callback]
+        self._writer.listeners = [*self._writer.listeners, callback]
 
     def remove_listener(self, callback: Callable[[], None]) -> None:
-        self._listeners = [cb for cb in self._listeners if cb != callback]
+        self._writer.listeners = [cb for cb in self._writer.listeners if cb != callback]
 
     def submit(
         self, messages: Iterable[Message], block: bool = True, timeout: float | None = None
@@ -208,7 +131,7 @@ class Outbox(Writer):
         Blocks while the writer is `max_pending` batches behind (backpressure); with
         block=False raises OutboxBusy instead.
         """
-        items: list[tuple[str, bytes, int, int]] = []
+        items: list[Item] = []
         append, telemetry = items.append, MessageClass.TELEMETRY
         for msg in messages:
             cls, body, qos = msg.cls, msg.body, msg.qos
@@ -220,21 +143,7 @@ class Outbox(Writer):
                 append((msg.topic, b"," + body[1:], qos, int(cls)))
             else:
                 append((msg.topic, encode_body(body), qos, int(cls)))
-        fut: concurrent.futures.Future[list[int | None]] = concurrent.futures.Future()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cv:
-            while len(self._puts) >= self.settings.max_pending and not self._closing:
-                if not block:
-                    raise OutboxBusy(f"buffer {self.settings.path}: writer queue full")
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise OutboxBusy(f"buffer {self.settings.path}: writer queue full")
-                self._cv.wait(left)
-            if self._closing:
-                raise OutboxClosed(f"outbox {self.settings.path} is closed")
-            self._puts.append(PendingPut(items, fut))
-            self._cv.notify_all()
-        return fut
+        return self._queue.put(items, block, timeout)
 
     def enqueue(
         self, messages: Iterable[Message], timeout: float | None = None
@@ -253,20 +162,11 @@ class Outbox(Writer):
 
     def ack(self, ids: Iterable[int]) -> None:
         """The broker has them: delete (batched with the next commit). Never blocks."""
-        with self._cv:
-            self._acks.extend(ids)
-            self._cv.notify_all()
+        self._queue.ack(ids)
 
     def call(self, fn: Callable[[sqlite3.Connection], Any]) -> concurrent.futures.Future[Any]:
         """Run fn(conn) in the writer thread, inside a transaction when it writes."""
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        with self._cv:
-            if self._closing or not self._writer.is_alive():
-                fut.set_exception(OutboxClosed(f"outbox {self.settings.path} is closed"))
-                return fut
-            self._calls.append((fn, fut))
-            self._cv.notify_all()
-        return fut
+        return self._queue.call(fn, self._writer.thread.is_alive())
 
     def flush(self, timeout: float | None = 10.0) -> None:
         """Wait until everything submitted or acked so far is committed."""
@@ -274,9 +174,10 @@ class Outbox(Writer):
 
     def sync(self, timeout: float | None = 30.0) -> None:
         """Make every commit so far durable (one fsync), whatever the durability setting."""
+        synced = self._writer.rows.synced
 
         def synced_commit(conn: sqlite3.Connection) -> None:
-            with self._synced():
+            with synced():
                 conn.execute("BEGIN IMMEDIATE")
                 meta_set(conn, "synced_at", time.time())
                 conn.execute("COMMIT")
@@ -290,7 +191,7 @@ class Outbox(Writer):
 
     def reader(self) -> OutboxReader:
         """A read connection for the calling thread (the uplink's)."""
-        return OutboxReader(self, self._new_reader())
+        return OutboxReader(self._handout, self._new_reader())
 
     def oldest_age_s(self) -> float:
         """Age of the oldest message waiting (0 when none): `status.lag_s`."""
@@ -307,35 +208,33 @@ class Outbox(Writer):
             " (SELECT seq FROM outbox WHERE seq IS NOT NULL ORDER BY id DESC LIMIT 1)"
         ).fetchone()
         oldest = None if first is None else float(first[0])
+        writer = self._writer
         return OutboxStats(
             stream=self.stream,
-            backlog=self.backlog,
-            used_bytes=self.used_bytes,
+            backlog=writer.backlog,
+            used_bytes=writer.used_bytes,
             max_size_bytes=self.settings.max_size_bytes,
             oldest_created=oldest,
             oldest_age_s=None if oldest is None else max(0.0, time.time() - oldest),
             first_seq=seqs[0],
             last_seq=seqs[1],
-            next_seq=self.next_seq,
-            dropped_total=self._dropped_total,
-            gaps_total=self._gaps_total,
-            pressure=self._pressure or ("near_cap" if self._near_cap else None),
-            pending_batches=len(self._puts),
+            next_seq=writer.rows.next_seq,
+            dropped_total=writer.dropper.dropped_total,
+            gaps_total=writer.dropper.gaps_total,
+            pressure=writer.pressure or ("near_cap" if writer.near_cap else None),
+            pending_batches=len(self._queue),
         )
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued (unless the disk refuses), mark a clean shutdown, stop."""
-        with self._cv:
-            if self._closing:
-                return
-            self._closing = True
-            self._cv.notify_all()
-        self._writer.join(timeout)
+        if not self._queue.close():
+            return
+        self._writer.thread.join(timeout)
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
-        if not self._writer.is_alive():  # the writer may still commit: keep the lock until then
+        if not self._writer.thread.is_alive():  # it may still commit: keep the lock until then
             os.close(self._lock_fd)
 
     def __enter__(self) -> Outbox:
@@ -367,13 +266,14 @@ class Outbox(Writer):
 class OutboxReader:
     """The uplink's view: the oldest rows in publish order. One thread per reader."""
 
-    def __init__(self, outbox: Outbox, conn: sqlite3.Connection) -> None:
-        self._outbox = outbox
+    def __init__(self, handout: Handout, conn: sqlite3.Connection) -> None:
+        self._handout = handout
         self._conn = conn
 
     def fetch(self, after_id: int, limit: int) -> list[Row]:
         """Up to `limit` rows with id > after_id, oldest first."""
-        with self._outbox.handout_lock:
+        handout = self._handout
+        with handout.lock:
             rows = [
                 Row(*r)
                 for r in self._conn.execute(
@@ -383,7 +283,7 @@ class OutboxReader:
                 )
             ]
             if rows:
-                self._outbox._note_handout(rows[-1].id)
+                handout.note(rows[-1].id)
         return rows
 
     def oldest_created(self) -> float | None:

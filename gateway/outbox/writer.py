@@ -1,21 +1,26 @@
 """The outbox's writer thread: group commits with seq, batched deletes, the size cap check,
 and what happens when the disk is full or read-only (pressure events, retries, recovery).
 
-Every write to the database happens here, on one connection, in one thread.
+Every write to the database happens here, on one connection (its RowStore), in one thread.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gateway.errors import OutboxClosed
-from gateway.outbox.drop import ROW_OVERHEAD, Dropping
+from gateway.outbox.drop import ROW_OVERHEAD, Dropper
+from gateway.outbox.epoch import LinkEpoch
 from gateway.outbox.messages import encode_body
+from gateway.outbox.pending import Item, PendingPut, WriteQueue
 from gateway.outbox.policy import MessageClass
-from gateway.outbox.rows import PendingPut
+from gateway.outbox.rows import RowStore
 from gateway.outbox.schema import meta_set
 
 log = logging.getLogger("ironwatt.buffer")
@@ -38,8 +43,26 @@ def _storage_failure(exc: sqlite3.Error) -> str | None:
     return None if code is None else _FAILURE_NAMES.get(code & 0xFF)
 
 
-class Writer(Dropping):
-    """The writer thread of the Outbox: `_run` is its target."""
+class Writer:
+    """The Outbox's writer thread: takes what waits in the queue, writes it through its RowStore,
+    and has its Dropper make room when the cap or a full disk says so."""
+
+    def __init__(
+        self, rows: RowStore, queue: WriteQueue, dropper: Dropper, epoch: LinkEpoch
+    ) -> None:
+        self.rows = rows
+        self.dropper = dropper
+        self._queue = queue
+        self._epoch = epoch
+        # Called after every commit that stored messages; copied on write (read without a lock).
+        self.listeners: list[Callable[[], None]] = []
+        self.backlog = int(rows.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        self.used_bytes = rows.measure()
+        self.pressure: str | None = None  # disk_full, read_only, io_error, error
+        self._pressure_since = 0.0
+        self.near_cap = False
+        self._pending_events: list[Item] = []
+        self.thread = threading.Thread(target=self._run, name="ironwatt-outbox", daemon=True)
 
     def _run(self) -> None:
         try:
@@ -48,21 +71,22 @@ class Writer(Dropping):
             self._shutdown()
 
     def _loop(self) -> None:
+        q, conn = self._queue, self.rows.conn
         retry_at = 0.0
         while True:
-            with self._cv:
+            with q.cv:
                 while True:
-                    stalled = self._pressure is not None
-                    can_put = bool(self._puts) and (not stalled or time.monotonic() >= retry_at)
-                    if self._acks or self._calls or can_put:
+                    stalled = self.pressure is not None
+                    can_put = bool(q.puts) and (not stalled or time.monotonic() >= retry_at)
+                    if q.acks or q.calls or can_put:
                         break
-                    if self._closing and (not self._puts or stalled):
+                    if q.closing and (not q.puts or stalled):
                         return
-                    self._cv.wait(_RETRY_S if stalled else None)
-                acks, self._acks = self._acks, []
-                calls = list(self._calls)
-                self._calls.clear()
-                puts = list(self._puts) if can_put else []
+                    q.cv.wait(_RETRY_S if stalled else None)
+                acks, q.acks = q.acks, []
+                calls = list(q.calls)
+                q.calls.clear()
+                puts = list(q.puts) if can_put else []
             if acks:
                 retry_at = 0.0  # room may have come back
                 if not puts:
@@ -73,59 +97,53 @@ class Writer(Dropping):
                     stored = self._store(puts, acks)
                 except Exception as exc:
                     # A bug, not the disk: fail these batches loudly, keep the writer alive.
-                    log.exception(
-                        "buffer %s: could not store %d batches", self.settings.path, len(puts)
-                    )
+                    log.exception("buffer %s: could not store %d batches", self._path, len(puts))
                     for put in puts:
                         if not put.future.done():
                             put.future.set_exception(exc)
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     if acks:
                         self._delete(acks)
                     stored = True
                 if stored:
-                    with self._cv:
-                        for _ in puts:
-                            self._puts.popleft()
-                        self._cv.notify_all()
+                    q.stored(len(puts))
                 else:
                     retry_at = time.monotonic() + _RETRY_S
             for fn, fut in calls:
                 try:
-                    fut.set_result(fn(self._conn))
+                    fut.set_result(fn(conn))
                 except BaseException as exc:  # the caller gets it; the writer carries on
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     fut.set_exception(exc)
             # Not kept while the writer waits: the last batch (a window close's messages, ~1 MB
             # at 8,000 points) would stay alive until the next one.
             del acks, calls, puts
 
+    @property
+    def _path(self) -> Path:
+        return self.rows.settings.path
+
     def _shutdown(self) -> None:
-        conn = self._conn
-        for put in self._puts:
+        conn, puts = self.rows.conn, self._queue.puts
+        for put in puts:
             if not put.future.done():
                 put.future.set_exception(OutboxClosed("outbox closed before the disk took it"))
         try:
-            with self._synced():
+            with self.rows.synced():
                 conn.execute("BEGIN IMMEDIATE")
-                meta_set(conn, "clean", 0 if self._puts else 1)
+                meta_set(conn, "clean", 0 if puts else 1)
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            log.error("buffer %s: could not record a clean shutdown: %s", self.settings.path, exc)
+            log.error("buffer %s: could not record a clean shutdown: %s", self._path, exc)
         conn.close()
 
-    def _delete_rows(self, ids: list[int]) -> int:
-        """Delete acknowledged rows inside the caller's transaction; how many went."""
-        cur = self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-        return max(cur.rowcount, 0)
-
     def _delete(self, ids: list[int]) -> None:
-        conn = self._conn
+        conn = self.rows.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            deleted = self._delete_rows(ids)
+            deleted = self.rows.delete(ids)
             conn.execute("COMMIT")
             self.backlog -= deleted
         except sqlite3.Error as exc:
@@ -134,7 +152,7 @@ class Writer(Dropping):
             # The rows stay and are sent again: a duplicate, never a loss.
             log.error(
                 "buffer %s: could not delete %d acknowledged messages: %s",
-                self.settings.path,
+                self._path,
                 len(ids),
                 exc,
             )
@@ -142,52 +160,55 @@ class Writer(Dropping):
     def _store(self, puts: list[PendingPut], acks: list[int]) -> bool:
         """One transaction for every queued batch and the acknowledged deletes; False when the
         disk refused it (the deletes are then tried on their own)."""
-        conn = self._conn
-        saved = (self.next_seq, self._next_id)
-        now, epoch = time.time(), self.link_epoch
-        rows: list[tuple[Any, ...]] = []
+        rows = self.rows
+        conn = rows.conn
+        mark = rows.mark()
+        now, epoch = time.time(), self._epoch.value
+        new: list[tuple[Any, ...]] = []
         events = list(self._pending_events)
         try:
             if events:
-                self._prepare(events, rows, now, epoch)
-            results = [self._prepare(put.items, rows, now, epoch) for put in puts]
-            if self.next_seq - 1 > self._reserved:
-                self._reserve_ahead()
+                rows.prepare(events, new, now, epoch)
+            results = [rows.prepare(put.items, new, now, epoch) for put in puts]
+            rows.reserve_if_needed()
             conn.execute("BEGIN IMMEDIATE")
-            deleted = self._delete_rows(acks) if acks else 0
-            self._insert(rows)
+            deleted = rows.delete(acks) if acks else 0
+            rows.insert(new)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self.next_seq, self._next_id = saved
+            rows.rewind(mark)
             self._storage_failed(exc, sum(len(p.items) for p in puts))
             if acks:
                 self._delete(acks)  # deletes make room: never held back by a refused insert
             return False
-        self.backlog += len(rows) - deleted
+        self.backlog += len(new) - deleted
         self._pending_events = self._pending_events[len(events) :]
-        if self._pressure is not None:
+        if self.pressure is not None:
             self._recovered()
         self._after_commit()
         for put, seqs in zip(puts, results, strict=True):
             put.future.set_result(seqs)
-        for listener in self._listeners:
+        for listener in self.listeners:
             listener()
         return True
+
+    def _drop(self, excess: int, reason: str) -> None:
+        self.backlog -= self.dropper.drop(excess, reason)
 
     # -- pressure: disk full, read-only, near the cap -----------------------------------------
 
     def _storage_failed(self, exc: sqlite3.Error, waiting: int) -> None:
         # Anything else (a lock held too long by another process...) is retried the same way.
         kind = _storage_failure(exc) or "error"
-        if self._pressure != kind:
-            self._pressure, self._pressure_since = kind, time.time()
+        if self.pressure != kind:
+            self.pressure, self._pressure_since = kind, time.time()
             log.error(
                 "buffer %s: cannot store messages (%s: %s); %d messages wait in memory and "
                 "producers are held back. Check free space and that the data_dir partition is "
                 "writable; the gateway retries every %.1f s",
-                self.settings.path,
+                self._path,
                 kind,
                 exc,
                 waiting,
@@ -199,20 +220,21 @@ class Writer(Dropping):
                     "state": kind,
                     "detail": str(exc),
                     "used_bytes": self.used_bytes,
-                    "max_bytes": self.settings.max_size_bytes,
+                    "max_bytes": self.rows.settings.max_size_bytes,
                 }
             )
-        if kind == "disk_full" and len(self._puts) >= self.settings.max_pending:
+        puts = self._queue.puts
+        if kind == "disk_full" and len(puts) >= self.rows.settings.max_pending:
             # Producers are blocked: make room the way the cap would, with a gap that says so.
-            need = sum(len(t) + len(r) + ROW_OVERHEAD for p in self._puts for t, r, _, _ in p.items)
+            need = sum(len(t) + len(r) + ROW_OVERHEAD for p in puts for t, r, _, _ in p.items)
             self._drop(need * 2, "disk_full")
 
     def _recovered(self) -> None:
-        kind, since = self._pressure, self._pressure_since
-        self._pressure = None
+        kind, since = self.pressure, self._pressure_since
+        self.pressure = None
         log.warning(
             "buffer %s: storing again after %s for %.1f s",
-            self.settings.path,
+            self._path,
             kind,
             time.time() - since,
         )
@@ -228,43 +250,43 @@ class Writer(Dropping):
 
     def _queue_event(self, body: dict[str, Any]) -> None:
         self._pending_events.append(
-            (self.settings.event_topic, encode_body(body), 1, int(MessageClass.EVENT))
+            (self.rows.settings.event_topic, encode_body(body), 1, int(MessageClass.EVENT))
         )
 
     def _flush_events(self) -> None:
         """Store queued pressure events now (they ride the next batch when this fails)."""
         if not self._pending_events:
             return
-        conn, rows = self._conn, list[tuple[Any, ...]]()
-        saved = (self.next_seq, self._next_id)
+        rows = self.rows
+        conn, new = rows.conn, list[tuple[Any, ...]]()
+        mark = rows.mark()
         events = list(self._pending_events)
         try:
-            self._prepare(events, rows, time.time(), self.link_epoch)
-            if self.next_seq - 1 > self._reserved:
-                self._reserve_ahead()
+            rows.prepare(events, new, time.time(), self._epoch.value)
+            rows.reserve_if_needed()
             conn.execute("BEGIN IMMEDIATE")
-            self._insert(rows)
+            rows.insert(new)
             conn.execute("COMMIT")
         except sqlite3.Error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self.next_seq, self._next_id = saved
+            rows.rewind(mark)
             return
-        self.backlog += len(rows)
+        self.backlog += len(new)
         self._pending_events = []
 
     def _after_commit(self) -> None:
-        self.used_bytes = self._measure()
-        cap = self.settings.max_size_bytes
+        self.used_bytes = self.rows.measure()
+        cap = self.rows.settings.max_size_bytes
         if self.used_bytes > cap:
             self._drop(self.used_bytes - int(cap * _LOW_WATER), "max_size")
-            self.used_bytes = self._measure()
-        if not self._near_cap and self.used_bytes >= cap * _NEAR_CAP:
-            self._near_cap = True
+            self.used_bytes = self.rows.measure()
+        if not self.near_cap and self.used_bytes >= cap * _NEAR_CAP:
+            self.near_cap = True
             log.warning(
                 "buffer %s: %d of %d bytes used: the uplink is behind; the oldest "
                 "telemetry, then windows, go past the cap",
-                self.settings.path,
+                self._path,
                 self.used_bytes,
                 cap,
             )
@@ -277,5 +299,5 @@ class Writer(Dropping):
                 }
             )
             self._flush_events()
-        elif self._near_cap and self.used_bytes < cap * _NEAR_CAP_CLEAR:
-            self._near_cap = False
+        elif self.near_cap and self.used_bytes < cap * _NEAR_CAP_CLEAR:
+            self.near_cap = False

@@ -12,20 +12,26 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import gateway
+from drivers.base import Backoff
+from gateway.errors import UplinkError
 from gateway.topics import Topics
 
-__all__ = ["UplinkSettings", "parse_url"]
+__all__ = ["UplinkSettings", "parse_url", "reconnect_backoff"]
 
 
 def parse_url(url: str) -> tuple[str, int, bool]:
-    """(host, port, tls) of an `mqtt://` or `mqtts://` URL."""
+    """(host, port, tls) of an `mqtt://` or `mqtts://` URL; UplinkError if it is not one."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"mqtt.url {url!r}: the scheme must be mqtt:// or mqtts://")
+        raise UplinkError(f"mqtt.url {url!r}: the scheme must be mqtt:// or mqtts://")
     if not parts.hostname:
-        raise ValueError(f"mqtt.url {url!r}: no host")
+        raise UplinkError(f"mqtt.url {url!r}: no host")
+    try:
+        port = parts.port
+    except ValueError as exc:  # "Port out of range 0-65535", "Port could not be cast..."
+        raise UplinkError(f"mqtt.url {url!r}: {exc}") from None
     tls = parts.scheme == "mqtts"
-    return parts.hostname, parts.port or (8883 if tls else 1883), tls
+    return parts.hostname, port or (8883 if tls else 1883), tls
 
 
 def _read_password(mqtt: Any) -> str | None:
@@ -88,3 +94,9 @@ class UplinkSettings:
             max_inflight=int(getattr(mqtt, "max_inflight", 20)),
             drain_rate=float(getattr(mqtt, "drain_rate", 0.0)),
         )
+
+
+def reconnect_backoff(settings: UplinkSettings) -> Backoff:
+    """Between connections to the broker: reconnect_min_s doubling up to reconnect_max_s, with
+    the jitter every backoff of the gateway has (drivers.base.Backoff: one algorithm)."""
+    return Backoff(initial=settings.reconnect_min_s, maximum=settings.reconnect_max_s)

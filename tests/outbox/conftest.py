@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.outbox.store import Outbox, OutboxSettings
+from gateway.outbox import Outbox, OutboxSettings
 from tests.support.mosquitto import Mosquitto
 
 

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.outbox.store import Message, Outbox, OutboxSettings
-from gateway.uplink.client import Uplink, UplinkSettings
+from gateway.outbox import Message, Outbox, OutboxSettings
+from gateway.uplink import Uplink, UplinkSettings
 
 
 def main() -> None:

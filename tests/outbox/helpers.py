@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.uplink.client import UplinkSettings
+from gateway.uplink import UplinkSettings
 
 __all__ = ["uplink_settings"]
 

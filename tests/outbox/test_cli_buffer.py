@@ -20,7 +20,7 @@ from gateway.cli.outbox import (
     parse_since,
     register,
 )
-from gateway.outbox.store import Message, MessageClass, Outbox
+from gateway.outbox import Message, MessageClass, Outbox
 
 MakeOutbox = Callable[..., Outbox]
 TOPIC = "ironwatt/plant1/gw1/energy/1m/m1"
@@ -86,7 +86,7 @@ def test_verify_ok_and_damaged(make_outbox: MakeOutbox, tmp_path: Path) -> None:
 
 
 def test_missing_database_says_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.outbox.store import OutboxSettings
+    from gateway.outbox import OutboxSettings
 
     settings = OutboxSettings(path=tmp_path / "none" / "ironwatt.db", gw_id="g", site="s")
     assert buffer_stats(settings, io.StringIO()) == 1

@@ -16,8 +16,8 @@ from typing import IO
 
 import pytest
 
-from gateway.outbox.store import Message, Outbox
-from gateway.uplink.client import Uplink
+from gateway.outbox import Message, Outbox
+from gateway.uplink import Uplink
 from tests.outbox.helpers import uplink_settings as settings
 from tests.outbox.silent_broker import SilentBroker
 from tests.support.mosquitto import Collector, Mosquitto, free_port

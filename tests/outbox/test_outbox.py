@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import SchemaError
-from gateway.outbox.messages import compose
-from gateway.outbox.schema import meta_get, meta_set, migrate
-from gateway.outbox.store import PAGE_SIZE, Message, MessageClass, Outbox, OutboxSettings
+from gateway.outbox import Message, MessageClass, Outbox, OutboxSettings, compose
+from gateway.outbox.rows import PAGE_SIZE  # inside: the page size of a new database
+from gateway.outbox.schema import meta_get, meta_set, migrate  # inside: the migrations
 from tests.support.waiting import wait
 
 MakeOutbox = Callable[..., Outbox]
@@ -155,7 +155,7 @@ def test_the_daemon_migrates_in_a_child_and_never_loads_sqlite_utils(tmp_path: P
     script = f"""
 import sys
 from pathlib import Path
-from gateway.outbox.store import Outbox, OutboxSettings
+from gateway.outbox import Outbox, OutboxSettings
 from gateway.outbox.schema import SCHEMA_VERSION, meta_get
 from tests.outbox.test_outbox import windows
 for path in (Path({str(tmp_path / "new.db")!r}), Path({str(old)!r})):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox.messages import OutboxSettings
-from gateway.uplink.settings import UplinkSettings, parse_url
+from gateway.errors import UplinkError
+from gateway.outbox import OutboxSettings
+from gateway.uplink import UplinkSettings, parse_url
 
 
 def test_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,5 +50,48 @@ def test_parse_url() -> None:
     assert parse_url("mqtt://h") == ("h", 1883, False)
     assert parse_url("mqtts://h") == ("h", 8883, True)
     assert parse_url("mqtts://10.0.0.1:9000") == ("10.0.0.1", 9000, True)
-    with pytest.raises(ValueError, match="mqtt:// or mqtts://"):
+    with pytest.raises(UplinkError, match="mqtt:// or mqtts://"):
         parse_url("http://h")
+
+
+def test_a_url_without_host_is_an_uplink_error() -> None:
+    with pytest.raises(UplinkError, match=r"mqtt.url 'mqtt://:1883': no host"):
+        parse_url("mqtt://:1883")
+
+
+def test_a_url_with_a_bad_port_is_an_uplink_error() -> None:
+    with pytest.raises(UplinkError, match=r"mqtt.url 'mqtt://h:99999': Port out of range"):
+        parse_url("mqtt://h:99999")
+    with pytest.raises(UplinkError, match=r"mqtt.url 'mqtt://h:x'"):
+        parse_url("mqtt://h:x")
+
+
+def test_an_uplink_on_a_malformed_url_is_refused_when_made(tmp_path: Path) -> None:
+    from gateway.outbox import Outbox, OutboxSettings
+    from gateway.uplink import Uplink
+    from tests.outbox.helpers import uplink_settings
+
+    outbox = Outbox(OutboxSettings(path=tmp_path / "ironwatt.db", gw_id="g", site="s"))
+    try:
+        with pytest.raises(UplinkError, match="mqtt:// or mqtts://"):
+            Uplink(uplink_settings("tcp://broker"), outbox)
+    finally:
+        outbox.close()
+
+
+def test_tls_files_that_cannot_be_read_are_an_uplink_error(tmp_path: Path) -> None:
+    from gateway.uplink.mqtt_client import new_client
+    from tests.outbox.helpers import uplink_settings
+
+    settings = uplink_settings("mqtts://h", ca_file=tmp_path / "no-ca.pem")
+    with pytest.raises(UplinkError, match="TLS setup for h:8883 failed") as caught:
+        new_client(settings, tls=True, where="h:8883", will=b"{}")
+    assert "check that mqtt.ca_file, cert_file and key_file exist" in str(caught.value)
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    with pytest.raises(UplinkError, match="TLS setup"):
+        new_client(
+            uplink_settings("mqtts://h", ca_file=tmp_path / "ca.pem"),
+            tls=True,
+            where="h:8883",
+            will=b"{}",
+        )

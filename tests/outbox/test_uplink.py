@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from gateway.outbox.messages import MessageClass
-from gateway.outbox.store import Message, Outbox
-from gateway.uplink.client import Uplink, UplinkSettings, backoff_delay
+from drivers.base import Backoff
+from gateway.outbox import Message, MessageClass, Outbox
+from gateway.uplink import Uplink, UplinkSettings
 from tests.outbox.helpers import uplink_settings
 from tests.support.mosquitto import Collector, Mosquitto
 from tests.support.waiting import wait
@@ -38,11 +38,23 @@ def seqs_of(got: list[tuple[str, bytes, bool]]) -> set[int]:
 def test_backoff_grows_with_jitter_and_stays_capped() -> None:
     import random
 
+    from gateway.uplink.settings import reconnect_backoff
+
+    # The uplink's reconnect backoff is the gateway's one algorithm, timed by its settings.
+    backoff = reconnect_backoff(uplink_settings("mqtt://h", reconnect_min_s=0.5, reconnect_max_s=8))
+    assert (backoff.initial, backoff.maximum) == (0.5, 8.0)
     rng = random.Random(1)
-    delays = [backoff_delay(a, 0.5, 8.0, rng) for a in range(10)]
+    backoff = Backoff(initial=0.5, maximum=8.0, rng=rng)
+    delays = [backoff.next_delay() for _ in range(10)]
     assert all(0.25 <= d <= 8.0 for d in delays)
     assert delays[0] <= 0.5 and delays[-1] >= 4.0
-    assert len({round(backoff_delay(3, 0.5, 8.0, rng), 6) for _ in range(5)}) > 1
+    fourths = []
+    for _ in range(5):
+        backoff.reset()
+        fourths.append(round([backoff.next_delay() for _ in range(4)][-1], 6))
+    assert all(2.0 <= d <= 4.0 for d in fourths) and len(set(fourths)) > 1
+    backoff.reset()  # a session ran: back to the shortest delay
+    assert backoff.next_delay() <= 0.5
 
 
 def test_outage_every_seq_in_order_with_replay_flags(
