@@ -261,8 +261,11 @@ class OpcuaDriver:
         if not self._backoff_held:
             self.backoff.reset()
 
-    def status(self) -> dict[str, object]:
-        """For `/status` and `ironwatt status`."""
+    def status(self) -> dict[str, dict[str, object]]:
+        """For `/status` and `ironwatt status`: per device, as every driver's (one here)."""
+        return {self.name: self.device_status()}
+
+    def device_status(self) -> dict[str, object]:
         return {
             "driver": "opcua",
             "endpoint": self.device.endpoint,

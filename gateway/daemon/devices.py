@@ -10,23 +10,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from drivers.base import Backoff, DeviceEvent, DeviceSink
+from drivers.plugin import Driver, DriverContext
+from drivers.registry import plugin, plugin_of
 from drivers.samples import PointIndex, SampleBatch
 
 __all__ = ["DeviceUnit", "QueueSink", "Supervisor", "plan_units"]
 
 log = logging.getLogger("ironwatt.runtime")
-
-
-class _Driver(Protocol):
-    async def run(self) -> None: ...
-
-    def status(self) -> Any: ...
 
 
 class QueueSink:
@@ -63,9 +59,9 @@ class QueueSink:
 
 @dataclass(frozen=True)
 class DeviceUnit:
-    """What runs as one task: one OPC UA device, or every Modbus device on one link.
+    """What runs as one task: the devices its protocol runs in one driver (one OPC UA device,
+    or every Modbus device on one link: they share its client and lock, so restart together).
 
-    Devices sharing a Modbus link must share its client and lock, so they restart together.
     `devices` are the frozen config models: equality decides what a reload touches.
     """
 
@@ -79,43 +75,33 @@ class DeviceUnit:
 
 
 def plan_units(devices: Sequence[Any]) -> dict[str, DeviceUnit]:
-    """Group the enabled devices of a config into units, keyed stably across reloads."""
-    modbus: dict[str, list[Any]] = {}
-    units: dict[str, DeviceUnit] = {}
+    """Group the enabled devices of a config into units, keyed stably across reloads
+    ("{driver}/{its plugin's unit key}")."""
+    members: dict[str, list[Any]] = {}
+    drivers: dict[str, str] = {}
     for device in devices:
         if not getattr(device, "enabled", True):
             continue
-        if device.driver == "modbus":
-            if device.transport == "rtu":
-                where = f"serial:{device.serial_port}"
-            else:
-                where = f"{device.transport}:{device.host}:{device.port}"
-            modbus.setdefault(f"modbus/{where}", []).append(device)
-        else:
-            key = f"opcua/{device.name}"
-            units[key] = DeviceUnit(key, "opcua", (device,))
-    for key, members in modbus.items():
-        units[key] = DeviceUnit(key, "modbus", tuple(members))
-    return units
+        plugin = plugin_of(device)
+        key = f"{plugin.name}/{plugin.unit_key(device)}"
+        members.setdefault(key, []).append(device)
+        drivers[key] = plugin.name
+    return {key: DeviceUnit(key, drivers[key], tuple(group)) for key, group in members.items()}
 
 
 def build_driver(
     unit: DeviceUnit, index: PointIndex, sink: DeviceSink, data_dir: Path, gw_id: str, site: str
-) -> _Driver:
-    """Import the protocol package only now: asyncua (~48 MB) only with an OPC UA device."""
-    if unit.driver == "modbus":
-        from gateway.daemon.modbus_link import ModbusLinkDriver
-
-        return ModbusLinkDriver(unit.devices, index, sink)
-    from drivers.opcua.driver import OpcuaDriver
-
-    return OpcuaDriver(unit.devices[0], index, sink, data_dir, gw_id, site)
+) -> Driver:
+    """The unit's running driver; its plugin imports the protocol's library only now (asyncua,
+    ~48 MB, only with an OPC UA device)."""
+    context = DriverContext(data_dir=data_dir, gateway_id=gw_id, site=site)
+    return plugin(unit.driver).build(unit.devices, index, sink, context)
 
 
 @dataclass
 class _Running:
     unit: DeviceUnit
-    driver: _Driver | None = None
+    driver: Driver | None = None
     task: asyncio.Task[None] | None = None
     crashes: int = 0
     last_crash: str | None = None
@@ -132,7 +118,7 @@ class Supervisor:
         data_dir: Path,
         gw_id: str,
         site: str,
-        factory: Callable[..., _Driver] = build_driver,
+        factory: Callable[..., Driver] = build_driver,
         restart_backoff: Callable[[], Backoff] = lambda: Backoff(initial=1.0, maximum=60.0),
     ) -> None:
         self.index = index
@@ -211,17 +197,14 @@ class Supervisor:
         """Per device: the driver's own status, plus the supervisor's crash count."""
         out: dict[str, dict[str, Any]] = {}
         for entry in self.running.values():
-            driver_status: dict[str, Any] = {}
+            driver_status: Mapping[str, Mapping[str, object]] = {}
             if entry.driver is not None:
                 try:
                     driver_status = entry.driver.status()
                 except Exception as exc:  # status must never fail the listener
-                    driver_status = {"status_error": str(exc)}
+                    driver_status = {n: {"status_error": str(exc)} for n in entry.unit.names}
             for device in entry.unit.devices:
-                if entry.unit.driver == "modbus":
-                    item = dict(driver_status.get(device.name, {"state": "starting"}))
-                else:
-                    item = dict(driver_status or {"state": "starting"})
+                item = dict(driver_status.get(device.name, {"state": "starting"}))
                 item.setdefault("driver", entry.unit.driver)
                 item["crashes"] = entry.crashes
                 if entry.last_crash:

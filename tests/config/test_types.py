@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from gateway.config.fields import (
+from drivers.fields import (
     Duration,
     Name,
     Size,
