@@ -376,7 +376,10 @@ def _check_carrier_unit(
                 ),
             )
         return
-    amount = units.integral_unit(point.unit)
+    # What the integral measures decides, not its unit's name: a rate in m3/s integrates to
+    # volume (in units of 3600 m3) and converts to an m3 carrier.
+    quantity = units.integral_dimension(point.unit)
+    amount = units.of_dimension(quantity)[0] if quantity else None
     if amount is None or units.conversion_factor(amount, carrier_unit) is None:
         rate = units.rate_dimension(target.dimension)
         expected = (
