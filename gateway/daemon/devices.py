@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Backoff, DeviceEvent, DeviceSink
+from drivers.base import DRIVER_RESTART, Backoff, DeviceEvent, DeviceSink
 from drivers.plugin import Driver, DriverContext
 from drivers.registry import plugin, plugin_of
 from drivers.samples import PointIndex, SampleBatch
@@ -105,7 +105,7 @@ class _Running:
     task: asyncio.Task[None] | None = None
     crashes: int = 0
     last_crash: str | None = None
-    backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=60.0))
+    backoff: Backoff = field(default_factory=lambda: Backoff.of(DRIVER_RESTART))
 
 
 class Supervisor:
@@ -119,7 +119,7 @@ class Supervisor:
         gw_id: str,
         site: str,
         factory: Callable[..., Driver] = build_driver,
-        restart_backoff: Callable[[], Backoff] = lambda: Backoff(initial=1.0, maximum=60.0),
+        restart_backoff: Callable[[], Backoff] = lambda: Backoff.of(DRIVER_RESTART),
     ) -> None:
         self.index = index
         self.sink = sink
