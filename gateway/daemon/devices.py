@@ -1,28 +1,25 @@
 """The device side of the daemon: drivers built from the config, each run as a supervised task.
 
-A crashed driver task is restarted with backoff and reported; one device never takes the
-gateway down. Reload replaces only the units whose configuration changed.
+A crashed driver task is restarted with backoff and reported (drivers/running.py); one device
+never takes the gateway down. Reload replaces only the units whose configuration changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from drivers.base import DRIVER_RESTART, Backoff, DeviceEvent, DeviceSink
 from drivers.plugin import Driver, DriverContext
 from drivers.registry import plugin, plugin_of
+from drivers.running import RunningDriver
 from drivers.samples import PointIndex, SampleBatch
 
 __all__ = ["DeviceUnit", "QueueSink", "Supervisor", "plan_units"]
-
-log = logging.getLogger("ironwatt.runtime")
 
 
 class QueueSink:
@@ -100,12 +97,13 @@ def build_driver(
 
 @dataclass
 class _Running:
-    unit: DeviceUnit
-    driver: Driver | None = None
+    unit: DeviceUnit  # a reload may update it in place (Supervisor.update)
+    runner: RunningDriver
     task: asyncio.Task[None] | None = None
-    crashes: int = 0
-    last_crash: str | None = None
-    backoff: Backoff = field(default_factory=lambda: Backoff.of(DRIVER_RESTART))
+
+    @property
+    def driver(self) -> Driver | None:
+        return self.runner.driver
 
 
 class Supervisor:
@@ -131,38 +129,17 @@ class Supervisor:
         self.running: dict[str, _Running] = {}
 
     def start(self, unit: DeviceUnit) -> None:
-        entry = _Running(unit, backoff=self._backoff())
-        self.running[unit.key] = entry
-        entry.task = asyncio.create_task(self._supervise(entry), name=f"device:{unit.key}")
+        def build() -> Driver:
+            return self._factory(
+                entry.unit, self.index, self.sink, self.data_dir, self.gw_id, self.site
+            )
 
-    async def _supervise(self, entry: _Running) -> None:
-        while True:
-            unit = entry.unit  # a reload may have updated it in place
-            started = time.monotonic()
-            try:
-                entry.driver = self._factory(
-                    unit, self.index, self.sink, self.data_dir, self.gw_id, self.site
-                )
-                await entry.driver.run()
-                reason = "driver task returned"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # one unit's bug must not take the gateway down
-                reason = f"driver crashed: {type(exc).__name__}: {exc}"
-                log.error(
-                    "devices %s: %s; restarting", ", ".join(unit.names), reason, exc_info=True
-                )
-            entry.crashes += 1
-            entry.last_crash = reason
-            if time.monotonic() - started > 300:
-                entry.backoff.reset()  # it ran a long time: a fresh failure, not a crash loop
-            if not entry.backoff.attempts_pending:
-                # The first crash of a streak is an event; a crash loop is one event, not one
-                # a minute (the log and /status keep counting).
-                now = time.time()
-                for name in unit.names:
-                    self.sink.add_event(DeviceEvent("device_down", name, reason, now))
-            await asyncio.sleep(entry.backoff.next_delay())
+        runner = RunningDriver(
+            build, lambda: entry.unit.names, self.sink, kind=unit.driver, backoff=self._backoff()
+        )
+        entry = _Running(unit, runner)
+        self.running[unit.key] = entry
+        entry.task = asyncio.create_task(runner.run(), name=f"device:{unit.key}")
 
     async def update(self, unit: DeviceUnit) -> bool:
         """Hand a running unit its reloaded devices; False when it must be restarted instead.
@@ -197,17 +174,5 @@ class Supervisor:
         """Per device: the driver's own status, plus the supervisor's crash count."""
         out: dict[str, dict[str, Any]] = {}
         for entry in self.running.values():
-            driver_status: Mapping[str, Mapping[str, object]] = {}
-            if entry.driver is not None:
-                try:
-                    driver_status = entry.driver.status()
-                except Exception as exc:  # status must never fail the listener
-                    driver_status = {n: {"status_error": str(exc)} for n in entry.unit.names}
-            for device in entry.unit.devices:
-                item = dict(driver_status.get(device.name, {"state": "starting"}))
-                item.setdefault("driver", entry.unit.driver)
-                item["crashes"] = entry.crashes
-                if entry.last_crash:
-                    item["last_crash"] = entry.last_crash
-                out[device.name] = item
+            out.update(entry.runner.status())
         return out
