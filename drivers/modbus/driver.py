@@ -127,11 +127,14 @@ class ModbusDriver:
         return True
 
     def activate(self) -> None:
-        """Start the pollers `update()` added (run() starts them itself if not yet running)."""
+        """Start the pollers `update()` added (run() starts them if it has not begun yet)."""
         pending, self._pending = self._pending, []
-        if self._crash is not None and not self._crash.done():
-            for device in pending:
+        running = self._crash is not None and not self._crash.done()
+        for device in pending:
+            if running:
                 self._start(device)
+            else:
+                self._runner(device)  # on the link (its retry policy) now, polling with run()
 
     def status(self) -> dict[str, dict[str, object]]:
         return {name: runner.status() for name, runner in self.runners.items()}

@@ -270,3 +270,14 @@ async def test_a_missed_reply_reads_the_same_whichever_timer_fires(
         finally:
             link.close()
     assert not [r for r in caplog.records if "No response received" in r.getMessage()]
+
+
+def test_one_driver_runs_one_link(sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    """The daemon runs one driver per link (its unit); a device of another link is a bug."""
+    here = device_factory("here", port=15020)
+    there = device_factory("there", port=15021)
+    with pytest.raises(ValueError, match=r"devices there are not on tcp://127\.0\.0\.1:15020"):
+        ModbusDriver([here, there], PointIndex(), sink)
+    driver = ModbusDriver([here, device_factory("also", port=15020, unit=2)], PointIndex(), sink)
+    assert driver.link.shared and set(driver.runners) == {"here", "also"}
+    driver.link.close()
