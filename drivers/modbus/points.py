@@ -83,7 +83,7 @@ _DEFAULTS: dict[str, Any] = {
 
 
 class DeviceLike(Protocol):
-    """The attributes of `gateway.config.load.ModbusDevice` this module reads."""
+    """The attributes of `drivers.modbus.config.ModbusDevice` (or its record) this module reads."""
 
     @property
     def name(self) -> str: ...

@@ -106,7 +106,7 @@ class ConnectionLost(DriverError):
 class OpcuaDriver:
     """Reads one configured OPC UA device into `sink` until cancelled.
 
-    `device` has the attributes of `gateway.config.load.OpcuaDevice`; point ids come from
+    `device` has the attributes of `drivers.opcua.config.OpcuaDevice`; point ids come from
     `point_index` (key "device.point"). `run()` never returns on its own: connection problems become
     device_down/device_up events and a bad-quality sample per point at the moment of the loss.
     """

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from drivers.opcua.config import OpcuaDevice
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.security import (
     OpcuaConnectError,
@@ -17,7 +18,6 @@ from drivers.opcua.security import (
     settings_for_device,
 )
 from drivers.samples import QUALITY_GOOD
-from gateway.config.model import OpcuaDevice
 from tests.opcua.conftest import (
     NSU,
     PASSWORD,
