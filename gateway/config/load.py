@@ -245,7 +245,8 @@ def _is_mapping(annotation: Any) -> bool:
 def _pick_driver(models: list[type[BaseModel]], node: Any) -> list[type[BaseModel]]:
     devices = _device_models()
     if isinstance(node, dict) and all(m in models for m in devices.values()):
-        chosen = devices.get(node.get("driver"))  # type: ignore[arg-type]
+        driver = node.get("driver")
+        chosen = devices.get(driver) if isinstance(driver, str) else None  # `driver = [1]`
         if chosen is not None:
             return [chosen]
     return models

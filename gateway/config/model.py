@@ -273,7 +273,7 @@ class TariffConfig(_Model):
 
 def _device_tag(value: Any) -> str | None:
     driver = value.get("driver") if isinstance(value, dict) else getattr(value, "driver", None)
-    return driver if driver in PLUGINS else None
+    return driver if isinstance(driver, str) and driver in PLUGINS else None
 
 
 def _device_union() -> Any:
