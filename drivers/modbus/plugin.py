@@ -93,12 +93,12 @@ class ModbusPlugin:
         return describe_plan(device)
 
     def point_where(self, point: Any) -> str:
-        where = f"{point.function} {point.address} {point.type}"
+        where: str = f"{point.function} {point.address} {point.type}"
         if point.words > 1:
             where += f" {point.order}"
         if point.bit is not None:
             where += f" bit {point.bit}"
-        return str(where)
+        return where
 
 
 def _facts(spec: PointSpec) -> PointFacts:

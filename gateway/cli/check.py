@@ -198,8 +198,11 @@ def _device_lines(device: Any, resolved: tuple[Any, ...], show_points: bool) -> 
     plugin = plugin_of(device)
     state = "" if device.enabled else " [disabled]"
     yield f"  {device.name}{state}: {plugin.summary(device, resolved)}"
-    if getattr(device, "username", None):
-        yield f"    {_secret_source(device.password_file, device.password_env)}"
+    if getattr(device, "username", None):  # a user name identity: where its password comes from
+        secret = _secret_source(
+            getattr(device, "password_file", None), getattr(device, "password_env", None)
+        )
+        yield f"    {secret}"
     for line in plugin.describe(device):
         yield f"    {line}"
     if show_points:
