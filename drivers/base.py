@@ -1,7 +1,9 @@
-"""What every driver shares: the sink it reports into, device health with up/down events, backoff.
+"""What every driver shares: the sink it reports into, device health with up/down events, the
+fixed-rate schedule (one definition of an overrun) and backoff (one algorithm, named situations).
 
-Modelled on Telegraf's accumulator: a driver's only way out is its sink, which takes sample
-batches and events alike, so a failing device is reported and the loop goes on.
+Modelled on Telegraf's accumulator and running input: a driver's only way out is its sink, which
+takes sample batches and events alike, so a failing device is reported and the loop goes on; the
+policy is here, so each protocol keeps only connect, read and subscribe.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from typing import Literal, Protocol
 from drivers.samples import SampleBatch
 
 __all__ = [
+    "DRIVER_RESTART",
+    "SESSION_RECONNECT",
     "Backoff",
     "DeviceEvent",
     "DeviceHealth",
     "DeviceSink",
     "DeviceState",
+    "FixedRate",
+    "Steps",
 ]
 
 log = logging.getLogger("ironwatt.device")
@@ -111,6 +117,45 @@ class DeviceHealth:
         }
 
 
+@dataclass(slots=True)
+class FixedRate:
+    """Ticks every `period` s on the monotonic clock: due times never drift (each is one period
+    after the previous due time, not after the poll ended), and an NTP step never moves them.
+
+    The one definition of an overrun, for every driver: a tick that a poll ran past. Such ticks
+    are skipped, never bunched into a catch-up burst, and counted (`DeviceHealth.overruns`).
+    """
+
+    period: float
+    due: float  # monotonic time of the next tick
+
+    def advance(self, now: float) -> int:
+        """Move past the poll that ended at `now`; the number of ticks it overran."""
+        self.due += self.period
+        late = now - self.due
+        if late <= 0:
+            return 0
+        missed = int(late // self.period) + 1
+        self.due += missed * self.period
+        return missed
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """The bounds of one exponential backoff: its first step and the longest delay."""
+
+    first: float
+    maximum: float
+
+
+# The backoffs of situations every protocol shares, by name (a protocol's own, e.g. a Modbus
+# unit on a shared line, are its package's: drivers/modbus/recovery.py).
+# A driver task that crashed: restarted soon, then at most a minute apart (a crash loop costs
+# a log line a minute, not a busy loop).
+DRIVER_RESTART = Steps(first=1.0, maximum=60.0)
+# A session to a server that went away (OPC UA): its own connection, nobody else waits on it.
+SESSION_RECONNECT = Steps(first=1.0, maximum=30.0)
+
 # One generator for every backoff: a random.Random carries 2.5 KB of state, and a gateway has
 # a backoff per device and per link.
 _JITTER = random.Random()
@@ -125,6 +170,10 @@ class Backoff:
     factor: float = 2.0
     rng: random.Random = _JITTER
     _current: float = 0.0
+
+    @classmethod
+    def of(cls, steps: Steps) -> Backoff:
+        return cls(initial=steps.first, maximum=steps.maximum)
 
     def next_delay(self) -> float:
         self._current = (

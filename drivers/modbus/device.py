@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.base import Backoff, DeviceEvent, DeviceHealth, DeviceSink
+from drivers.base import Backoff, DeviceEvent, DeviceHealth, DeviceSink, FixedRate
 from drivers.modbus.decode import BlockDecoder, emit_bad
 from drivers.modbus.link import DeviceError, Link, LinkDown, ModbusError, NoResponse
 from drivers.modbus.planner import Block, Plan, Span, plan
@@ -356,20 +356,17 @@ class DeviceRunner:
         overruns), never bunched.
         """
         period = self.settings.poll
-        due = self._mono() + phase
+        schedule = FixedRate(period, self._mono() + phase)
         try:
             while True:
-                delay = due - self._mono()
+                delay = schedule.due - self._mono()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await self.poll_once()
                 _raise_if_cancelled()
-                due += period
-                late = self._mono() - due
-                if late > 0:
-                    missed = int(late // period) + 1
+                missed = schedule.advance(self._mono())
+                if missed:
                     self.health.overruns += missed
-                    due += missed * period
                     # A poll of a dead unit overruns by its timeouts: its "down" line says why.
                     if not self._overrun_logged and self.health.state != "down":
                         self._overrun_logged = True

@@ -167,7 +167,7 @@ class Link:
         self._client: Any = None
         self._tuned = backoff is None  # an explicit backoff stays as given
         steps = link_steps(())
-        self._backoff = backoff or Backoff(initial=steps.first, maximum=steps.maximum)
+        self._backoff = backoff or Backoff.of(steps)
         self._members: dict[str, Member] = {}
         self._clock = clock
         self._retry_at = 0.0

@@ -15,24 +15,42 @@ from drivers.modbus import profiles
 __all__ = [
     "BIT_FUNCTIONS",
     "FUNCTION_CODES",
+    "REGISTER_TYPES",
     "REGISTER_WORDS",
     "PointSpec",
+    "RegisterType",
     "resolve",
     "width",
 ]
 
-# Registers per type on register functions; coils/discrete inputs are one bit per point.
-REGISTER_WORDS: dict[str, int] = {
-    "bool": 1,
-    "int16": 1,
-    "uint16": 1,
-    "int32": 2,
-    "uint32": 2,
-    "int64": 4,
-    "uint64": 4,
-    "float32": 2,
-    "float64": 4,
+
+@dataclass(frozen=True, slots=True)
+class RegisterType:
+    """What a register type is on the wire and what that means for its readings."""
+
+    words: int  # registers on register functions; coils/discrete inputs are one bit per point
+    integer: bool  # readings move in steps of the scale (one step down is jitter)
+    unsigned: bool  # wraps at 2^(16 x words): `rollover = "auto"` applies
+
+    @property
+    def bits(self) -> int:
+        return 16 * self.words
+
+
+# The one list of register types: the config model's choices, the CLI's, the decoder's, the
+# energy stage's facts all come from here.
+REGISTER_TYPES: dict[str, RegisterType] = {
+    "bool": RegisterType(1, integer=True, unsigned=False),
+    "int16": RegisterType(1, integer=True, unsigned=False),
+    "uint16": RegisterType(1, integer=True, unsigned=True),
+    "int32": RegisterType(2, integer=True, unsigned=False),
+    "uint32": RegisterType(2, integer=True, unsigned=True),
+    "int64": RegisterType(4, integer=True, unsigned=False),
+    "uint64": RegisterType(4, integer=True, unsigned=True),
+    "float32": RegisterType(2, integer=False, unsigned=False),
+    "float64": RegisterType(4, integer=False, unsigned=False),
 }
+REGISTER_WORDS: dict[str, int] = {name: t.words for name, t in REGISTER_TYPES.items()}
 FUNCTION_CODES: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 BIT_FUNCTIONS = frozenset({"coil", "discrete"})
 
@@ -65,7 +83,7 @@ _DEFAULTS: dict[str, Any] = {
 
 
 class DeviceLike(Protocol):
-    """The attributes of `gateway.config.load.ModbusDevice` this module reads."""
+    """The attributes of `drivers.modbus.config.ModbusDevice` (or its record) this module reads."""
 
     @property
     def name(self) -> str: ...
@@ -120,13 +138,7 @@ def _merged(device: DeviceLike) -> list[dict[str, Any]]:
     own = [_as_dict(p) for p in (device.points or ())]
     if not device.profile:
         return own
-    document = profiles.load(device.profile)
-    defaults = document.get("defaults", {})
-    own_names = {p["name"] for p in own}
-    merged = [
-        {**defaults, **raw} for raw in document.get("points", ()) if raw["name"] not in own_names
-    ]
-    return merged + own
+    return profiles.points_of(device.profile, {p["name"] for p in own}) + own
 
 
 def _factor(multiply_by: str | None, ct: float, pt: float, where: str) -> float:

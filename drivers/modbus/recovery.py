@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from drivers.base import Steps
+
 __all__ = [
     "DEDICATED_RECONNECT_MAX",
     "SHARED_LINK_RETRY_MAX",
@@ -37,14 +39,6 @@ class Member:
 
     poll: float
     reconnect_max: float | None = None  # as configured; None: the default for its link
-
-
-@dataclass(frozen=True, slots=True)
-class Steps:
-    """Bounds of one exponential backoff: its first step and the longest delay."""
-
-    first: float
-    maximum: float
 
 
 def reconnect_max(member: Member, shared: bool) -> float:

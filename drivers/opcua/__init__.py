@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "PLUGIN",
     "ConnectionLost",
     "ConnectionSettings",
     "NodeIdError",
@@ -34,6 +35,10 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "PLUGIN":
+        from drivers.opcua.plugin import OPCUA
+
+        return OPCUA
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

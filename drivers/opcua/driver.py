@@ -16,7 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Backoff, DeviceEvent, DeviceHealth, DeviceSink
+from drivers.base import (
+    SESSION_RECONNECT,
+    Backoff,
+    DeviceEvent,
+    DeviceHealth,
+    DeviceSink,
+    FixedRate,
+)
 from drivers.errors import DriverError
 from drivers.opcua.nodes import NodeIdError, NodeRef, parse_node_id, resolve_namespace
 from drivers.opcua.quality import (
@@ -99,7 +106,7 @@ class ConnectionLost(DriverError):
 class OpcuaDriver:
     """Reads one configured OPC UA device into `sink` until cancelled.
 
-    `device` has the attributes of `gateway.config.load.OpcuaDevice`; point ids come from
+    `device` has the attributes of `drivers.opcua.config.OpcuaDevice`; point ids come from
     `point_index` (key "device.point"). `run()` never returns on its own: connection problems become
     device_down/device_up events and a bad-quality sample per point at the moment of the loss.
     """
@@ -128,7 +135,7 @@ class OpcuaDriver:
         self.interval = float(device.interval)
         self.flush_interval = flush_interval
         self.flush_samples = flush_samples
-        self.backoff = backoff or Backoff(initial=1.0, maximum=30.0)
+        self.backoff = backoff or Backoff.of(SESSION_RECONNECT)
         # asyncua probes ServerStatus this often and gives the answer as long to come: the
         # device's `timeout`, like every other request. A 1 s probe (asyncua's default) made
         # a busy server (2,000 items at 100 ms on a loaded machine) look dead and flap.
@@ -261,8 +268,11 @@ class OpcuaDriver:
         if not self._backoff_held:
             self.backoff.reset()
 
-    def status(self) -> dict[str, object]:
-        """For `/status` and `ironwatt status`."""
+    def status(self) -> dict[str, dict[str, object]]:
+        """For `/status` and `ironwatt status`: per device, as every driver's (one here)."""
+        return {self.name: self.device_status()}
+
+    def device_status(self) -> dict[str, object]:
         return {
             "driver": "opcua",
             "endpoint": self.device.endpoint,
@@ -898,7 +908,7 @@ class OpcuaDriver:
         assert lost is not None
         read = client.uaclient.read
         first = True
-        next_at = loop.time()
+        schedule = FixedRate(self.interval, loop.time())
         while not lost.is_set():
             for chunk, params in chunks:
                 results = await asyncio.wait_for(read(params), timeout)
@@ -919,14 +929,11 @@ class OpcuaDriver:
                 self._came_up()
                 first = False
             self.flush()
-            # Fixed rate on the monotonic clock; missed ticks are skipped, not bunched.
-            next_at += self.interval
+            # Fixed rate on the monotonic clock; missed ticks are skipped and counted.
             now_m = loop.time()
-            if next_at < now_m:
-                self.health.overruns += 1
-                next_at += math.ceil((now_m - next_at) / self.interval) * self.interval
+            self.health.overruns += schedule.advance(now_m)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), next_at - now_m)
+                await asyncio.wait_for(lost.wait(), schedule.due - now_m)
         raise ConnectionLost(self._lost_reason or "session lost")
 
 

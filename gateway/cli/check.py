@@ -7,18 +7,19 @@ every problem (raised as ConfigError and reported by gateway.cli.main). Nothing 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
+from drivers.registry import plugin_of
+from drivers.wording import format_duration, plural
 from gateway.config.base import DEFAULT_PATH
 from gateway.topics import Topics
 
 if TYPE_CHECKING:
-    from gateway.config.model import Config, ModbusDevice, OpcuaDevice
+    from gateway.config.model import Config
 
 # The validating side (pydantic) is imported by the handlers only: `ironwatt run` registers
 # this command too and must not load it (see gateway/config/records.py).
@@ -79,19 +80,13 @@ def _write(out: TextIO, lines: Iterator[str]) -> int:
 # -- the summary ----------------------------------------------------------------------------
 
 
-def format_duration(seconds: float) -> str:
-    from gateway.config.fields import format_duration as spell
-
-    return spell(seconds)
-
-
 def summary(cfg: Config, *, points: bool = False) -> Iterator[str]:
     """The lines `ironwatt check` prints for a valid config."""
     resolved = {d.name: d.resolved_points() for d in cfg.devices}
     total = sum(len(p) for p in resolved.values())
     yield (
-        f"{cfg.path}: OK ({_count(len(cfg.devices), 'device')}, {_count(total, 'point')}, "
-        f"{_count(len(cfg.groups), 'group')})"
+        f"{cfg.path}: OK ({plural(len(cfg.devices), 'device')}, {plural(total, 'point')}, "
+        f"{plural(len(cfg.groups), 'group')})"
     )
     yield ""
     yield from _gateway_lines(cfg)
@@ -171,7 +166,7 @@ def _gateway_lines(cfg: Config) -> Iterator[str]:
                 f"{p.name} {' '.join(p.hours)}" for p in t.weekend
             )
         if t.holidays:
-            yield f"         {_count(len(t.holidays), 'holiday')}"
+            yield f"         {plural(len(t.holidays), 'holiday')}"
 
 
 def _topic_lines(cfg: Config) -> Iterator[str]:
@@ -199,77 +194,27 @@ def _topic_lines(cfg: Config) -> Iterator[str]:
         yield "  (telemetry off: mqtt.telemetry = false)"
 
 
-def _device_lines(
-    device: ModbusDevice | OpcuaDevice, resolved: tuple[Any, ...], show_points: bool
-) -> Iterator[str]:
+def _device_lines(device: Any, resolved: tuple[Any, ...], show_points: bool) -> Iterator[str]:
+    plugin = plugin_of(device)
     state = "" if device.enabled else " [disabled]"
-    if device.driver == "modbus":
-        if device.transport == "rtu":
-            where = (
-                f"rtu {device.serial_port} {device.baudrate} {device.bytesize}"
-                f"{device.parity}{device.stopbits}"
-            )
-        else:
-            where = f"{device.transport} {device.host}:{device.port}"
-        from_profile = len(resolved) - len(device.points)
-        profile = f" ({from_profile} from profile {device.profile})" if device.profile else ""
-        ratios = (
-            f", CT {device.ct_ratio:g} PT {device.pt_ratio:g}"
-            if (device.ct_ratio, device.pt_ratio) != (1.0, 1.0)
-            else ""
+    yield f"  {device.name}{state}: {plugin.summary(device, resolved)}"
+    if getattr(device, "username", None):  # a user name identity: where its password comes from
+        secret = _secret_source(
+            getattr(device, "password_file", None), getattr(device, "password_env", None)
         )
-        yield (
-            f"  {device.name}{state}: modbus {where} unit {device.unit}, poll "
-            f"{format_duration(device.poll)}, timeout {format_duration(device.timeout)}, "
-            f"{_count(len(resolved), 'point')}{profile}{ratios}"
-        )
-        describe = _driver_function("drivers.modbus", "describe_plan")
-    else:
-        security = (
-            "no security"
-            if device.security_policy == "None"
-            else f"{device.security_policy}/{device.security_mode}"
-        )
-        login = f", user {device.username}" if device.username else ""
-        yield (
-            f"  {device.name}{state}: opcua {device.endpoint}, {device.mode} every "
-            f"{format_duration(device.interval)}, {security}{login}, "
-            f"{_count(len(resolved), 'point')}, timestamps from {device.timestamps}"
-        )
-        if device.username:
-            yield f"    {_secret_source(device.password_file, device.password_env)}"
-        describe = _driver_function("drivers.opcua", "describe_device")
-    if describe is not None:
-        for line in describe(device):
-            yield f"    {line}"
+        yield f"    {secret}"
+    for line in plugin.describe(device):
+        yield f"    {line}"
     if show_points:
         for point in resolved:
-            yield f"    - {_point_line(point)}"
+            yield f"    - {_point_line(plugin.point_where(point), point)}"
 
 
-def _point_line(point: Any) -> str:
-    if hasattr(point, "address"):
-        where = f"{point.function} {point.address} {point.type}"
-        if point.words > 1:
-            where += f" {point.order}"
-        if point.bit is not None:
-            where += f" bit {point.bit}"
-    else:
-        where = point.node
+def _point_line(where: str, point: Any) -> str:
     unit = f" {point.unit}" if point.unit else ""
     carrier = f", {point.carrier}" if point.carrier else ""
     scale = f", x{point.scale:g}" if point.scale != 1.0 else ""
     return f"{point.name}: {where}, {point.kind}{unit}{carrier}{scale}"
-
-
-def _driver_function(module: str, name: str) -> Callable[[Any], list[str]] | None:
-    """A driver's describe function when that driver provides one (optional for now)."""
-    try:
-        loaded = importlib.import_module(module)
-    except ImportError:
-        return None
-    function = getattr(loaded, name, None)
-    return function if callable(function) else None
 
 
 def _secret_source(path: Any, env: str | None) -> str:
@@ -279,10 +224,6 @@ def _secret_source(path: Any, env: str | None) -> str:
         note = "" if env in os.environ else " (not set in this shell)"
         return f"password from ${env}{note}"
     return "no password"
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _names(names: list[str], limit: int = 6) -> str:

@@ -10,9 +10,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from drivers.modbus.points import REGISTER_TYPES, REGISTER_WORDS
+
 __all__ = ["describe_plan", "register"]
 
-TYPES = ["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
+# The driver's own table of register types (stdlib-only, like this module's top level).
+TYPES = list(REGISTER_TYPES)
 ORDERS = ["ABCD", "CDAB", "BADC", "DCBA"]
 FUNCTIONS = ["holding", "input", "coil", "discrete"]
 
@@ -175,7 +178,6 @@ def _read(args: argparse.Namespace) -> int:
 
     from drivers.modbus.decode import decode_value, is_sentinel
     from drivers.modbus.link import Link, ModbusError
-    from drivers.modbus.points import REGISTER_WORDS
 
     settings = _settings(args)
     bits = args.function in ("coil", "discrete")
@@ -372,7 +374,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 def _where(s: Any) -> str:
     text = f"{s.function} {s.address} {s.type}"
-    if s.type not in ("bool", "int16", "uint16") and s.function in ("holding", "input"):
+    if REGISTER_WORDS[s.type] > 1 and s.function in ("holding", "input"):
         text += f" {s.order}"
     if s.bit is not None:
         text += f" bit {s.bit}"

@@ -7,23 +7,15 @@ validating side (config.py, config_model.py) imports pydantic.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from drivers.secrets import read_secret
+
 __all__ = ["DEFAULT_PATH", "device_named", "read_secret"]
 
 DEFAULT_PATH = Path("/etc/ironwatt/ironwatt.toml")
-
-
-def read_secret(path: Path | str | None, env: str | None) -> str | None:
-    """The secret from its file (trailing newline stripped) or environment variable."""
-    if path is not None:
-        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-    if env is not None:
-        return os.environ.get(env)
-    return None
 
 
 def device_named(devices: Iterable[Any], name: str, path: Path) -> Any:

@@ -15,17 +15,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from drivers.models import PointBase
+from drivers.registry import plugin_of
+from drivers.wording import format_duration, quote, without_password
 from gateway.config.credentials import Credential, credential_of, find_sources, inside_unit
-from gateway.config.fields import format_duration, quote
 from gateway.config.locator import format_path
-from gateway.config.model import (
-    Carrier,
-    Config,
-    ModbusDevice,
-    ModbusPoint,
-    OpcuaDevice,
-    OpcuaPoint,
-)
+from gateway.config.model import Carrier, Config
 from gateway.config.tariff import check_tariff
 from gateway.energy import units
 from gateway.energy.carriers import DEFAULT_CARRIERS
@@ -36,10 +31,7 @@ __all__ = ["Problem", "check_config"]
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
 
-_NODE_RE = re.compile(r"(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=.+)")
 log = logging.getLogger("ironwatt.config")
-UNSIGNED = {"uint16", "uint32", "uint64"}
-REGISTER_BITS = {"uint16": 16, "uint32": 32, "uint64": 64, "int16": 16}
 
 
 def check_config(cfg: Config) -> list[Problem]:
@@ -168,19 +160,10 @@ def _check_file(loc: Loc, path: Path | None) -> Iterator[Problem]:
         yield loc, f"{quote(str(path))} does not exist or is not a file"
 
 
-def _inline_secret(url: str) -> str | None:
-    """The URL without its password when it carries one (mqtt://user:pw@host)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return None
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
-
-
 def _check_mqtt(cfg: Config) -> Iterator[Problem]:
     m = cfg.mqtt
     parts = urlsplit(m.url)
-    masked = _inline_secret(m.url)
+    masked = without_password(m.url)
     if masked is not None:
         yield (
             ("mqtt", "url"),
@@ -297,12 +280,14 @@ def _check_devices(cfg: Config) -> Iterator[Problem]:
                 ),
             )
         names.setdefault(device.name, d)
-        if isinstance(device, ModbusDevice):
-            yield from _check_modbus(loc, device)
-        else:
-            yield from _check_opcua(loc, device)
+        plugin = plugin_of(device)
+        for where, message in plugin.config().check(device):
+            yield (*loc, *where), message
+        for key in plugin.file_keys:
+            check_file = _check_secret_file if key in plugin.secret_keys else _check_file
+            yield from check_file((*loc, key), getattr(device, key))
         seen: dict[str, int] = {}
-        own: tuple[ModbusPoint | OpcuaPoint, ...] = device.points
+        own: tuple[PointBase, ...] = device.points
         for p, point in enumerate(own):
             ploc: Loc = (*loc, "points", p)
             if point.name in seen:
@@ -318,203 +303,8 @@ def _check_devices(cfg: Config) -> Iterator[Problem]:
             yield from _check_point_units(ploc, point, carriers)
 
 
-def _check_modbus(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
-    if device.transport in ("tcp", "rtu-over-tcp"):
-        host = device.host or ""
-        if host.count(":") == 1 and host.rpartition(":")[2].isdigit():  # not an IPv6 address
-            name, _, port = host.rpartition(":")
-            yield (
-                (*loc, "host"),
-                (f"{quote(host)} includes a port: write host = {quote(name)} and port = {port}"),
-            )
-        if not device.host:
-            yield (
-                (*loc, "host"),
-                (
-                    f'transport {quote(device.transport)} needs host = "IP or name" '
-                    '(for a serial line: transport = "rtu" and serial_port = "/dev/ttyUSB0")'
-                ),
-            )
-        if device.serial_port:
-            yield (
-                (*loc, "serial_port"),
-                f'serial_port is for transport = "rtu", not {quote(device.transport)}',
-            )
-    elif not device.serial_port:
-        yield (
-            (*loc, "serial_port"),
-            (
-                'transport "rtu" needs serial_port = "/dev/ttyUSB0" (or the port the RS-485 '
-                "adapter is on)"
-            ),
-        )
-    if device.timeout >= device.poll * 4:
-        yield (
-            (*loc, "timeout"),
-            (
-                f"{format_duration(device.timeout)} is 4 poll periods or more (poll is "
-                f"{format_duration(device.poll)}): a silent device would hold up its link; "
-                "shorten timeout or poll less often"
-            ),
-        )
-    if device.profile is not None:
-        from drivers.modbus import profiles
-
-        known = profiles.available()
-        if device.profile not in known:
-            close = difflib.get_close_matches(device.profile, known, n=1, cutoff=0.8)
-            hint = f"did you mean {close[0]}?" if close else f"built-in: {', '.join(known)}"
-            yield (*loc, "profile"), f"unknown profile {quote(device.profile)} ({hint})"
-        else:
-            yield from _check_profile(loc, device)
-    for p, point in enumerate(device.points):
-        yield from _check_register(device, (*loc, "points", p), point)
-
-
-def _check_profile(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
-    """A built-in profile is tested, but a broken one must still be a problem, not a crash."""
-    try:
-        resolved = device.resolved_points()
-    except (ValueError, KeyError, TypeError) as exc:
-        yield (
-            (*loc, "profile"),
-            (
-                f"profile {quote(device.profile)} cannot be used: {exc} (a bug in the profile "
-                "file: report it)"
-            ),
-        )
-        return
-    own = {point.name for point in device.points}
-    for point in resolved:
-        if point.name in own:
-            continue
-        for _, message in _check_register(device, (), point):
-            yield (
-                (*loc, "profile"),
-                (f"profile {quote(device.profile)}, point {point.name}: {message}"),
-            )
-
-
-def _check_register(device: ModbusDevice, loc: Loc, point: ModbusPoint) -> Iterator[Problem]:
-    bit_function = point.function in ("coil", "discrete")
-    if bit_function and point.type != "bool":
-        yield (
-            (*loc, "type"),
-            (
-                f'a {point.function} is a single bit: type must be "bool", not {quote(point.type)} '
-                '(for a number, read function = "holding" or "input")'
-            ),
-        )
-    if point.bit is not None and bit_function:
-        yield (*loc, "bit"), f"bit selects a bit of a register; a {point.function} is one already"
-    elif not bit_function and point.type == "bool" and point.bit is None:
-        yield (
-            (*loc, "bit"),
-            f'type "bool" on a {point.function} register needs bit = 0..15 (which bit of it)',
-        )
-    elif point.bit is not None and point.type not in ("bool", "uint16", "int16"):
-        yield (
-            (*loc, "bit"),
-            (
-                f"bit reads one bit of a 16-bit register: type must be uint16, int16 or bool, "
-                f"not {point.type}"
-            ),
-        )
-    last = point.address + point.words - 1
-    if last > 65535:
-        yield (
-            (*loc, "address"),
-            (
-                f"{point.type} needs {point.words} registers: {point.address}..{last} runs past "
-                "65535 (the last register)"
-            ),
-        )
-    if point.rollover == "auto" and point.type not in UNSIGNED:
-        yield (
-            (*loc, "rollover"),
-            (
-                f'"auto" needs an unsigned integer register (uint16, uint32, uint64), not '
-                f"{point.type}: give the modulus as a number (e.g. rollover = 100000000)"
-            ),
-        )
-    if point.words > device.max_registers_per_request:
-        yield (
-            (*loc, "type"),
-            (
-                f"{point.type} needs {point.words} registers but the device reads at most "
-                f"{device.max_registers_per_request} per request"
-            ),
-        )
-
-
-def _check_opcua(loc: Loc, device: OpcuaDevice) -> Iterator[Problem]:
-    masked = _inline_secret(device.endpoint)
-    if masked is not None:
-        yield (
-            (*loc, "endpoint"),
-            (
-                f"{quote(masked)} carries a password: never write one in the config; use username "
-                "with password_file (chmod 600) or password_env"
-            ),
-        )
-    elif not device.endpoint.startswith("opc.tcp://"):
-        yield (
-            (*loc, "endpoint"),
-            f"{quote(device.endpoint)} is not an OPC UA endpoint (expected opc.tcp://HOST:PORT)",
-        )
-    none_policy = device.security_policy == "None"
-    none_mode = device.security_mode == "None"
-    if none_policy and not none_mode:
-        yield (
-            (*loc, "security_mode"),
-            (
-                f"security_mode {quote(device.security_mode)} needs a security_policy "
-                '(e.g. security_policy = "Basic256Sha256"); without one, set both to "None"'
-            ),
-        )
-    elif none_mode and not none_policy:
-        yield (
-            (*loc, "security_policy"),
-            (
-                f'security_policy {quote(device.security_policy)} needs security_mode = "Sign" '
-                'or "SignAndEncrypt"; without security, set both to "None"'
-            ),
-        )
-    if device.password_file is not None and device.password_env is not None:
-        yield (*loc, "password_env"), "give password_file or password_env, not both"
-    if (device.password_file or device.password_env) and not device.username:
-        yield (*loc, "username"), "a password is set but no username"
-    yield from _check_secret_file((*loc, "password_file"), device.password_file)
-    yield from _check_file((*loc, "server_certificate"), device.server_certificate)
-    yield from _check_file((*loc, "user_certificate"), device.user_certificate)
-    yield from _check_secret_file((*loc, "user_key"), device.user_key)
-    if (device.user_certificate is None) != (device.user_key is None):
-        which = "user_key" if device.user_key is None else "user_certificate"
-        yield (
-            (*loc, "user_certificate" if which == "user_key" else "user_key"),
-            (
-                "an X.509 user identity needs both user_certificate and user_key "
-                f"({which} is missing)"
-            ),
-        )
-    for p, point in enumerate(device.points):
-        if not _NODE_RE.fullmatch(point.node):
-            yield (
-                (*loc, "points", p, "node"),
-                (
-                    f'{quote(point.node)} is not a node id (expected e.g. "ns=2;s=Line1.Power", '
-                    '"nsu=urn:plant;i=1001")'
-                ),
-            )
-        if point.deadband_type == "percent" and point.deadband_value > 100:
-            yield (
-                (*loc, "points", p, "deadband_value"),
-                f"{point.deadband_value:g} is out of range (0..100 for a percent deadband)",
-            )
-
-
 def _check_point_units(
-    loc: Loc, point: ModbusPoint | OpcuaPoint, carriers: Mapping[str, Carrier]
+    loc: Loc, point: PointBase, carriers: Mapping[str, Carrier]
 ) -> Iterator[Problem]:
     if point.max_gap is not None and point.kind != "rate":
         yield (*loc, "max_gap"), f'max_gap applies to kind = "rate" points, not {point.kind}s'
@@ -523,7 +313,7 @@ def _check_point_units(
             (*loc, "integration"),
             f'integration applies to kind = "rate" points, not {point.kind}s',
         )
-    if point.rollover is not None and point.kind != "counter":
+    if getattr(point, "rollover", None) is not None and point.kind != "counter":
         yield (
             (*loc, "rollover"),
             f'rollover applies to kind = "counter" points, not {point.kind}s',
@@ -559,7 +349,7 @@ def _check_point_units(
 
 
 def _check_carrier_unit(
-    loc: Loc, point: ModbusPoint | OpcuaPoint, carrier: str, carrier_unit: str
+    loc: Loc, point: PointBase, carrier: str, carrier_unit: str
 ) -> Iterator[Problem]:
     """A counter's unit, or a rate's integral, must convert to its carrier's unit."""
     target = units.lookup(carrier_unit)
@@ -586,7 +376,10 @@ def _check_carrier_unit(
                 ),
             )
         return
-    amount = units.integral_unit(point.unit)
+    # What the integral measures decides, not its unit's name: a rate in m3/s integrates to
+    # volume (in units of 3600 m3) and converts to an m3 carrier.
+    quantity = units.integral_dimension(point.unit)
+    amount = units.of_dimension(quantity)[0] if quantity else None
     if amount is None or units.conversion_factor(amount, carrier_unit) is None:
         rate = units.rate_dimension(target.dimension)
         expected = (
@@ -615,7 +408,7 @@ def _example_unit(kind: str, dimension: str) -> str:
 
 
 def _check_groups(cfg: Config) -> Iterator[Problem]:
-    points: dict[str, ModbusPoint | OpcuaPoint] = {}
+    points: dict[str, PointBase] = {}
     for device in cfg.devices:
         try:
             resolved = device.resolved_points()
@@ -664,7 +457,7 @@ def _check_groups(cfg: Config) -> Iterator[Problem]:
 def _check_member(
     loc: Loc,
     member: str,
-    points: dict[str, ModbusPoint | OpcuaPoint],
+    points: dict[str, PointBase],
     device_names: set[str],
 ) -> Iterator[Problem]:
     point = points.get(member)

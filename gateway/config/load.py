@@ -15,19 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from drivers.registry import PLUGINS
+from drivers.wording import quote
 from gateway.config.base import DEFAULT_PATH
 from gateway.config.checks import check_config
-from gateway.config.fields import quote
 from gateway.config.locator import KeyLocator, Loc, format_path
-from gateway.config.model import (
-    Config,
-    Device,
-    ModbusDevice,
-    ModbusPoint,
-    MqttConfig,
-    OpcuaDevice,
-    OpcuaPoint,
-)
+from gateway.config.model import Config, Device, MqttConfig
 from gateway.errors import ConfigError, Problem
 
 __all__ = [
@@ -36,17 +29,24 @@ __all__ = [
     "ConfigError",
     "Device",
     "KeyLocator",
-    "ModbusDevice",
-    "ModbusPoint",
-    "OpcuaDevice",
-    "OpcuaPoint",
     "Problem",
     "load_config",
     "parse_config",
     "validate_document",
 ]
 
-_BRANCH = re.compile(r"^(?:[a-z-]+\[.*\]|\[key\]|float|int|str|bool|none|modbus|opcua)$")
+# Pydantic names the branch of a union in an error's location: a type, or a driver's tag.
+_BRANCH = re.compile(
+    r"^(?:[a-z-]+\[.*\]|\[key\]|float|int|str|bool|none|"
+    + "|".join(re.escape(name) for name in PLUGINS)
+    + r")$"
+)
+_DRIVERS = " or ".join(f'"{name}"' for name in PLUGINS)
+
+
+def _device_models() -> dict[str, type[BaseModel]]:
+    """Per driver name, its device model (the registry's order)."""
+    return {name: p.config().device_model for name, p in PLUGINS.items()}
 
 
 def _pydantic_problems(exc: ValidationError, document: dict[str, Any]) -> list[tuple[Loc, str]]:
@@ -64,9 +64,9 @@ def _pydantic_problems(exc: ValidationError, document: dict[str, Any]) -> list[t
             driver = value.get("driver") if isinstance(value, dict) else None
             loc = (*loc, "driver")
             message = (
-                'required key is missing (driver = "modbus" or "opcua")'
+                f"required key is missing (driver = {_DRIVERS})"
                 if driver is None
-                else f'{quote(driver)} is not a known driver (expected "modbus" or "opcua")'
+                else f"{quote(driver)} is not a known driver (expected {_DRIVERS})"
             )
         elif kind == "literal_error":
             message = (
@@ -135,16 +135,14 @@ def _unknown_key(loc: Loc, document: dict[str, Any]) -> tuple[Loc, str]:
         )
     known = _known_keys(loc[:-1], document)
     models = _models_at(loc[:-1], document)
-    drivers = (
-        (ModbusDevice, OpcuaDevice, "modbus", "opcua"),
-        (OpcuaDevice, ModbusDevice, "opcua", "modbus"),
-    )
-    for mine, other, name, driver in drivers:
-        if models == [other] and key in mine.model_fields:
-            return (
-                loc,
-                f'unknown key: {key} is a {name} key, and this device has driver = "{driver}"',
-            )
+    devices = _device_models()
+    for name, mine in devices.items():
+        for driver, other in devices.items():
+            if other is not mine and models == [other] and key in mine.model_fields:
+                return (
+                    loc,
+                    f'unknown key: {key} is a {name} key, and this device has driver = "{driver}"',
+                )
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return loc, f"unknown key (did you mean {close[0]}?)"
@@ -245,12 +243,12 @@ def _is_mapping(annotation: Any) -> bool:
 
 
 def _pick_driver(models: list[type[BaseModel]], node: Any) -> list[type[BaseModel]]:
-    if isinstance(node, dict) and ModbusDevice in models and OpcuaDevice in models:
+    devices = _device_models()
+    if isinstance(node, dict) and all(m in models for m in devices.values()):
         driver = node.get("driver")
-        if driver == "modbus":
-            return [ModbusDevice]
-        if driver == "opcua":
-            return [OpcuaDevice]
+        chosen = devices.get(driver) if isinstance(driver, str) else None  # `driver = [1]`
+        if chosen is not None:
+            return [chosen]
     return models
 
 
@@ -374,7 +372,9 @@ def _repair(doc: dict[str, Any], error: Any, replaced: list[Loc]) -> bool:
         devices = _walk(doc, loc[:-1])
         if not isinstance(devices, list) or not isinstance(key, int):
             return False
-        devices[key] = {"name": f"device-{key}", "driver": "modbus", "host": "placeholder"}
+        # The first protocol's minimal table: the rest of the file can still be checked.
+        stand_in = next(iter(PLUGINS.values())).placeholder
+        devices[key] = {"name": f"device-{key}", **stand_in}
         replaced.append(loc)
         return True
     replaced.append(loc)
@@ -456,7 +456,6 @@ _PATH_KEYS = {
     "gateway": ("data_dir",),
     "mqtt": ("password_file", "ca_file", "cert_file", "key_file"),
 }
-_DEVICE_PATH_KEYS = ("password_file", "server_certificate", "user_certificate", "user_key")
 
 
 def _anchor_paths(document: dict[str, Any], base: Path) -> None:
@@ -475,7 +474,9 @@ def _anchor_paths(document: dict[str, Any], base: Path) -> None:
     devices = document.get("devices")
     if isinstance(devices, list):
         for device in devices:
-            anchor(device, _DEVICE_PATH_KEYS)
+            plugin = PLUGINS.get(str(device.get("driver"))) if isinstance(device, dict) else None
+            if plugin is not None:  # an unknown driver is refused: its paths do not matter
+                anchor(device, plugin.file_keys)
 
 
 def load_config(path: str | Path = DEFAULT_PATH) -> Config:

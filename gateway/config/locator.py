@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 
-from gateway.config.fields import quote
+from drivers.wording import quote
 
 __all__ = ["KeyLocator", "Loc", "format_path"]
 

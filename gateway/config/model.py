@@ -9,41 +9,35 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
-    PrivateAttr,
     Tag,
-    ValidationError,
     WithJsonSchema,
 )
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-# Wire widths are a Modbus fact kept once, with the driver (a stdlib-only module).
-from drivers.modbus.points import REGISTER_WORDS
-from gateway.config.base import device_named, read_secret
-from gateway.config.fields import (
+from drivers.fields import (
     NAME_RE,
     Bool,
     Duration,
     Float,
     Int,
     Name,
-    Rollover,
     Size,
     in_range,
     parse_duration,
-    positive,
     quote,
 )
+from drivers.models import ConfigModel
+from drivers.registry import PLUGINS
+from drivers.secrets import read_secret
+from gateway.config.base import device_named
 from gateway.energy.carriers import DEFAULT_CARRIERS
 from gateway.energy.windows import check_interval
 
@@ -57,19 +51,14 @@ __all__ = [
     "GroupConfig",
     "HttpConfig",
     "Interval",
-    "ModbusDevice",
-    "ModbusPoint",
     "MqttConfig",
-    "OpcuaDevice",
-    "OpcuaPoint",
     "TariffConfig",
     "TariffPeriod",
     "TariffSeason",
 ]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+_Model = ConfigModel
 
 
 def _system_zone() -> str:
@@ -282,155 +271,27 @@ class TariffConfig(_Model):
     holidays: tuple[date, ...] = ()
 
 
-Kind = Literal["gauge", "counter", "rate"]
-Integration = Literal["trapezoid", "hold"]
-RegisterType = Literal[
-    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"
-]
-
-
-class _PointBase(_Model):
-    name: Name = Field(description='the point\'s name: name = "energy_import"')
-    kind: Kind = "gauge"
-    unit: str = ""
-    carrier: Name | None = None
-    scale: Float = 1.0
-    offset: Float = 0.0
-    max_rate: Annotated[Float, AfterValidator(positive)] | None = None
-    max_gap: Duration | None = None
-    integration: Integration | None = None
-    report_deadband: Annotated[Float, in_range(0, 1e18)] | None = None
-    report_deadband_percent: Annotated[Float, in_range(0, 100)] | None = None
-
-
-class ModbusPoint(_PointBase):
-    function: Literal["coil", "discrete", "input", "holding"] = "holding"
-    address: Annotated[Int, in_range(0, 65535)] = Field(
-        description="0-based register or coil number as on the wire: address = 0x004A"
-    )
-    type: RegisterType = "uint16"
-    order: Literal["ABCD", "CDAB", "BADC", "DCBA"] = "ABCD"
-    rollover: Rollover | None = None
-    bit: Annotated[Int, in_range(0, 15)] | None = None
-    multiply_by: Literal["ct", "pt", "ct*pt"] | None = None
-
-    @property
-    def words(self) -> int:
-        return REGISTER_WORDS[self.type]
-
-
-class OpcuaPoint(_PointBase):
-    node: str = Field(description='the node id: node = "ns=2;s=Line1.Power"')
-    rollover: Annotated[Float, AfterValidator(positive)] | None = None
-    deadband_type: Literal["none", "absolute", "percent"] = "none"
-    deadband_value: Annotated[Float, in_range(0, 1e18)] = 0.0
-
-
-class ModbusDevice(_Model):
-    name: Name = Field(description='the device\'s name, a topic level: name = "sub-a-main"')
-    driver: Literal["modbus"]
-    transport: Literal["tcp", "rtu", "rtu-over-tcp"] = "tcp"
-    host: str | None = None
-    port: Annotated[Int, in_range(1, 65535)] = 502
-    unit: Annotated[Int, in_range(0, 247)] = 1
-    serial_port: str | None = None
-    baudrate: Annotated[Int, in_range(300, 4_000_000)] = 9600
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    ct_ratio: Annotated[Float, AfterValidator(positive)] = 1.0
-    pt_ratio: Annotated[Float, AfterValidator(positive)] = 1.0
-    poll: Duration = 1.0
-    timeout: Duration = 0.5
-    # The longest time between two attempts to reach a device that stopped answering; default
-    # 5 s alone on its link, 60 s on a shared one (drivers/modbus/recovery.py).
-    reconnect_max: Duration | None = None
-    profile: str | None = None
-    retries: Annotated[Int, in_range(0, 10)] = 2
-    max_gap_registers: Annotated[Int, in_range(0, 124)] = 10
-    max_registers_per_request: Annotated[Int, in_range(1, 125)] = 125
-    max_bits_per_request: Annotated[Int, in_range(1, 2000)] = 2000
-    enabled: Bool = True
-    points: tuple[ModbusPoint, ...] = ()
-
-    _resolved: tuple[ModbusPoint, ...] | None = PrivateAttr(default=None)
-
-    def resolved_points(self) -> tuple[ModbusPoint, ...]:
-        """The profile's points (if any) with the device's own, which override by name.
-
-        Computed once per device (the profile file itself is parsed once per process);
-        KeyError for an unknown profile (`ironwatt check` reports it first).
-        """
-        if self._resolved is None:
-            self._resolved = self._merge_profile()
-        return self._resolved
-
-    def _merge_profile(self) -> tuple[ModbusPoint, ...]:
-        if not self.profile:
-            return self.points
-        from drivers.modbus import profiles
-
-        document = profiles.load(self.profile)
-        defaults = document.get("defaults", {})
-        own = {p.name for p in self.points}
-        merged: list[ModbusPoint] = []
-        for raw in document.get("points", ()):
-            if raw["name"] in own:
-                continue
-            fields = {k: v for k, v in {**defaults, **raw}.items() if k != "note"}
-            try:
-                merged.append(ModbusPoint.model_validate(fields))
-            except ValidationError as exc:
-                error = exc.errors(include_url=False)[0]
-                where = ".".join(str(part) for part in error["loc"])
-                raise ValueError(
-                    f"point {raw['name']}: {where}: {error['msg']} (got {quote(error['input'])})"
-                ) from None
-        return (*merged, *self.points)
-
-
-class OpcuaDevice(_Model):
-    name: Name = Field(description='the device\'s name, a topic level: name = "bf2-plc"')
-    driver: Literal["opcua"]
-    endpoint: str = Field(description='the server: endpoint = "opc.tcp://10.10.1.30:4840"')
-    mode: Literal["subscribe", "poll"] = "subscribe"
-    interval: Duration = 1.0
-    security_policy: Literal[
-        "None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"
-    ] = "None"
-    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    username: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = None
-    server_certificate: Path | None = None
-    timestamps: Literal["gateway", "source"] = "gateway"
-    user_certificate: Path | None = None
-    user_key: Path | None = None
-    timeout: Duration = 5.0
-    queue_size: Annotated[Int, in_range(1, 10000)] = 1
-    enabled: Bool = True
-    points: tuple[OpcuaPoint, ...] = ()
-
-    def password(self) -> str | None:
-        return read_secret(self.password_file, self.password_env)
-
-    def resolved_points(self) -> tuple[OpcuaPoint, ...]:
-        return self.points
-
-
 def _device_tag(value: Any) -> str | None:
     driver = value.get("driver") if isinstance(value, dict) else getattr(value, "driver", None)
-    return driver if driver in ("modbus", "opcua") else None
+    return driver if isinstance(driver, str) and driver in PLUGINS else None
 
 
-Device = Annotated[
-    Annotated[ModbusDevice, Tag("modbus")] | Annotated[OpcuaDevice, Tag("opcua")],
-    Discriminator(
-        _device_tag,
-        custom_error_type="driver",
-        custom_error_message='driver must be "modbus" or "opcua"',
-    ),
-]
+def _device_union() -> Any:
+    """Every protocol's device model, told apart by `driver` (the registry's names, in order)."""
+    branches = tuple(Annotated[p.config().device_model, Tag(p.name)] for p in PLUGINS.values())
+    known = " or ".join(f'"{name}"' for name in PLUGINS)
+    return Annotated[
+        Union[branches],  # noqa: UP007 - a union built from a tuple of types
+        Discriminator(
+            _device_tag, custom_error_type="driver", custom_error_message=f"driver must be {known}"
+        ),
+    ]
+
+
+if TYPE_CHECKING:
+    Device = Any
+else:
+    Device = _device_union()
 
 
 class GroupConfig(_Model):
@@ -453,9 +314,8 @@ class Config(_Model):
     # The file it was read from (set by the loader, not a TOML key).
     path: SkipJsonSchema[Path] = Path("ironwatt.toml")
 
-    def device(self, name: str) -> ModbusDevice | OpcuaDevice:
-        found: ModbusDevice | OpcuaDevice = device_named(self.devices, name, self.path)
-        return found
+    def device(self, name: str) -> Any:
+        return device_named(self.devices, name, self.path)
 
     @property
     def mqtt_client_id(self) -> str:
@@ -464,3 +324,14 @@ class Config(_Model):
 
 def _first(value: float | None, fallback: float) -> float:
     return fallback if value is None else value
+
+
+def __getattr__(name: str) -> Any:
+    """A protocol's model by its class name (`ModbusDevice`, ...): asked of the registry, so
+    this module names no protocol and older imports keep working."""
+    for plugin in PLUGINS.values():
+        face = plugin.config()
+        for model in (face.device_model, face.point_model):
+            if model.__name__ == name:
+                return model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,7 @@
 models, every check and its `file:line:` report) and receives the result packed into plain
 values. Here the packed tree becomes records: one small class per model, with the model's field
 names as slots and the few methods the runtime calls (`tz`, `password()`,
-`resolved_points()`, `words`, `device()`, `mqtt_client_id`).
+`resolved_points()`, `device()`, `mqtt_client_id`; a protocol's own through its plugin).
 
 Why a child: pydantic's modules and validators, plus one model object per point, cost a
 Modbus gateway with 8,000 points ~30 MB of resident memory for as long as it runs, half of
@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, cast
 from zoneinfo import ZoneInfo
 
-from drivers.modbus.points import REGISTER_WORDS
+from drivers.registry import PLUGINS
+from drivers.secrets import read_secret
 from gateway.child import python_child_env
-from gateway.config.base import device_named, read_secret
+from gateway.config.base import device_named
 from gateway.errors import ConfigError, ConfigWorkerError, Problem
 
 if TYPE_CHECKING:
@@ -131,30 +132,13 @@ class _WithPassword(Record):
         return read_secret(self.password_file, self.password_env)
 
 
-class _ModbusDevice(Record):
+class _Device(Record):
     __slots__ = ()
     _resolved: tuple[Any, ...]
 
     def resolved_points(self) -> tuple[Any, ...]:
-        """The profile's points with the device's own (merged by the worker, once)."""
+        """The device's points, a profile's merged in (by the worker, once)."""
         return self._resolved
-
-
-class _OpcuaDevice(_WithPassword):
-    __slots__ = ()
-    points: tuple[Any, ...]
-
-    def resolved_points(self) -> tuple[Any, ...]:
-        return self.points
-
-
-class _ModbusPoint(Record):
-    __slots__ = ()
-    type: str
-
-    @property
-    def words(self) -> int:
-        return REGISTER_WORDS[self.type]
 
 
 class _Config(Record):
@@ -172,15 +156,25 @@ class _Config(Record):
         return str(self.mqtt.client_id or f"ironwatt-{self.gateway.site}-{self.gateway.id}")
 
 
-# Model class name -> the record base that carries its methods; others get plain Record.
+# Model class name -> the record base that carries its methods. Devices (the worker sends
+# their `_resolved` points) and tables with a password are told by their fields, whatever
+# their protocol; a protocol adds its own properties through its plugin (`record_bases`).
 _BASES: dict[str, type[Record]] = {
     "GatewayConfig": _GatewayConfig,
-    "MqttConfig": _WithPassword,
-    "ModbusDevice": _ModbusDevice,
-    "OpcuaDevice": _OpcuaDevice,
-    "ModbusPoint": _ModbusPoint,
     "Config": _Config,
 }
+
+
+def _bases_of(model: str, names: tuple[str, ...]) -> tuple[type, ...]:
+    bases: list[type] = [
+        mixin for p in PLUGINS.values() if (mixin := p.record_bases.get(model)) is not None
+    ]
+    if "_resolved" in names:
+        bases.append(_Device)
+    if "password_file" in names and "password_env" in names:
+        bases.append(_WithPassword)
+    bases.append(_BASES.get(model, Record))
+    return tuple(bases)
 
 
 # One class per (model, fields) for the life of the process: a reloaded config's records
@@ -194,8 +188,7 @@ def record_classes(fields: Mapping[str, tuple[str, ...]]) -> dict[str, type[Reco
     for model, names in fields.items():
         cls = _CLASSES.get((model, names))
         if cls is None:
-            base = _BASES.get(model, Record)
-            cls = type(model, (base,), {"__slots__": names, "_fields": names})
+            cls = type(model, _bases_of(model, names), {"__slots__": names, "_fields": names})
             _CLASSES[(model, names)] = cls
         out[model] = cls
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from gateway.config.fields import quote
+from drivers.wording import quote
 from gateway.config.model import Config, TariffPeriod
 
 __all__ = ["check_tariff"]

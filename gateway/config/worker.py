@@ -23,10 +23,15 @@ from gateway.config.records import Packed
 __all__ = ["main", "pack"]
 
 # Values the daemon needs that are methods of a model, computed here once: the field name
-# they travel under (a record slot) and how to get them.
-_DERIVED: dict[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
-    "ModbusDevice": (("_resolved", lambda device: device.resolved_points()),),
-}
+# they travel under (a record slot) and how to get them. Every device model has
+# `resolved_points()` (a profile merged in, or its own points), whatever its protocol.
+_RESOLVED: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("_resolved", lambda device: device.resolved_points()),
+)
+
+
+def _derived(cls: type) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    return _RESOLVED if callable(getattr(cls, "resolved_points", None)) else ()
 
 
 def _exactly(value: Any) -> Any:
@@ -57,7 +62,7 @@ def pack(root: BaseModel) -> tuple[dict[str, tuple[str, ...]], Any]:
             name = cls.__name__
             if owners.setdefault(name, cls) is not cls:
                 raise TypeError(f"two config models are both named {name}")
-            derived = _DERIVED.get(name, ())
+            derived = _derived(cls)
             names = fields.setdefault(name, (*cls.model_fields, *(n for n, _ in derived)))
             values = [getattr(value, n) for n in cls.model_fields]
             values += [get(value) for _, get in derived]

@@ -1,32 +1,25 @@
 """The device side of the daemon: drivers built from the config, each run as a supervised task.
 
-A crashed driver task is restarted with backoff and reported; one device never takes the
-gateway down. Reload replaces only the units whose configuration changed.
+A crashed driver task is restarted with backoff and reported (drivers/running.py); one device
+never takes the gateway down. Reload replaces only the units whose configuration changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from drivers.base import Backoff, DeviceEvent, DeviceSink
+from drivers.base import DRIVER_RESTART, Backoff, DeviceEvent, DeviceSink
+from drivers.plugin import Driver, DriverContext
+from drivers.registry import plugin, plugin_of
+from drivers.running import RunningDriver
 from drivers.samples import PointIndex, SampleBatch
 
 __all__ = ["DeviceUnit", "QueueSink", "Supervisor", "plan_units"]
-
-log = logging.getLogger("ironwatt.runtime")
-
-
-class _Driver(Protocol):
-    async def run(self) -> None: ...
-
-    def status(self) -> Any: ...
 
 
 class QueueSink:
@@ -63,9 +56,9 @@ class QueueSink:
 
 @dataclass(frozen=True)
 class DeviceUnit:
-    """What runs as one task: one OPC UA device, or every Modbus device on one link.
+    """What runs as one task: the devices its protocol runs in one driver (one OPC UA device,
+    or every Modbus device on one link: they share its client and lock, so restart together).
 
-    Devices sharing a Modbus link must share its client and lock, so they restart together.
     `devices` are the frozen config models: equality decides what a reload touches.
     """
 
@@ -79,47 +72,38 @@ class DeviceUnit:
 
 
 def plan_units(devices: Sequence[Any]) -> dict[str, DeviceUnit]:
-    """Group the enabled devices of a config into units, keyed stably across reloads."""
-    modbus: dict[str, list[Any]] = {}
-    units: dict[str, DeviceUnit] = {}
+    """Group the enabled devices of a config into units, keyed stably across reloads
+    ("{driver}/{its plugin's unit key}")."""
+    members: dict[str, list[Any]] = {}
+    drivers: dict[str, str] = {}
     for device in devices:
         if not getattr(device, "enabled", True):
             continue
-        if device.driver == "modbus":
-            if device.transport == "rtu":
-                where = f"serial:{device.serial_port}"
-            else:
-                where = f"{device.transport}:{device.host}:{device.port}"
-            modbus.setdefault(f"modbus/{where}", []).append(device)
-        else:
-            key = f"opcua/{device.name}"
-            units[key] = DeviceUnit(key, "opcua", (device,))
-    for key, members in modbus.items():
-        units[key] = DeviceUnit(key, "modbus", tuple(members))
-    return units
+        plugin = plugin_of(device)
+        key = f"{plugin.name}/{plugin.unit_key(device)}"
+        members.setdefault(key, []).append(device)
+        drivers[key] = plugin.name
+    return {key: DeviceUnit(key, drivers[key], tuple(group)) for key, group in members.items()}
 
 
 def build_driver(
     unit: DeviceUnit, index: PointIndex, sink: DeviceSink, data_dir: Path, gw_id: str, site: str
-) -> _Driver:
-    """Import the protocol package only now: asyncua (~48 MB) only with an OPC UA device."""
-    if unit.driver == "modbus":
-        from gateway.daemon.modbus_link import ModbusLinkDriver
-
-        return ModbusLinkDriver(unit.devices, index, sink)
-    from drivers.opcua.driver import OpcuaDriver
-
-    return OpcuaDriver(unit.devices[0], index, sink, data_dir, gw_id, site)
+) -> Driver:
+    """The unit's running driver; its plugin imports the protocol's library only now (asyncua,
+    ~48 MB, only with an OPC UA device)."""
+    context = DriverContext(data_dir=data_dir, gateway_id=gw_id, site=site)
+    return plugin(unit.driver).build(unit.devices, index, sink, context)
 
 
 @dataclass
 class _Running:
-    unit: DeviceUnit
-    driver: _Driver | None = None
+    unit: DeviceUnit  # a reload may update it in place (Supervisor.update)
+    runner: RunningDriver
     task: asyncio.Task[None] | None = None
-    crashes: int = 0
-    last_crash: str | None = None
-    backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=60.0))
+
+    @property
+    def driver(self) -> Driver | None:
+        return self.runner.driver
 
 
 class Supervisor:
@@ -132,8 +116,8 @@ class Supervisor:
         data_dir: Path,
         gw_id: str,
         site: str,
-        factory: Callable[..., _Driver] = build_driver,
-        restart_backoff: Callable[[], Backoff] = lambda: Backoff(initial=1.0, maximum=60.0),
+        factory: Callable[..., Driver] = build_driver,
+        restart_backoff: Callable[[], Backoff] = lambda: Backoff.of(DRIVER_RESTART),
     ) -> None:
         self.index = index
         self.sink = sink
@@ -145,38 +129,17 @@ class Supervisor:
         self.running: dict[str, _Running] = {}
 
     def start(self, unit: DeviceUnit) -> None:
-        entry = _Running(unit, backoff=self._backoff())
-        self.running[unit.key] = entry
-        entry.task = asyncio.create_task(self._supervise(entry), name=f"device:{unit.key}")
+        def build() -> Driver:
+            return self._factory(
+                entry.unit, self.index, self.sink, self.data_dir, self.gw_id, self.site
+            )
 
-    async def _supervise(self, entry: _Running) -> None:
-        while True:
-            unit = entry.unit  # a reload may have updated it in place
-            started = time.monotonic()
-            try:
-                entry.driver = self._factory(
-                    unit, self.index, self.sink, self.data_dir, self.gw_id, self.site
-                )
-                await entry.driver.run()
-                reason = "driver task returned"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # one unit's bug must not take the gateway down
-                reason = f"driver crashed: {type(exc).__name__}: {exc}"
-                log.error(
-                    "devices %s: %s; restarting", ", ".join(unit.names), reason, exc_info=True
-                )
-            entry.crashes += 1
-            entry.last_crash = reason
-            if time.monotonic() - started > 300:
-                entry.backoff.reset()  # it ran a long time: a fresh failure, not a crash loop
-            if not entry.backoff.attempts_pending:
-                # The first crash of a streak is an event; a crash loop is one event, not one
-                # a minute (the log and /status keep counting).
-                now = time.time()
-                for name in unit.names:
-                    self.sink.add_event(DeviceEvent("device_down", name, reason, now))
-            await asyncio.sleep(entry.backoff.next_delay())
+        runner = RunningDriver(
+            build, lambda: entry.unit.names, self.sink, kind=unit.driver, backoff=self._backoff()
+        )
+        entry = _Running(unit, runner)
+        self.running[unit.key] = entry
+        entry.task = asyncio.create_task(runner.run(), name=f"device:{unit.key}")
 
     async def update(self, unit: DeviceUnit) -> bool:
         """Hand a running unit its reloaded devices; False when it must be restarted instead.
@@ -211,20 +174,5 @@ class Supervisor:
         """Per device: the driver's own status, plus the supervisor's crash count."""
         out: dict[str, dict[str, Any]] = {}
         for entry in self.running.values():
-            driver_status: dict[str, Any] = {}
-            if entry.driver is not None:
-                try:
-                    driver_status = entry.driver.status()
-                except Exception as exc:  # status must never fail the listener
-                    driver_status = {"status_error": str(exc)}
-            for device in entry.unit.devices:
-                if entry.unit.driver == "modbus":
-                    item = dict(driver_status.get(device.name, {"state": "starting"}))
-                else:
-                    item = dict(driver_status or {"state": "starting"})
-                item.setdefault("driver", entry.unit.driver)
-                item["crashes"] = entry.crashes
-                if entry.last_crash:
-                    item["last_crash"] = entry.last_crash
-                out[device.name] = item
+            out.update(entry.runner.status())
         return out

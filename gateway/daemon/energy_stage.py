@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+from drivers.registry import plugin_of
 from drivers.samples import PointIndex, SampleBatch
 from gateway.energy.aggregate import Aggregator, PointSpec, WindowPayload
 from gateway.outbox.messages import Message
@@ -18,15 +19,6 @@ from gateway.topics import Topics
 
 __all__ = ["EnergyStage", "changed_sources", "specs_of"]
 
-_UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
-
-
-def _modbus_wire(device: Any) -> dict[str, tuple[str, float]]:
-    """Point name -> (register type, scale incl. CT/PT): what `rollover = "auto"` needs."""
-    from drivers.modbus.points import resolve
-
-    return {s.name: (s.type, s.scale) for s in resolve(device)}
-
 
 def specs_of(cfg: Any) -> list[PointSpec]:
     """One aggregator spec per point of every enabled device."""
@@ -34,28 +26,22 @@ def specs_of(cfg: Any) -> list[PointSpec]:
     for device in cfg.devices:
         if not getattr(device, "enabled", True):
             continue
-        if device.driver == "modbus":
-            period, timeout, polled = float(device.poll), float(device.timeout), True
-            wire = _modbus_wire(device)
-        else:
-            period, timeout = float(device.interval), float(device.timeout)
-            polled, wire = device.mode == "poll", {}
+        plugin = plugin_of(device)
+        timing = plugin.timing(device)
+        period, timeout, polled = timing.period, timing.timeout, timing.polled
+        facts = plugin.point_facts(device)
         for p in device.resolved_points():
+            fact = facts[p.name]
             rollover = 0.0
             if p.rollover == "auto":
-                rtype, scale = wire.get(p.name, ("", 0.0))
-                bits = _UNSIGNED_BITS.get(rtype)
-                if bits is None:
+                if fact.modulus is None:
                     raise ValueError(
                         f'device {device.name!r} point {p.name!r}: rollover = "auto" needs an '
-                        f"unsigned integer register, not {rtype or 'an OPC UA node'}"
+                        f"unsigned integer register, not {fact.source}"
                     )
-                rollover = float(2**bits) * abs(scale)
+                rollover = fact.modulus
             elif p.rollover is not None:
                 rollover = float(p.rollover)
-            rtype, scale = wire.get(p.name, ("float", 0.0))
-            # An integer register moves in steps of its scale: one step down is jitter.
-            resolution = abs(scale) if rtype in _RES_TYPES else 0.0
             # Polled points join readings up to 3 polls apart and integrate trapezoids;
             # subscribed ones hold a value until the next (silence = unchanged), no max_gap.
             max_gap = p.max_gap if p.max_gap is not None else (3 * period if polled else 0.0)
@@ -63,22 +49,19 @@ def specs_of(cfg: Any) -> list[PointSpec]:
             specs.append(PointSpec(
                 device=device.name, name=p.name, kind=p.kind, unit=p.unit or "",
                 carrier=p.carrier, rollover=rollover, max_rate=float(p.max_rate or 0.0),
-                resolution=resolution, max_gap=float(max_gap), integration=integration,
+                # An integer register moves in steps of its scale: one step down is jitter.
+                resolution=fact.resolution, max_gap=float(max_gap), integration=integration,
                 demand=p.kind == "rate" and p.carrier == "electricity",
                 grace=max(1.0, period + timeout),
             ))  # fmt: skip
     return specs
 
 
-_RES_TYPES = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64", "bool"})
 # Point keys that tune how readings are judged, not what they are: changing them keeps state.
 _TUNING = frozenset({
     "report_deadband", "report_deadband_percent", "max_gap", "max_rate", "rollover",
     "integration", "deadband_type", "deadband_value", "carrier",
 })  # fmt: skip
-# Device keys that change what a reading means (the same register on another meter or ratio).
-_DEVICE_SOURCE = ("transport", "host", "port", "unit", "serial_port", "ct_ratio", "pt_ratio",
-                  "endpoint", "timestamps")  # fmt: skip
 
 
 def _enabled(cfg: Any) -> dict[str, Any]:
@@ -86,8 +69,11 @@ def _enabled(cfg: Any) -> dict[str, Any]:
 
 
 def _point_sources(device: Any) -> dict[str, tuple[Any, ...]]:
-    """Per point of one device: what its readings come from, for deciding what a reload resets."""
-    where = tuple(getattr(device, k, None) for k in _DEVICE_SOURCE)
+    """Per point of one device: what its readings come from, for deciding what a reload resets.
+
+    The device keys that change what a reading means (the same register on another meter or
+    ratio) are its protocol's `source_keys`."""
+    where = tuple(getattr(device, k, None) for k in plugin_of(device).source_keys)
     out: dict[str, tuple[Any, ...]] = {}
     for p in device.resolved_points():
         fields = p.model_dump()

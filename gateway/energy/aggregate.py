@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from drivers.samples import PointIndex, SampleBatch
 from ext import kernel as default_kernel
+from gateway.energy import units
 from gateway.energy.windows import DAY, edges_between, window_of
 from gateway.timefmt import utc_iso
 
@@ -106,12 +107,9 @@ class Closed:
 
 
 def integral_unit(unit: str) -> str:
-    """The unit of a rate's integral: kW -> kWh, m3/h -> m3, t/h -> t."""
-    if unit.endswith("/h"):
-        return unit[:-2]
-    if unit.endswith("W"):
-        return unit + "h"
-    return unit + "*h"
+    """The payload's `integral_unit`: the unit table's (gateway.energy.units.integral_unit:
+    kW -> kWh, MW -> MWh, m3/h -> m3), or the product `unit*h` where it has no name (A*h)."""
+    return units.integral_unit(unit) or f"{unit}*h"
 
 
 def _num(x: float) -> float | None:

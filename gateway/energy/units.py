@@ -15,6 +15,7 @@ __all__ = [
     "Unit",
     "canonical",
     "conversion_factor",
+    "integral_dimension",
     "integral_unit",
     "lookup",
     "of_dimension",
@@ -118,10 +119,28 @@ def conversion_factor(source: str, target: str) -> float | None:
     return a.factor / b.factor
 
 
-def integral_unit(rate_unit: str) -> str | None:
-    """The canonical unit of a rate's integral over hours (kW -> kWh), None for non-rates."""
+def integral_dimension(rate_unit: str) -> str | None:
+    """The dimension of a rate's integral over hours ("kW" -> "energy"), None for non-rates."""
     unit = UNITS.get(rate_unit)
-    if unit is None:
+    return RATE_TO_QUANTITY.get(unit.dimension) if unit is not None else None
+
+
+def integral_unit(rate_unit: str) -> str | None:
+    """The unit a rate's integral over hours is in, its readings taken as they are: kW -> kWh,
+    MW -> MWh, W -> Wh, m3/h -> m3, Nm3/h -> Nm3, kg/h -> kg, kvar -> kvarh.
+
+    The one answer: the window payload's `integral_unit` (the kernel integrates readings
+    without converting them, so MW integrate to MWh, not kWh) and the config checks both ask
+    here. None for a unit that is not a rate, or a rate whose integral the table has no name
+    for (m3/s integrates to 3600 m3 per unit: no such unit).
+    """
+    unit = UNITS.get(rate_unit)
+    quantity = integral_dimension(rate_unit)
+    if unit is None or quantity is None:
         return None
-    quantity = RATE_TO_QUANTITY.get(unit.dimension)
-    return _CANONICAL[quantity] if quantity else None
+    same = [u.name for u in UNITS.values() if u.dimension == quantity and u.factor == unit.factor]
+    # Of equal factors (m3 and Nm3), the one the rate is spelled from: Nm3/h -> Nm3.
+    for spelled in (rate_unit.removesuffix("/h"), rate_unit + "h"):
+        if spelled in same:
+            return spelled
+    return same[0] if same else None

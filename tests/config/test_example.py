@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from drivers.modbus.config import ModbusDevice
+from drivers.opcua.config import OpcuaDevice
 from gateway.cli.check import json_schema
 from gateway.config.load import ConfigError, load_config, parse_config
-from gateway.config.model import ModbusDevice, OpcuaDevice
 from tests.config.support import CASES, REPO, check, stage
 
 EXAMPLE = REPO / "docs" / "config.example.toml"

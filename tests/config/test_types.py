@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from gateway.config.fields import (
+from drivers.fields import (
     Duration,
     Name,
     Size,
@@ -164,23 +164,27 @@ def test_conversion_factor(source: str, target: str, factor: float | None) -> No
 
 
 @pytest.mark.parametrize(
-    ("rate", "amount"),
+    ("rate", "amount", "dimension"),
     [
-        ("kW", "kWh"),
-        ("W", "kWh"),
-        ("m3/h", "m3"),
-        ("m3/s", "m3"),
-        ("t/h", "t"),
-        ("kg/h", "t"),
-        ("GJ/h", "GJ"),
-        ("kvar", "kvarh"),
-        ("V", None),
-        ("kWh", None),
-        ("bogus", None),
+        ("kW", "kWh", "energy"),
+        ("W", "Wh", "energy"),
+        ("MW", "MWh", "energy"),  # the readings are integrated as they are: MW x h = MWh
+        ("m3/h", "m3", "volume"),
+        ("Nm3/h", "Nm3", "volume"),
+        ("m3/s", None, "volume"),  # 3600 m3 per unit: no name, yet a volume all the same
+        ("t/h", "t", "mass"),
+        ("kg/h", "kg", "mass"),
+        ("GJ/h", "GJ", "heat"),
+        ("kvar", "kvarh", "reactive_energy"),
+        ("kVA", "kVAh", "apparent_energy"),
+        ("V", None, None),
+        ("kWh", None, None),
+        ("bogus", None, None),
     ],
 )
-def test_integral_unit(rate: str, amount: str | None) -> None:
+def test_integral_unit(rate: str, amount: str | None, dimension: str | None) -> None:
     assert units.integral_unit(rate) == amount
+    assert units.integral_dimension(rate) == dimension
 
 
 def test_every_dimension_has_one_canonical_unit() -> None:

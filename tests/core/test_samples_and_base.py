@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from drivers.base import Backoff, DeviceEvent, DeviceHealth
+from drivers.base import (
+    DRIVER_RESTART,
+    SESSION_RECONNECT,
+    Backoff,
+    DeviceEvent,
+    DeviceHealth,
+    FixedRate,
+)
 from drivers.samples import QUALITY_BAD, PointIndex, SampleBatch
 
 
@@ -80,3 +87,20 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
     assert all(0.5 * s <= d <= s for d, s in zip(delays, steps, strict=True))
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+def test_fixed_rate_counts_the_ticks_a_poll_ran_past() -> None:
+    """One definition of an overrun for every driver: a tick a poll ran past, skipped."""
+    schedule = FixedRate(period=1.0, due=10.0)
+    assert schedule.advance(10.3) == 0 and schedule.due == 11.0  # on time: no drift
+    assert schedule.advance(11.0) == 0 and schedule.due == 12.0  # ended exactly on the tick
+    assert schedule.advance(14.5) == 2 and schedule.due == 15.0  # ticks 13, 14 skipped
+    assert schedule.advance(16.0) == 0 and schedule.due == 16.0  # ended on tick 16: it runs
+    assert schedule.advance(17.5) == 1 and schedule.due == 18.0  # tick 17 skipped
+    assert schedule.due > 17.5  # never a catch-up burst: the next tick is in the future
+
+
+def test_backoff_of_a_named_situation() -> None:
+    backoff = Backoff.of(DRIVER_RESTART)
+    assert (backoff.initial, backoff.maximum) == (DRIVER_RESTART.first, DRIVER_RESTART.maximum)
+    assert Backoff.of(SESSION_RECONNECT).maximum == 30.0

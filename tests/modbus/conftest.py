@@ -9,13 +9,9 @@ import pytest
 import pytest_asyncio
 
 from drivers.base import DeviceEvent
+from drivers.modbus.config import ModbusDevice, ModbusPoint
 from drivers.samples import PointIndex, SampleBatch
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
-
-try:
-    from gateway.config.load import ModbusDevice, ModbusPoint
-except ImportError:  # until the integrator's gateway/config/load.py re-exports the models
-    from gateway.config.model import ModbusDevice, ModbusPoint
 
 
 class RecordingSink:

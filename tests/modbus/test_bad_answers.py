@@ -1,7 +1,7 @@
 """Devices that answer badly, against servers that build their frames by hand (badserver.py).
 
 Every way of answering wrong runs at once, each device on its own server and link as the daemon
-runs them (ModbusLinkDriver), beside a healthy meter on a pymodbus simulator. For each: the
+runs them (ModbusDriver), beside a healthy meter on a pymodbus simulator. For each: the
 driver keeps running, the device's samples are all bad (nothing from a malformed answer is ever
 a good sample), ONE warning names the device, the address and what came back, no traceback or
 pymodbus line reaches the log, and the healthy meter keeps its poll rate. Then one link at a time:
@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
+from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.link import DeviceError, Link, LinkSettings, NoResponse
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
-from gateway.daemon.modbus_link import ModbusLinkDriver
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 from tests.modbus.badserver import BadServer, until
 from tests.modbus.conftest import RecordingSink, make_device
@@ -85,7 +85,7 @@ class Fleet:
     sink: RecordingSink = field(default_factory=RecordingSink)
     index: PointIndex = field(default_factory=PointIndex)
     servers: dict[str, BadServer] = field(default_factory=dict)
-    drivers: dict[str, ModbusLinkDriver] = field(default_factory=dict)
+    drivers: dict[str, ModbusDriver] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def rows(self, device: str) -> list[tuple[str, float, float, int]]:
@@ -131,7 +131,7 @@ async def fleet() -> AsyncIterator[Fleet]:
             "healthy", port=plant.port, poll=POLL, timeout=TIMEOUT, profile="eastron-sdm630"
         )
         for name, device in devices.items():
-            driver = ModbusLinkDriver([device], f.index, f.sink)
+            driver = ModbusDriver([device], f.index, f.sink)
             f.drivers[name] = driver
             f.tasks[name] = asyncio.create_task(driver.run(), name=f"fuzz:{name}")
         try:

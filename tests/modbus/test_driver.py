@@ -86,10 +86,11 @@ async def test_dead_device_does_not_slow_a_healthy_one_on_another_link(
             "dead", port=dead_plant.port, unit=9, poll=period, timeout=0.3, profile="eastron-sdm630"
         )
         index = PointIndex()
-        driver = ModbusDriver([healthy, dead], index, sink)
-        async with running(driver):
+        # Two links, two drivers (as the daemon runs them: one unit per link).
+        ok_link, dead_link = ModbusDriver([healthy], index, sink), ModbusDriver([dead], index, sink)
+        async with running(ok_link), running(dead_link):
             await asyncio.sleep(2.5)
-            status = driver.status()
+            status = {**ok_link.status(), **dead_link.status()}
         times = poll_times(sink, index, "ok")
         intervals = [b - a for a, b in itertools.pairwise(times)]
         # The median is the healthy device's period; one stall of this shared machine (a skipped
@@ -216,7 +217,7 @@ async def test_dead_units_do_not_cut_a_live_one_off_a_shared_connection(
         async with running(driver):
             await asyncio.sleep(2.0)
             status = driver.status()
-        link = next(iter(driver.links.values()))
+        link = driver.link
     assert status["u1"]["state"] == "up" and status["u1"]["errors"] == 0, status["u1"]
     assert not sink.events_of("device_down", "u1")
     assert {status[f"u{u}"]["state"] for u in dead} == {"down"}
@@ -269,3 +270,14 @@ async def test_a_missed_reply_reads_the_same_whichever_timer_fires(
         finally:
             link.close()
     assert not [r for r in caplog.records if "No response received" in r.getMessage()]
+
+
+def test_one_driver_runs_one_link(sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    """The daemon runs one driver per link (its unit); a device of another link is a bug."""
+    here = device_factory("here", port=15020)
+    there = device_factory("there", port=15021)
+    with pytest.raises(ValueError, match=r"devices there are not on tcp://127\.0\.0\.1:15020"):
+        ModbusDriver([here, there], PointIndex(), sink)
+    driver = ModbusDriver([here, device_factory("also", port=15020, unit=2)], PointIndex(), sink)
+    assert driver.link.shared and set(driver.runners) == {"here", "also"}
+    driver.link.close()

@@ -20,7 +20,6 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.link import LinkSettings, make_client
 from drivers.modbus.recovery import Member, Steps, device_steps, link_steps, reconnect_max
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex, SampleBatch
-from gateway.daemon.modbus_link import ModbusLinkDriver
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 from tests.modbus.badserver import BadServer, until
 from tests.modbus.conftest import RecordingSink, make_device
@@ -140,7 +139,7 @@ async def test_a_dead_unit_on_a_shared_line_keeps_slow_retries() -> None:
                            transport="rtu-over-tcp", points=points)  # fmt: skip
         dead = make_device("dead", port=server.port, unit=3, poll=poll, timeout=0.1,
                            transport="rtu-over-tcp", points=points)  # fmt: skip
-        driver = ModbusLinkDriver([live, dead], index, sink)
+        driver = ModbusDriver([live, dead], index, sink)
         async with running(driver):
             started = time.monotonic()
 
@@ -178,7 +177,7 @@ async def test_a_dead_unit_on_a_shared_line_keeps_slow_retries() -> None:
 
 @pytest.mark.asyncio
 async def test_a_reload_that_shares_or_frees_a_link_changes_its_policy() -> None:
-    """ModbusLinkDriver.update(): a second device on the link makes it shared (slow retries);
+    """ModbusDriver.update(): a second device on the link makes it shared (slow retries);
     removing it again gives the one left its own link's policy."""
     async with BadServer(registers={0: 1}, units=(1, 2)) as server:
         a = make_device(
@@ -187,9 +186,10 @@ async def test_a_reload_that_shares_or_frees_a_link_changes_its_policy() -> None
         b = make_device(
             "b", port=server.port, unit=2, poll=0.2, points=[{"name": "x", "address": 0}]
         )
-        driver = ModbusLinkDriver([a], PointIndex(), RecordingSink())
+        driver = ModbusDriver([a], PointIndex(), RecordingSink())
         async with running(driver):
-            assert await until(lambda: "a" in driver.runners, timeout=2.0)
+            # Polling already: the reload below meets a running driver.
+            assert await until(lambda: driver.status()["a"]["polls"] >= 1, timeout=2.0)
             link = driver.link
             assert not link.shared and link._backoff.maximum == pytest.approx(4.8)
             assert driver.runners["a"].backoff.maximum == pytest.approx(4.8)

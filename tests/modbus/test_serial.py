@@ -76,7 +76,7 @@ async def test_units_sharing_a_serial_line(
     ]
     index = PointIndex()
     driver = ModbusDriver(devices, index, sink)
-    assert len(driver.links) == 1  # one client, one lock for the line
+    assert driver.settings.serial_port == port  # one client, one lock for the line
     task = asyncio.create_task(driver.run())
     await asyncio.sleep(1.5)
     status = driver.status()
@@ -102,7 +102,7 @@ async def test_rtu_over_tcp(sink: Any, device_factory: Any) -> None:
         )
         index = PointIndex()
         driver = ModbusDriver([device], index, sink)
-        runner = driver.runners[0]
+        runner = driver.runners["gw"]
         try:
             batch = await runner.poll_once()
         finally:

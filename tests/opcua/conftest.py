@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from drivers.base import DeviceEvent
+from drivers.opcua.config import OpcuaDevice
 from drivers.samples import PointIndex, SampleBatch
-from gateway.config.model import OpcuaDevice
 from gateway.sim.opcua_plc import PLC_NAMESPACE, free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -204,8 +204,10 @@ async def test_bad_and_uncertain_status_codes(
         await plc.acommand("inject", node=FAULT, value=3.5)
         await rig.seen_good(3.5)
         rig.assert_rates_kept(since)
-        back_status = {d: rig.drivers[d].status()["point_errors"] for d in rig.faulty}
-        assert rig.drivers["poll"].uncertain >= 1 and rig.drivers["poll"].status()["uncertain"]
+        back_status = {d: rig.drivers[d].device_status()["point_errors"] for d in rig.faulty}
+        assert (
+            rig.drivers["poll"].uncertain >= 1 and rig.drivers["poll"].device_status()["uncertain"]
+        )
     for device in rig.faulty:
         fall, uncertain, back = lines(caplog, device)  # exactly three transitions
         assert fall.startswith(f"device {device} point fault node {FAULT_NODE!r}: ")

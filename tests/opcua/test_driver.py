@@ -78,7 +78,7 @@ async def test_subscribe_and_poll_deliver_the_same_values(plc: PlcProcess, tmp_p
     assert last_good(sub_sink) == expected
     assert last_good(poll_sink) == expected
     assert poll.health.requests == 4 * poll.health.polls
-    assert sub.status()["state"] == "stopped" and sub.health.last_error is None
+    assert sub.device_status()["state"] == "stopped" and sub.health.last_error is None
     assert sub.namespace_indexes == {"urn:plant1:bf2": plc.ns_index}
     assert [e.type for e in sub_sink.events] == ["device_up"]
     # Timestamps are the gateway's receive time by default.
@@ -188,7 +188,7 @@ async def test_source_timestamps_and_uncertain_quality(
     _k, ts, value, quality = gateway_sink.rows()[-1]
     assert value == 7.5 and quality == QUALITY_UNCERTAIN
     assert abs(ts - datetime.now(UTC).timestamp()) < 10
-    assert src.uncertain == 1 and src.status()["uncertain"] == 1 and src.bad == 0
+    assert src.uncertain == 1 and src.device_status()["uncertain"] == 1 and src.bad == 0
 
 
 @pytest.mark.asyncio

@@ -195,7 +195,7 @@ def test_a_client_handle_never_given_out_costs_that_item_only(
     assert [(k, v, q) for k, _t, v, q in sink.rows()] == [
         (key, 1.5 + n, QUALITY_GOOD) for n in range(3) for key in ("bf2.p0", "bf2.p1")
     ]
-    assert drv.unknown_handles == 6 and drv.status()["unknown_handles"] == 6
+    assert drv.unknown_handles == 6 and drv.device_status()["unknown_handles"] == 6
     (record,) = [r for r in caplog.records if r.name == "ironwatt.opcua"]
     assert "client handle 7, which this session never gave out" in record.getMessage()
     assert drv.problems.current() == {}
@@ -325,7 +325,7 @@ def test_the_driver_damps_a_point_alternating_nan_and_good() -> None:
     drv.flush()
     assert len(sink.rows()) == 100  # every sample is delivered, bad or good
     assert len(sink.events_of("point_error")) == 6
-    assert drv.status()["flapping"] == {"p0": 50 - 6}
+    assert drv.device_status()["flapping"] == {"p0": 50 - 6}
 
 
 def test_immediate_reconnects_after_a_namespace_change_are_rationed() -> None:

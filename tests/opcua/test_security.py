@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from drivers.opcua.config import OpcuaDevice
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.security import (
     OpcuaConnectError,
@@ -17,7 +18,6 @@ from drivers.opcua.security import (
     settings_for_device,
 )
 from drivers.samples import QUALITY_GOOD
-from gateway.config.model import OpcuaDevice
 from tests.opcua.conftest import (
     NSU,
     PASSWORD,
@@ -122,7 +122,7 @@ async def test_wrong_password_is_refused_with_a_clear_message(
     async with running(driver):
         await wait_until(lambda: sink.events_of("device_down"), 20, "device_down")
     assert "refused the user 'gateway'" in sink.events_of("device_down")[0].reason
-    assert driver.status()["state"] == "stopped" and sink.rows() == []
+    assert driver.device_status()["state"] == "stopped" and sink.rows() == []
 
 
 @pytest.mark.asyncio

@@ -7,11 +7,12 @@ docs/design.md (Profiles). Points use canonical names and units (energy_import i
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Collection
 from functools import cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["available", "load"]
+__all__ = ["available", "load", "points_of"]
 
 
 def available() -> list[str]:
@@ -27,3 +28,18 @@ def load(name: str) -> dict[str, Any]:
         raise KeyError(f"unknown profile {name!r} (known: {', '.join(available())})")
     text = resources.files(__name__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
+
+
+def points_of(name: str, overridden: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The profile's points as raw tables, its `defaults` applied, without the ones named in
+    `overridden` (a device's own points replace the profile's of the same name).
+
+    The one profile merge: the config model validates these, `drivers.modbus.points` reads them.
+    """
+    document = load(name)
+    defaults = document.get("defaults", {})
+    return [
+        {k: v for k, v in {**defaults, **raw}.items() if k != "note"}
+        for raw in document.get("points", ())
+        if raw["name"] not in overridden
+    ]

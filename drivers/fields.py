@@ -1,13 +1,13 @@
 """Value types of the config file: durations, sizes, names, ranges, with technician-worded errors.
 
 Each is an `Annotated` pydantic type whose failure message says what is wrong and what was
-expected, so `config.py` can print it after `file:line: key.path:` unchanged.
+expected, so the loader (gateway/config/load.py) prints it after `file:line: key.path:` unchanged.
+Here, with the drivers, because each protocol's config model is built from them; only the
+validating side imports this module (pydantic), never the daemon.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -22,6 +22,10 @@ from pydantic import (
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
+
+# Wording is shared with the protocol checks in drivers/ (the lowest layer): defined there.
+from drivers.wording import format_duration, quote
+from drivers.wording import number as _num
 
 __all__ = [
     "NAME_RE",
@@ -60,21 +64,6 @@ _DURATION_FORMS = 'expected a number and a unit: "500ms", "1s", "15m", "1h", "1d
 _SIZE_FORMS = 'expected a number and a unit: "64MB", "512MB", "2GB"; 1 MB = 1024 KB'
 
 
-def quote(value: Any) -> str:
-    """A value as the technician would write it in TOML: "text" in double quotes, 1.5, true."""
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return _num(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(quote(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {quote(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
 def parse_duration(text: str) -> float:
     """'500ms', '1s', '15m', '1h', '1d', '1h30m' -> seconds. ValueError with the accepted forms."""
     pos, total = 0, 0.0
@@ -87,23 +76,6 @@ def parse_duration(text: str) -> float:
     if pos == 0 or pos != len(stripped):
         raise ValueError(f"{quote(text)} is not a duration ({_DURATION_FORMS})")
     return total
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact spelling of a duration: 900 -> '15m', 0.5 -> '500ms', 5400 -> '1h30m'."""
-    if seconds <= 0 or not math.isfinite(seconds):
-        raise ValueError(f"{seconds!r} is not a positive duration")
-    millis = round(seconds * 1000)
-    if abs(millis - seconds * 1000) > 1e-6 * max(1.0, seconds * 1000):
-        return f"{seconds!r}s"
-    parts = []
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        count, millis = divmod(millis, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    if millis:
-        parts.append(f"{millis}ms")
-    return "".join(parts)
 
 
 def parse_size(text: str) -> int:
@@ -264,7 +236,3 @@ def positive(value: float) -> float:
             "positive", "{value} must be greater than 0", {"value": _num(value)}
         )
     return value
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
