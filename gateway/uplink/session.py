@@ -20,9 +20,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.timefmt import utc_iso
 from gateway.errors import StorageError, UplinkError
 from gateway.outbox import Row, compose
+from gateway.timefmt import utc_iso
 from gateway.uplink.inflight import Done, InFlight, Kind
 from gateway.uplink.mqtt_client import Wakeup, discard, new_client, pump
 from gateway.uplink.settings import UplinkSettings
