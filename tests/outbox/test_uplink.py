@@ -154,7 +154,9 @@ def test_last_will_when_the_gateway_vanishes(
         text=True,
     )
     try:
-        collector.wait_for(lambda g: any(json.loads(p)["state"] == "online" for _, p, _ in g))
+        collector.wait_for(
+            lambda g: any(json.loads(p)["state"] == "online" for _, p, _ in g), what="online"
+        )
     finally:
         proc.kill()
         proc.wait()
@@ -291,7 +293,7 @@ def test_live_bursts_do_not_each_publish_a_retained_status(
     for burst in range(10):
         seqs |= {s for s in outbox.enqueue([Message(TOPIC, {"b": burst})] * 3) if s}
         time.sleep(0.1)
-    got = collector.wait_for(lambda g: seqs_of(g) == seqs, 10)
+    got = collector.wait_for(lambda g: seqs_of(g) == seqs, 10, what="all 30 messages")
     uplink.stop()
     collector.close()
     docs = [json.loads(p) for t, p, _ in got if t == STATUS]

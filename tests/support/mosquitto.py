@@ -296,12 +296,21 @@ class Collector:
             return list(self.messages)
 
     def wait_for(
-        self, predicate: Callable[[list[tuple[str, bytes, bool]]], bool], timeout: float = 10.0
+        self,
+        predicate: Callable[[list[tuple[str, bytes, bool]]], bool],
+        timeout: float = 10.0,
+        what: str | None = None,
     ) -> list[tuple[str, bytes, bool]]:
+        """What came so far, once `predicate` holds or `timeout` passed; with `what`, a timeout
+        fails the test naming it (without, the caller asserts on what it got)."""
         deadline = time.monotonic() + timeout
         while True:
             got = self.snapshot()
-            if predicate(got) or time.monotonic() > deadline:
+            if predicate(got):
+                return got
+            if time.monotonic() > deadline:
+                if what is not None:
+                    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
                 return got
             time.sleep(0.02)
 
