@@ -8,19 +8,15 @@ supervisor), `energy_stage`, `telemetry`, `uplink_thread`, and the systemd-facin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gateway.lazyface import lazy_face
 
 __all__ = ["Gateway", "run_gateway"]
 
 if TYPE_CHECKING:
     from gateway.daemon.lifecycle import Gateway, run_gateway
 
-
-def __getattr__(name: str) -> Any:
-    # Lazy: `ironwatt status` and `ironwatt reload` import gateway.daemon.status and
-    # reload_control without the drivers, the outbox and the kernel.
-    if name in __all__:
-        from gateway.daemon import lifecycle
-
-        return getattr(lifecycle, name)
-    raise AttributeError(name)
+# Lazy: `ironwatt status` and `ironwatt reload` import gateway.daemon.status and
+# reload_control without the drivers, the outbox and the kernel.
+__getattr__, __dir__ = lazy_face(__name__, dict.fromkeys(__all__, "lifecycle"), globals())

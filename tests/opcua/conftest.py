@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from drivers.base import DeviceEvent
 from drivers.opcua.config import OpcuaDevice
-from drivers.samples import PointIndex, SampleBatch
 from gateway.sim.opcua_plc import PLC_NAMESPACE, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,33 +196,6 @@ def make_device(
     }
     data.update(extra)
     return OpcuaDevice.model_validate(data)
-
-
-@dataclass
-class RecordingSink:
-    """Keeps every batch and event; rows are (key, ts, value, quality)."""
-
-    index: PointIndex = field(default_factory=PointIndex)
-    batches: list[SampleBatch] = field(default_factory=list)
-    events: list[DeviceEvent] = field(default_factory=list)
-
-    def add_samples(self, batch: SampleBatch) -> None:
-        self.batches.append(batch)
-
-    def add_event(self, event: DeviceEvent) -> None:
-        self.events.append(event)
-
-    def rows(self, key: str | None = None) -> list[tuple[str, float, float, int]]:
-        out = []
-        for batch in self.batches:
-            for pid, ts, value, quality in batch:
-                k = self.index.key(pid)
-                if key is None or k == key:
-                    out.append((k, ts, value, quality))
-        return out
-
-    def events_of(self, kind: str) -> list[DeviceEvent]:
-        return [e for e in self.events if e.type == kind]
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> None:

@@ -25,7 +25,8 @@ from drivers.opcua.driver import OpcuaDriver
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from ext import kernel as km
 from gateway.sim.opcua_plc import PLC_NAMESPACE
-from tests.opcua.conftest import NSU, PlcProcess, RecordingSink, make_device, point, wait_until
+from tests.opcua.conftest import NSU, PlcProcess, make_device, point, wait_until
+from tests.support.recording import RecordingSink
 from tests.support.tasks import running
 
 FAULT = "Types.Double"  # a Double node (2.25 at rest) the tests break and mend

@@ -17,11 +17,11 @@ from drivers.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from tests.opcua.conftest import (
     NSU,
     PlcProcess,
-    RecordingSink,
     make_device,
     point,
     wait_until,
 )
+from tests.support.recording import RecordingSink
 from tests.support.tasks import running
 
 # Every numeric type of the simulated PLC, and Boolean; values are its static start values.

@@ -19,7 +19,8 @@ import pytest
 from drivers.opcua.driver import OpcuaDriver
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD
 from gateway.sim.opcua_plc import free_port
-from tests.opcua.conftest import RecordingSink, make_device, point, wait_until
+from tests.opcua.conftest import make_device, point, wait_until
+from tests.support.recording import RecordingSink
 from tests.support.tasks import running
 
 PREFIX = os.environ.get("IRONWATT_NODE_OPCUA", "")

@@ -13,7 +13,8 @@ from asyncua import ua
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.quality import ANY, decode, describe_value, expect_for_datatype
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD
-from tests.opcua.conftest import NSU, RecordingSink, make_device, point
+from tests.opcua.conftest import NSU, make_device, point
+from tests.support.recording import RecordingSink
 
 DOUBLE = expect_for_datatype(0, 11)
 BOOLEAN = expect_for_datatype(0, 1)

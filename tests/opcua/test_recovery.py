@@ -15,11 +15,11 @@ from drivers.samples import QUALITY_BAD, QUALITY_GOOD
 from tests.opcua.conftest import (
     NSU,
     PlcProcess,
-    RecordingSink,
     make_device,
     point,
     wait_until,
 )
+from tests.support.recording import RecordingSink
 from tests.support.tasks import running
 
 

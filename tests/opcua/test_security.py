@@ -22,12 +22,12 @@ from tests.opcua.conftest import (
     NSU,
     PASSWORD,
     PlcProcess,
-    RecordingSink,
     make_cert,
     make_device,
     point,
     wait_until,
 )
+from tests.support.recording import RecordingSink
 from tests.support.tasks import running
 
 
