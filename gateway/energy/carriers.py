@@ -51,6 +51,15 @@ DEFAULT_CARRIERS: dict[str, CarrierDefaults] = {
         "equivalent",
         "kgce: GB/T 2589 table 1.2860 t/1e4 m3 [S]; CO2: IPCC 260,000 kg/TJ x 3.763 MJ/m3 [V, D]",
     ),
+    "converter_gas": CarrierDefaults(
+        "m3",
+        0.2730,
+        1.456,
+        "equivalent",
+        "no GB/T 2589 value: LHV / 29.307 MJ per kgce with a typical LDG LHV of 8.0 MJ/m3 [U, D]; "
+        "CO2: IPCC oxygen-steel-furnace gas 182,000 kg/TJ x 8.0 MJ/m3 [V, D]. Set the measured "
+        "LHV's factors in [energy.carriers.converter_gas]",
+    ),
     "steam": CarrierDefaults(
         "t",
         128.6,

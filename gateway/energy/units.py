@@ -13,6 +13,7 @@ __all__ = [
     "RATE_TO_QUANTITY",
     "UNITS",
     "Unit",
+    "amount_factor",
     "canonical",
     "conversion_factor",
     "integral_dimension",
@@ -144,3 +145,19 @@ def integral_unit(rate_unit: str) -> str | None:
         if spelled in same:
             return spelled
     return same[0] if same else None
+
+
+def amount_factor(kind: str, unit: str, target: str) -> float | None:
+    """Factor from a point's window value to an amount in `target`, None when they do not meet.
+
+    A counter's delta is in its own unit (Wh -> kWh: 0.001); a rate's integral is its reading
+    unit times hours (m3/s over hours -> m3: 3600; MW over hours -> kWh: 1000).
+    """
+    if kind == "counter":
+        return conversion_factor(unit, target)
+    source, dest = UNITS.get(unit), UNITS.get(target)
+    if source is None or dest is None:
+        return None
+    if RATE_TO_QUANTITY.get(source.dimension) != dest.dimension:
+        return None
+    return source.factor / dest.factor
