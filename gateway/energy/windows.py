@@ -8,17 +8,27 @@ intervals start at local midnight. The kernel knows no time zones: it is handed 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 __all__ = [
     "DAY",
+    "MONTH",
+    "SHIFT",
+    "Cadence",
+    "Shift",
     "check_interval",
     "edges_between",
+    "month_edges_between",
     "next_edge",
+    "shift_edges_between",
     "window_of",
 ]
+
+MONTH = "1mo"  # the interval name of calendar months
+SHIFT = "shift"  # the interval name of shift windows
 
 DAY = 86_400
 
@@ -111,3 +121,115 @@ def window_of(tz: ZoneInfo, interval_s: int, t: float) -> tuple[float, float]:
     # Half-open windows: an edge at exactly t starts t's window.
     start = max(e for e in edges_between(tz, interval_s, t - span, t + 1.0) if e <= t)
     return start, next_edge(tz, interval_s, t)
+
+
+# ---- calendar months and shifts ------------------------------------------------------------
+
+
+def _first_at_or_after(tz: ZoneInfo, day: date, seconds_after_midnight: int) -> float:
+    """The first instant the wall clock of `day` reads `seconds_after_midnight` or later.
+
+    The wall time itself when it exists (its first occurrence on a fall-back day); on a
+    spring-forward day a time inside the skipped hour starts at the transition.
+    """
+    found = _local_instant(tz, day, seconds_after_midnight)
+    if found:
+        return found[0]
+    wall = datetime.combine(day, time(), tzinfo=tz) + timedelta(seconds=seconds_after_midnight)
+    lo, hi = sorted(int(wall.replace(fold=f).timestamp()) for f in (0, 1))
+    target = wall.replace(tzinfo=None)
+    while hi - lo > 1:  # the wall clock jumps over `target` between lo and hi
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).replace(tzinfo=None) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)
+
+
+def month_edges_between(tz: ZoneInfo, start: float, end: float) -> list[float]:
+    """Every local midnight on the 1st of a month, start <= e < end, ascending."""
+    first = datetime.fromtimestamp(start, tz).date().replace(day=1)
+    last = datetime.fromtimestamp(end, tz).date()
+    out: list[float] = []
+    month = date(first.year, first.month, 1)
+    while month <= last:
+        edge = _day_start(tz, month)
+        if start <= edge < end:
+            out.append(edge)
+        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """One shift of `energy.shifts`: its name and its local start, minutes after midnight."""
+
+    name: str
+    minute: int
+
+
+def shift_edges_between(
+    tz: ZoneInfo, shifts: Sequence[Shift], start: float, end: float
+) -> list[tuple[float, str]]:
+    """Every shift start in [start, end) with the shift's name, ascending.
+
+    A shift starts at its local time's first occurrence (a fall-back day repeats an hour, the
+    shift does not start twice); a start inside a skipped hour moves to the transition.
+    """
+    out: dict[float, str] = {}
+    day = datetime.fromtimestamp(start, tz).date() - timedelta(days=1)
+    last = datetime.fromtimestamp(end, tz).date() + timedelta(days=1)
+    while day <= last:
+        for shift in shifts:
+            edge = _first_at_or_after(tz, day, shift.minute * 60)
+            if start <= edge < end:
+                out[edge] = shift.name
+        day += timedelta(days=1)
+    return sorted(out.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Cadence:
+    """One kind of window: a fixed length on the local day, calendar months, or shifts."""
+
+    name: str
+    seconds: int = 0
+    shifts: tuple[Shift, ...] = ()
+
+    @property
+    def monthly(self) -> bool:
+        return self.name == MONTH and not self.seconds
+
+    @property
+    def nominal(self) -> float:
+        """The longest window this cadence makes (for how long to keep things about it)."""
+        if self.monthly:
+            return 31.0 * DAY + 3600.0
+        if self.shifts:
+            return float(DAY)
+        return float(self.seconds)
+
+    def edges(self, tz: ZoneInfo, start: float, end: float) -> list[float]:
+        if self.monthly:
+            return month_edges_between(tz, start, end)
+        if self.shifts:
+            return [e for e, _ in shift_edges_between(tz, self.shifts, start, end)]
+        return edges_between(tz, self.seconds, start, end)
+
+    def window_of(self, tz: ZoneInfo, t: float) -> tuple[float, float]:
+        """The half-open window [start, end) that contains instant t."""
+        if not (self.monthly or self.shifts):
+            return window_of(tz, self.seconds, t)
+        span = self.nominal + 2 * 3600.0
+        edges = self.edges(tz, t - span, t + span)
+        return max(e for e in edges if e <= t), min(e for e in edges if e > t)
+
+    def label(self, tz: ZoneInfo, start: float) -> str | None:
+        """The name of the shift a window starting at `start` is (None for other cadences)."""
+        if not self.shifts:
+            return None
+        for edge, name in shift_edges_between(tz, self.shifts, start - 1.0, start + 1.0):
+            if edge == start:
+                return name
+        return None
