@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     Tag,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
@@ -38,8 +39,10 @@ from drivers.models import ConfigModel
 from drivers.registry import PLUGINS
 from drivers.secrets import read_secret
 from gateway.config.base import device_named
-from gateway.energy.carriers import DEFAULT_CARRIERS
-from gateway.energy.windows import check_interval
+from gateway.energy.benchmarks import PROCESSES
+from gateway.energy.carriers import DEFAULT_CARRIERS, GRID_FACTORS
+from gateway.energy.tou import parse_hours
+from gateway.energy.windows import MONTH, SHIFT, check_interval
 
 __all__ = [
     "BufferConfig",
@@ -52,6 +55,7 @@ __all__ = [
     "HttpConfig",
     "Interval",
     "MqttConfig",
+    "ShiftConfig",
     "TariffConfig",
     "TariffPeriod",
     "TariffSeason",
@@ -126,13 +130,15 @@ class BufferConfig(_Model):
 
 class Interval(_Model):
     name: str  # as written: "15m" (a topic level)
-    seconds: int
+    seconds: int  # 0 for "1mo": calendar months have no one length
 
 
 def _interval(value: Any) -> Any:
     """ "15m" -> Interval(name="15m", seconds=900), refusing lengths that do not tile a day."""
     if isinstance(value, Interval | dict):
         return value
+    if value == MONTH:
+        return Interval(name=MONTH, seconds=0)
     if not isinstance(value, str):
         raise PydanticCustomError(
             "interval",
@@ -164,7 +170,7 @@ def _interval(value: Any) -> Any:
 IntervalSpec = Annotated[
     Interval,
     BeforeValidator(_interval),
-    WithJsonSchema({"type": "string", "pattern": r"^(\d+(ms|s|m|h|d))+$"}),
+    WithJsonSchema({"type": "string", "pattern": r"^((\d+(ms|s|m|h|d))+|1mo)$"}),
 ]
 
 CarrierMethod = Literal["equivalent", "equal", "none"]
@@ -234,18 +240,113 @@ _CARRIER_OVERRIDE_SCHEMA = {
 }
 
 
+def _clock_minute(value: Any) -> Any:
+    """ "07:00" -> 420 minutes after local midnight."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    span = parse_hours(f"{value}-00:00") if isinstance(value, str) else None
+    if span is None or span[0] >= 1440:
+        raise PydanticCustomError(
+            "clock", '{value} is not a local time (expected "HH:MM", e.g. "07:00")',
+            {"value": quote(value)},
+        )  # fmt: skip
+    return span[0]
+
+
+class ShiftConfig(_Model):
+    """One shift of `energy.shifts`: it runs from its start to the next shift's start."""
+
+    name: Name = Field(description='the shift\'s name, named in its windows: name = "night"')
+    start: Annotated[
+        int,
+        BeforeValidator(_clock_minute),
+        WithJsonSchema({"type": "string", "pattern": r"^\d{1,2}:\d\d$"}),
+    ] = Field(description='local start time: start = "23:00"')
+
+    @property
+    def start_text(self) -> str:
+        return f"{self.start // 60:02d}:{self.start % 60:02d}"
+
+
+def _shifts(value: Any) -> Any:
+    """Shifts have distinct names and starts (each runs to the next one's start)."""
+    if not isinstance(value, list | tuple):
+        return value
+    names: dict[Any, int] = {}
+    starts: dict[Any, int] = {}
+    for i, shift in enumerate(value):
+        if not isinstance(shift, dict):
+            continue
+        name, start = shift.get("name"), shift.get("start")
+        if name in names:
+            raise PydanticCustomError(
+                "shifts", "shift {name} appears twice (shifts[{a}] and shifts[{b}])",
+                {"name": quote(name), "a": names[name], "b": i},
+            )  # fmt: skip
+        if start is not None and start in starts:
+            raise PydanticCustomError(
+                "shifts", "shifts[{a}] and shifts[{b}] both start at {start}",
+                {"start": quote(start), "a": starts[start], "b": i},
+            )  # fmt: skip
+        names[name] = i
+        if start is not None:
+            starts[start] = i
+    return value
+
+
+GridRegion = Literal[
+    "national", "north", "northeast", "east", "central", "northwest", "south", "southwest"
+]  # fmt: skip
+assert set(GridRegion.__args__) == set(GRID_FACTORS)  # type: ignore[attr-defined]
+
+
 class EnergyConfig(_Model):
     intervals: tuple[IntervalSpec, ...] = Field(
         default=tuple(_interval(n) for n in ("1m", "15m", "1h", "1d")),
-        description="windows published for every device and group; each divides 24 h",
+        description="windows published for every device and group; each divides 24 h, is whole "
+        'days, or is "1mo" (calendar months)',
+    )
+    shifts: Annotated[tuple[ShiftConfig, ...], BeforeValidator(_shifts)] = Field(
+        default=(),
+        description='shift windows (interval "shift"), local time: shifts = [{ name = "night", '
+        'start = "23:00" }, { name = "day", start = "07:00" }]',
+    )
+    benchmark_intervals: tuple[str, ...] = Field(
+        default=(SHIFT, "1d", MONTH),
+        description="the group windows that carry `benchmark` (those of them that are published)",
     )
     demand_interval: Duration = 900.0
     max_revision_age: Duration = 86400.0
+    grid_region: GridRegion = Field(
+        default="national",
+        description="the grid whose CO2 factor electricity takes by default: national, north, "
+        "northeast, east, central, northwest, south, southwest (2023 factors, MEE/NBS)",
+    )
     carriers: Annotated[
         dict[Name, Carrier],
         BeforeValidator(_merge_carriers),
         WithJsonSchema(_CARRIER_OVERRIDE_SCHEMA),
     ] = Field(default_factory=dict, validate_default=True)
+
+    @model_validator(mode="after")
+    def _regional_grid(self) -> EnergyConfig:
+        """A regional grid factor replaces the national one, unless the file set its own."""
+        electricity = self.carriers.get("electricity")
+        if self.grid_region == "national" or electricity is None:
+            return self
+        if "kgco2e_per_unit" in electricity.source.partition(";")[0]:
+            return self  # [energy.carriers.electricity] kgco2e_per_unit wins
+        factor, source = GRID_FACTORS[self.grid_region]
+        regional = electricity.model_copy(
+            update={"kgco2e_per_unit": factor, "source": f"{electricity.source}; CO2: {source}"}
+        )
+        return self.model_copy(update={"carriers": {**self.carriers, "electricity": regional}})
+
+    @property
+    def all_intervals(self) -> tuple[str, ...]:
+        """Every interval name windows are published for: `intervals`, then "shift"."""
+        names = tuple(i.name for i in self.intervals)
+        return (*names, SHIFT) if self.shifts else names
 
 
 class TariffPeriod(_Model):
@@ -294,12 +395,52 @@ else:
     Device = _device_union()
 
 
+class BenchmarkLevels(_Model):
+    """The site's adjusted levels (ore grade, scrap ratio ... corrections), kgce per tonne."""
+
+    benchmark: Float | None = None
+    baseline: Float | None = None
+    limits: dict[Literal["1", "2", "3"], Float] | None = None
+
+
+Process = Literal[
+    "coking_top", "coking_stamp", "sintering", "pelletizing", "blast_furnace", "bof", "eaf",
+    "eaf_below_50t", "eaf_50_70t", "eaf_70t_up",
+]  # fmt: skip
+assert set(Process.__args__) == {*PROCESSES, "eaf"}  # type: ignore[attr-defined]
+
+
 class GroupConfig(_Model):
     name: Name = Field(description='the group\'s name, a topic level: name = "line-1"')
     members: tuple[str, ...] = Field(
         description='points ("device.point") and groups: members = ["meter1.energy_import"]'
     )
+    recovered: tuple[str, ...] = Field(
+        default=(),
+        description="recovered or exported energy, counted negative: recovered = "
+        '["bof1-plc.ldg_recovered"]',
+    )
     production: str | None = None
+    process: Process | None = Field(
+        default=None, description='the process its benchmark judges: process = "blast_furnace"'
+    )
+    standard: str | None = Field(
+        default=None, description='the benchmark table: standard = "GB 21256-2025"'
+    )
+    furnace_capacity_t: Annotated[Float, in_range(1, 1000)] | None = Field(
+        default=None, description='an EAF\'s nominal capacity in t (process = "eaf" needs it)'
+    )
+    benchmark: BenchmarkLevels | None = None
+
+    @property
+    def benchmark_process(self) -> str | None:
+        """The benchmark table's process: an EAF's class follows its furnace size."""
+        if self.process != "eaf":
+            return self.process
+        size = self.furnace_capacity_t
+        if size is None:
+            return None
+        return "eaf_below_50t" if size < 50 else "eaf_50_70t" if size < 70 else "eaf_70t_up"
 
 
 class Config(_Model):

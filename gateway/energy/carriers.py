@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_CARRIERS", "CarrierDefaults"]
+__all__ = ["DEFAULT_CARRIERS", "GRID_FACTORS", "CarrierDefaults"]
+
+_GRID_2023 = "China 2023 grid average, MEE/NBS, reported 2026-01 (光明日报, 中国电力报) [V]"
+
+# energy.grid_region -> (kg CO2 per kWh, source): ../shared/data/energy-rules.md §2.2.
+GRID_FACTORS: dict[str, tuple[float, str]] = {
+    "national": (0.5306, f"national {_GRID_2023}"),
+    "north": (0.6361, f"North China (华北) {_GRID_2023}"),
+    "northeast": (0.5122, f"Northeast (东北) {_GRID_2023}"),
+    "east": (0.5500, f"East China (华东) {_GRID_2023}"),
+    "central": (0.5271, f"Central China (华中) {_GRID_2023}"),
+    "northwest": (0.5543, f"Northwest (西北) {_GRID_2023}"),
+    "south": (0.4042, f"South (南方) {_GRID_2023}"),
+    "southwest": (0.2472, f"Southwest (西南) {_GRID_2023}"),
+}
 
 
 @dataclass(frozen=True, slots=True)
