@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "gateway.cli.modbus",
     "gateway.cli.opcua",
     "gateway.cli.outbox",
+    "gateway.cli.accounting",
 )
 
 
