@@ -25,10 +25,20 @@ url = "mqtt://127.0.0.1:1883"
 name = "eaf1-meter"
 driver = "modbus"
 host = "127.0.0.1"
-points = [
-  { name = "energy", address = 0, type = "uint32", kind = "counter", unit = "kWh", carrier = "electricity" },
-  { name = "steel", address = 2, type = "uint32", kind = "counter", unit = "t", carrier = "product" },
-]
+[[devices.points]]
+name = "energy"
+address = 0
+type = "uint32"
+kind = "counter"
+unit = "kWh"
+carrier = "electricity"
+[[devices.points]]
+name = "steel"
+address = 2
+type = "uint32"
+kind = "counter"
+unit = "t"
+carrier = "product"
 """
 
 
