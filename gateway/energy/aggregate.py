@@ -270,13 +270,7 @@ class Aggregator:
         points, intervals, starts, revisions = (
             cols["point"], cols["interval"], cols["start"], cols["revision"]
         )  # fmt: skip
-        # Rows still to come per device window (rows of one window need not be adjacent).
-        left: dict[tuple[int, str, float], int] = {}
-        for i in range(len(points)):
-            spec = self._specs.get(points[i])
-            if spec is not None and revisions[i] <= 1:
-                gkey = (intervals[i], spec.device, starts[i])
-                left[gkey] = left.get(gkey, 0) + 1
+        left = self._rows_left(points, intervals, starts, revisions)
         revised: dict[tuple[int, str, float], dict[str, Any]] = {}
         for i in range(len(points)):
             spec = self._specs.get(points[i])
@@ -290,20 +284,7 @@ class Aggregator:
                 continue
             wp = grouped.get(gkey)
             if wp is None:
-                wp = WindowPayload(
-                    self._names[k],
-                    spec.device,
-                    start,
-                    {
-                        "device": spec.device,
-                        "interval": self._names[k],
-                        "start": utc_iso(start),
-                        "end": utc_iso(cols["end"][i]),
-                        "revision": 1,
-                        "estimated": False,
-                        "points": {},
-                    },
-                )
+                wp = self._new_window(k, spec.device, start, cols["end"][i])
                 grouped[gkey] = wp
                 if on_window is None:
                     out.windows.append(wp)
@@ -326,11 +307,52 @@ class Aggregator:
         horizon = now - self._max_age - 2 * max(self._seconds)
         for key in [key for key in self._revisable if key[2] < horizon]:
             del self._revisable[key]
+        out.blocks = self._demand_blocks(blocks)
+        return out
+
+    def _rows_left(
+        self,
+        points: Sequence[int],
+        intervals: Sequence[int],
+        starts: Sequence[float],
+        revisions: Sequence[int],
+    ) -> dict[tuple[int, str, float], int]:
+        """Rows to come per device window of a first publication (a window's rows need not be
+        adjacent): the window is whole when its count reaches 0."""
+        left: dict[tuple[int, str, float], int] = {}
+        for i in range(len(points)):
+            spec = self._specs.get(points[i])
+            if spec is not None and revisions[i] <= 1:
+                gkey = (intervals[i], spec.device, starts[i])
+                left[gkey] = left.get(gkey, 0) + 1
+        return left
+
+    def _new_window(self, k: int, device: str, start: float, end: float) -> WindowPayload:
+        """A device window's first publication, its points still to be filled in."""
+        name = self._names[k]
+        return WindowPayload(
+            name,
+            device,
+            start,
+            {
+                "device": device,
+                "interval": name,
+                "start": utc_iso(start),
+                "end": utc_iso(end),
+                "revision": 1,
+                "estimated": False,
+                "points": {},
+            },
+        )
+
+    def _demand_blocks(self, blocks: dict[str, Any]) -> list[Block]:
+        """The kernel's closed demand blocks, of points still configured."""
+        out: list[Block] = []
         for i in range(len(blocks["point"])):
             spec = self._specs.get(blocks["point"][i])
             if spec is None:
                 continue
-            out.blocks.append(
+            out.append(
                 Block(
                     spec.key,
                     blocks["start"][i],
