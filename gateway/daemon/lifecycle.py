@@ -366,7 +366,8 @@ class Gateway:
 
     async def _apply(self, new: Config) -> ReloadOutcome:
         """Carry out plan_reload(running, new): units stopped, retuned in place or restarted."""
-        assert self.supervisor is not None and self.energy is not None
+        assert self.supervisor is not None
+        assert self.energy is not None
         assert self.pipeline is not None
         plan = plan_reload(self.cfg, new)
         stop, start, updated = list(plan.stop), list(plan.start), []
