@@ -296,7 +296,7 @@ class Link:
         function: str,
         address: int,
         count: int,
-        timeout: float,
+        timeout: float,  # noqa: ASYNC109 (the device's, below the link's; the message names it)
         *,
         held: bool = False,
     ) -> list[int] | list[bool]:

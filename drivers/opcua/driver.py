@@ -420,7 +420,7 @@ class OpcuaDriver:
         client: Any,
         nodeids: list[Any],
         limit: int,
-        timeout: float,
+        timeout: float,  # noqa: ASYNC109
         ua: Any,
     ) -> None:
         """Every node's DataType: what its values must be (a Double node sending text is bad)."""
@@ -674,7 +674,7 @@ class OpcuaDriver:
         self,
         client: Any,
         nodeids: list[Any],
-        timeout: float,
+        timeout: float,  # noqa: ASYNC109
         ua: Any,
     ) -> None:
         from drivers.opcua.subscription import make_subscription
@@ -741,7 +741,7 @@ class OpcuaDriver:
         self,
         sub: Any,
         period_ms: float,
-        timeout: float,
+        timeout: float,  # noqa: ASYNC109
         ua: Any,
     ) -> None:
         """A monitored item on the NamespaceArray: a URI in use that moves ends the session."""
@@ -894,7 +894,7 @@ class OpcuaDriver:
         self,
         client: Any,
         node: int,
-        timeout: float,
+        timeout: float,  # noqa: ASYNC109
         ua: Any,
     ) -> int:
         try:
@@ -910,7 +910,7 @@ class OpcuaDriver:
         client: Any,
         nodeids: list[Any],
         limit: int,
-        timeout: float,
+        timeout: float,  # noqa: ASYNC109
         ua: Any,
     ) -> None:
         unresolved = sorted(s for s, n in enumerate(nodeids) if n is None)

@@ -211,7 +211,7 @@ async def own_certificate(pki_dir: Path, application_uri: str) -> tuple[Path, Pa
 
 
 # `timeout` is asyncua's request timeout for the client made here, not only a deadline.
-async def fetch_endpoints(endpoint: str, timeout: float) -> list[Any]:
+async def fetch_endpoints(endpoint: str, timeout: float) -> list[Any]:  # noqa: ASYNC109
     """GetEndpoints over an unsecured channel (allowed by every server, carries the certs)."""
     from asyncua.client.client import Client
 
@@ -237,7 +237,7 @@ async def fetch_server_certificate(
     endpoint: str,
     policy: str = "Basic256Sha256",
     mode: str = "SignAndEncrypt",
-    timeout: float = 5.0,
+    timeout: float = 5.0,  # noqa: ASYNC109 (handed to fetch_endpoints: asyncua's request timeout)
 ) -> bytes:
     endpoints = await fetch_endpoints(endpoint, timeout)
     der = _endpoint_certificate(endpoints, policy, mode)
