@@ -29,8 +29,8 @@ from ext._layout import (
 )
 from ext._snapshot_py import SnapshotCodec, cstart_at
 from ext._state_py import Acc as _Acc
-from ext._state_py import Block, Queued
 from ext._state_py import Point as _Point
+from ext._state_py import Queued, QueuedBlock
 
 __all__ = [
     "BLOCK_COLUMNS",
@@ -85,7 +85,7 @@ class Kernel:
         self._trimmed_start = [_NAN] * n_intervals
         self._points: list[_Point | None] = []
         self._queue: list[Queued] = []
-        self._blocks: list[Block] = []
+        self._blocks: list[QueuedBlock] = []
         self._next_due = _INF
         self._forcing = False
         self._out_of_order = 0
