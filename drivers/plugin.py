@@ -21,15 +21,18 @@ __all__ = [
     "Driver",
     "DriverContext",
     "DriverPlugin",
+    "Finding",
     "Loc",
     "PointFacts",
-    "Problem",
     "Timing",
 ]
 
-# A key path below the device's table (("points", 0, "node")) and what is wrong there.
+# A key path in the config: ("devices", 2, "points", 0, "node"); a protocol's checks give them
+# below the device's table (("points", 0, "node")). The one definition: the loader's are these.
 Loc = tuple[str | int, ...]
-Problem = tuple[Loc, str]
+# What a check finds: where, and what is wrong there. The loader makes each a
+# gateway.errors.Problem (with the file's line and the dotted key) when it refuses the file.
+Finding = tuple[Loc, str]
 
 
 class Driver(Protocol):
@@ -80,7 +83,7 @@ class ConfigFace(Protocol):
     device_model: type[Any]
     point_model: type[Any]
 
-    def check(self, device: Any) -> Iterator[Problem]:
+    def check(self, device: Any) -> Iterator[Finding]:
         """Problems spanning several keys of one device (locs below its table)."""
         ...
 

@@ -29,8 +29,8 @@ from ext._layout import (
 )
 from ext._snapshot_py import SnapshotCodec, cstart_at
 from ext._state_py import Acc as _Acc
-from ext._state_py import Block, Queued
 from ext._state_py import Point as _Point
+from ext._state_py import Queued, QueuedBlock
 
 __all__ = [
     "BLOCK_COLUMNS",
@@ -85,7 +85,7 @@ class Kernel:
         self._trimmed_start = [_NAN] * n_intervals
         self._points: list[_Point | None] = []
         self._queue: list[Queued] = []
-        self._blocks: list[Block] = []
+        self._blocks: list[QueuedBlock] = []
         self._next_due = _INF
         self._forcing = False
         self._out_of_order = 0
@@ -240,7 +240,8 @@ class Kernel:
 
     # ---- ingest -----------------------------------------------------------------------------
 
-    def ingest(self, point: Any, ts: Any, value: Any, quality: Any) -> None:
+    # Hot path, line for line with _kernel.pyx: one function, no per-sample calls to split it.
+    def ingest(self, point: Any, ts: Any, value: Any, quality: Any) -> None:  # noqa: C901
         """Fold one columnar batch (point id int32, UTC s float64, value float64, quality uint8)."""
         n = len(point)
         if len(ts) != n or len(value) != n or len(quality) != n:
@@ -552,7 +553,8 @@ class Kernel:
 
     # ---- closing ----------------------------------------------------------------------------
 
-    def _close_cell(self, st: _Point) -> None:
+    # Per point and cell on the hot path, line for line with _kernel.pyx: kept whole.
+    def _close_cell(self, st: _Point) -> None:  # noqa: C901
         """Fold the point's current cell into its windows and move it to the next cell."""
         g = st.c - self._off
         cell = st.cell

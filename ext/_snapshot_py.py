@@ -27,7 +27,7 @@ from ext._layout import (
     corrupt,
     snapshot_structs,
 )
-from ext._state_py import Block, Point, Queued
+from ext._state_py import Point, Queued, QueuedBlock
 
 __all__ = ["SnapshotCodec", "cstart_at"]
 
@@ -52,7 +52,7 @@ class SnapshotCodec:
         self._step = len(ACC_FIELDS) + nper  # one window accumulator and its periods
 
     def encode(
-        self, points: Iterable[Point | None], queue: Iterable[Queued], blocks: Iterable[Block]
+        self, points: Iterable[Point | None], queue: Iterable[Queued], blocks: Iterable[QueuedBlock]
     ) -> bytes:
         """Every point's state with its pending windows and blocks, in id order."""
         point_s, rec_s = self._point, self._rec
@@ -163,7 +163,7 @@ class SnapshotCodec:
         at: int,
         st: Point,
         queue: list[Queued],
-        blocks: list[Block],
+        blocks: list[QueuedBlock],
     ) -> None:
         """Read the point whose kind byte is at `at` (walked) into `st`; append its pending
         windows and blocks to `queue` and `blocks`, due at their end + the point's grace."""

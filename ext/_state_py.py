@@ -9,7 +9,7 @@ from typing import Any
 
 from ext._layout import ACC_FIELDS
 
-__all__ = ["Acc", "Block", "Point", "Queued"]
+__all__ = ["Acc", "Point", "Queued", "QueuedBlock"]
 
 _INF = float("inf")
 _NAN = float("nan")
@@ -17,7 +17,7 @@ _NAN = float("nan")
 # A window record waiting for its due time: (due, WINDOW_COLUMNS row, its periods).
 Queued = tuple[float, tuple[Any, ...], tuple[float, ...]]
 # A demand block waiting for its due time: (due, BLOCK_COLUMNS row).
-Block = tuple[float, tuple[Any, ...]]
+QueuedBlock = tuple[float, tuple[Any, ...]]
 
 
 class Acc:

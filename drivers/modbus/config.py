@@ -16,7 +16,7 @@ from drivers.fields import Bool, Duration, Float, Int, Name, Rollover, in_range,
 from drivers.modbus import profiles
 from drivers.modbus.points import BIT_FUNCTIONS, REGISTER_TYPES, REGISTER_WORDS
 from drivers.models import ConfigModel, PointBase
-from drivers.plugin import Loc, Problem
+from drivers.plugin import Finding, Loc
 from drivers.wording import format_duration, quote
 
 __all__ = ["ModbusDevice", "ModbusPoint", "check", "device_model", "point_model"]
@@ -103,12 +103,12 @@ device_model = ModbusDevice
 point_model = ModbusPoint
 
 
-def check(device: ModbusDevice) -> Iterator[Problem]:
+def check(device: ModbusDevice) -> Iterator[Finding]:
     """Problems that span several keys of one Modbus device (locs below its table)."""
     yield from _check_device((), device)
 
 
-def _check_device(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
+def _check_device(loc: Loc, device: ModbusDevice) -> Iterator[Finding]:
     if device.transport in ("tcp", "rtu-over-tcp"):
         host = device.host or ""
         if host.count(":") == 1 and host.rpartition(":")[2].isdigit():  # not an IPv6 address
@@ -159,7 +159,7 @@ def _check_device(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
         yield from _check_register(device, (*loc, "points", p), point)
 
 
-def _check_profile(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
+def _check_profile(loc: Loc, device: ModbusDevice) -> Iterator[Finding]:
     """A built-in profile is tested, but a broken one must still be a problem, not a crash."""
     try:
         resolved = device.resolved_points()
@@ -183,7 +183,7 @@ def _check_profile(loc: Loc, device: ModbusDevice) -> Iterator[Problem]:
             )
 
 
-def _check_register(device: ModbusDevice, loc: Loc, point: ModbusPoint) -> Iterator[Problem]:
+def _check_register(device: ModbusDevice, loc: Loc, point: ModbusPoint) -> Iterator[Finding]:
     bit_function = point.function in BIT_FUNCTIONS
     if bit_function and point.type != "bool":
         yield (

@@ -296,7 +296,7 @@ class Link:
         function: str,
         address: int,
         count: int,
-        timeout: float,
+        timeout: float,  # noqa: ASYNC109 (the device's, below the link's; the message names it)
         *,
         held: bool = False,
     ) -> list[int] | list[bool]:
@@ -343,55 +343,75 @@ class Link:
             except BadAnswer:
                 raise self._malformed(wire, unit, function, address, count, "") from None
             except Exception as exc:  # pymodbus raises its own tree, not imported here eagerly
-                if type(exc).__name__ == "ModbusIOException" and "No response" in str(exc):
-                    self._silence()  # the client's timeout: the same as ours above
-                    raise NoResponse(
-                        self._no_answer(wire, unit, function, address, count, timeout)
-                    ) from None
-                where = self._where(unit, function, address, count)
-                name = type(exc).__name__
-                if name == "ConnectionException" or not client.connected:
-                    self.mark_broken(f"connection lost: {exc}")
-                    now = self._clock()
-                    self._attempted_at = now
-                    self._retry_at = now + self._backoff.next_delay()
-                    raise LinkDown(f"{where}: connection lost ({exc})") from None
-                self._silence()
-                raise NoResponse(f"{where}: {exc}") from None
+                raise self._failed(
+                    exc, client, wire, unit, function, address, count, timeout
+                ) from None
             finally:
                 if wire is not None:
                     wire.disarm()
             if not client.connected:
                 # pymodbus closes a TCP connection after repeated silences; follow its view.
                 self.mark_broken("closed by the client after repeated timeouts")
-            code = rr.function_code
-            if code & 0x7F != FUNCTION_CODES[function]:
-                raise self._malformed(wire, unit, function, address, count, f"function {code}")
-            if rr.isError():
-                self._silent = 0  # an answer, in step with the stream: the unit or gateway lives
-                code = int(getattr(rr, "exception_code", 0) or 0)
-                text = EXCEPTION_NAMES.get(code, "not a defined exception code")
-                where = self._where(unit, function, address, count)
-                raise DeviceError(f"{where}: exception {code} ({text})", code)
-            if function in BIT_FUNCTIONS:
-                bits: list[bool] = rr.bits
-                # pymodbus unpacks every byte that came, whatever the byte count said.
-                size = (count + 7) // 8
-                declared = wire.byte_count(unit, code) if wire is not None else None
-                if len(bits) != 8 * size or declared not in (None, size):
-                    summary = f"{len(bits) // 8} bytes of bits"
-                    raise self._malformed(wire, unit, function, address, count, summary)
-                self._silent = 0
-                return bits[:count]
-            regs: list[int] = rr.registers
-            if len(regs) != count:
-                summary = f"{len(regs)} registers"
-                raise self._malformed(wire, unit, function, address, count, summary)
-            self._silent = 0
-            return regs
+            return self._answer(rr, wire, unit, function, address, count)
         finally:
             if not held:
                 self.lock.release()
+
+    def _failed(
+        self,
+        exc: Exception,
+        client: Any,
+        wire: Wire | None,
+        unit: int,
+        function: str,
+        address: int,
+        count: int,
+        timeout: float,
+    ) -> ModbusError:
+        """The error to raise for what pymodbus raised: no answer, or the connection lost."""
+        if type(exc).__name__ == "ModbusIOException" and "No response" in str(exc):
+            self._silence()  # the client's timeout: the same as the link's own
+            return NoResponse(self._no_answer(wire, unit, function, address, count, timeout))
+        where = self._where(unit, function, address, count)
+        name = type(exc).__name__
+        if name == "ConnectionException" or not client.connected:
+            self.mark_broken(f"connection lost: {exc}")
+            now = self._clock()
+            self._attempted_at = now
+            self._retry_at = now + self._backoff.next_delay()
+            return LinkDown(f"{where}: connection lost ({exc})")
+        self._silence()
+        return NoResponse(f"{where}: {exc}")
+
+    def _answer(
+        self, rr: Any, wire: Wire | None, unit: int, function: str, address: int, count: int
+    ) -> list[int] | list[bool]:
+        """The data of the answer `rr` if it answers this request; else what it is, raised."""
+        code = rr.function_code
+        if code & 0x7F != FUNCTION_CODES[function]:
+            raise self._malformed(wire, unit, function, address, count, f"function {code}")
+        if rr.isError():
+            self._silent = 0  # an answer, in step with the stream: the unit or gateway lives
+            code = int(getattr(rr, "exception_code", 0) or 0)
+            text = EXCEPTION_NAMES.get(code, "not a defined exception code")
+            where = self._where(unit, function, address, count)
+            raise DeviceError(f"{where}: exception {code} ({text})", code)
+        if function in BIT_FUNCTIONS:
+            bits: list[bool] = rr.bits
+            # pymodbus unpacks every byte that came, whatever the byte count said.
+            size = (count + 7) // 8
+            declared = wire.byte_count(unit, code) if wire is not None else None
+            if len(bits) != 8 * size or declared not in (None, size):
+                summary = f"{len(bits) // 8} bytes of bits"
+                raise self._malformed(wire, unit, function, address, count, summary)
+            self._silent = 0
+            return bits[:count]
+        regs: list[int] = rr.registers
+        if len(regs) != count:
+            summary = f"{len(regs)} registers"
+            raise self._malformed(wire, unit, function, address, count, summary)
+        self._silent = 0
+        return regs
 
     def _no_answer(
         self, wire: Wire | None, unit: int, function: str, address: int, count: int, timeout: float

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, Field
 from drivers.fields import Bool, Duration, Float, Int, Name, in_range, positive
 from drivers.models import ConfigModel, PointBase
 from drivers.opcua.nodes import NodeIdError, parse_node_id
-from drivers.plugin import Loc, Problem
+from drivers.plugin import Finding, Loc
 from drivers.secrets import read_secret
 from drivers.wording import quote, without_password
 
@@ -62,7 +62,7 @@ device_model = OpcuaDevice
 point_model = OpcuaPoint
 
 
-def check(device: OpcuaDevice) -> Iterator[Problem]:
+def check(device: OpcuaDevice) -> Iterator[Finding]:
     """Problems that span several keys of one OPC UA device (locs below its table); its files
     are checked by the loader (`OPCUA.file_keys`)."""
     yield from _check_device((), device)
@@ -77,7 +77,7 @@ def _is_node_id(text: str) -> bool:
     return True
 
 
-def _check_device(loc: Loc, device: OpcuaDevice) -> Iterator[Problem]:
+def _check_device(loc: Loc, device: OpcuaDevice) -> Iterator[Finding]:
     masked = without_password(device.endpoint)
     if masked is not None:
         yield (

@@ -311,6 +311,9 @@ class OpcuaDriver:
         client = await connect(settings)
         self._client = client
         client.connection_lost_callback = self._on_connection_lost
+        # The device's timeout bounds each request of the session, not a whole step: the
+        # helpers below take it as a parameter (hence their noqa ASYNC109) and give it to
+        # every request they make, and name it in what they report.
         timeout = settings.timeout
         namespaces = await asyncio.wait_for(client.get_namespace_array(), timeout)
         nodeids = self._resolve(namespaces, ua)
@@ -413,7 +416,12 @@ class OpcuaDriver:
         return nodeids
 
     async def _read_types(
-        self, client: Any, nodeids: list[Any], limit: int, timeout: float, ua: Any
+        self,
+        client: Any,
+        nodeids: list[Any],
+        limit: int,
+        timeout: float,  # noqa: ASYNC109
+        ua: Any,
     ) -> None:
         """Every node's DataType: what its values must be (a Double node sending text is bad)."""
         now = time.time()
@@ -566,29 +574,10 @@ class OpcuaDriver:
                 quality = QUALITY_GOOD
         ts = now
         if self.source_timestamps:
-            src = dv.SourceTimestamp or dv.ServerTimestamp
-            ts = src.timestamp() if src is not None else now + self._last_offset[slot]
-            pv = self._prev_value[slot]
-            if (
-                ts == self._prev_ts[slot]
-                and quality == self._prev_quality[slot]
-                and (value == pv or (value != value and pv != pv))
-            ):
+            source = self._source_time(slot, dv, value, quality, now)
+            if source is None:
                 return  # a steady value read again: nothing new (and out of order downstream)
-            if (
-                src is not None
-            ):  # learnt when the value is new, or a loss would be stamped too early
-                self._last_offset[slot] = ts - now
-            self._prev_ts[slot] = ts
-            self._prev_value[slot] = value
-            self._prev_quality[slot] = quality
-            last = self._last_ts[slot]
-            if ts > last:
-                self._last_ts[slot] = ts
-                if self._behind[slot]:
-                    self._caught_up(slot, ts)
-            elif ts < last and not self._behind[slot]:
-                self._went_back(slot, ts, last, now)
+            ts = source
         batch = self._batch
         batch.point.append(self.pids[slot])
         batch.ts.append(ts)
@@ -607,6 +596,33 @@ class OpcuaDriver:
             self.uncertain += 1
         assert key is not None
         self._set_problem(slot, key, what, now)
+
+    def _source_time(
+        self, slot: int, dv: Any, value: float, quality: int, now: float
+    ) -> float | None:
+        """The sample's time with timestamps = "source"; None for a steady value read again."""
+        src = dv.SourceTimestamp or dv.ServerTimestamp
+        ts: float = src.timestamp() if src is not None else now + self._last_offset[slot]
+        pv = self._prev_value[slot]
+        if (
+            ts == self._prev_ts[slot]
+            and quality == self._prev_quality[slot]
+            and (value == pv or (value != value and pv != pv))
+        ):
+            return None
+        if src is not None:  # learnt when the value is new, or a loss would be stamped too early
+            self._last_offset[slot] = ts - now
+        self._prev_ts[slot] = ts
+        self._prev_value[slot] = value
+        self._prev_quality[slot] = quality
+        last = self._last_ts[slot]
+        if ts > last:
+            self._last_ts[slot] = ts
+            if self._behind[slot]:
+                self._caught_up(slot, ts)
+        elif ts < last and not self._behind[slot]:
+            self._went_back(slot, ts, last, now)
+        return ts
 
     def _unknown_handle(self, handle: int) -> None:
         """A value for a ClientHandle never given out (a server bug): nothing to attribute it to.
@@ -654,7 +670,13 @@ class OpcuaDriver:
 
     # -- subscribe mode ---------------------------------------------------------------------
 
-    async def _subscribe(self, client: Any, nodeids: list[Any], timeout: float, ua: Any) -> None:
+    async def _subscribe(
+        self,
+        client: Any,
+        nodeids: list[Any],
+        timeout: float,  # noqa: ASYNC109
+        ua: Any,
+    ) -> None:
         from drivers.opcua.subscription import make_subscription
 
         period_ms = self.interval * 1000.0
@@ -715,7 +737,13 @@ class OpcuaDriver:
                     batch.append(self.pids[slot], self._made_ts(slot, now), value)
                     self._last_seen[slot] = now
 
-    async def _watch_namespaces(self, sub: Any, period_ms: float, timeout: float, ua: Any) -> None:
+    async def _watch_namespaces(
+        self,
+        sub: Any,
+        period_ms: float,
+        timeout: float,  # noqa: ASYNC109
+        ua: Any,
+    ) -> None:
         """A monitored item on the NamespaceArray: a URI in use that moves ends the session."""
         rv = ua.ReadValueId()
         rv.NodeId = ua.NodeId(_NAMESPACE_ARRAY, 0)
@@ -862,7 +890,13 @@ class OpcuaDriver:
 
     # -- poll mode --------------------------------------------------------------------------
 
-    async def _operation_limit(self, client: Any, node: int, timeout: float, ua: Any) -> int:
+    async def _operation_limit(
+        self,
+        client: Any,
+        node: int,
+        timeout: float,  # noqa: ASYNC109
+        ua: Any,
+    ) -> int:
         try:
             value = await asyncio.wait_for(
                 client.get_node(ua.NodeId(node, 0)).read_value(), timeout
@@ -872,7 +906,12 @@ class OpcuaDriver:
         return int(value) if isinstance(value, int) and value > 0 else DEFAULT_CHUNK
 
     async def _poll(
-        self, client: Any, nodeids: list[Any], limit: int, timeout: float, ua: Any
+        self,
+        client: Any,
+        nodeids: list[Any],
+        limit: int,
+        timeout: float,  # noqa: ASYNC109
+        ua: Any,
     ) -> None:
         unresolved = sorted(s for s, n in enumerate(nodeids) if n is None)
         slots = [s for s, n in enumerate(nodeids) if n is not None]

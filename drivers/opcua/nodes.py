@@ -45,8 +45,16 @@ def parse_node_id(text: str) -> NodeRef:
     rest = text.strip()
     if not rest:
         raise NodeIdError("empty node id")
-    ns_index: int | None = None
-    ns_uri: str | None = None
+    ns_index, ns_uri, rest = _namespace(text, rest)
+    kind, sep, value = rest.partition("=")
+    if not sep or kind not in ("i", "s", "g", "b"):
+        raise NodeIdError(f"node id {text!r}: identifier must start with i=, s=, g= or b=")
+    identifier = _identifier(text, kind, value)
+    return NodeRef(text=text, kind=kind, identifier=identifier, ns_index=ns_index, ns_uri=ns_uri)  # type: ignore[arg-type]
+
+
+def _namespace(text: str, rest: str) -> tuple[int | None, str | None, str]:
+    """The `ns=` index or `nsu=` URI in front of the identifier (neither: namespace 0)."""
     if rest.startswith("nsu="):
         # The URI may itself hold ';' only in theory; real URIs do not, and the identifier part
         # always starts right after the first ';' followed by one of i=, s=, g=, b=.
@@ -55,37 +63,36 @@ def parse_node_id(text: str) -> NodeRef:
             raise NodeIdError(f"node id {text!r}: expected 'nsu=<uri>;<i|s|g|b>=<id>'")
         if not head:
             raise NodeIdError(f"node id {text!r}: empty namespace URI")
-        ns_uri, rest = head, tail
-    elif rest.startswith("ns="):
+        return None, head, tail
+    if rest.startswith("ns="):
         head, sep, tail = rest[3:].partition(";")
         if not sep or not head.isdigit():
             raise NodeIdError(f"node id {text!r}: expected 'ns=<index>;<i|s|g|b>=<id>'")
-        ns_index, rest = int(head), tail
+        ns_index = int(head)
         if ns_index > 0xFFFF:
             raise NodeIdError(f"node id {text!r}: namespace index {ns_index} exceeds 65535")
-    kind, sep, value = rest.partition("=")
-    if not sep or kind not in ("i", "s", "g", "b"):
-        raise NodeIdError(f"node id {text!r}: identifier must start with i=, s=, g= or b=")
-    identifier: int | str | uuid.UUID | bytes
+        return ns_index, None, tail
+    return None, None, rest
+
+
+def _identifier(text: str, kind: str, value: str) -> int | str | uuid.UUID | bytes:
     if kind == "i":
         if not value.isdigit() or int(value) > 0xFFFFFFFF:
             raise NodeIdError(f"node id {text!r}: i= needs an integer 0..4294967295")
-        identifier = int(value)
-    elif kind == "s":
+        return int(value)
+    if kind == "s":
         if not value:
             raise NodeIdError(f"node id {text!r}: empty string identifier")
-        identifier = value
-    elif kind == "g":
+        return value
+    if kind == "g":
         try:
-            identifier = uuid.UUID(value)
+            return uuid.UUID(value)
         except ValueError:
             raise NodeIdError(f"node id {text!r}: g= needs a GUID") from None
-    else:
-        try:
-            identifier = base64.b64decode(value, validate=True)
-        except ValueError:
-            raise NodeIdError(f"node id {text!r}: b= needs base64") from None
-    return NodeRef(text=text, kind=kind, identifier=identifier, ns_index=ns_index, ns_uri=ns_uri)  # type: ignore[arg-type]
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise NodeIdError(f"node id {text!r}: b= needs base64") from None
 
 
 def _split_namespace(text: str) -> tuple[str, str, str]:

@@ -210,7 +210,8 @@ async def own_certificate(pki_dir: Path, application_uri: str) -> tuple[Path, Pa
     return cert, key
 
 
-async def fetch_endpoints(endpoint: str, timeout: float) -> list[Any]:
+# `timeout` is asyncua's request timeout for the client made here, not only a deadline.
+async def fetch_endpoints(endpoint: str, timeout: float) -> list[Any]:  # noqa: ASYNC109
     """GetEndpoints over an unsecured channel (allowed by every server, carries the certs)."""
     from asyncua.client.client import Client
 
@@ -236,7 +237,7 @@ async def fetch_server_certificate(
     endpoint: str,
     policy: str = "Basic256Sha256",
     mode: str = "SignAndEncrypt",
-    timeout: float = 5.0,
+    timeout: float = 5.0,  # noqa: ASYNC109 (handed to fetch_endpoints: asyncua's request timeout)
 ) -> bytes:
     endpoints = await fetch_endpoints(endpoint, timeout)
     der = _endpoint_certificate(endpoints, policy, mode)
@@ -248,11 +249,32 @@ async def fetch_server_certificate(
 async def make_client(settings: ConnectionSettings) -> Client:
     """A configured, not yet connected client; checks the pinned server certificate first."""
     from asyncua.client.client import Client
-    from asyncua.crypto import security_policies
 
-    ua = ua_module()
+    _check_security(settings)
+    client = Client(
+        settings.endpoint, timeout=settings.timeout, watchdog_intervall=settings.watchdog_interval
+    )
+    client.name = client.description = f"ironwatt {settings.label}"
+    client.application_uri = settings.application_uri
+    client.product_uri = "urn:ironwatt"
+    # Our own reconnect loop re-resolves namespaces, so the session is short-lived on the server
+    # if we vanish: 60 s rather than asyncua's hour keeps dead sessions from piling up on PLCs.
+    client.session_timeout = 60_000
 
-    label, endpoint = settings.label, settings.endpoint
+    pinned = _pinned_certificate(settings)
+    offered: bytes | None = None
+    if pinned is not None or settings.secure:
+        offered = await _offered_certificate(settings)
+    if pinned is not None:
+        _check_pin(settings, offered, pinned)
+    if settings.secure:
+        await _secure_channel(client, settings, offered if pinned is None else pinned)
+    await _identify(client, settings)
+    return client
+
+
+def _check_security(settings: ConnectionSettings) -> None:
+    label = settings.label
     if settings.security_policy not in POLICIES:
         raise OpcuaConnectError(
             f"device {label}: unknown security_policy {settings.security_policy!r}"
@@ -262,16 +284,11 @@ async def make_client(settings: ConnectionSettings) -> Client:
             f"device {label}: security_policy {settings.security_policy} needs security_mode "
             "Sign or SignAndEncrypt"
         )
-    client = Client(
-        endpoint, timeout=settings.timeout, watchdog_intervall=settings.watchdog_interval
-    )
-    client.name = client.description = f"ironwatt {label}"
-    client.application_uri = settings.application_uri
-    client.product_uri = "urn:ironwatt"
-    # Our own reconnect loop re-resolves namespaces, so the session is short-lived on the server
-    # if we vanish: 60 s rather than asyncua's hour keeps dead sessions from piling up on PLCs.
-    client.session_timeout = 60_000
 
+
+def _pinned_certificate(settings: ConnectionSettings) -> bytes | None:
+    """The pinned server certificate; a secure policy without one is refused."""
+    label, endpoint = settings.label, settings.endpoint
     pinned: bytes | None = None
     if settings.server_certificate is not None:
         try:
@@ -289,77 +306,97 @@ async def make_client(settings: ConnectionSettings) -> Client:
             f"certificate: run `ironwatt opcua trust {endpoint} --out <file.der>`, check the "
             "fingerprint with the PLC, then set server_certificate to that file"
         )
-    offered: bytes | None = None
-    if pinned is not None or settings.secure:
-        try:
-            endpoints = await fetch_endpoints(endpoint, settings.timeout)
-        except (OSError, TimeoutError) as exc:
-            raise OpcuaConnectError(describe_connect_error(exc, settings)) from exc
-        offered = _endpoint_certificate(endpoints, settings.security_policy, settings.security_mode)
-        if settings.secure:
-            uri, mode_value = POLICY_URIS[settings.security_policy], MODES[settings.security_mode]
-            if not any(
-                e.SecurityPolicyUri == uri and int(e.SecurityMode) == mode_value for e in endpoints
-            ):
-                have = sorted({_endpoint_label(e, ua) for e in endpoints})
-                raise OpcuaConnectError(
-                    f"device {label}: {endpoint} offers no endpoint with security_policy "
-                    f"{settings.security_policy} and security_mode {settings.security_mode} "
-                    f"(it offers: {', '.join(have)})"
-                )
-    if pinned is not None:
-        if offered is None:
-            raise OpcuaConnectError(
-                f"device {label}: {endpoint} presents no certificate, but server_certificate "
-                f"{settings.server_certificate} is pinned"
-            )
-        if offered != pinned:
-            raise OpcuaConnectError(
-                f"device {label}: server certificate mismatch at {endpoint}: the server presents "
-                f"SHA-256 {fingerprint(offered)}, the pinned {settings.server_certificate} is "
-                f"{fingerprint(pinned)}. If the PLC's certificate was renewed on purpose, check "
-                f"the new fingerprint with the PLC and run `ironwatt opcua trust {endpoint} --out "
-                f"{settings.server_certificate}`; otherwise this may not be your PLC"
-            )
+    return pinned
 
+
+async def _offered_certificate(settings: ConnectionSettings) -> bytes | None:
+    """The certificate the server offers on the configured endpoint (GetEndpoints).
+
+    A secure policy and mode the server does not offer is refused here, naming what it offers.
+    """
+    label, endpoint = settings.label, settings.endpoint
+    try:
+        endpoints = await fetch_endpoints(endpoint, settings.timeout)
+    except (OSError, TimeoutError) as exc:
+        raise OpcuaConnectError(describe_connect_error(exc, settings)) from exc
+    offered = _endpoint_certificate(endpoints, settings.security_policy, settings.security_mode)
     if settings.secure:
-        if settings.certificate is not None and settings.private_key is not None:
-            cert_path, key_path = settings.certificate, settings.private_key
-            # The session's ApplicationUri must match the URI inside the certificate.
-            cert_uri = certificate_info(load_der(cert_path)).application_uri
-            if cert_uri:
-                client.application_uri = cert_uri
-        else:
-            if settings.pki_dir is None:
-                raise OpcuaConnectError(f"device {label}: no client certificate and no data dir")
-            try:
-                cert_path, key_path = await own_certificate(
-                    settings.pki_dir, settings.application_uri
-                )
-            except OSError as exc:
-                raise OpcuaConnectError(
-                    f"device {label}: cannot create or read the gateway's certificate in "
-                    f"{settings.pki_dir}/own ({exc.strerror or exc}): check the data_dir "
-                    "permissions (tools: --data-dir, or --certificate/--private-key)"
-                ) from None
-        policy_class = getattr(security_policies, POLICIES[settings.security_policy])
-        await client.set_security(
-            policy_class,
-            str(cert_path),
-            str(key_path),
-            server_certificate=offered if pinned is None else pinned,
-            mode=getattr(ua.MessageSecurityMode, settings.security_mode),
+        uri, mode_value = POLICY_URIS[settings.security_policy], MODES[settings.security_mode]
+        if not any(
+            e.SecurityPolicyUri == uri and int(e.SecurityMode) == mode_value for e in endpoints
+        ):
+            ua = ua_module()
+            have = sorted({_endpoint_label(e, ua) for e in endpoints})
+            raise OpcuaConnectError(
+                f"device {label}: {endpoint} offers no endpoint with security_policy "
+                f"{settings.security_policy} and security_mode {settings.security_mode} "
+                f"(it offers: {', '.join(have)})"
+            )
+    return offered
+
+
+def _check_pin(settings: ConnectionSettings, offered: bytes | None, pinned: bytes) -> None:
+    label, endpoint = settings.label, settings.endpoint
+    if offered is None:
+        raise OpcuaConnectError(
+            f"device {label}: {endpoint} presents no certificate, but server_certificate "
+            f"{settings.server_certificate} is pinned"
         )
+    if offered != pinned:
+        raise OpcuaConnectError(
+            f"device {label}: server certificate mismatch at {endpoint}: the server presents "
+            f"SHA-256 {fingerprint(offered)}, the pinned {settings.server_certificate} is "
+            f"{fingerprint(pinned)}. If the PLC's certificate was renewed on purpose, check "
+            f"the new fingerprint with the PLC and run `ironwatt opcua trust {endpoint} --out "
+            f"{settings.server_certificate}`; otherwise this may not be your PLC"
+        )
+
+
+async def _secure_channel(
+    client: Client, settings: ConnectionSettings, server_certificate: bytes | None
+) -> None:
+    """The client's certificate (configured, or the gateway's own) and the security policy."""
+    from asyncua.crypto import security_policies
+
+    label = settings.label
+    if settings.certificate is not None and settings.private_key is not None:
+        cert_path, key_path = settings.certificate, settings.private_key
+        # The session's ApplicationUri must match the URI inside the certificate.
+        cert_uri = certificate_info(load_der(cert_path)).application_uri
+        if cert_uri:
+            client.application_uri = cert_uri
+    else:
+        if settings.pki_dir is None:
+            raise OpcuaConnectError(f"device {label}: no client certificate and no data dir")
+        try:
+            cert_path, key_path = await own_certificate(settings.pki_dir, settings.application_uri)
+        except OSError as exc:
+            raise OpcuaConnectError(
+                f"device {label}: cannot create or read the gateway's certificate in "
+                f"{settings.pki_dir}/own ({exc.strerror or exc}): check the data_dir "
+                "permissions (tools: --data-dir, or --certificate/--private-key)"
+            ) from None
+    policy_class = getattr(security_policies, POLICIES[settings.security_policy])
+    await client.set_security(
+        policy_class,
+        str(cert_path),
+        str(key_path),
+        server_certificate=server_certificate,
+        mode=getattr(ua_module().MessageSecurityMode, settings.security_mode),
+    )
+
+
+async def _identify(client: Client, settings: ConnectionSettings) -> None:
+    """The user identity: an X.509 user certificate, a user name (and password), or anonymous."""
     if settings.user_certificate is not None:
         if settings.user_key is None:
-            raise OpcuaConnectError(f"device {label}: user_certificate needs user_key")
+            raise OpcuaConnectError(f"device {settings.label}: user_certificate needs user_key")
         await client.load_client_certificate(str(settings.user_certificate))
         await client.load_private_key(Path(settings.user_key))
     elif settings.username:
         client.set_user(settings.username)
         if settings.password is not None:
             client.set_password(settings.password)
-    return client
 
 
 def _endpoint_label(ep: Any, ua: Any) -> str:

@@ -11,9 +11,9 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers.opcua.describe import describe_device
 from drivers.opcua.nodes import NodeIdError, parse_node_id
@@ -36,6 +36,7 @@ NUMERIC_TYPES = {
 }  # fmt: skip
 SERVER_OBJECT = "i=2253"
 STAMP = "%Y-%m-%d %H:%M"
+T = TypeVar("T")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -120,13 +121,13 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _run(coro: Any, endpoint: str = "") -> int:
+def _run(coro: Coroutine[Any, Any, T], endpoint: str = "") -> T | int:
     # asyncua logs every browse and session step at INFO: noise between the lines a technician
     # reads. Its warnings stay; `--log-level debug` shows everything.
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("asyncua").setLevel(logging.WARNING)
     try:
-        return int(asyncio.run(coro))
+        return asyncio.run(coro)
     except OpcuaConnectError as exc:
         # The messages start "device LABEL: " and the CLI's label is the endpoint: say it once.
         message = str(exc).removeprefix("device ")
@@ -313,18 +314,27 @@ async def _read_async(args: argparse.Namespace) -> int:
 
 
 def _trust(args: argparse.Namespace) -> int:
-    return _run(_trust_async(args), args.endpoint)
+    # Only the fetch runs on the event loop; the questions and the file come after it.
+    der = _run(_fetch_certificate(args), args.endpoint)
+    return der if isinstance(der, int) else _pin(args, der)
 
 
-async def _trust_async(args: argparse.Namespace) -> int:
-    from drivers.opcua.security import certificate_info, fetch_server_certificate
+async def _fetch_certificate(args: argparse.Namespace) -> bytes | int:
+    """The server's certificate, or the exit status after saying why there is none."""
+    from drivers.opcua.security import fetch_server_certificate
 
     policy = "Basic256Sha256" if args.security_policy == "None" else args.security_policy
     mode = args.security_mode or "SignAndEncrypt"
     try:
-        der = await fetch_server_certificate(args.endpoint, policy, mode, args.timeout)
+        return await fetch_server_certificate(args.endpoint, policy, mode, args.timeout)
     except (OSError, TimeoutError) as exc:
         return _fail(f"cannot reach {args.endpoint}: {exc!r}")
+
+
+def _pin(args: argparse.Namespace, der: bytes) -> int:
+    """Show the certificate, ask (unless --yes), and save it to --out."""
+    from drivers.opcua.security import certificate_info
+
     info = certificate_info(der)
     print(f"Server certificate of {args.endpoint}")
     print(f"  SHA-256 fingerprint: {info.fingerprint}")

@@ -1,7 +1,8 @@
 """Checks that span several keys of a config that already has the right shape.
 
-Each check yields (key path, message) pairs; `config.py` gives them their file:line. Nothing
-here raises on a bad config: every problem is collected, so the technician sees them all at once.
+Each check yields findings, (key path, message) pairs (`drivers.plugin.Finding`); the loader
+(`load.py`) gives them their file:line. Nothing here raises on a bad config: every problem is
+collected, so the technician sees them all at once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from drivers.models import PointBase
+from drivers.plugin import Finding, Loc
 from drivers.registry import plugin_of
 from drivers.wording import format_duration, quote, without_password
 from gateway.config.credentials import Credential, credential_of, find_sources, inside_unit
@@ -26,16 +28,13 @@ from gateway.energy import units
 from gateway.energy.carriers import DEFAULT_CARRIERS
 from gateway.energy.windows import check_interval
 
-__all__ = ["Problem", "check_config"]
-
-Loc = tuple[str | int, ...]
-Problem = tuple[Loc, str]
+__all__ = ["check_config"]
 
 log = logging.getLogger("ironwatt.config")
 
 
-def check_config(cfg: Config) -> list[Problem]:
-    problems: list[Problem] = []
+def check_config(cfg: Config) -> list[Finding]:
+    problems: list[Finding] = []
     problems += _check_gateway(cfg)
     problems += _check_mqtt(cfg)
     problems += _check_energy(cfg)
@@ -46,7 +45,7 @@ def check_config(cfg: Config) -> list[Problem]:
     return problems
 
 
-def _check_gateway(cfg: Config) -> Iterator[Problem]:
+def _check_gateway(cfg: Config) -> Iterator[Finding]:
     zone = cfg.gateway.timezone
     try:
         ZoneInfo(zone)
@@ -61,7 +60,7 @@ def _check_gateway(cfg: Config) -> Iterator[Problem]:
         yield ("gateway", "timezone"), f"{quote(zone)} is not a known time zone ({hint})"
 
 
-def _check_secret_file(loc: Loc, path: Path | None) -> Iterator[Problem]:
+def _check_secret_file(loc: Loc, path: Path | None) -> Iterator[Finding]:
     if path is None:
         return
     credential = credential_of(path)
@@ -98,7 +97,7 @@ def _private_file_problem(path: Path, mode: int) -> str | None:
     return None
 
 
-def _check_credential(loc: Loc, credential: Credential) -> Iterator[Problem]:
+def _check_credential(loc: Loc, credential: Credential) -> Iterator[Finding]:
     """A credential path that does not exist yet: check the file the unit loads it from."""
     unit, name = credential.unit, credential.name
     where = f"{credential.directory / name}"
@@ -155,12 +154,12 @@ def _note(loc: Loc, text: str) -> None:
     log.info("%s: %s", format_path(loc), text)
 
 
-def _check_file(loc: Loc, path: Path | None) -> Iterator[Problem]:
+def _check_file(loc: Loc, path: Path | None) -> Iterator[Finding]:
     if path is not None and not path.is_file():
         yield loc, f"{quote(str(path))} does not exist or is not a file"
 
 
-def _check_mqtt(cfg: Config) -> Iterator[Problem]:
+def _check_mqtt(cfg: Config) -> Iterator[Finding]:
     m = cfg.mqtt
     parts = urlsplit(m.url)
     masked = without_password(m.url)
@@ -214,7 +213,7 @@ def _check_mqtt(cfg: Config) -> Iterator[Problem]:
         )
 
 
-def _check_energy(cfg: Config) -> Iterator[Problem]:
+def _check_energy(cfg: Config) -> Iterator[Finding]:
     if not cfg.energy.intervals:
         yield (
             ("energy", "intervals"),
@@ -266,7 +265,7 @@ def _unknown_unit(unit: str) -> str:
     )
 
 
-def _check_devices(cfg: Config) -> Iterator[Problem]:
+def _check_devices(cfg: Config) -> Iterator[Finding]:
     names: dict[str, int] = {}
     carriers = cfg.energy.carriers
     for d, device in enumerate(cfg.devices):
@@ -305,7 +304,7 @@ def _check_devices(cfg: Config) -> Iterator[Problem]:
 
 def _check_point_units(
     loc: Loc, point: PointBase, carriers: Mapping[str, Carrier]
-) -> Iterator[Problem]:
+) -> Iterator[Finding]:
     if point.max_gap is not None and point.kind != "rate":
         yield (*loc, "max_gap"), f'max_gap applies to kind = "rate" points, not {point.kind}s'
     if point.integration is not None and point.kind != "rate":
@@ -350,7 +349,7 @@ def _check_point_units(
 
 def _check_carrier_unit(
     loc: Loc, point: PointBase, carrier: str, carrier_unit: str
-) -> Iterator[Problem]:
+) -> Iterator[Finding]:
     """A counter's unit, or a rate's integral, must convert to its carrier's unit."""
     target = units.lookup(carrier_unit)
     if target is None:
@@ -407,7 +406,7 @@ def _example_unit(kind: str, dimension: str) -> str:
     return names[0] if names else ""
 
 
-def _check_groups(cfg: Config) -> Iterator[Problem]:
+def _check_groups(cfg: Config) -> Iterator[Finding]:
     points: dict[str, PointBase] = {}
     for device in cfg.devices:
         try:
@@ -459,7 +458,7 @@ def _check_member(
     member: str,
     points: dict[str, PointBase],
     device_names: set[str],
-) -> Iterator[Problem]:
+) -> Iterator[Finding]:
     point = points.get(member)
     device, _, name = member.partition(".")
     if point is None:
@@ -497,12 +496,12 @@ def _check_member(
         )
 
 
-def _check_group_cycles(cfg: Config) -> Iterator[Problem]:
+def _check_group_cycles(cfg: Config) -> Iterator[Finding]:
     groups = {g.name: g for g in cfg.groups}
     index = {g.name: i for i, g in enumerate(cfg.groups)}
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 
-    def visit(name: str, path: list[str]) -> Iterator[Problem]:
+    def visit(name: str, path: list[str]) -> Iterator[Finding]:
         state[name] = 1
         for m, member in enumerate(groups[name].members):
             if member not in groups:

@@ -15,11 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from drivers.plugin import Finding, Loc
 from drivers.registry import PLUGINS
 from drivers.wording import quote
 from gateway.config.base import DEFAULT_PATH
 from gateway.config.checks import check_config
-from gateway.config.locator import KeyLocator, Loc, format_path
+from gateway.config.locator import KeyLocator, format_path
 from gateway.config.model import Config, Device, MqttConfig
 from gateway.errors import ConfigError, Problem
 
@@ -49,8 +50,8 @@ def _device_models() -> dict[str, type[BaseModel]]:
     return {name: p.config().device_model for name, p in PLUGINS.items()}
 
 
-def _pydantic_problems(exc: ValidationError, document: dict[str, Any]) -> list[tuple[Loc, str]]:
-    problems: list[tuple[Loc, str]] = []
+def _pydantic_problems(exc: ValidationError, document: dict[str, Any]) -> list[Finding]:
+    problems: list[Finding] = []
     for error in exc.errors(include_url=False):
         loc = _file_loc(error["loc"])
         kind = error["type"]
@@ -94,7 +95,7 @@ def _pydantic_problems(exc: ValidationError, document: dict[str, Any]) -> list[t
     return _dedupe(_merge_typos(problems))
 
 
-def _merge_typos(problems: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
+def _merge_typos(problems: list[Finding]) -> list[Finding]:
     """`adress = 72` gives "unknown key, did you mean address?" and "address is missing":
     the second says nothing new, so keep one problem, on the line the typo is on."""
     suggested = {
@@ -114,10 +115,10 @@ def _file_loc(raw: tuple[str | int, ...]) -> Loc:
     return tuple(p for p in raw if not (isinstance(p, str) and _BRANCH.match(p)))
 
 
-def _dedupe(problems: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
+def _dedupe(problems: list[Finding]) -> list[Finding]:
     """Keep one problem per key: a union (`x | None`, `float | "auto"`) fails once per branch."""
     seen: set[Loc] = set()
-    out: list[tuple[Loc, str]] = []
+    out: list[Finding] = []
     for loc, message in problems:
         if loc in seen:
             continue
@@ -126,7 +127,7 @@ def _dedupe(problems: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
     return out
 
 
-def _unknown_key(loc: Loc, document: dict[str, Any]) -> tuple[Loc, str]:
+def _unknown_key(loc: Loc, document: dict[str, Any]) -> Finding:
     key = str(loc[-1])
     if key == "password":
         return loc, (
@@ -281,7 +282,7 @@ def validate_document(document: dict[str, Any], file: str = "<config>", text: st
     Relative paths are anchored to the folder of `file`; `document` is modified in place.
     """
     _anchor_paths(document, Path(file).parent)
-    found: list[tuple[Loc, str]] = []
+    found: list[Finding] = []
     if "path" in document:  # `Config.path` is set by the loader, not a key of the file
         found.append(_unknown_key(("path",), document))
     try:
@@ -332,9 +333,7 @@ def _toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> Problem:
     return Problem(line, "", f"not valid TOML at column {column}{where}: {detail}")
 
 
-def _checks_despite(
-    problems: list[tuple[Loc, str]], document: dict[str, Any], file: str
-) -> list[tuple[Loc, str]]:
+def _checks_despite(problems: list[Finding], document: dict[str, Any], file: str) -> list[Finding]:
     """The cross-key problems of a document that already failed validation.
 
     Values that failed are replaced by their default or a placeholder in a copy, validated

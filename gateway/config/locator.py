@@ -8,11 +8,10 @@ from __future__ import annotations
 import contextlib
 import re
 
+from drivers.plugin import Loc
 from drivers.wording import quote
 
-__all__ = ["KeyLocator", "Loc", "format_path"]
-
-Loc = tuple[str | int, ...]
+__all__ = ["KeyLocator", "format_path"]
 
 
 def format_path(loc: Loc) -> str:

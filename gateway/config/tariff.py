@@ -1,6 +1,6 @@
 """Checks of the `[tariff]` table: every day type and season covers 24 h exactly once.
 
-Part of the config checks (see config_checks.py); yields (key path, message) pairs.
+Part of the config checks (see checks.py); yields findings, (key path, message) pairs.
 """
 
 from __future__ import annotations
@@ -8,13 +8,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from drivers.plugin import Finding, Loc
 from drivers.wording import quote
 from gateway.config.model import Config, TariffPeriod
 
 __all__ = ["check_tariff"]
-
-Loc = tuple[str | int, ...]
-Problem = tuple[Loc, str]
 
 _HOURS_RE = re.compile(r"(\d{1,2}):(\d\d)\s*-\s*(\d{1,2}):(\d\d)")
 _MONTHS_RE = re.compile(r"(\d{1,2})(?:-(\d{1,2}))?")
@@ -34,7 +32,7 @@ def _clock(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
-def _check_day(loc: Loc, periods: tuple[TariffPeriod, ...]) -> Iterator[Problem]:
+def _check_day(loc: Loc, periods: tuple[TariffPeriod, ...]) -> Iterator[Finding]:
     """Periods of one day type must cover 24 h exactly once (ranges may cross midnight)."""
     owner: list[tuple[str, str] | None] = [None] * 1440  # (period, range) owning each minute
     names: set[str] = set()
@@ -112,7 +110,7 @@ def _ranges(minutes: list[int]) -> list[str]:
     return out
 
 
-def check_tariff(cfg: Config) -> Iterator[Problem]:
+def check_tariff(cfg: Config) -> Iterator[Finding]:
     tariff = cfg.tariff
     assert tariff is not None
     yield from _check_day(("tariff", "periods"), tariff.periods)

@@ -1,4 +1,4 @@
-"""The daemon's energy stage: config points → aggregator specs, closed windows → outbox messages.
+"""The daemon's energy stage: config points → accounted points, closed windows → outbox messages.
 
 Wraps gateway.energy.aggregate.Aggregator (which owns the kernel and the point index the drivers
 use); decides the per-point defaults energy.md leaves to the device: grace, max_gap, integration.
@@ -12,17 +12,17 @@ from typing import Any
 
 from drivers.registry import plugin_of
 from drivers.samples import PointIndex, SampleBatch
-from gateway.energy.aggregate import Aggregator, PointSpec, WindowPayload
+from gateway.energy.aggregate import AccountedPoint, Aggregator, WindowPayload
 from gateway.outbox.messages import Message
 from gateway.outbox.policy import MessageClass
 from gateway.topics import Topics
 
-__all__ = ["EnergyStage", "changed_sources", "specs_of"]
+__all__ = ["EnergyStage", "accounted_points", "changed_sources"]
 
 
-def specs_of(cfg: Any) -> list[PointSpec]:
-    """One aggregator spec per point of every enabled device."""
-    specs: list[PointSpec] = []
+def accounted_points(cfg: Any) -> list[AccountedPoint]:
+    """What the aggregator accounts of each point of every enabled device."""
+    specs: list[AccountedPoint] = []
     for device in cfg.devices:
         if not getattr(device, "enabled", True):
             continue
@@ -46,7 +46,7 @@ def specs_of(cfg: Any) -> list[PointSpec]:
             # subscribed ones hold a value until the next (silence = unchanged), no max_gap.
             max_gap = p.max_gap if p.max_gap is not None else (3 * period if polled else 0.0)
             integration = p.integration or ("trapezoid" if polled else "hold")
-            specs.append(PointSpec(
+            specs.append(AccountedPoint(
                 device=device.name, name=p.name, kind=p.kind, unit=p.unit or "",
                 carrier=p.carrier, rollover=rollover, max_rate=float(p.max_rate or 0.0),
                 # An integer register moves in steps of its scale: one step down is jitter.
@@ -111,7 +111,7 @@ class EnergyStage:
             max_revision_age=float(energy.max_revision_age),
         )
         self._topics = Topics.of(cfg)
-        self._specs = {s.key: s for s in specs_of(cfg)}
+        self._specs = {s.key: s for s in accounted_points(cfg)}
         self._cfg = cfg  # the reload compares against it (sources are not kept: see above)
         self.agg.set_points(self._specs.values(), now)
         self.windows = 0
@@ -153,7 +153,7 @@ class EnergyStage:
         sources. Other changes (max_rate, max_gap, rollover, poll) keep the state and apply
         from now on. Unchanged points keep everything, by key.
         """
-        new = {s.key: s for s in specs_of(cfg)}
+        new = {s.key: s for s in accounted_points(cfg)}
         both = new.keys() & self._specs.keys()
         moved = set(changed_sources(self._cfg, cfg))
         fresh = sorted(k for k in both if k in moved or new[k].kind != self._specs[k].kind)

@@ -42,7 +42,7 @@ from gateway.daemon.reload_control import (
 )
 from gateway.daemon.status import health_verdict, metrics_of, status_document, status_line
 from gateway.daemon.uplink_thread import UplinkStage
-from gateway.errors import ConfigWorkerError, SchemaError
+from gateway.errors import ConfigWorkerError, SchemaError, UplinkError
 from gateway.outbox.messages import OutboxSettings
 from gateway.outbox.store import Outbox, open_outbox
 from gateway.timefmt import utc_iso
@@ -366,7 +366,8 @@ class Gateway:
 
     async def _apply(self, new: Config) -> ReloadOutcome:
         """Carry out plan_reload(running, new): units stopped, retuned in place or restarted."""
-        assert self.supervisor is not None and self.energy is not None
+        assert self.supervisor is not None
+        assert self.energy is not None
         assert self.pipeline is not None
         plan = plan_reload(self.cfg, new)
         stop, start, updated = list(plan.stop), list(plan.start), []
@@ -402,6 +403,10 @@ class Gateway:
 def run_gateway(config_path: str | Path) -> int:
     """Load the config (ConfigError: exit 2, reported by the CLI) and run until stopped.
 
+    An uplink that cannot be set up as configured (UplinkError: a broker URL it cannot use, in a
+    file that bypassed `ironwatt check`) is a config error too: one line, exit 2, which the
+    unit's RestartPreventExitStatus= does not restart.
+
     The file is validated in a child process: this one never imports pydantic (why:
     gateway/config/records.py).
     """
@@ -421,6 +426,9 @@ def run_gateway(config_path: str | Path) -> int:
     except SchemaError as exc:
         log.critical("cannot start: %s", exc)
         return 1
+    except UplinkError as exc:
+        log.critical("cannot start: %s (check the file: ironwatt check -c %s)", exc, config_path)
+        return 2
     except (OSError, sqlite3.Error) as exc:
         # Storage that cannot be opened is the usual first-install problem: say where and why.
         log.critical(

@@ -23,10 +23,10 @@ from gateway.energy.windows import DAY, edges_between, window_of
 from gateway.timefmt import utc_iso
 
 __all__ = [
+    "AccountedPoint",
     "Aggregator",
-    "Block",
     "Closed",
-    "PointSpec",
+    "DemandBlock",
     "TouCalendar",
     "WindowPayload",
     "integral_unit",
@@ -55,8 +55,9 @@ class TouCalendar(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class PointSpec:
-    """What the aggregator needs to know of one point (from the validated config)."""
+class AccountedPoint:
+    """A point as the aggregator accounts it: kind, unit, carrier and how its readings are
+    judged, from the validated config (what a driver reads, e.g. a register, is not here)."""
 
     device: str
     name: str
@@ -90,7 +91,7 @@ class WindowPayload:
 
 
 @dataclass(slots=True)
-class Block:
+class DemandBlock:
     """One demand block of one point (for group demand: sums of simultaneous blocks)."""
 
     key: str
@@ -103,7 +104,7 @@ class Block:
 @dataclass(slots=True)
 class Closed:
     windows: list[WindowPayload] = field(default_factory=list)
-    blocks: list[Block] = field(default_factory=list)
+    blocks: list[DemandBlock] = field(default_factory=list)
 
 
 def integral_unit(unit: str) -> str:
@@ -168,7 +169,7 @@ class Aggregator:
         )
         # The id map drivers stamp into batches; share one with them (or use this one).
         self.index = index if index is not None else PointIndex()
-        self._specs: dict[int, PointSpec] = {}
+        self._specs: dict[int, AccountedPoint] = {}
         self._horizon = -math.inf
         self._max_age = float(max_revision_age)
         # Device windows published while a counter of theirs was in a gap, by (interval,
@@ -210,7 +211,7 @@ class Aggregator:
 
     # ---- points -----------------------------------------------------------------------------
 
-    def set_points(self, specs: Iterable[PointSpec], now: float) -> None:
+    def set_points(self, specs: Iterable[AccountedPoint], now: float) -> None:
         """Apply a (re)loaded point list: new points start now, gone ones are retired."""
         self.ensure_grid(now)
         wanted = {spec.key: spec for spec in specs}
@@ -270,13 +271,7 @@ class Aggregator:
         points, intervals, starts, revisions = (
             cols["point"], cols["interval"], cols["start"], cols["revision"]
         )  # fmt: skip
-        # Rows still to come per device window (rows of one window need not be adjacent).
-        left: dict[tuple[int, str, float], int] = {}
-        for i in range(len(points)):
-            spec = self._specs.get(points[i])
-            if spec is not None and revisions[i] <= 1:
-                gkey = (intervals[i], spec.device, starts[i])
-                left[gkey] = left.get(gkey, 0) + 1
+        left = self._rows_left(points, intervals, starts, revisions)
         revised: dict[tuple[int, str, float], dict[str, Any]] = {}
         for i in range(len(points)):
             spec = self._specs.get(points[i])
@@ -290,20 +285,7 @@ class Aggregator:
                 continue
             wp = grouped.get(gkey)
             if wp is None:
-                wp = WindowPayload(
-                    self._names[k],
-                    spec.device,
-                    start,
-                    {
-                        "device": spec.device,
-                        "interval": self._names[k],
-                        "start": utc_iso(start),
-                        "end": utc_iso(cols["end"][i]),
-                        "revision": 1,
-                        "estimated": False,
-                        "points": {},
-                    },
-                )
+                wp = self._new_window(k, spec.device, start, cols["end"][i])
                 grouped[gkey] = wp
                 if on_window is None:
                     out.windows.append(wp)
@@ -326,12 +308,53 @@ class Aggregator:
         horizon = now - self._max_age - 2 * max(self._seconds)
         for key in [key for key in self._revisable if key[2] < horizon]:
             del self._revisable[key]
+        out.blocks = self._demand_blocks(blocks)
+        return out
+
+    def _rows_left(
+        self,
+        points: Sequence[int],
+        intervals: Sequence[int],
+        starts: Sequence[float],
+        revisions: Sequence[int],
+    ) -> dict[tuple[int, str, float], int]:
+        """Rows to come per device window of a first publication (a window's rows need not be
+        adjacent): the window is whole when its count reaches 0."""
+        left: dict[tuple[int, str, float], int] = {}
+        for i in range(len(points)):
+            spec = self._specs.get(points[i])
+            if spec is not None and revisions[i] <= 1:
+                gkey = (intervals[i], spec.device, starts[i])
+                left[gkey] = left.get(gkey, 0) + 1
+        return left
+
+    def _new_window(self, k: int, device: str, start: float, end: float) -> WindowPayload:
+        """A device window's first publication, its points still to be filled in."""
+        name = self._names[k]
+        return WindowPayload(
+            name,
+            device,
+            start,
+            {
+                "device": device,
+                "interval": name,
+                "start": utc_iso(start),
+                "end": utc_iso(end),
+                "revision": 1,
+                "estimated": False,
+                "points": {},
+            },
+        )
+
+    def _demand_blocks(self, blocks: dict[str, Any]) -> list[DemandBlock]:
+        """The kernel's closed demand blocks, of points still configured."""
+        out: list[DemandBlock] = []
         for i in range(len(blocks["point"])):
             spec = self._specs.get(blocks["point"][i])
             if spec is None:
                 continue
-            out.blocks.append(
-                Block(
+            out.append(
+                DemandBlock(
                     spec.key,
                     blocks["start"][i],
                     blocks["end"][i],
@@ -346,7 +369,7 @@ class Aggregator:
         out: Closed,
         revised: dict[tuple[int, str, float], dict[str, Any]],
         gkey: tuple[int, str, float],
-        spec: PointSpec,
+        spec: AccountedPoint,
         cols: dict[str, Any],
         i: int,
         periods: Sequence[float],
@@ -377,7 +400,7 @@ class Aggregator:
         payload["points"][spec.name] = self._point_body(spec, cols, i, periods)
 
     def _point_body(
-        self, spec: PointSpec, cols: dict[str, Any], i: int, periods: Sequence[float]
+        self, spec: AccountedPoint, cols: dict[str, Any], i: int, periods: Sequence[float]
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"kind": spec.kind, "unit": spec.unit}
         if spec.carrier is not None:

@@ -18,7 +18,7 @@ from gateway.errors import OutboxClosed
 from gateway.outbox.drop import ROW_OVERHEAD, Dropper
 from gateway.outbox.epoch import LinkEpoch
 from gateway.outbox.messages import encode_body
-from gateway.outbox.pending import Item, PendingPut, WriteQueue
+from gateway.outbox.pending import Call, Item, PendingPut, WriteQueue
 from gateway.outbox.policy import MessageClass
 from gateway.outbox.rows import RowStore
 from gateway.outbox.schema import meta_set
@@ -71,55 +71,74 @@ class Writer:
             self._shutdown()
 
     def _loop(self) -> None:
-        q, conn = self._queue, self.rows.conn
         retry_at = 0.0
         while True:
-            with q.cv:
-                while True:
-                    stalled = self.pressure is not None
-                    can_put = bool(q.puts) and (not stalled or time.monotonic() >= retry_at)
-                    if q.acks or q.calls or can_put:
-                        break
-                    if q.closing and (not q.puts or stalled):
-                        return
-                    q.cv.wait(_RETRY_S if stalled else None)
-                acks, q.acks = q.acks, []
-                calls = list(q.calls)
-                q.calls.clear()
-                puts = list(q.puts) if can_put else []
+            work = self._take(retry_at)
+            if work is None:
+                return
+            acks, calls, puts = work
             if acks:
                 retry_at = 0.0  # room may have come back
                 if not puts:
                     self._delete(acks)
             if puts:
-                try:
-                    # Deletes ride the same transaction: one commit (one fsync) instead of two.
-                    stored = self._store(puts, acks)
-                except Exception as exc:
-                    # A bug, not the disk: fail these batches loudly, keep the writer alive.
-                    log.exception("buffer %s: could not store %d batches", self._path, len(puts))
-                    for put in puts:
-                        if not put.future.done():
-                            put.future.set_exception(exc)
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    if acks:
-                        self._delete(acks)
-                    stored = True
-                if stored:
-                    q.stored(len(puts))
+                if self._write(puts, acks):
+                    self._queue.stored(len(puts))
                 else:
                     retry_at = time.monotonic() + _RETRY_S
-            for fn, fut in calls:
-                try:
-                    fut.set_result(fn(conn))
-                except BaseException as exc:  # the caller gets it; the writer carries on
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    fut.set_exception(exc)
+            self._answer(calls)
             # Not kept while the writer waits: the last batch (a window close's messages, ~1 MB
             # at 8,000 points) would stay alive until the next one.
-            del acks, calls, puts
+            del work, acks, calls, puts
+
+    def _take(self, retry_at: float) -> tuple[list[int], list[Call], list[PendingPut]] | None:
+        """What there is to do, once there is something: acknowledged ids, calls, and the queued
+        batches (not while the disk refuses them, until `retry_at`). None: closed, and nothing
+        left that could be stored."""
+        q = self._queue
+        with q.cv:
+            while True:
+                stalled = self.pressure is not None
+                can_put = bool(q.puts) and (not stalled or time.monotonic() >= retry_at)
+                if q.acks or q.calls or can_put:
+                    break
+                if q.closing and (not q.puts or stalled):
+                    return None
+                q.cv.wait(_RETRY_S if stalled else None)
+            acks, q.acks = q.acks, []
+            calls = list(q.calls)
+            q.calls.clear()
+            puts = list(q.puts) if can_put else []
+        return acks, calls, puts
+
+    def _write(self, puts: list[PendingPut], acks: list[int]) -> bool:
+        """Store the batches (with the deletes); False when the disk refused them (retried)."""
+        conn = self.rows.conn
+        try:
+            # Deletes ride the same transaction: one commit (one fsync) instead of two.
+            return self._store(puts, acks)
+        except Exception as exc:
+            # A bug, not the disk: fail these batches loudly, keep the writer alive.
+            log.exception("buffer %s: could not store %d batches", self._path, len(puts))
+            for put in puts:
+                if not put.future.done():
+                    put.future.set_exception(exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if acks:
+                self._delete(acks)
+            return True
+
+    def _answer(self, calls: list[Call]) -> None:
+        """Run the calls queued for the writer's connection; each caller gets its result."""
+        conn = self.rows.conn
+        for fn, fut in calls:
+            try:
+                fut.set_result(fn(conn))
+            except BaseException as exc:  # the caller gets it; the writer carries on
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                fut.set_exception(exc)
 
     @property
     def _path(self) -> Path:

@@ -123,7 +123,8 @@ class SimulatedPlc:
         from cryptography.x509.oid import ExtendedKeyUsageOID
 
         ua = _ua()
-        users, user_certs = self.users, [Path(p).read_bytes() for p in self.user_certificates]
+        users = self.users
+        user_certs = await asyncio.to_thread(_read_all, self.user_certificates)
 
         class PlcUsers(UserManager):
             def get_user(
@@ -159,7 +160,7 @@ class SimulatedPlc:
         if any(s != "None" for s in self.security):
             if self.cert_dir is None:
                 raise ValueError("a secure simulated PLC needs cert_dir for its certificate")
-            Path(self.cert_dir).mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(Path(self.cert_dir).mkdir, parents=True, exist_ok=True)
             cert, key = (
                 Path(self.cert_dir) / "server-cert.der",
                 Path(self.cert_dir) / "server-key.pem",
@@ -503,6 +504,10 @@ def _ua() -> Any:
     from asyncua import ua
 
     return ua
+
+
+def _read_all(paths: Sequence[Path]) -> list[bytes]:
+    return [Path(p).read_bytes() for p in paths]
 
 
 def _der(certificate: Any) -> bytes:

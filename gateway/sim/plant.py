@@ -253,8 +253,8 @@ async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("NOTIFY_SOCKET", None)
     with log_path.open("wb") as log_file:
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
+        gateway = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "run", "-c", str(config),
             stdout=log_file, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
         say(
@@ -270,21 +270,21 @@ async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
         deadline = time.monotonic() + duration
         code = 0
         while not stop.is_set() and time.monotonic() < deadline:
-            if gateway.poll() is not None:
+            if gateway.returncode is not None:
                 say(f"the gateway exited with status {gateway.returncode}; its log:")
                 print(log_path.read_text()[-4000:])
                 code = 1
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
-        if gateway.poll() is None:
+        if gateway.returncode is None:
             say("stopping the gateway (SIGTERM: open windows go to its snapshot)")
             gateway.send_signal(signal.SIGTERM)
             try:
-                await loop.run_in_executor(None, gateway.wait, 20)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(gateway.wait(), 20)
+            except TimeoutError:
                 gateway.kill()
-                gateway.wait()
+                await gateway.wait()
         await asyncio.sleep(0.5)  # the retained `offline` status
     printer.close()
     if plc is not None:

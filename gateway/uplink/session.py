@@ -78,6 +78,10 @@ class MqttSession:
         self._acked: list[int] = []
         self._connack: ReasonCode | None = None
         self._lost = False
+        # The drain's place in the outbox: the id of the last row handed to paho in this
+        # session, and the rows read after it but not handed over yet.
+        self._cursor = 0
+        self._pending: deque[Row] = deque()
 
     def run(self) -> bool:
         """Set up, connect, drain until the connection ends; True if a session ran."""
@@ -171,23 +175,8 @@ class MqttSession:
     # -- the drain --------------------------------------------------------------------------------
 
     def _drain(self, client: mqtt.Client) -> None:
-        s, health, outbox, reader, inflight = (
-            self.settings,
-            self._health,
-            self.outbox,
-            self._reader,
-            self.inflight,
-        )
-        health.connects += 1
-        outbox.set_link(True)
-        health.state, health.since, health.last_error = "online", time.time(), None
-        if not health.publish_refused:
-            health.forget_problem()  # a new failure is news; the same refusal again is not
-        health.publish_refused = False
-        log.info("MQTT connected to %s as %r", self._where, s.client_id, extra={"transition": True})
-        self._publish_status(client, "online")
-        cursor = 0  # the id of the last row handed to paho in this session
-        pending: deque[Row] = deque()
+        s, health, outbox, inflight = self.settings, self._health, self.outbox, self.inflight
+        self._online(client)
         tokens, last_refill = 1.0, time.monotonic()
         burst = max(1.0, min(s.drain_rate, float(s.max_inflight)))
         next_status = time.monotonic() + s.status_interval_s
@@ -198,30 +187,8 @@ class MqttSession:
             if s.drain_rate > 0:
                 tokens = min(burst, tokens + (now - last_refill) * s.drain_rate)
                 last_refill = now
-            sent = b""  # the `sent` time of what this round publishes, formatted once if any
-            drained = held_back = False
-            while self._room() and (s.drain_rate <= 0 or tokens >= 1):
-                if not pending:
-                    pending.extend(reader.fetch(cursor, _FETCH))
-                    if not pending:
-                        drained = True
-                        break
-                row = pending[0]
-                if row.qos == 0 and inflight.unwritten >= s.max_inflight:
-                    held_back = True  # paho's socket is full: let it write what it holds first
-                    break
-                pending.popleft()
-                if not sent:
-                    sent = utc_iso(time.time()).encode()
-                body = compose(row, sent, not outbox.is_live(row))
-                info = client.publish(row.topic, body, qos=row.qos)
-                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    self._lost = True
-                    break
-                self._hand_over(info, Kind.ROW if row.qos else Kind.ROW_QOS0, row.id)
-                health.published += 1
-                cursor = row.id
-                tokens -= 1
+            published, drained, held_back = self._publish_rows(client, tokens)
+            tokens -= published
             if self._acked and (len(self._acked) >= _FETCH or now - last_flush >= _ACK_FLUSH_S):
                 outbox.ack(self._acked)
                 self._acked, last_flush = [], now
@@ -252,7 +219,7 @@ class MqttSession:
             wait = min(_IDLE_S, max(0.0, next_status - now))
             if self._acked:
                 wait = min(wait, _ACK_FLUSH_S)
-            if self._room() and (pending or not drained) and not held_back:
+            if self._room() and (self._pending or not drained) and not held_back:
                 # More to send right now, or as soon as the rate limit gives a token (held
                 # back: the select wakes when the socket takes more).
                 rate_wait = 0.0 if s.drain_rate <= 0 else (1 - tokens) / s.drain_rate
@@ -261,6 +228,52 @@ class MqttSession:
                 break
         if self._stop.is_set() and not self._lost:
             self._say_goodbye(client)
+
+    def _online(self, client: mqtt.Client) -> None:
+        """The connection is up: counted, logged once, the retained status says `online`."""
+        health = self._health
+        health.connects += 1
+        self.outbox.set_link(True)
+        health.state, health.since, health.last_error = "online", time.time(), None
+        if not health.publish_refused:
+            health.forget_problem()  # a new failure is news; the same refusal again is not
+        health.publish_refused = False
+        log.info(
+            "MQTT connected to %s as %r",
+            self._where,
+            self.settings.client_id,
+            extra={"transition": True},
+        )
+        self._publish_status(client, "online")
+
+    def _publish_rows(self, client: mqtt.Client, tokens: float) -> tuple[int, bool, bool]:
+        """Hand rows to paho in id order while the ack window has room and the rate limit
+        `tokens`: how many went, whether the outbox had no more, whether QoS 0 rows wait for
+        paho's socket to take what it holds first."""
+        s, inflight, pending, outbox = self.settings, self.inflight, self._pending, self.outbox
+        sent = b""  # the `sent` time of what this round publishes, formatted once if any
+        published = 0
+        while self._room() and (s.drain_rate <= 0 or tokens - published >= 1):
+            if not pending:
+                pending.extend(self._reader.fetch(self._cursor, _FETCH))
+                if not pending:
+                    return published, True, False
+            row = pending[0]
+            if row.qos == 0 and inflight.unwritten >= s.max_inflight:
+                return published, False, True  # paho's socket is full: let it write first
+            pending.popleft()
+            if not sent:
+                sent = utc_iso(time.time()).encode()
+            body = compose(row, sent, not outbox.is_live(row))
+            info = client.publish(row.topic, body, qos=row.qos)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._lost = True
+                break
+            self._hand_over(info, Kind.ROW if row.qos else Kind.ROW_QOS0, row.id)
+            self._health.published += 1
+            self._cursor = row.id
+            published += 1
+        return published, False, False
 
     def _room(self) -> bool:
         """A free slot in the ack window (QoS 1 rows only), and no mid about to be reused."""

@@ -14,7 +14,8 @@ import pytest
 from drivers.samples import SampleBatch
 from gateway.config.load import parse_config
 from gateway.energy import units
-from gateway.energy.aggregate import Aggregator, PointSpec, integral_unit
+from gateway.energy.aggregate import AccountedPoint as PointSpec
+from gateway.energy.aggregate import Aggregator, integral_unit
 from tests.config.test_example import MINIMAL
 
 DAY0 = 1_764_374_400.0  # 2025-11-29T00:00:00Z, a minute edge

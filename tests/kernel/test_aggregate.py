@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from drivers.samples import SampleBatch
-from gateway.energy.aggregate import Aggregator, PointSpec, integral_unit
+from gateway.energy.aggregate import AccountedPoint as PointSpec
+from gateway.energy.aggregate import Aggregator, integral_unit
 from tests.kernel.conftest import DAY0
 
 pytestmark = pytest.mark.twin
