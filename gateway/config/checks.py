@@ -16,15 +16,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from drivers.fields import parse_duration
 from drivers.models import PointBase
 from drivers.plugin import Finding, Loc
 from drivers.registry import plugin_of
 from drivers.wording import format_duration, quote, without_password
 from gateway.config.credentials import Credential, credential_of, find_sources, inside_unit
 from gateway.config.locator import format_path
-from gateway.config.model import Carrier, Config
+from gateway.config.model import Carrier, Config, GroupConfig
 from gateway.config.tariff import check_tariff
 from gateway.energy import units
+from gateway.energy.benchmarks import BENCHMARKS
 from gateway.energy.carriers import DEFAULT_CARRIERS
 from gateway.energy.windows import check_interval
 
@@ -227,6 +229,15 @@ def _check_energy(cfg: Config) -> Iterator[Finding]:
                 f"{quote(interval.name)} is the same length as {quote(seen[interval.seconds])}",
             )
         seen.setdefault(interval.seconds, interval.name)
+    for i, name in enumerate(cfg.energy.benchmark_intervals):
+        # Names not configured are allowed (the default names "1d" and "1mo"): only those that
+        # cannot be an interval at all are mistakes.
+        if name not in ("shift", "1mo") and not _is_interval(name):
+            yield (
+                ("energy", "benchmark_intervals", i),
+                f"{quote(name)} is not an interval (expected one of energy.intervals, "
+                '"shift" or "1mo")',
+            )
     demand = cfg.energy.demand_interval
     if not demand.is_integer() or check_interval(int(demand)) or demand > 86400:
         yield (
@@ -253,6 +264,14 @@ def _check_energy(cfg: Config) -> Iterator[Finding]:
                     f"{default.kgce_per_unit:g} is the {quote(default.method)} value"
                 ),
             )
+
+
+def _is_interval(name: str) -> bool:
+    try:
+        seconds = parse_duration(name)
+    except ValueError:
+        return False
+    return seconds.is_integer() and check_interval(int(seconds)) is None
 
 
 def _unknown_unit(unit: str) -> str:
@@ -432,6 +451,16 @@ def _check_groups(cfg: Config) -> Iterator[Finding]:
             if member in groups:
                 continue
             yield from _check_member((*loc, "members", m), member, points, device_names)
+        for m, member in enumerate(group.recovered):
+            if member in groups:
+                yield (
+                    (*loc, "recovered", m),
+                    f"{quote(member)} is a group: recovered members are points (list the "
+                    "group's recovered points here, or declare them recovered in that group)",
+                )
+                continue
+            yield from _check_member((*loc, "recovered", m), member, points, device_names)
+        yield from _check_benchmark(loc, group)
         if group.production is not None:
             produced = points.get(group.production)
             if produced is None:
@@ -451,6 +480,7 @@ def _check_groups(cfg: Config) -> Iterator[Finding]:
                     ),
                 )
     yield from _check_group_cycles(cfg)
+    yield from _counted_twice(cfg)
 
 
 def _check_member(
@@ -494,6 +524,66 @@ def _check_member(
                 '"electricity") so the group knows what it sums'
             ),
         )
+
+
+def _check_benchmark(loc: Loc, group: GroupConfig) -> Iterator[Finding]:
+    """A process needs production (kgce per what?) and a table for it; an EAF its size."""
+    if group.process is None:
+        for key in ("standard", "benchmark", "furnace_capacity_t"):
+            if getattr(group, key) is not None:
+                yield (*loc, key), f"{key} judges a process: set process too (or drop {key})"
+        return
+    if group.production is None:
+        yield (
+            (*loc, "production"),
+            f"process {quote(group.process)} is judged in kgce per tonne: the group needs "
+            'production (e.g. production = "plc.steel_tons")',
+        )
+    process = group.benchmark_process
+    if process is None:
+        yield (
+            (*loc, "furnace_capacity_t"),
+            'process "eaf" needs furnace_capacity_t (the nominal furnace size in t: its '
+            'benchmark class depends on it), or name the class: "eaf_below_50t", '
+            '"eaf_50_70t", "eaf_70t_up"',
+        )
+        return
+    tables = BENCHMARKS[process]
+    if group.standard is not None and group.standard not in tables:
+        yield (
+            (*loc, "standard"),
+            f"{quote(group.standard)} has no table for {process} (known: "
+            f"{', '.join(quote(t) for t in tables)}; `ironwatt benchmarks` lists them)",
+        )
+
+
+def _counted_twice(cfg: Config) -> Iterator[Finding]:
+    """A point reached twice from one group (directly and through a member group, or through
+    two member groups) would be summed twice."""
+    groups = {g.name: g for g in cfg.groups}
+    index = {g.name: i for i, g in enumerate(cfg.groups)}
+
+    def leaves(name: str, path: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(point, via) for every point the group counts; a cycle is reported elsewhere."""
+        g = groups[name]
+        out = [(m, name) for m in (*g.members, *g.recovered) if m not in groups]
+        for m in g.members:
+            if m in groups and m not in path:
+                out += leaves(m, (*path, m))
+        return out
+
+    for name in groups:
+        seen: dict[str, str] = {}
+        for point, via in leaves(name, (name,)):
+            if point in seen:
+                first, second = seen[point], via
+                yield (
+                    ("groups", index[name], "members"),
+                    f"{quote(point)} is counted twice in group {quote(name)} (through "
+                    f"{quote(first)} and {quote(second)}): list each point once",
+                )
+                break
+            seen[point] = via
 
 
 def _check_group_cycles(cfg: Config) -> Iterator[Finding]:

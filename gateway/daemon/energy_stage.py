@@ -1,7 +1,8 @@
 """The daemon's energy stage: config points → accounted points, closed windows → outbox messages.
 
 Wraps gateway.energy.aggregate.Aggregator (which owns the kernel and the point index the drivers
-use); decides the per-point defaults energy.md leaves to the device: grace, max_gap, integration.
+use) and the groups' accountant fed by its device windows; decides the per-point defaults
+energy.md leaves to the device: grace, max_gap, integration, which points are split by TOU.
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ from typing import Any
 from drivers.registry import plugin_of
 from drivers.samples import PointIndex, SampleBatch
 from gateway.energy.aggregate import AccountedPoint, Aggregator, WindowPayload
+from gateway.energy.groups import GroupAccountant, compile_groups
+from gateway.energy.tou import TariffCalendar
+from gateway.energy.windows import SHIFT, Cadence, Shift
 from gateway.outbox.messages import Message
 from gateway.outbox.policy import MessageClass
 from gateway.topics import Topics
 
-__all__ = ["EnergyStage", "accounted_points", "changed_sources"]
+__all__ = ["EnergyStage", "accounted_points", "cadences_of", "changed_sources"]
 
 
 def accounted_points(cfg: Any) -> list[AccountedPoint]:
     """What the aggregator accounts of each point of every enabled device."""
     specs: list[AccountedPoint] = []
+    priced = getattr(cfg, "tariff", None) is not None
     for device in cfg.devices:
         if not getattr(device, "enabled", True):
             continue
@@ -51,7 +56,8 @@ def accounted_points(cfg: Any) -> list[AccountedPoint]:
                 carrier=p.carrier, rollover=rollover, max_rate=float(p.max_rate or 0.0),
                 # An integer register moves in steps of its scale: one step down is jitter.
                 resolution=fact.resolution, max_gap=float(max_gap), integration=integration,
-                demand=p.kind == "rate" and p.carrier == "electricity",
+                # Electricity counters too: their block energy is a group's simultaneous demand.
+                demand=p.carrier == "electricity", tou=priced and p.carrier == "electricity",
                 grace=max(1.0, period + timeout),
             ))  # fmt: skip
     return specs
@@ -99,22 +105,54 @@ def changed_sources(old: Any, new: Any) -> list[str]:
     return sorted(out)
 
 
+def cadences_of(cfg: Any) -> list[Cadence]:
+    """The windows published: `energy.intervals` (fixed lengths and "1mo"), then the shifts."""
+    out = [Cadence(i.name, int(i.seconds)) for i in cfg.energy.intervals]
+    if cfg.energy.shifts:
+        out.append(Cadence(SHIFT, shifts=tuple(Shift(s.name, s.start) for s in cfg.energy.shifts)))
+    return out
+
+
 class EnergyStage:
-    """Feeds the aggregator and turns what it closes into `energy/{interval}/{device}` messages."""
+    """Feeds the aggregator and turns what it closes into `energy/{interval}/{device}` and
+    `group/{interval}/{group}` messages."""
 
     def __init__(self, cfg: Any, now: float) -> None:
         energy = cfg.energy
+        tz = cfg.gateway.tz
+        self._tou = TariffCalendar(cfg.tariff, tz) if cfg.tariff is not None else None
+        self._cadences = cadences_of(cfg)
         self.agg = Aggregator(
-            cfg.gateway.tz,
-            [(i.name, int(i.seconds)) for i in energy.intervals],
+            tz,
+            self._cadences,
             demand_interval=int(energy.demand_interval) if energy.demand_interval else None,
             max_revision_age=float(energy.max_revision_age),
+            tou=self._tou,
         )
         self._topics = Topics.of(cfg)
         self._specs = {s.key: s for s in accounted_points(cfg)}
         self._cfg = cfg  # the reload compares against it (sources are not kept: see above)
         self.agg.set_points(self._specs.values(), now)
+        self.groups = self._accountant(cfg)
         self.windows = 0
+        self.group_windows = 0
+
+    def _accountant(self, cfg: Any) -> GroupAccountant | None:
+        if not cfg.groups:
+            return None
+        disabled = [d.name for d in cfg.devices if not getattr(d, "enabled", True)]
+        specs = compile_groups(
+            cfg.groups, self._specs.values(), cfg.energy.carriers, disabled=disabled
+        )
+        return GroupAccountant(
+            specs,
+            cfg.energy.carriers,
+            currency=self._tou.currency if self._tou is not None else None,
+            demand_interval=float(cfg.energy.demand_interval or 0.0),
+            max_revision_age=float(cfg.energy.max_revision_age),
+            lengths={c.name: c.nominal for c in self._cadences},
+            benchmark_intervals=cfg.energy.benchmark_intervals,
+        )
 
     @property
     def index(self) -> PointIndex:
@@ -122,27 +160,45 @@ class EnergyStage:
         return self.agg.index
 
     def restore(self, blob: bytes) -> list[str]:
-        return self.agg.restore(blob)
+        """Resume the open windows (and the groups' slots) from a snapshot; ValueError when it
+        is not usable (the groups' part alone being unreadable costs only their held slots)."""
+        keys = self.agg.restore(blob)
+        attached = self.agg.attached
+        if self.groups is not None and isinstance(attached, dict):
+            self.groups.restore(attached.get("groups"))
+        return keys
 
     def ingest(self, batch: SampleBatch) -> None:
         self.agg.ingest(batch, time.time())
 
     def close_due(self, now: float) -> list[Message]:
         messages: list[Message] = []
+        groups = self.groups
 
         def publish(w: WindowPayload) -> None:
+            if groups is not None:
+                groups.take_window(w.interval, w.start, w.end, w.payload, w.revisable)
             # Encoded as soon as the device window is whole: its dicts go at once, only the
             # JSON waits for the outbox (bytes the outbox stores as they are).
             body = json.dumps(w.payload, separators=(",", ":"), ensure_ascii=False).encode()
             topic = self._topics.energy(w.interval, w.device)
             messages.append(Message(topic, body, qos=1, cls=MessageClass.WINDOW))
 
-        self.agg.close_until(now, publish)
+        closed = self.agg.close_until(now, publish)
         self.windows += len(messages)
+        if groups is not None:
+            for block in closed.blocks:
+                groups.take_block(block.key, block.start, block.end, block.demand)
+            for payload in groups.complete(now):
+                body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+                topic = self._topics.group(payload["interval"], payload["group"])
+                messages.append(Message(topic, body, qos=1, cls=MessageClass.WINDOW))
+                self.group_windows += 1
         return messages
 
     def snapshot_parts(self) -> tuple[bytes, ...]:
-        return self.agg.snapshot_parts()
+        attached = {"groups": self.groups.state()} if self.groups is not None else None
+        return self.agg.snapshot_parts(attached)
 
     def reconfigure(self, cfg: Any, now: float) -> tuple[list[str], list[str]]:
         """Apply a reloaded config's points; returns (fresh, retuned) point keys.
@@ -163,6 +219,12 @@ class EnergyStage:
             self.agg.set_points([s for k, s in new.items() if k not in fresh], now)
         self.agg.set_points(new.values(), now)
         self._specs, self._cfg = new, cfg
+        # Groups may have changed, or their members' devices been switched on or off: the
+        # slots held carry over by group name and member key.
+        held = self.groups.state() if self.groups is not None else None
+        self.groups = self._accountant(cfg)
+        if self.groups is not None:
+            self.groups.restore(held)
         return fresh, retuned
 
     def stats(self) -> dict[str, Any]:
@@ -170,5 +232,7 @@ class EnergyStage:
             "kernel": self.agg.implementation,
             "points": len(self._specs),
             "windows": self.windows,
+            "group_windows": self.group_windows,
+            "groups_pending": self.groups.pending() if self.groups is not None else 0,
             "dropped": self.agg.stats(),
         }

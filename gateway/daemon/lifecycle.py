@@ -165,7 +165,7 @@ class Gateway:
             except ValueError as exc:
                 log.error("kernel snapshot %s not used: %s", pipeline.snapshot_path, exc)
         del blob
-        smallest = min((i.seconds for i in cfg.energy.intervals), default=60)
+        smallest = min((i.seconds for i in cfg.energy.intervals if i.seconds), default=60)
         self.clock = ClockWatch(forward_threshold=float(smallest))
         uplink = self.uplink = UplinkStage(cfg, outbox, self._enabled_devices)
         uplink.start()

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from drivers.samples import PointIndex, SampleBatch
 from ext import kernel as default_kernel
 from gateway.energy import units
-from gateway.energy.windows import DAY, edges_between, window_of
+from gateway.energy.windows import DAY, Cadence, window_of
 from gateway.timefmt import utc_iso
 
 __all__ = [
@@ -34,8 +34,11 @@ __all__ = [
 
 KINDS = {"counter": 0, "rate": 1, "gauge": 2}
 # The version of the aggregator snapshot: the envelope (b"IWA", this byte, the kernel part's
-# length) around the kernel snapshot, which has a version of its own (ext: KERNEL_SNAPSHOT_VERSION).
-AGGREGATOR_SNAPSHOT_VERSION = 1
+# length) around the kernel snapshot, which has a version of its own (ext: KERNEL_SNAPSHOT_VERSION),
+# then JSON. Version 1's JSON is the list of revisable windows; version 2's an object of them and
+# the state a caller attaches (the groups' inputs). Both are read.
+AGGREGATOR_SNAPSHOT_VERSION = 2
+_READS = (1, 2)
 _MAGIC = b"IWA"
 INTEGRATIONS = {"trapezoid": 0, "hold": 1}
 
@@ -43,7 +46,18 @@ INTEGRATIONS = {"trapezoid": 0, "hold": 1}
 class TouCalendar(Protocol):
     """Time-of-use periods as instants: what the tariff config compiles to (accounting owns it)."""
 
-    names: Sequence[str]
+    @property
+    def names(self) -> Sequence[str]:
+        """Per kernel period; a name may repeat (one per price)."""
+        ...
+
+    @property
+    def prices(self) -> Sequence[float]:
+        """Per kernel period, per kWh in `currency`."""
+        ...
+
+    @property
+    def currency(self) -> str: ...
 
     def period_at(self, t: float) -> int:
         """Index (into `names`) of the period in force at instant t."""
@@ -69,7 +83,7 @@ class AccountedPoint:
     resolution: float = 0.0  # a fall of at most this much is jitter
     max_gap: float = 0.0  # seconds; 0 = no limit
     integration: str = "trapezoid"  # trapezoid | hold
-    demand: bool = False  # an electricity rate point: peak demand and demand blocks
+    demand: bool = False  # electricity: demand blocks (and a rate's peak demand)
     tou: bool = False  # split by time-of-use period
     grace: float = 1.0  # the device's poll interval + timeout (at least 1 s)
 
@@ -88,6 +102,8 @@ class WindowPayload:
     device: str
     start: float
     payload: dict[str, Any]
+    end: float = 0.0
+    revisable: bool = False  # a gap may still revise it (or this is a revision)
 
 
 @dataclass(slots=True)
@@ -120,15 +136,16 @@ def _num(x: float) -> float | None:
 class Aggregator:
     """Windows for every configured interval over every point, built on the kernel.
 
-    `intervals` are (name, seconds) pairs, e.g. ("15m", 900). The kernel sees only UTC epoch
-    edges; this class computes them with gateway.energy.windows in `tz` and keeps them `lookahead`
-    seconds ahead of the clock it is given.
+    `intervals` are cadences (gateway.energy.windows.Cadence: fixed lengths, calendar months,
+    shifts) or (name, seconds) pairs, e.g. ("15m", 900). The kernel sees only UTC epoch edges;
+    this class computes them in `tz` and keeps them `lookahead` seconds ahead of the clock it is
+    given.
     """
 
     def __init__(
         self,
         tz: ZoneInfo,
-        intervals: Sequence[tuple[str, int]],
+        intervals: Sequence[Cadence | tuple[str, int]],
         *,
         demand_interval: int | None = 900,
         max_revision_age: float = 86400.0,
@@ -140,18 +157,20 @@ class Aggregator:
         if not intervals:
             raise ValueError("energy.intervals: at least one interval is needed")
         self._tz = tz
-        self._names = [name for name, _ in intervals]
-        self._seconds = [int(s) for _, s in intervals]
+        self._cadences = [
+            c if isinstance(c, Cadence) else Cadence(c[0], int(c[1])) for c in intervals
+        ]
         emit = [True] * len(intervals)
         self._demand_k = -1
         if demand_interval:
-            if demand_interval in self._seconds:
-                self._demand_k = self._seconds.index(demand_interval)
+            fixed = [c.seconds if not (c.monthly or c.shifts) else 0 for c in self._cadences]
+            if demand_interval in fixed:
+                self._demand_k = fixed.index(demand_interval)
             else:  # blocks need their own edges; their windows are not published
-                self._demand_k = len(self._seconds)
-                self._seconds.append(int(demand_interval))
-                self._names.append(f"demand-{demand_interval}s")
+                self._demand_k = len(self._cadences)
+                self._cadences.append(Cadence(f"demand-{demand_interval}s", int(demand_interval)))
                 emit.append(False)
+        self._names = [c.name for c in self._cadences]
         # The first grid reaches back this far, so a snapshot taken before a restart still finds
         # its open cells on the grid (and gap energy can be placed).
         self._lookback = max(float(max_revision_age), 3600.0)
@@ -161,7 +180,7 @@ class Aggregator:
         mod = kernel_module if kernel_module is not None else default_kernel
         self._mod = mod
         self._k = mod.Kernel(
-            len(self._seconds),
+            len(self._cadences),
             emit=emit,
             demand_interval=self._demand_k,
             n_periods=len(self._periods),
@@ -176,6 +195,7 @@ class Aggregator:
         # device, start): a revision republishes the whole window, every point of it, since
         # subscribers keep only the highest revision.
         self._revisable: dict[tuple[int, str, float], dict[str, Any]] = {}
+        self.attached: Any = None  # what the last restore handed back (see snapshot)
 
     # ---- grid -------------------------------------------------------------------------------
 
@@ -183,18 +203,25 @@ class Aggregator:
         """Keep the kernel's edges at least half the lookahead ahead of `now`."""
         if self._horizon >= now + self._lookahead / 2:
             return
-        if self._horizon == -math.inf:
+        first = self._horizon == -math.inf
+        if first:
             # Start at a local midnight that is also an edge of any whole-day interval: an
-            # edge of every interval (they divide 24 h or are whole days).
-            longest = max(*self._seconds, DAY)
+            # edge of every fixed interval (they divide 24 h or are whole days).
+            fixed = [c.seconds for c in self._cadences if not (c.monthly or c.shifts)]
+            longest = max(*fixed, DAY)
             start = window_of(self._tz, longest, now - self._lookback)[0]
         else:
             start = self._horizon
         end = max(now, start) + self._lookahead
         lists = [
-            [e for e in edges_between(self._tz, s, start, end) if e > self._horizon]
-            for s in self._seconds
+            [e for e in c.edges(self._tz, start, end) if e > self._horizon] for c in self._cadences
         ]
+        if first:
+            # Months and shifts start where they start: their window around the first edge
+            # begins before it (one long grid cell that no point has data in).
+            for c, edges in zip(self._cadences, lists, strict=True):
+                if (c.monthly or c.shifts) and (not edges or edges[0] > start):
+                    edges.insert(0, c.window_of(self._tz, start)[0])
         bounds: list[float] = []
         periods: list[int] = []
         initial = 0
@@ -295,6 +322,7 @@ class Aggregator:
                 wp.payload["estimated"] = True
             if cols["gap"][i]:
                 self._revisable[gkey] = wp.payload
+                wp.revisable = True
             left[gkey] -= 1
             if not left[gkey]:
                 del grouped[gkey]
@@ -305,8 +333,10 @@ class Aggregator:
             for wp in out.windows:
                 on_window(wp)
             out.windows.clear()
-        horizon = now - self._max_age - 2 * max(self._seconds)
-        for key in [key for key in self._revisable if key[2] < horizon]:
+        horizon = now - self._max_age
+        for key in [
+            key for key in self._revisable if key[2] < horizon - 2 * self._cadences[key[0]].nominal
+        ]:
             del self._revisable[key]
         out.blocks = self._demand_blocks(blocks)
         return out
@@ -331,20 +361,17 @@ class Aggregator:
     def _new_window(self, k: int, device: str, start: float, end: float) -> WindowPayload:
         """A device window's first publication, its points still to be filled in."""
         name = self._names[k]
-        return WindowPayload(
-            name,
-            device,
-            start,
-            {
-                "device": device,
-                "interval": name,
-                "start": utc_iso(start),
-                "end": utc_iso(end),
-                "revision": 1,
-                "estimated": False,
-                "points": {},
-            },
-        )
+        payload: dict[str, Any] = {
+            "device": device,
+            "interval": name,
+            "start": utc_iso(start),
+            "end": utc_iso(end),
+        }
+        shift = self._cadences[k].label(self._tz, start)
+        if shift is not None:
+            payload["shift"] = shift
+        payload.update(revision=1, estimated=False, points={})
+        return WindowPayload(name, device, start, payload, end)
 
     def _demand_blocks(self, blocks: dict[str, Any]) -> list[DemandBlock]:
         """The kernel's closed demand blocks, of points still configured."""
@@ -384,19 +411,16 @@ class Aggregator:
                 payload["points"] = dict(before["points"])
                 payload["revision"] = before["revision"] + 1
             else:  # published before a restart: only the revised points can be sent again
-                payload = {
-                    "device": spec.device,
-                    "interval": self._names[k],
-                    "start": utc_iso(gkey[2]),
-                    "end": utc_iso(cols["end"][i]),
-                    "revision": cols["revision"][i],
-                    "estimated": True,
-                    "points": {},
-                }
+                payload = self._new_window(k, spec.device, gkey[2], cols["end"][i]).payload
+                payload["revision"] = cols["revision"][i]
             payload["estimated"] = True
             revised[gkey] = payload
             self._revisable[gkey] = payload
-            out.windows.append(WindowPayload(self._names[k], spec.device, gkey[2], payload))
+            out.windows.append(
+                WindowPayload(
+                    self._names[k], spec.device, gkey[2], payload, cols["end"][i], revisable=True
+                )
+            )
         payload["points"][spec.name] = self._point_body(spec, cols, i, periods)
 
     def _point_body(
@@ -425,7 +449,7 @@ class Aggregator:
             else:
                 body["last"] = _num(cols["last"][i])
         if spec.tou and self._periods and periods and not math.isnan(periods[0]):
-            body["by_period"] = dict(zip(self._periods, periods, strict=True))
+            self._by_period(body, spec, periods)
         body["samples"] = cols["samples"][i]
         body["bad"] = cols["bad"][i]
         body["coverage"] = cols["coverage"][i]
@@ -433,22 +457,47 @@ class Aggregator:
             body["estimated"] = True
         return body
 
+    def _by_period(
+        self, body: dict[str, Any], spec: AccountedPoint, periods: Sequence[float]
+    ) -> None:
+        """`by_period` energy per period name (the point's unit) and its `cost` (kWh x price).
+
+        A name priced differently in two seasons is two kernel periods and one name here."""
+        assert self._tou is not None
+        energy: dict[str, float] = {}
+        costs: dict[str, float] = {}
+        unit = units.lookup(spec.unit)
+        to_kwh = unit.factor if unit is not None else 1.0
+        for name, amount, price in zip(self._periods, periods, self._tou.prices, strict=True):
+            energy[name] = energy.get(name, 0.0) + amount
+            costs[name] = costs.get(name, 0.0) + amount * to_kwh * price
+        body["by_period"] = energy
+        if spec.carrier == "electricity":
+            body["cost"] = {
+                "currency": self._tou.currency,
+                "amount": sum(costs.values()),
+                "by_period": costs,
+            }
+
     # ---- state ------------------------------------------------------------------------------
 
-    def snapshot(self) -> bytes:
+    def snapshot(self, attached: Any = None) -> bytes:
         """Versioned bytes: the kernel's state (open windows, counter baselines, keyed by point
-        key) and the device windows a gap may still revise."""
+        key), the device windows a gap may still revise, and `attached` (JSON-able state of
+        the caller's, handed back by `restore` as `self.attached`)."""
         # One join, one copy: chained `+` would copy the (multi-MB) kernel part twice more.
-        return b"".join(self.snapshot_parts())
+        return b"".join(self.snapshot_parts(attached))
 
-    def snapshot_parts(self) -> tuple[bytes, bytes, bytes]:
-        """The snapshot as (head, kernel part, revisable windows), to write without a join."""
+    def snapshot_parts(self, attached: Any = None) -> tuple[bytes, bytes, bytes]:
+        """The snapshot as (head, kernel part, JSON), to write without a join."""
         kernel = self._k.snapshot()
         revisable = [
             [self._names[k], device, start, payload]
             for (k, device, start), payload in self._revisable.items()
         ]
-        extra = json.dumps(revisable, separators=(",", ":")).encode()
+        extra = json.dumps(
+            {"revisable": revisable, "attached": attached}, separators=(",", ":")
+        ).encode()
         head = _MAGIC + bytes([AGGREGATOR_SNAPSHOT_VERSION]) + struct.pack("<Q", len(kernel))
         return head, kernel, extra
 
@@ -459,10 +508,10 @@ class Aggregator:
         """
         if len(data) < 12 or data[:3] != _MAGIC:
             raise ValueError("not an ironwatt aggregator snapshot (bad magic); delete the file")
-        if data[3] != AGGREGATOR_SNAPSHOT_VERSION:
+        if data[3] not in _READS:
             raise ValueError(
                 f"aggregator snapshot version {data[3]} is not supported by this build (it "
-                f"reads version {AGGREGATOR_SNAPSHOT_VERSION}); move the state file aside and "
+                f"reads versions {', '.join(map(str, _READS))}); move the state file aside and "
                 "restart"
             )
         (n,) = struct.unpack("<Q", data[4:12])
@@ -473,13 +522,23 @@ class Aggregator:
             )
         # The revisable windows first: if they are unreadable, the kernel is left untouched.
         revisable: dict[tuple[int, str, float], dict[str, Any]] = {}
-        for name, device, start, payload in json.loads(data[12 + n :]):
+        rest = json.loads(data[12 + n :])
+        attached = None
+        if data[3] >= 2:
+            if not isinstance(rest, dict) or not isinstance(rest.get("revisable"), list):
+                raise ValueError(
+                    "aggregator snapshot: its revisable windows are unreadable; move the state "
+                    "file aside and restart"
+                )
+            rest, attached = rest["revisable"], rest.get("attached")
+        for name, device, start, payload in rest:
             if name in self._names:
                 revisable[(self._names.index(name), device, start)] = payload
         # A view, not a slice: the multi-MB kernel part is not copied again.
         with memoryview(data) as view:
             keys = list(self._k.restore(view[12 : 12 + n], dict(self.index.items())))
         self._revisable.update(revisable)
+        self.attached = attached
         return keys
 
     def stats(self) -> dict[str, int]:

@@ -3,21 +3,28 @@
 A group's window is the sum of its members' windows of the same slot (interval, start), taken
 from the device payloads as they close: per carrier the amounts converted to the carrier's unit,
 kgce and kgCO2e by the carrier factors, recovered (exported) members netted out, production and
-intensity, cost by TOU period, and demand as the highest sum of simultaneous block averages.
-A window is published once every member point present in the config has delivered its window
-for the slot, never half-summed; it is published again (revision + 1, estimated) when a
-member's window is revised by gap energy.
+intensity, cost by TOU period, demand as the highest sum of simultaneous block averages, and
+the benchmark. A window is published once every member point present in the config has
+delivered its window for the slot, never half-summed; it is published again (revision + 1,
+estimated) when a member's window is revised by gap energy. The rules: docs/energy.md#groups.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from gateway.energy import units
+from gateway.energy.benchmarks import judge
+from gateway.energy.group_specs import (
+    CarrierFactors,
+    GroupSpec,
+    MemberSpec,
+    ProductionSpec,
+    compile_groups,
+)
 from gateway.timefmt import utc_iso
 
 __all__ = [
@@ -25,82 +32,24 @@ __all__ = [
     "GroupAccountant",
     "GroupSpec",
     "MemberSpec",
+    "ProductionSpec",
     "compile_groups",
 ]
 
-# Slots whose inputs are kept for a revision are forgotten after this many longest windows
-# past max_revision_age (the aggregator keeps its revisable device windows as long).
+# Slots kept for a revision are forgotten this many of their windows past max_revision_age
+# (the aggregator keeps its revisable device windows as long).
 _SLOT_KEEP_WINDOWS = 2
-
-
-class CarrierFactors(Protocol):
-    """A carrier of `energy.carriers` (gateway.config.model.Carrier)."""
-
-    @property
-    def unit(self) -> str: ...
-    @property
-    def kgce_per_unit(self) -> float: ...
-    @property
-    def kgco2e_per_unit(self) -> float: ...
-    @property
-    def method(self) -> str: ...
-    @property
-    def source(self) -> str: ...
-
-
-class PointLike(Protocol):
-    """What a group needs of one point (gateway.energy.aggregate's per-point spec)."""
-
-    @property
-    def device(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def unit(self) -> str: ...
-    @property
-    def carrier(self) -> str | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class MemberSpec:
-    """One point counted by a group: its window value × `factor` is an amount of `carrier`."""
-
-    key: str
-    carrier: str
-    unit: str  # the carrier's unit
-    factor: float
-    recovered: bool = False
-    demand_factor: float = 0.0  # block average × this = kW (electricity members only)
-
-
-@dataclass(frozen=True, slots=True)
-class ProductionSpec:
-    key: str
-    unit: str
-    factor: float
-
-
-@dataclass(frozen=True, slots=True)
-class GroupSpec:
-    name: str
-    points: tuple[MemberSpec, ...]  # direct point members
-    children: tuple[str, ...]  # direct group members, computed first
-    production: ProductionSpec | None
-    leaves: tuple[MemberSpec, ...]  # every point counted, through the children too
-    missing: tuple[str, ...] = ()  # configured members whose device is disabled
 
 
 @dataclass(slots=True)
 class _Input:
-    """One member point's window in one slot."""
+    """One member point's window in one slot; `rev` counts its revisions."""
 
     value: float | None  # delta or integral, in the point's unit
     coverage: float
     estimated: bool
     cost: dict[str, float] | None  # per period name, in the tariff's currency
-    energy: dict[str, float] | None  # per period name, in the point's unit
+    rev: int = 1
 
 
 @dataclass(slots=True)
@@ -108,115 +57,36 @@ class _Slot:
     interval: str
     start: float
     end: float
+    shift: str | None = None
     inputs: dict[str, _Input] = field(default_factory=dict)
     published: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seen: dict[str, dict[str, _Input]] = field(default_factory=dict)  # the inputs used, by group
+    seen: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> key -> rev used
     revisable: bool = False
 
 
-def compile_groups(
-    groups: Sequence[Any],
-    points: Iterable[PointLike],
-    carriers: Mapping[str, CarrierFactors],
-    *,
-    disabled: Iterable[str] = (),
-) -> list[GroupSpec]:
-    """The validated `[[groups]]` as specs, children before parents.
+@dataclass(slots=True)
+class _Sums:
+    """A group window's running sums while it is built."""
 
-    `points` are the points the aggregator accounts (enabled devices); `disabled` the names of
-    configured devices that are switched off: their members are listed as missing. Raises
-    ValueError naming the group for what the config checks refuse (a cycle, a unit that does
-    not convert): the daemon never starts on such a table.
-    """
-    by_key = {f"{p.device}.{p.name}": p for p in points}
-    off = set(disabled)
-    names = {g.name: g for g in groups}
-    done: dict[str, GroupSpec] = {}
-    order: list[GroupSpec] = []
+    carriers: dict[str, float | None] = field(default_factory=dict)
+    recovered: dict[str, float | None] = field(default_factory=dict)
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cost: float | None = None
+    by_period: dict[str, float] = field(default_factory=dict)
+    coverage: float = 1.0
+    estimated: bool = False
 
-    def member(group: str, key: str, recovered: bool) -> MemberSpec | None:
-        point = by_key.get(key)
-        if point is None:
-            if key.partition(".")[0] in off:
-                return None
-            raise ValueError(f"group {group!r}: member {key!r} is not a configured point")
-        carrier = carriers.get(point.carrier or "")
-        if carrier is None:
-            raise ValueError(f"group {group!r}: member {key!r} has no known carrier")
-        factor = units.amount_factor(point.kind, point.unit, carrier.unit)
-        if factor is None:
-            raise ValueError(
-                f"group {group!r}: member {key!r} in {point.unit!r} does not convert to "
-                f"{point.carrier}'s unit {carrier.unit!r}"
-            )
-        unit = units.lookup(point.unit)
-        electric = point.carrier == "electricity" and unit is not None
-        return MemberSpec(
-            key, point.carrier or "", carrier.unit, factor, recovered,
-            unit.factor if electric and unit is not None else 0.0,
-        )  # fmt: skip
+    def add(self, recovered: bool, carrier: str, amount: float | None) -> None:
+        into = self.recovered if recovered else self.carriers
+        if amount is None:
+            into.setdefault(carrier, None)
+        else:
+            into[carrier] = (into.get(carrier) or 0.0) + amount
 
-    def build(name: str, path: tuple[str, ...]) -> GroupSpec:
-        if name in done:
-            return done[name]
-        if name in path:
-            raise ValueError(f"group {name!r}: groups form a cycle: {' -> '.join((*path, name))}")
-        g = names[name]
-        direct: list[MemberSpec] = []
-        children: list[str] = []
-        missing: list[str] = []
-        recovered = tuple(getattr(g, "recovered", ()) or ())
-        for key, back in [(k, False) for k in g.members] + [(k, True) for k in recovered]:
-            if key in names and not back:
-                children.append(key)
-                continue
-            spec = member(name, key, back)
-            if spec is None:
-                missing.append(key)
-            else:
-                direct.append(spec)
-        leaves: dict[str, MemberSpec] = {}
-        for child in children:
-            sub = build(child, (*path, name))
-            missing += sub.missing
-            for leaf in sub.leaves:
-                if leaf.key in leaves:
-                    raise ValueError(f"group {name!r}: {leaf.key!r} is counted twice")
-                leaves[leaf.key] = leaf
-        for spec in direct:
-            if spec.key in leaves:
-                raise ValueError(f"group {name!r}: {spec.key!r} is counted twice")
-            leaves[spec.key] = spec
-        if not leaves and not missing:
-            raise ValueError(f"group {name!r} has no member")
-        production = None
-        if g.production is not None and g.production in by_key:
-            p = by_key[g.production]
-            quantity = units.lookup(p.unit)
-            # The production's canonical unit (kg -> t); an unknown unit ("pcs") stays as is.
-            canon = units.canonical(p.unit) if quantity is not None else p.unit
-            if p.kind == "rate":
-                dim = units.integral_dimension(p.unit)
-                canon = units.of_dimension(dim)[0] if dim else f"{p.unit}*h"
-            factor = units.amount_factor(p.kind, p.unit, canon) if quantity else 1.0
-            production = ProductionSpec(g.production, canon, factor or 1.0)
-        compiled = GroupSpec(
-            name, tuple(direct), tuple(children), production, tuple(leaves.values()),
-            tuple(dict.fromkeys(missing)),
-        )  # fmt: skip
-        done[name] = compiled
-        order.append(compiled)
-        return compiled
-
-    for name in names:
-        build(name, ())
-    return order
-
-
-class TariffPrices(Protocol):
-    """What groups need of the TOU calendar (gateway.energy.tou.TariffCalendar)."""
-
-    currency: str
+    def add_cost(self, sign: float, by_period: Mapping[str, float]) -> None:
+        self.cost = (self.cost or 0.0) + sign * sum(by_period.values())
+        for name, c in by_period.items():
+            self.by_period[name] = self.by_period.get(name, 0.0) + sign * c
 
 
 class GroupAccountant:
@@ -230,18 +100,22 @@ class GroupAccountant:
         currency: str | None = None,
         demand_interval: float | None = 900.0,
         max_revision_age: float = 86400.0,
-        longest: float = 86400.0,
+        lengths: Mapping[str, float] | None = None,
+        benchmark_intervals: Sequence[str] = ("shift", "1d", "1mo"),
     ) -> None:
         self._groups = list(groups)
         self._carriers = carriers
         self._currency = currency
         self._demand_s = float(demand_interval or 0.0)
-        self._keep = float(max_revision_age) + _SLOT_KEEP_WINDOWS * float(longest)
+        self._max_age = float(max_revision_age)
+        # How long a window of each interval lasts at most (months: 31 days and an hour).
+        self._length = dict(lengths or {})
+        self._longest = max(self._length.values(), default=86400.0)
+        self._judged = set(benchmark_intervals)
         self._wanted = {leaf.key for g in self._groups for leaf in g.leaves} | {
             g.production.key for g in self._groups if g.production is not None
         }
         self._slots: dict[tuple[str, float], _Slot] = {}
-        self._longest = float(longest)
         # Per group: blocks some members have delivered, by start: [sum of kW, members in, end];
         # and the whole ones as (start, end, sum) in start order, for the peaks of the windows.
         self._partial: dict[str, dict[float, list[float]]] = {g.name: {} for g in self._groups}
@@ -255,32 +129,37 @@ class GroupAccountant:
     # ---- input ------------------------------------------------------------------------------
 
     def take_window(
-        self, interval: str, start: float, end: float, payload: Mapping[str, Any],
+        self,
+        interval: str,
+        start: float,
+        end: float,
+        payload: Mapping[str, Any],
         revisable: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Keep what the groups need of one closed (or revised) device window."""
         device = payload["device"]
-        points = payload["points"]
         wanted = [
-            (f"{device}.{name}", body)
-            for name, body in points.items()
-            if f"{device}.{name}" in self._wanted
+            (key, body)
+            for name, body in payload["points"].items()
+            if (key := f"{device}.{name}") in self._wanted
         ]
         if not wanted:
             return
         slot = self._slots.get((interval, start))
         if slot is None:
-            slot = self._slots[(interval, start)] = _Slot(interval, start, end)
+            slot = _Slot(interval, start, end, payload.get("shift"))
+            self._slots[(interval, start)] = slot
         revised = payload.get("revision", 1) > 1
         for key, body in wanted:
             value = body.get("delta") if body["kind"] == "counter" else body.get("integral")
             cost = body.get("cost")
+            before = slot.inputs.get(key)
             slot.inputs[key] = _Input(
                 None if value is None else float(value),
                 float(body["coverage"]),
                 bool(body.get("estimated", False) or revised),
                 dict(cost["by_period"]) if cost else None,
-                dict(body["by_period"]) if "by_period" in body else None,
+                before.rev + 1 if before is not None else 1,
             )
         slot.revisable |= revisable or revised
 
@@ -295,8 +174,7 @@ class GroupAccountant:
             if demand is None or math.isnan(demand):
                 acc[0] = math.nan  # a member without data: no simultaneous sum for this block
             else:
-                sign = -1.0 if spec.recovered else 1.0
-                acc[0] += sign * demand * spec.demand_factor
+                acc[0] += (-1.0 if spec.recovered else 1.0) * demand * spec.demand_factor
             acc[1] += 1
             if acc[1] >= len(members):
                 del partial[start]
@@ -316,136 +194,101 @@ class GroupAccountant:
                     out.append(payload)
             if len(slot.published) == len(self._groups) and not slot.revisable:
                 del self._slots[key]
-        for key in [k for k, s in self._slots.items() if s.end < now - self._keep]:
+        horizon = now - self._max_age
+        for key in [
+            key
+            for key, slot in self._slots.items()
+            if slot.end < horizon - _SLOT_KEEP_WINDOWS * self._length.get(key[0], self._longest)
+        ]:
             del self._slots[key]
         self._prune_blocks(now)
         return out
 
+    def pending(self) -> int:
+        """Slots held: waiting for members, or kept for a revision."""
+        return len(self._slots)
+
     def _window_of(self, group: GroupSpec, slot: _Slot) -> dict[str, Any] | None:
-        before = slot.published.get(group.name)
         keys = [leaf.key for leaf in group.leaves]
         if group.production is not None:
             keys.append(group.production.key)
-        inputs = [slot.inputs.get(k) for k in keys]
-        if any(i is None for i in inputs):
+        if any(k not in slot.inputs for k in keys):
             return None  # a member's window is still to come
-        if before is not None:
-            used = slot.seen[group.name]
-            if all(used.get(k) is slot.inputs[k] for k in keys):
-                return None  # published, and no member revised since
-        children = [slot.published[c] for c in group.children if c in slot.published]
-        if len(children) != len(group.children):
+        before = slot.published.get(group.name)
+        used = {k: slot.inputs[k].rev for k in keys}
+        if before is not None and slot.seen[group.name] == used:
+            return None  # published, and no member revised since
+        children = [slot.published.get(c) for c in group.children]
+        if any(c is None for c in children):
             return None
-        payload = self._build(group, slot, children)
+        payload = self._build(group, slot, [c for c in children if c is not None])
         if before is not None:
             payload["revision"] = before["revision"] + 1
             payload["estimated"] = True
             if "demand" in before:  # blocks are never revised: the peak stands
                 payload["demand"] = before["demand"]
         slot.published[group.name] = payload
-        slot.seen[group.name] = {k: slot.inputs[k] for k in keys}
+        slot.seen[group.name] = used
         return payload
 
     def _build(
         self, group: GroupSpec, slot: _Slot, children: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        carriers: dict[str, float | None] = {}
-        recovered: dict[str, float | None] = {}
-        members: dict[str, dict[str, Any]] = {}
-        by_period: dict[str, float] = {}
-        cost_total: float | None = None
-        coverage = 0.0 if group.missing else 1.0
-        estimated = False
-
-        def add(into: dict[str, float | None], carrier: str, amount: float | None) -> None:
-            if amount is None:
-                into.setdefault(carrier, None)
-            else:
-                into[carrier] = (into.get(carrier) or 0.0) + amount
-
+        sums = _Sums(coverage=0.0 if group.missing else 1.0)
         for child in children:
-            # Children first, as published: a parent is auditable as the sum of its parts.
-            for carrier, body in child["carriers"].items():
-                add(carriers, carrier, body["amount"])
-            for carrier, body in child.get("recovered", {}).items():
-                add(recovered, carrier, body["amount"])
-            if "cost" in child:
-                cost_total = (cost_total or 0.0) + child["cost"]["amount"]
-                for name, c in child["cost"]["by_period"].items():
-                    by_period[name] = by_period.get(name, 0.0) + c
-            coverage = min(coverage, child["coverage"])
-            estimated |= child["estimated"]
+            _sum_child(sums, child)
         for spec in group.points:
-            got = slot.inputs[spec.key]
-            amount = None if got.value is None else got.value * spec.factor
-            add(recovered if spec.recovered else carriers, spec.carrier, amount)
-            members[spec.key] = {"carrier": spec.carrier, "unit": spec.unit, "amount": amount,
-                                 "coverage": got.coverage}  # fmt: skip
-            if spec.recovered:
-                members[spec.key]["recovered"] = True
-            if got.cost is not None:
-                sign = -1.0 if spec.recovered else 1.0
-                cost_total = (cost_total or 0.0) + sign * sum(got.cost.values())
-                for name, c in got.cost.items():
-                    by_period[name] = by_period.get(name, 0.0) + sign * c
-            coverage = min(coverage, got.coverage)
-            estimated |= got.estimated
-        kgce, kgco2e, factors = self._factors(carriers, recovered)
+            _sum_point(sums, spec, slot.inputs[spec.key])
+        kgce, kgco2e, factors = self._factors(sums)
         payload: dict[str, Any] = {
             "group": group.name,
             "interval": slot.interval,
             "start": utc_iso(slot.start),
             "end": utc_iso(slot.end),
-            "revision": 1,
-            "estimated": estimated,
-            "carriers": {c: {"unit": self._carriers[c].unit, "amount": a}
-                         for c, a in carriers.items()},
-        }  # fmt: skip
-        if recovered:
-            payload["recovered"] = {
-                c: {"unit": self._carriers[c].unit, "amount": a} for c, a in recovered.items()
-            }
-        payload["kgce"] = kgce
-        payload["kgco2e"] = kgco2e
-        production = None
-        if group.production is not None:
-            got = slot.inputs[group.production.key]
-            amount = None if got.value is None else got.value * group.production.factor
-            production = {"unit": group.production.unit, "amount": amount}
+        }
+        if slot.shift is not None:
+            payload["shift"] = slot.shift
+        payload.update(revision=1, estimated=sums.estimated, carriers=self._amounts(sums.carriers))
+        if sums.recovered:
+            payload["recovered"] = self._amounts(sums.recovered)
+        payload.update(kgce=kgce, kgco2e=kgco2e)
+        production = _production(group.production, slot)
         payload["production"] = production
-        payload["intensity_kgce_per_unit"] = _intensity(kgce, production)
-        if cost_total is not None and self._currency is not None:
-            payload["cost"] = {"currency": self._currency, "amount": cost_total,
-                               "by_period": by_period}  # fmt: skip
+        intensity = _intensity(kgce, production)
+        payload["intensity_kgce_per_unit"] = intensity
+        if sums.cost is not None and self._currency is not None:
+            payload["cost"] = {
+                "currency": self._currency, "amount": sums.cost, "by_period": sums.by_period
+            }  # fmt: skip
         demand = self._demand(group, slot)
         if demand is not None:
             payload["demand"] = demand
-        payload["factors"] = factors
-        payload["coverage"] = coverage
-        payload["members"] = members
+        if group.benchmark is not None and slot.interval in self._judged:
+            payload["benchmark"] = judge(group.benchmark, intensity)
+        payload.update(factors=factors, coverage=sums.coverage, members=sums.members)
         if group.children:
             payload["groups"] = list(group.children)
         if group.missing:
             payload["missing"] = list(group.missing)
         return payload
 
-    def _factors(
-        self, carriers: Mapping[str, float | None], recovered: Mapping[str, float | None]
-    ) -> tuple[float | None, float | None, dict[str, dict[str, Any]]]:
+    def _amounts(self, table: Mapping[str, float | None]) -> dict[str, dict[str, Any]]:
+        return {c: {"unit": self._carriers[c].unit, "amount": a} for c, a in table.items()}
+
+    def _factors(self, sums: _Sums) -> tuple[float | None, float | None, dict[str, dict[str, Any]]]:
         """Net kgce and kgCO2e (recovered amounts count negative) and the factors used."""
         kgce = kgco2e = None
         factors: dict[str, dict[str, Any]] = {}
-        for sign, table in ((1.0, carriers), (-1.0, recovered)):
+        for sign, table in ((1.0, sums.carriers), (-1.0, sums.recovered)):
             for name, amount in table.items():
                 c = self._carriers[name]
                 factors[name] = {
                     "unit": c.unit, "kgce_per_unit": c.kgce_per_unit,
                     "kgco2e_per_unit": c.kgco2e_per_unit, "method": c.method, "source": c.source,
                 }  # fmt: skip
-                if amount is None:
-                    continue
-                kgce = (kgce or 0.0) + sign * amount * c.kgce_per_unit
-                kgco2e = (kgco2e or 0.0) + sign * amount * c.kgco2e_per_unit
+                if amount is not None:
+                    kgce = (kgce or 0.0) + sign * amount * c.kgce_per_unit
+                    kgco2e = (kgco2e or 0.0) + sign * amount * c.kgco2e_per_unit
         return kgce, kgco2e, factors
 
     def _demand(self, group: GroupSpec, slot: _Slot) -> dict[str, Any] | None:
@@ -475,9 +318,90 @@ class GroupAccountant:
             for start in [s for s in partial if s < horizon]:
                 del partial[start]
 
-    def pending(self) -> int:
-        """Slots held: waiting for members, or kept for a revision."""
-        return len(self._slots)
+    # ---- state ------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able: the slots held and the demand blocks (for the aggregator's snapshot)."""
+        slots = [
+            {
+                "interval": s.interval, "start": s.start, "end": s.end, "shift": s.shift,
+                "revisable": s.revisable, "published": s.published, "seen": s.seen,
+                "inputs": {k: [i.value, i.coverage, i.estimated, i.cost, i.rev]
+                           for k, i in s.inputs.items()},
+            }
+            for s in self._slots.values()
+        ]  # fmt: skip
+        return {"slots": slots, "partial": self._partial, "whole": self._whole}
+
+    def restore(self, state: Mapping[str, Any] | None) -> int:
+        """Take back `state()` after a restart; returns the slots resumed. Groups and members
+        no longer configured are dropped; a malformed state raises ValueError."""
+        if not state:
+            return 0
+        try:
+            slots = [_slot_of(s) for s in state["slots"]]
+            partial = {
+                g: {float(k): list(v) for k, v in blocks.items()}
+                for g, blocks in state["partial"].items()
+                if g in self._partial
+            }
+            whole = {
+                g: [(a, b, c) for a, b, c in blocks]
+                for g, blocks in state["whole"].items()
+                if g in self._whole
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the groups' saved state is unreadable ({exc!r})") from None
+        for slot in slots:
+            self._slots[(slot.interval, slot.start)] = slot
+        self._partial.update(partial)
+        self._whole.update(whole)
+        return len(slots)
+
+
+def _slot_of(s: Mapping[str, Any]) -> _Slot:
+    inputs = {
+        k: _Input(v, float(cov), bool(est), cost, int(rev))
+        for k, (v, cov, est, cost, rev) in s["inputs"].items()
+    }
+    return _Slot(
+        s["interval"], float(s["start"]), float(s["end"]), s["shift"], inputs,
+        dict(s["published"]), {g: dict(r) for g, r in s["seen"].items()}, bool(s["revisable"]),
+    )  # fmt: skip
+
+
+def _sum_child(sums: _Sums, child: Mapping[str, Any]) -> None:
+    """A member group's window, as published: a parent is auditable as the sum of its parts."""
+    for carrier, body in child["carriers"].items():
+        sums.add(False, carrier, body["amount"])
+    for carrier, body in child.get("recovered", {}).items():
+        sums.add(True, carrier, body["amount"])
+    if "cost" in child:
+        sums.add_cost(1.0, child["cost"]["by_period"])
+    sums.coverage = min(sums.coverage, child["coverage"])
+    sums.estimated |= child["estimated"]
+
+
+def _sum_point(sums: _Sums, spec: MemberSpec, got: _Input) -> None:
+    amount = None if got.value is None else got.value * spec.factor
+    sums.add(spec.recovered, spec.carrier, amount)
+    member: dict[str, Any] = {
+        "carrier": spec.carrier, "unit": spec.unit, "amount": amount, "coverage": got.coverage
+    }  # fmt: skip
+    if spec.recovered:
+        member["recovered"] = True
+    sums.members[spec.key] = member
+    if got.cost is not None:
+        sums.add_cost(-1.0 if spec.recovered else 1.0, got.cost)
+    sums.coverage = min(sums.coverage, got.coverage)
+    sums.estimated |= got.estimated
+
+
+def _production(spec: ProductionSpec | None, slot: _Slot) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    got = slot.inputs[spec.key]
+    return {"unit": spec.unit, "amount": None if got.value is None else got.value * spec.factor}
 
 
 def _intensity(kgce: float | None, production: Mapping[str, Any] | None) -> float | None:

@@ -149,3 +149,53 @@ benchmark = { limits = { "3" = 75 } }
         "blast_furnace  GB 21256-2025  361        435       361 / 370 / 415"
         in capsys.readouterr().out
     )
+
+
+GROUPS = """
+[[groups]]
+name = "bf"
+members = ["eaf1-meter.energy"]
+production = "eaf1-meter.steel"
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "where", "words"),
+    [
+        ('process = "eaf"\n', "groups[0].furnace_capacity_t",
+         'process "eaf" needs furnace_capacity_t'),
+        ('process = "bof"\nstandard = "GB 1-2000"\n', "groups[0].standard",
+         '"GB 1-2000" has no table for bof (known: "GB 21256-2025"'),
+        ('standard = "GB 21256-2025"\n', "groups[0].standard", "set process too"),
+        ('recovered = ["eaf1-meter.nope"]\n', "groups[0].recovered[0]",
+         "device eaf1-meter has no point nope"),
+        ('process = "mars"\n', "groups[0].process", "blast_furnace"),
+    ],
+)  # fmt: skip
+def test_group_refusals_name_the_key(tmp_path: Path, extra: str, where: str, words: str) -> None:
+    report = refusal(tmp_path, GROUPS + extra)
+    assert where in report
+    assert words in report
+
+
+def test_a_judged_group_needs_production(tmp_path: Path) -> None:
+    report = refusal(tmp_path, '[[groups]]\nname = "bf"\nmembers = ["eaf1-meter.energy"]\n'
+                     'process = "blast_furnace"\n')  # fmt: skip
+    assert "groups[0].production" in report
+    assert "judged in kgce per tonne" in report
+
+
+def test_a_point_counted_twice_is_refused(tmp_path: Path) -> None:
+    report = refusal(tmp_path, GROUPS + """
+[[groups]]
+name = "plant"
+members = ["bf", "eaf1-meter.energy"]
+""")  # fmt: skip
+    assert "groups[1].members" in report
+    assert '"eaf1-meter.energy" is counted twice in group "plant"' in report
+
+
+def test_benchmark_intervals_must_be_intervals(tmp_path: Path) -> None:
+    report = refusal(tmp_path, '[energy]\nbenchmark_intervals = ["1d", "week"]\n')
+    assert "energy.benchmark_intervals[1]" in report
+    assert '"week" is not an interval' in report

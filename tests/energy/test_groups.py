@@ -240,3 +240,61 @@ def test_a_disabled_device_leaves_its_members_missing() -> None:
 def test_tables_the_checks_refuse_are_refused_here_too(groups: list[G], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         compile_groups(groups, POINTS, DEFAULT_CARRIERS)
+
+
+def test_a_shift_window_names_its_shift_and_is_judged() -> None:
+    from gateway.energy.benchmarks import benchmark_for
+
+    @dataclass(frozen=True)
+    class Judged(G):
+        benchmark_process: str | None = "blast_furnace"
+        standard: str | None = None
+        benchmark: Any = None
+
+    specs = compile_groups([Judged("bf", ("plc.gas_flow",), "plc.hot_metal")], POINTS,
+                           DEFAULT_CARRIERS)  # fmt: skip
+    assert specs[0].benchmark == benchmark_for("blast_furnace")
+    acc = GroupAccountant(specs, DEFAULT_CARRIERS, benchmark_intervals=["shift"])
+    body = window("plc", gas_flow=rate(3000.0), hot_metal=counter(10.0))
+    acc.take_window("shift", T0, T0 + 8 * H, {**body, "shift": "night"})
+    acc.take_window("1h", T0, T0 + H, body)
+    out = {g["interval"]: g for g in acc.complete(T0 + 8 * H)}
+    assert out["shift"]["shift"] == "night"
+    # 3000 m3 x 1.2143 kgce/m3 / 10 t = 364.29 kgce/t: between benchmark 361 and baseline 435
+    bench = out["shift"]["benchmark"]
+    assert bench["value"] == pytest.approx(364.29, rel=1e-12)
+    assert (bench["standing"], bench["grade"]) == ("between_benchmark_and_baseline", 2)
+    assert "benchmark" not in out["1h"]  # not one of benchmark_intervals
+    assert "shift" not in out["1h"]
+
+
+def test_the_state_survives_a_restart_and_a_revision_after_it() -> None:
+    import json
+
+    group = G("bf", ("meter.energy_import", "plc.gas_flow"))
+    acc = accountant(group)
+    acc.take_window("1h", T0, T0 + H, window("meter", energy_import=counter(400.0, 0.5)),
+                    revisable=True)  # fmt: skip
+    acc.take_block("meter.power_total", T0, T0 + 900, 100.0)
+    assert acc.complete(T0 + H) == []  # the PLC's window is still to come
+    state = json.loads(json.dumps(acc.state()))  # what the snapshot file holds
+    later = accountant(group)
+    assert later.restore(state) == 1
+    later.take_window("1h", T0, T0 + H, window("plc", gas_flow=rate(100.0)))
+    [out] = later.complete(T0 + H + 5)
+    assert out["carriers"]["electricity"]["amount"] == 400.0  # the member seen before the restart
+    later.take_window("1h", T0, T0 + H, window(
+        "meter", revision=2, energy_import=counter(800.0, 0.5, estimated=True)))  # fmt: skip
+    again = accountant(group)
+    again.restore(json.loads(json.dumps(later.state())))
+    [revised] = later.complete(T0 + 2 * H)
+    assert (revised["revision"], revised["carriers"]["electricity"]["amount"]) == (2, 800.0)
+    [also] = again.complete(T0 + 2 * H)  # the same from a state saved before the publication
+    assert also == revised
+
+
+def test_a_damaged_state_is_refused() -> None:
+    acc = accountant(G("bf", ("meter.energy_import",)))
+    with pytest.raises(ValueError, match="the groups' saved state is unreadable"):
+        acc.restore({"slots": [{"interval": "1h"}], "partial": {}, "whole": {}})
+    assert acc.pending() == 0

@@ -54,6 +54,8 @@ class Calendar:
     """Valley 23:00-07:00, flat otherwise, local Shanghai time."""
 
     names = ("flat", "valley")
+    prices = (0.6, 0.25)
+    currency = "CNY"
 
     def _all(self) -> list[tuple[float, int]]:
         out = []
@@ -135,6 +137,9 @@ def test_device_payloads_match_the_contract(km: ModuleType) -> None:
     assert e["last"] - e["first"] == pytest.approx(15.0)
     assert (e["samples"], e["bad"], e["coverage"]) == (60, 0, 1.0)
     assert e["by_period"] == pytest.approx({"flat": 0.0, "valley": 15.0})
+    assert e["cost"]["currency"] == "CNY"
+    assert e["cost"]["by_period"] == pytest.approx({"flat": 0.0, "valley": 15.0 * 0.25})
+    assert e["cost"]["amount"] == pytest.approx(15.0 * 0.25)
     pw = p["points"]["power_total"]
     assert pw["integral"] == pytest.approx(15.0) and pw["integral_unit"] == "kWh"
     assert (pw["mean"], pw["min"], pw["max"]) == (900.0, 900.0, 900.0)
@@ -300,7 +305,9 @@ def test_a_damaged_aggregator_snapshot_changes_nothing(km: ModuleType) -> None:
         "json cut": data[:-3],
         "kernel cut": data[: 12 + n - 1],
         "kernel flipped": bytes(flipped),
-        "kernel v1": data[:4] + len(old_kernel).to_bytes(8, "little") + old_kernel + b"[]",
+        "json of version 1": data[: 12 + n] + b"[]",
+        "kernel v1": data[:4] + len(old_kernel).to_bytes(8, "little") + old_kernel
+        + b"{\"revisable\":[]}",
     }
     later = make(km, now)
     run(later, now, 5)

@@ -1,11 +1,13 @@
 """Snapshots written by earlier builds still load, and the same state still writes the same bytes.
 
 The files in tests/kernel/data were written before the snapshot code left the kernel classes
-(kernel format 2, aggregator envelope 1); they are the format as it is on disks in the field.
+(kernel format 2, aggregator envelope 1; envelope 2 since groups attach their state); they are
+the format as it is on disks in the field.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -79,9 +81,26 @@ def test_an_old_small_kernel_snapshot_resumes_exactly(km: ModuleType) -> None:
 
 
 def test_an_old_aggregator_snapshot_resumes(km: ModuleType) -> None:
+    """Envelope 1 (before groups attached their state) resumes and is written as envelope 2."""
     data = old("aggregator_snapshot_v1.bin")
     agg, now = gap_state(km)
-    assert agg.snapshot() == data
     later = make(km, now)
     assert sorted(later.restore(data)) == sorted(s.key for s in SPECS)
-    assert later.snapshot() == data
+    assert later.attached is None
+    n = int.from_bytes(data[4:12], "little")
+    again = later.snapshot()
+    assert again[:3] + again[4 : 12 + n] == data[:3] + data[4 : 12 + n]  # the same kernel state
+    assert again[3] == 2
+    # The revisable windows as the old build wrote them (before windows carried their cost).
+    old_windows = json.loads(data[12 + n :])
+    assert json.loads(again[12 + n :]) == {"revisable": old_windows, "attached": None}
+    assert agg.snapshot() == old("aggregator_snapshot_v2.bin")
+
+
+def test_an_aggregator_snapshot_hands_back_what_was_attached(km: ModuleType) -> None:
+    agg, now = gap_state(km)
+    data = agg.snapshot({"groups": [1, 2.5, "x"]})
+    later = make(km, now)
+    later.restore(data)
+    assert later.attached == {"groups": [1, 2.5, "x"]}
+    assert later.snapshot({"groups": [1, 2.5, "x"]}) == data
