@@ -99,19 +99,7 @@ def summary(cfg: Config, *, points: bool = False) -> Iterator[str]:
     if not cfg.devices:
         yield "  (none)"
     yield ""
-    # Groups are validated now so a file written today stays valid; this version does not yet
-    # publish group/{interval}/{group} roll-ups, and the summary must not claim it does.
-    yield (
-        "groups (validated; group roll-ups are not published by this version)"
-        if cfg.groups
-        else "groups"
-    )
-    for group in cfg.groups:
-        yield f"  {group.name}: {', '.join(group.members)}"
-        if group.production:
-            yield f"    production (intensity denominator): {group.production}"
-    if not cfg.groups:
-        yield "  (none)"
+    yield from _group_lines(cfg, resolved)
     used = sorted({p.carrier for pts in resolved.values() for p in pts if p.carrier})
     if used:
         yield ""
@@ -123,6 +111,61 @@ def summary(cfg: Config, *, points: bool = False) -> Iterator[str]:
                 f"method {c.method}"
             )
             yield f"    source: {c.source}"
+
+
+def _group_lines(cfg: Config, resolved: dict[str, tuple[Any, ...]]) -> Iterator[str]:
+    """Each group: members with their carriers, recovered points, production, benchmark."""
+    from gateway.energy.benchmarks import benchmark_for
+
+    intervals = "|".join(cfg.energy.all_intervals)
+    yield f"groups (published as group/{{{intervals}}}/{{group}})" if cfg.groups else "groups"
+    carriers = {
+        f"{d}.{p.name}": f"{p.carrier or '-'}, {p.unit or 'no unit'}"
+        for d, pts in resolved.items()
+        for p in pts
+    }
+    names = {g.name for g in cfg.groups}
+
+    def listed(keys: tuple[str, ...]) -> str:
+        return ", ".join(
+            f"group {k}" if k in names else f"{k} ({carriers.get(k, '?')})" for k in keys
+        )
+
+    for group in cfg.groups:
+        yield f"  {group.name}: {listed(group.members)}"
+        if group.recovered:
+            yield f"    recovered (counted negative): {listed(group.recovered)}"
+        if group.production:
+            yield f"    production (intensity denominator): {listed((group.production,))}"
+        process = group.benchmark_process
+        if process is not None:
+            adjusted = group.benchmark.model_dump(exclude_none=True) if group.benchmark else None
+            b = benchmark_for(process, group.standard, adjusted)
+            grades = "/".join(f"{b.limits[g]:g}" if g in b.limits else "-" for g in "123")
+            judged = [i for i in cfg.energy.benchmark_intervals if i in cfg.energy.all_intervals]
+            on = ", ".join(judged) or "no published interval"
+            yield (
+                f"    benchmark: {process} by {b.standard}: benchmark {b.benchmark:g}, baseline "
+                f"{b.baseline:g}, grades {grades} {b.unit}, on {on}"
+            )
+            yield f"      source: {b.source}"
+    if not cfg.groups:
+        yield "  (none)"
+
+
+def _tariff_lines(t: Any) -> Iterator[str]:
+    def day(periods: Any) -> str:
+        return "; ".join(f"{p.name} {p.price:g} {' '.join(p.hours)}" for p in periods)
+
+    yield f"tariff   {t.currency} per kWh, weekdays: {day(t.periods)}"
+    for s in t.seasons:
+        yield f"         weekdays in months {s.months}: {day(s.periods)}"
+    if t.weekend is not None:
+        yield f"         weekends: {day(t.weekend)}"
+    if t.holidays:
+        holiday = t.holiday if t.holiday is not None else t.weekend
+        rule = day(holiday) if holiday is not None else "as weekdays"
+        yield f"         {plural(len(t.holidays), 'holiday')}: {rule}"
 
 
 def _gateway_lines(cfg: Config) -> Iterator[str]:
@@ -150,34 +193,29 @@ def _gateway_lines(cfg: Config) -> Iterator[str]:
     )
     e = cfg.energy
     yield (
-        f"energy   windows {' '.join(i.name for i in e.intervals)}, demand blocks "
+        f"energy   windows {' '.join(e.all_intervals)}, demand blocks "
         f"{format_duration(e.demand_interval)}, revisions up to "
         f"{format_duration(e.max_revision_age)} back"
     )
-    t = cfg.tariff
-    if t is not None:
-        yield f"tariff   {t.currency}: " + "; ".join(
-            f"{p.name} {p.price:g} {' '.join(p.hours)}" for p in t.periods
-        )
-        if t.seasons:
-            yield "         seasons: " + ", ".join(f"months {s.months}" for s in t.seasons)
-        if t.weekend is not None:
-            yield "         weekend: " + "; ".join(
-                f"{p.name} {' '.join(p.hours)}" for p in t.weekend
-            )
-        if t.holidays:
-            yield f"         {plural(len(t.holidays), 'holiday')}"
+    if e.shifts:
+        yield "         shifts " + ", ".join(f"{x.name} from {x.start_text}" for x in e.shifts)
+    yield f"         electricity CO2 from the {e.grid_region} grid factor"
+    if cfg.tariff is not None:
+        yield from _tariff_lines(cfg.tariff)
 
 
 def _topic_lines(cfg: Config) -> Iterator[str]:
     topics = Topics.of(cfg)
-    intervals = "|".join(i.name for i in cfg.energy.intervals)
+    intervals = "|".join(cfg.energy.all_intervals)
     devices = [d.name for d in cfg.devices if d.enabled]
     rows = [
         (topics.status, "retained, QoS 1, gateway online/offline (Last Will)"),
         (topics.event, "QoS 1, device up/down, gaps, buffer drops, reloads"),
         (topics.energy(f"{{{intervals}}}", "{device}"), f"QoS 1, for {_names(devices)}"),
     ]
+    if cfg.groups:
+        groups = [g.name for g in cfg.groups]
+        rows.append((topics.group(f"{{{intervals}}}", "{group}"), f"QoS 1, for {_names(groups)}"))
     if cfg.mqtt.telemetry:
         rows.append(
             (

@@ -40,15 +40,18 @@ def test_example_passes_check_with_a_summary(capsys: pytest.CaptureFixture[str])
     assert "bf2-sub-a at site plant1, time zone Asia/Shanghai" in out
     assert "mqtts://broker.plant.local:8883 as ironwatt-plant1-bf2-sub-a" in out
     assert "ironwatt/plant1/bf2-sub-a/energy/{1m|15m|1h|1d}/{device}" in out
-    # Group roll-ups are not published yet: the summary must not promise the topic.
-    assert "/group/" not in out
-    assert "group roll-ups are not published by this version" in out
+    assert "ironwatt/plant1/bf2-sub-a/group/{1m|15m|1h|1d}/{group}" in out
+    assert (
+        "  blast-furnace-2: sub-a-main.energy_import (electricity, kWh), bf2-plc.gas_flow "
+        "(natural_gas, m3/h)\n    production (intensity denominator): bf2-plc.hot_metal "
+        "(product, t)" in out
+    )
+    assert "tariff   CNY per kWh, weekdays: peak 1.085 08:00-11:00 18:00-23:00;" in out
     assert "ironwatt/plant1/bf2-sub-a/status" in out
     assert "sub-a-main: modbus tcp 10.10.1.21:502 unit 1, poll 1s" in out
     assert "(13 from profile eastron-sdm630)" in out
     assert "bf2-plc: opcua opc.tcp://10.10.1.30:4840, subscribe every 500ms" in out
     assert "Basic256Sha256/SignAndEncrypt" in out
-    assert "blast-furnace-2: sub-a-main.energy_import, bf2-plc.gas_flow" in out
     assert "production (intensity denominator): bf2-plc.hot_metal" in out
 
 
