@@ -83,5 +83,6 @@ def test_any_mutation_is_a_config_or_a_report(changes: list[tuple[tuple[Any, ...
     except ConfigError as exc:
         assert exc.problems
         for problem in exc.problems:
-            assert problem.message and problem.line is not None
+            assert problem.message
+            assert problem.line is not None
         assert "Traceback" not in exc.report()

@@ -35,7 +35,8 @@ def _meter(**kw: object) -> ModbusDevice:
 def test_every_protocol_is_one_registry_entry() -> None:
     assert names() == ("modbus", "opcua")
     for name, entry in PLUGINS.items():
-        assert entry.name == name and plugin(name) is entry
+        assert entry.name == name
+        assert plugin(name) is entry
         face = entry.config()
         assert face.device_model.model_fields["driver"].is_required()
     with pytest.raises(KeyError, match="known: modbus, opcua"):
@@ -74,7 +75,8 @@ def test_point_facts_give_the_energy_stage_widths_and_steps() -> None:
     )
     facts = plugin_of(device).point_facts(device)
     assert facts["e"].modulus == pytest.approx(2**32 * 0.01)  # multiply_by unset: no CT
-    assert facts["e"].resolution == pytest.approx(0.01) and facts["e"].source == "uint32"
+    assert facts["e"].resolution == pytest.approx(0.01)
+    assert facts["e"].source == "uint32"
     assert (facts["p"].modulus, facts["p"].resolution) == (None, 0.0)
     plc = OpcuaDevice(
         name="plc",
@@ -114,6 +116,7 @@ async def test_a_crashing_driver_is_rebuilt_and_reported_once_per_streak() -> No
     assert runner.crashes >= 3
     assert [(e.type, e.device) for e in sink.events] == [("device_down", "a"), ("device_down", "b")]
     status = runner.status()
-    assert status["a"]["state"] == "down" and status["b"]["state"] == "starting"
+    assert status["a"]["state"] == "down"
+    assert status["b"]["state"] == "starting"
     assert {s["driver"] for s in status.values()} == {"modbus"}
     assert "ValueError: decoder bug" in str(status["b"]["last_crash"])

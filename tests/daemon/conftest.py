@@ -97,7 +97,8 @@ class GatewayProcess:
             except TimeoutError:
                 if until is None:
                     break
-                assert self.proc is not None and self.proc.poll() is None, self.log()
+                assert self.proc is not None
+                assert self.proc.poll() is None, self.log()
                 continue
             self.notes.append(note)
             if until is not None and until in note:
@@ -131,7 +132,8 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             if predicate():
                 return
-            assert self.proc is not None and self.proc.poll() is None, "gateway died\n" + self.log()
+            assert self.proc is not None
+            assert self.proc.poll() is None, "gateway died\n" + self.log()
             time.sleep(interval)
         raise AssertionError(f"timed out waiting for {what}\n{self.log()[-3000:]}")
 

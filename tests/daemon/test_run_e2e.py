@@ -110,18 +110,26 @@ def _epoch(iso: str) -> float:
 
 def _check_window(doc: dict, device: str) -> None:
     assert doc["_topic"] == f"iw/testsite/gw-e2e/energy/10s/{device}"
-    assert doc["v"] == 1 and doc["gw"] == "gw-e2e" and doc["site"] == "testsite"
-    assert isinstance(doc["stream"], str) and doc["stream"]
-    assert isinstance(doc["seq"], int) and isinstance(doc["replayed"], bool)
-    assert doc["interval"] == "10s" and doc["device"] == device
+    assert doc["v"] == 1
+    assert doc["gw"] == "gw-e2e"
+    assert doc["site"] == "testsite"
+    assert isinstance(doc["stream"], str)
+    assert doc["stream"]
+    assert isinstance(doc["seq"], int)
+    assert isinstance(doc["replayed"], bool)
+    assert doc["interval"] == "10s"
+    assert doc["device"] == device
     for key in ("sent", "start", "end"):
         assert __import__("re").match(ISO, doc[key]), (key, doc[key])
     start, end = _epoch(doc["start"]), _epoch(doc["end"])
-    assert end - start == WINDOW and start % WINDOW == 0
+    assert end - start == WINDOW
+    assert start % WINDOW == 0
     energy = doc["points"]["energy_import"]
-    assert energy["kind"] == "counter" and energy["unit"] == "kWh"
+    assert energy["kind"] == "counter"
+    assert energy["unit"] == "kWh"
     power = doc["points"]["power_total"]
-    assert power["kind"] == "rate" and power["unit"] == "kW"
+    assert power["kind"] == "rate"
+    assert power["unit"] == "kW"
 
 
 def _get(port: int, path: str) -> bytes:
@@ -149,7 +157,8 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         # -- /metrics parses as Prometheus text, /healthz is 200.
         assert _get(http, "/healthz").strip() == b"ok"
         families = parse_prometheus(_get(http, "/metrics").decode())
-        assert "ironwatt_device_up" in families and "ironwatt_buffer_backlog_messages" in families
+        assert "ironwatt_device_up" in families
+        assert "ironwatt_buffer_backlog_messages" in families
 
         # -- two chained windows of m1 with the energy the meter counted. The first windows
         # are partial (the gateway started inside them): wait for two fully covered ones.
@@ -169,7 +178,8 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         assert second["power_total"]["mean"] == pytest.approx(POWER[1], rel=1e-4)
         assert second["power_total"]["integral"] == pytest.approx(expected, rel=0.02)
         status = [d for d in _docs(collector, "status")]
-        assert status and status[-1]["state"] == "online"
+        assert status
+        assert status[-1]["state"] == "online"
         device_up = [e for e in _docs(collector, "event") if e["type"] == "device_up"]
         assert {e["device"] for e in device_up} >= {"m1", "m2"}
 
@@ -192,7 +202,8 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
             "config_reloaded",
         )
         [reloaded] = [e for e in _docs(collector, "event") if e["type"] == "config_reloaded"]
-        assert reloaded["added"] == ["m3"] and reloaded["removed"] == ["m2"]
+        assert reloaded["added"] == ["m3"]
+        assert reloaded["removed"] == ["m2"]
         assert reloaded["changed"] == []
         devices = json.loads(_get(http, "/status"))["devices"]
         assert sorted(devices) == ["m1", "m3"]

@@ -73,8 +73,11 @@ interval = "200ms"
         gw.read_notes(until="READY=1", timeout=20)
         gw.wait_until(lambda: 1450.0 in _temps(collector), 20, "the first telemetry", interval=0.05)
         first = _telemetry(collector)[0]
-        assert first["v"] == 1 and first["gw"] == "gw-ua" and first["site"] == "s"
-        assert "seq" not in first and "sent" in first
+        assert first["v"] == 1
+        assert first["gw"] == "gw-ua"
+        assert first["site"] == "s"
+        assert "seq" not in first
+        assert "sent" in first
         assert first["points"]["temp"]["unit"] == "degC"
         assert first["points"]["temp"]["quality"] == "good"
         events = [json.loads(p) for t, p, _ in collector.snapshot() if t.endswith("/event")]

@@ -129,7 +129,8 @@ async def test_supervisor_restarts_a_crashed_unit(tmp_path: Path) -> None:
     await asyncio.sleep(0.3)
     status = sup.status()["plc"]
     await sup.stop_all()
-    assert _Crashing.runs >= 3 and status["crashes"] >= 3
+    assert _Crashing.runs >= 3
+    assert status["crashes"] >= 3
     assert "decoder bug" in status["last_crash"]
     _, events = sink.take()
     # One event for the crash loop, however many restarts it took.
@@ -147,8 +148,10 @@ def test_queue_sink_merges_batches() -> None:
     sink.add_samples(b)
     assert sink.wake.is_set()  # ... and sooner for many
     batch, events = sink.take()
-    assert list(batch) == [(0, 1.0, 2.0, 0), (1, 1.5, 3.0, 0)] and events == []
-    assert not sink.wake.is_set() and len(sink.pending) == 0
+    assert list(batch) == [(0, 1.0, 2.0, 0), (1, 1.5, 3.0, 0)]
+    assert events == []
+    assert not sink.wake.is_set()
+    assert len(sink.pending) == 0
     sink.add_event(DeviceEvent("device_down", "m1", "timeout", 1.0))
     assert sink.wake.is_set()  # an event asks for a pass at once
 
@@ -260,9 +263,11 @@ def test_reload_keeps_unchanged_state_and_resets_changed_sources(tmp_path: Path)
         "new.toml",
     )  # fmt: skip
     fresh, retuned = stage.reconfigure(new, now + 0.3)
-    assert fresh == ["b.e"] and retuned == ["c.e"]
+    assert fresh == ["b.e"]
+    assert retuned == ["c.e"]
     # A fresh point gets a new id (a late batch for the old source cannot land on it).
-    assert stage.index.id("a.e") == ids["a.e"] and stage.index.id("c.e") == ids["c.e"]
+    assert stage.index.id("a.e") == ids["a.e"]
+    assert stage.index.id("c.e") == ids["c.e"]
     assert stage.index.id("b.e") != ids["b.e"]
     # Kept points resume from their baseline: the window's counter starts at the first reading.
     later = SampleBatch()

@@ -88,7 +88,8 @@ def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
         windows = _energy(http)["windows"]
         snapshot = _energy(http)["snapshot"]
         assert snapshot["path"] == str(data / SNAPSHOT_NAME)
-        assert "Is a directory" in snapshot["error"] and snapshot["at"] is None
+        assert "Is a directory" in snapshot["error"]
+        assert snapshot["at"] is None
         assert not (data / SNAPSHOT_NAME).exists()
         # Windows keep closing and being stored; the error is logged once, not at every close.
         gw.wait_until(lambda: _energy(http)["windows"] >= windows + 2, 20, "more windows")
@@ -98,7 +99,8 @@ def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
         shutil.rmtree(blocker)
         gw.wait_until(lambda: _energy(http)["snapshot"]["error"] is None, 20, "a written snapshot")
         snapshot = _energy(http)["snapshot"]
-        assert snapshot["at"] and snapshot["bytes"] > 0
+        assert snapshot["at"]
+        assert snapshot["bytes"] > 0
         assert (data / SNAPSHOT_NAME).stat().st_size == snapshot["bytes"]
         assert "kernel snapshot written again" in gw.log()
         assert gw.stop() == 0

@@ -135,14 +135,16 @@ def test_device_payloads_match_the_contract(km: ModuleType) -> None:
     assert (e["samples"], e["bad"], e["coverage"]) == (60, 0, 1.0)
     assert e["by_period"] == pytest.approx({"flat": 0.0, "valley": 15.0})
     pw = p["points"]["power_total"]
-    assert pw["integral"] == pytest.approx(15.0) and pw["integral_unit"] == "kWh"
+    assert pw["integral"] == pytest.approx(15.0)
+    assert pw["integral_unit"] == "kWh"
     assert (pw["mean"], pw["min"], pw["max"]) == (900.0, 900.0, 900.0)
     assert "peak_demand" not in pw  # no whole 15m block in a 1m window
     g = p["points"]["furnace_temp"]
     assert set(g) == {"kind", "unit", "mean", "min", "max", "last", "samples", "bad", "coverage"}
     gas = [w for w in wins if w.device == "bf2-plc" and w.interval == "1m"][1].payload
     flow = gas["points"]["gas_flow"]
-    assert flow["integral"] == pytest.approx(6.0) and flow["integral_unit"] == "m3"
+    assert flow["integral"] == pytest.approx(6.0)
+    assert flow["integral_unit"] == "m3"
     assert flow["carrier"] == "natural_gas"
 
 
@@ -153,8 +155,10 @@ def test_peak_demand_and_blocks(km: ModuleType) -> None:
     blocks = [b for c in closed for b in c.blocks]
     assert [b.key for b in blocks] == ["sub-a-main.power_total"] * 2
     # the block average is its energy over its whole length: 5 s of 900 kW in 15 min is 5 kW
-    assert blocks[0].demand == pytest.approx(5.0) and blocks[0].coverage == 5 / 900
-    assert blocks[1].demand == pytest.approx(900.0) and blocks[1].coverage == 1.0
+    assert blocks[0].demand == pytest.approx(5.0)
+    assert blocks[0].coverage == 5 / 900
+    assert blocks[1].demand == pytest.approx(900.0)
+    assert blocks[1].coverage == 1.0
     q = [w for c in closed for w in c.windows if w.interval == "15m" and w.device == "sub-a-main"]
     pw = q[-1].payload["points"]["power_total"]
     assert pw["peak_demand"] == pytest.approx(900.0)
@@ -327,7 +331,8 @@ def test_restore_hands_the_kernel_part_over_without_a_copy(km: ModuleType) -> No
 
     later._k = Spy()
     assert sorted(later.restore(data)) == sorted(s.key for s in SPECS)
-    assert isinstance(seen[0], memoryview) and seen[0].obj is data
+    assert isinstance(seen[0], memoryview)
+    assert seen[0].obj is data
 
 
 def test_intervals_that_do_not_nest(km: ModuleType) -> None:

@@ -28,7 +28,8 @@ def test_trapezoid_split_exactly_at_the_edge(km: ModuleType) -> None:
     assert (w0["coverage"], w1["coverage"]) == (0.5, 0.5)
     assert w1["mean"] == pytest.approx(2700.0)
     assert (w1["min"], w1["max"], w1["samples"]) == (3600.0, 3600.0, 1)
-    assert math.isnan(w0["first"]) and math.isnan(w0["last"])
+    assert math.isnan(w0["first"])
+    assert math.isnan(w0["last"])
 
 
 def test_constant_power_for_an_hour(km: ModuleType) -> None:

@@ -205,7 +205,8 @@ async def test_every_bad_answer_is_reported_once_and_never_credited(
 
         for name in GOOD:
             rows = f.rows(name)
-            assert rows and all(q == QUALITY_GOOD for *_, q in rows), name
+            assert rows, name
+            assert all(q == QUALITY_GOOD for *_, q in rows), name
             values = {key: v for key, _, v, _ in rows}
             if name == "coil-good":
                 assert values == {f"{name}.c0": 1.0, f"{name}.c1": 0.0, f"{name}.c2": 1.0}
@@ -289,7 +290,8 @@ async def test_answers_in_step_keep_the_connection() -> None:
                 for _ in range(5):  # one short of the threshold (3 x 2 units + 3 = 9) each time
                     with pytest.raises(NoResponse, match="malformed answer"):
                         await link.read(2, "holding", 0, 3, TIMEOUT)
-            assert link.connected and (link.connects, server.connections) == (1, 1)
+            assert link.connected
+            assert (link.connects, server.connections) == (1, 1)
         finally:
             link.close()
 

@@ -69,7 +69,8 @@ async def test_exception_2_on_part_of_a_block_keeps_the_rest_flowing(
     assert all(not (s <= 58 < s + n) and not (s < 72 and s + n > 70) for s, n in starts)
     errors = sink.events_of("point_error", "m1")
     assert [e.point for e in errors] == ["frequency"]
-    assert "70" in errors[0].reason and "exception 2" in errors[0].reason
+    assert "70" in errors[0].reason
+    assert "exception 2" in errors[0].reason
     assert runner.health.state == "up"
 
 
@@ -99,11 +100,13 @@ async def test_dead_device_does_not_slow_a_healthy_one_on_another_link(
         assert abs(median - period) <= 0.1 * period, (median, intervals)
         assert len(times) >= 0.85 * 2.5 / period, len(times)
         assert max(intervals) < 0.3 + period  # never held up by the dead device's 0.3 s timeouts
-        assert status["ok"]["state"] == "up" and status["dead"]["state"] == "down"
+        assert status["ok"]["state"] == "up"
+        assert status["dead"]["state"] == "down"
         assert sink.events_of("device_down", "dead")
         # The dead device still reports, with bad quality and no values, every poll.
         dead_rows = [r for r in sink.rows(index) if r[0].startswith("dead.")]
-        assert dead_rows and all(q == QUALITY_BAD and math.isnan(v) for _, _, v, q in dead_rows)
+        assert dead_rows
+        assert all(q == QUALITY_BAD and math.isnan(v) for _, _, v, q in dead_rows)
         assert len(poll_times(sink, index, "dead")) >= 8
 
 
@@ -149,7 +152,8 @@ async def test_reconnects_after_the_server_restarts(plant, sink, device_factory)
     up = sink.events_of("device_up", "m1")[1]
     # Between the fall and the poll that brought it back, only bad samples (no stale values).
     during = [r for r in sink.rows(index) if down.at <= r[1] < up.at - 0.05]
-    assert during and all(q == QUALITY_BAD for *_, q in during)
+    assert during
+    assert all(q == QUALITY_BAD for *_, q in during)
     last = sink.batches[-1]
     assert set(last.quality) == {QUALITY_GOOD}
 
@@ -168,7 +172,8 @@ async def test_overrun_skips_missed_polls_instead_of_bunching(plant, sink, devic
     assert status["overruns"] >= 4
     starts = poll_times(sink, index, "slow")
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert gaps and min(gaps) > 0.15  # no burst of catch-up polls after each slow one
+    assert gaps
+    assert min(gaps) > 0.15  # no burst of catch-up polls after each slow one
     assert status["state"] == "up"
 
 
@@ -218,7 +223,8 @@ async def test_dead_units_do_not_cut_a_live_one_off_a_shared_connection(
             await asyncio.sleep(2.0)
             status = driver.status()
         link = driver.link
-    assert status["u1"]["state"] == "up" and status["u1"]["errors"] == 0, status["u1"]
+    assert status["u1"]["state"] == "up", status["u1"]
+    assert status["u1"]["errors"] == 0, status["u1"]
     assert not sink.events_of("device_down", "u1")
     assert {status[f"u{u}"]["state"] for u in dead} == {"down"}
     assert link.connects == 1  # one connection all along
@@ -232,7 +238,8 @@ async def test_a_link_where_no_unit_answers_is_reconnected(sink, device_factory)
         runner = DeviceRunner(device, Link(settings_of(device)), PointIndex(), sink)
         try:
             await runner.poll_once()  # 6 silences in a row: a half-open connection, maybe
-            assert runner.link.connects == 1 and not runner.link.connected
+            assert runner.link.connects == 1
+            assert not runner.link.connected
             runner._retry_at = 0.0  # skip the device backoff: probe now
             await runner.poll_once()
             assert runner.link.connects == 2
@@ -279,5 +286,6 @@ def test_one_driver_runs_one_link(sink, device_factory) -> None:  # type: ignore
     with pytest.raises(ValueError, match=r"devices there are not on tcp://127\.0\.0\.1:15020"):
         ModbusDriver([here, there], PointIndex(), sink)
     driver = ModbusDriver([here, device_factory("also", port=15020, unit=2)], PointIndex(), sink)
-    assert driver.link.shared and set(driver.runners) == {"here", "also"}
+    assert driver.link.shared
+    assert set(driver.runners) == {"here", "also"}
     driver.link.close()

@@ -118,10 +118,12 @@ async def test_a_meter_alone_on_its_link_is_read_again_within_5_s_of_its_return(
     assert max(spacing) < 5.5, spacing
     # Meanwhile: bad samples every poll, never a stale good one.
     during = [good for t, good in sink.arrivals if stopped + 0.3 < t < back]
-    assert len(during) >= 0.8 * DOWNTIME / 0.2 and not any(during)
+    assert len(during) >= 0.8 * DOWNTIME / 0.2
+    assert not any(during)
     # One line for the outage (no pymodbus line per attempt), one for the return.
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(lines) == 1 and lines[0].startswith("device m1 is down: cannot open"), lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("device m1 is down: cannot open"), lines
     assert any("device m1 is up (recovered)" in r.getMessage() for r in caplog.records)
 
 
@@ -172,7 +174,8 @@ async def test_a_dead_unit_on_a_shared_line_keeps_slow_retries() -> None:
     assert all(q == QUALITY_GOOD for *_, q in live_rows)
     assert status["live"]["errors"] == 0
     dead_rows = [r for r in sink.rows(index) if r[0].startswith("dead.")]
-    assert dead_rows and all(q == QUALITY_BAD for *_, q in dead_rows)
+    assert dead_rows
+    assert all(q == QUALITY_BAD for *_, q in dead_rows)
 
 
 @pytest.mark.asyncio
@@ -191,12 +194,14 @@ async def test_a_reload_that_shares_or_frees_a_link_changes_its_policy() -> None
             # Polling already: the reload below meets a running driver.
             assert await until(lambda: driver.status()["a"]["polls"] >= 1, timeout=2.0)
             link = driver.link
-            assert not link.shared and link._backoff.maximum == pytest.approx(4.8)
+            assert not link.shared
+            assert link._backoff.maximum == pytest.approx(4.8)
             assert driver.runners["a"].backoff.maximum == pytest.approx(4.8)
 
             assert await driver.update([a, b])
             driver.activate()
-            assert link.shared and link._backoff.maximum == 30.0
+            assert link.shared
+            assert link._backoff.maximum == 30.0
             runner = driver.runners["a"]
             # Each runner fits itself to the link when it next needs a retry.
             runner._retune()
@@ -204,6 +209,7 @@ async def test_a_reload_that_shares_or_frees_a_link_changes_its_policy() -> None
             assert driver.runners["b"].backoff.maximum == pytest.approx(59.8)
 
             assert await driver.update([a])
-            assert not link.shared and link._backoff.maximum == pytest.approx(4.8)
+            assert not link.shared
+            assert link._backoff.maximum == pytest.approx(4.8)
             runner._retune()
             assert runner.backoff.maximum == pytest.approx(4.8)

@@ -83,9 +83,11 @@ async def test_units_sharing_a_serial_line(
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert status["sdm"]["state"] == "up" and status["em24"]["state"] == "up"
+    assert status["sdm"]["state"] == "up"
+    assert status["em24"]["state"] == "up"
     assert status["gone"]["state"] == "down"
-    assert status["sdm"]["polls"] >= 7 and status["em24"]["polls"] >= 7
+    assert status["sdm"]["polls"] >= 7
+    assert status["em24"]["polls"] >= 7
     assert status["gone"]["requests"] <= 6  # pushed to slower retries
     good = {index.key(p): v for b in sink.batches for p, _, v, q in b if q == QUALITY_GOOD}
     assert 225 < good["em24.voltage_l1"] < 235  # CDAB int32 decoded right over RTU
@@ -121,5 +123,6 @@ async def test_cli_read_over_serial(serial_plant: Any, capsys: Any) -> None:
     argv += ["--function", "input", "--address", "0", "--type", "int32", "--order", "CDAB"]
     code = await asyncio.to_thread(main, argv)
     out = capsys.readouterr().out
-    assert code == 0 and "serial" in out
+    assert code == 0
+    assert "serial" in out
     assert 2250 < int(out.splitlines()[-1].split()[-1]) < 2350  # EM24 voltage in 0.1 V

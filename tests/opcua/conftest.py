@@ -79,7 +79,9 @@ class PlcProcess:
 
     def command(self, op: str, **args: Any) -> dict[str, Any]:
         """One command of the PLC's `--control` channel (see SimulatedPlc.control); its answer."""
-        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout
         self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
         self.proc.stdin.flush()
         answer: dict[str, Any] = json.loads(self.proc.stdout.readline())

@@ -78,7 +78,8 @@ async def test_subscribe_and_poll_deliver_the_same_values(plc: PlcProcess, tmp_p
     assert last_good(sub_sink) == expected
     assert last_good(poll_sink) == expected
     assert poll.health.requests == 4 * poll.health.polls
-    assert sub.device_status()["state"] == "stopped" and sub.health.last_error is None
+    assert sub.device_status()["state"] == "stopped"
+    assert sub.health.last_error is None
     assert sub.namespace_indexes == {"urn:plant1:bf2": plc.ns_index}
     assert [e.type for e in sub_sink.events] == ["device_up"]
     # Timestamps are the gateway's receive time by default.
@@ -149,12 +150,16 @@ async def test_bad_nodes_are_isolated_to_their_points(
         assert all(q == QUALITY_BAD and math.isnan(v) for _k, _t, v, q in rows), name
     errors = {e.point: e.reason for e in sink.events_of("point_error")}
     assert set(errors) == {"missing", "foreign", "text", "garbled"}
-    assert "No.Such.Tag" in errors["missing"] and "BadNodeIdUnknown" in errors["missing"]
-    assert "urn:nowhere" in errors["foreign"] and "NamespaceArray" in errors["foreign"]
-    assert "not a number" in errors["text"] and "device bf2 point text" in errors["text"]
+    assert "No.Such.Tag" in errors["missing"]
+    assert "BadNodeIdUnknown" in errors["missing"]
+    assert "urn:nowhere" in errors["foreign"]
+    assert "NamespaceArray" in errors["foreign"]
+    assert "not a number" in errors["text"]
+    assert "device bf2 point text" in errors["text"]
     assert "invalid node id" in errors["garbled"]
     assert all("ironwatt opcua browse" in reason for reason in errors.values())
-    assert d.health.state == "stopped" and len(sink.events_of("device_up")) == 1
+    assert d.health.state == "stopped"
+    assert len(sink.events_of("device_up")) == 1
     # Reported once each, not once per poll.
     assert len(sink.events_of("point_error")) == 4
 
@@ -186,9 +191,12 @@ async def test_source_timestamps_and_uncertain_quality(
     _k, ts, value, quality = source_sink.rows()[-1]
     assert (ts, value, quality) == (stamp.timestamp(), 7.5, QUALITY_UNCERTAIN)
     _k, ts, value, quality = gateway_sink.rows()[-1]
-    assert value == 7.5 and quality == QUALITY_UNCERTAIN
+    assert value == 7.5
+    assert quality == QUALITY_UNCERTAIN
     assert abs(ts - datetime.now(UTC).timestamp()) < 10
-    assert src.uncertain == 1 and src.device_status()["uncertain"] == 1 and src.bad == 0
+    assert src.uncertain == 1
+    assert src.device_status()["uncertain"] == 1
+    assert src.bad == 0
 
 
 @pytest.mark.asyncio

@@ -73,7 +73,9 @@ async def test_values_and_bad_node_against_node_opcua(
         await wait_until(lambda: len(sink.rows("bf2.pieces")) >= 3, 30, "three counter values")
     assert driver.namespace_indexes == {"urn:plant1:bf2": 3}
     pieces = [v for _k, _t, v, q in sink.rows("bf2.pieces") if q == QUALITY_GOOD]
-    assert pieces == sorted(pieces) and pieces[-1] > pieces[0]
+    assert pieces == sorted(pieces)
+    assert pieces[-1] > pieces[0]
     assert all(q == QUALITY_BAD for _k, _t, _v, q in sink.rows("bf2.missing"))
     (error,) = sink.events_of("point_error")
-    assert error.point == "missing" and "BadNodeIdUnknown" in error.reason
+    assert error.point == "missing"
+    assert "BadNodeIdUnknown" in error.reason

@@ -113,8 +113,10 @@ async def test_wrong_password_is_refused_with_a_clear_message(
     with pytest.raises(OpcuaConnectError) as err:
         await connect(settings_for_device(device, tmp_path, "gw1", "plant1"))
     message = str(err.value)
-    assert "device bf2" in message and secure_plc.endpoint in message
-    assert "refused the user 'gateway'" in message and "BadUserAccessDenied" in message
+    assert "device bf2" in message
+    assert secure_plc.endpoint in message
+    assert "refused the user 'gateway'" in message
+    assert "BadUserAccessDenied" in message
     assert "password_file" in message
     # The driver reports the same as device_down and keeps retrying.
     sink = RecordingSink()
@@ -122,7 +124,8 @@ async def test_wrong_password_is_refused_with_a_clear_message(
     async with running(driver):
         await wait_until(lambda: sink.events_of("device_down"), 20, "device_down")
     assert "refused the user 'gateway'" in sink.events_of("device_down")[0].reason
-    assert driver.device_status()["state"] == "stopped" and sink.rows() == []
+    assert driver.device_status()["state"] == "stopped"
+    assert sink.rows() == []
 
 
 @pytest.mark.asyncio

@@ -47,12 +47,14 @@ def test_backoff_grows_with_jitter_and_stays_capped() -> None:
     backoff = Backoff(initial=0.5, maximum=8.0, rng=rng)
     delays = [backoff.next_delay() for _ in range(10)]
     assert all(0.25 <= d <= 8.0 for d in delays)
-    assert delays[0] <= 0.5 and delays[-1] >= 4.0
+    assert delays[0] <= 0.5
+    assert delays[-1] >= 4.0
     fourths = []
     for _ in range(5):
         backoff.reset()
         fourths.append(round([backoff.next_delay() for _ in range(4)][-1], 6))
-    assert all(2.0 <= d <= 4.0 for d in fourths) and len(set(fourths)) > 1
+    assert all(2.0 <= d <= 4.0 for d in fourths)
+    assert len(set(fourths)) > 1
     backoff.reset()  # a session ran: back to the shortest delay
     assert backoff.next_delay() <= 0.5
 
@@ -105,7 +107,8 @@ def test_outage_every_seq_in_order_with_replay_flags(
     assert down, "no message was stored during the outage"
     assert all(first_copy[s]["replayed"] for s in down)
     live_after = [s for s, p in phases.items() if p == "live" and s > max(down)]
-    assert live_after and not any(first_copy[s]["replayed"] for s in live_after)
+    assert live_after
+    assert not any(first_copy[s]["replayed"] for s in live_after)
     live_before = [s for s, p in phases.items() if p == "live" and s < min(down)]
     assert sum(not first_copy[s]["replayed"] for s in live_before) >= len(live_before) - 20
     assert all(d["stream"] == outbox.stream and d["gw"] == "gw1" for d in received)
@@ -121,7 +124,8 @@ def test_birth_will_and_graceful_offline(make_outbox: MakeOutbox, broker: Mosqui
     uplink.start()
     got = collector.wait_for(lambda g: any(json.loads(p)["backlog"] == 0 for _, p, _ in g), 10)
     docs = [json.loads(p) for _, p, _ in got]
-    assert docs[0]["state"] == "online" and docs[0]["devices"] == 7
+    assert docs[0]["state"] == "online"
+    assert docs[0]["devices"] == 7
     assert {"v", "gw", "site", "version", "since", "backlog", "lag_s"} <= set(docs[0])
     uplink.stop()
     got = collector.wait_for(lambda g: json.loads(g[-1][1])["state"] == "offline", 5)
@@ -131,7 +135,9 @@ def test_birth_will_and_graceful_offline(make_outbox: MakeOutbox, broker: Mosqui
     late = Collector(broker, STATUS, client_id="late")
     got = late.wait_for(lambda g: bool(g), 5)
     late.close()
-    assert got and got[0][2] and json.loads(got[0][1])["state"] == "offline"
+    assert got
+    assert got[0][2]
+    assert json.loads(got[0][1])["state"] == "offline"
 
 
 def test_last_will_when_the_gateway_vanishes(
@@ -192,7 +198,9 @@ def test_status_reports_backlog_and_lag(make_outbox: MakeOutbox, broker: Mosquit
     outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(150)])
     assert wait(lambda: uplink.status().last_error is not None, 10)  # it tried and failed
     st = uplink.status()
-    assert not st.connected and st.backlog == 150 and st.lag_s > 0
+    assert not st.connected
+    assert st.backlog == 150
+    assert st.lag_s > 0
     broker.start()
     collector = Collector(broker, STATUS, client_id="status-watch")
     assert wait(lambda: uplink.status().connected and outbox.stats().backlog == 0, 20)
@@ -215,7 +223,8 @@ def test_status_reports_backlog_and_lag(make_outbox: MakeOutbox, broker: Mosquit
     assert draining == sorted(draining, reverse=True), backlogs
     assert backlogs[-1] == 0
     lags = [d["lag_s"] for d in got if d["backlog"] > 0]
-    assert lags and all(lag > 0 for lag in lags)
+    assert lags
+    assert all(lag > 0 for lag in lags)
 
 
 @pytest.mark.asyncio
@@ -273,7 +282,9 @@ def test_qos0_telemetry_never_fills_the_ack_window(
     assert sum("/telemetry/" in t for t, _, _ in got) == 80
     assert wait(lambda: outbox.stats().backlog == 0, 5)
     st = uplink.status()
-    assert st.inflight == 0 and st.written == 80 and st.acknowledged == len(seqs)
+    assert st.inflight == 0
+    assert st.written == 80
+    assert st.acknowledged == len(seqs)
     uplink.stop()
     collector.close()
 
