@@ -63,7 +63,7 @@ def test_render_metrics_escapes_and_formats() -> None:
 def test_parse_listen() -> None:
     assert parse_listen("127.0.0.1:9108") == ("127.0.0.1", 9108)
     assert parse_listen("[::1]:9108") == ("::1", 9108)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"http\.listen '9108': expected host:port"):
         parse_listen("9108")
 
 

@@ -57,7 +57,7 @@ def test_merge_extends_and_joins_reasons() -> None:
 
 
 def test_a_gap_is_never_dropped() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="gap event 4 cannot be dropped"):
         merge_gap(None, [cand(4, G)], "max_size")
 
 
