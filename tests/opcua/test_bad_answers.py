@@ -25,9 +25,10 @@ from drivers.opcua.driver import OpcuaDriver
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from ext import kernel as km
 from gateway.sim.opcua_plc import PLC_NAMESPACE
-from tests.opcua.conftest import NSU, PlcProcess, make_device, point, wait_until
+from tests.opcua.conftest import NSU, PlcProcess, make_device, point
 from tests.support.recording import RecordingSink
 from tests.support.tasks import running
+from tests.support.waiting import await_until
 
 FAULT = "Types.Double"  # a Double node (2.25 at rest) the tests break and mend
 STEADY = "Furnace.Temp1"  # changes every 0.1 s: the healthy points' rate
@@ -109,13 +110,11 @@ class Rig:
     def rows(self, device: str, name: str = "fault") -> list[tuple[str, float, float, int]]:
         return self.sink.rows(f"{device}.{name}")
 
-    async def seen(
-        self, pred: Callable[[float, int], bool], what: str, timeout: float = 10
-    ) -> None:
-        """Every faulty device delivered a fault sample with pred(value, quality)."""
-        await wait_until(
+    async def seen(self, pred: Callable[[float, int], bool], what: str) -> None:
+        """Every faulty device delivered a fault sample with pred(value, quality), within 10 s."""
+        await await_until(
             lambda: all(any(pred(v, q) for _k, _t, v, q in self.rows(d)) for d in self.faulty),
-            timeout,
+            10.0,
             what,
         )
 
@@ -123,7 +122,7 @@ class Rig:
         await self.seen(lambda v, q: q == QUALITY_GOOD and v == value, f"good {value}")
 
     async def lines_reach(self, caplog: pytest.LogCaptureFixture, n: int, what: str) -> None:
-        await wait_until(
+        await await_until(
             lambda: all(len(lines(caplog, d)) >= n for d in self.faulty), DEADLINE, what
         )
 
@@ -131,7 +130,7 @@ class Rig:
         """n more polls of every polling device: a lasting state was read again and again."""
         polling = [d for d in self.drivers.values() if d.mode == "poll"]
         target = {id(d): d.health.polls + n for d in polling}
-        await wait_until(
+        await await_until(
             lambda: all(d.health.polls >= target[id(d)] for d in polling), DEADLINE, f"{n} polls"
         )
 
@@ -377,7 +376,7 @@ async def test_namespace_moves_under_a_live_session(
         moved = rig.mark()
         moved_at = moved[0]
         new = (await plc.acommand("move_namespace"))["ns"]
-        await wait_until(
+        await await_until(
             lambda: all(
                 len([e for e in rig.sink.events_of("device_up") if e.device == d]) == 2
                 for d in rig.faulty
@@ -442,7 +441,7 @@ async def test_a_plc_at_its_monitored_item_limit_keeps_the_points(
         since = rig.mark()
         await plc.acommand("inject", node=FAULT, value=3.5)
         await rig.seen_good(3.5)
-        await wait_until(lambda: len(rig.rows("subscribe", "steady")) >= 20, DEADLINE, "values")
+        await await_until(lambda: len(rig.rows("subscribe", "steady")) >= 20, DEADLINE, "values")
         rig.assert_rates_kept(since)
         assert rig.drivers["subscribe"].reconnects == 0
     assert rig.sink.events_of("device_down") == []
@@ -492,7 +491,7 @@ async def test_refreshes_do_not_make_a_late_value_look_like_a_step_back(
     devices = {"src-sub": {"mode": "subscribe", "timestamps": "source"}}
     async with Rig(plc, tmp_path, devices, fault={"max_gap": "1s"}) as rig:
         await rig.seen_good(2.25)
-        await wait_until(
+        await await_until(
             lambda: len([1 for _k, _t, v, q in rig.rows("src-sub") if v == 2.25]) >= 2,
             DEADLINE,
             "a refresh of the held value",
@@ -533,7 +532,7 @@ async def test_a_namespace_that_moves_at_every_session_takes_the_backoff(
     await plc.acommand("misbehave", move_on_watch=moves)
     async with Rig(plc, tmp_path, {"subscribe": {"mode": "subscribe"}}) as rig:
         driver = rig.drivers["subscribe"]
-        await wait_until(lambda: driver.reconnects == moves, DEADLINE, "the reconnects")
+        await await_until(lambda: driver.reconnects == moves, DEADLINE, "the reconnects")
         await plc.acommand("inject", node=FAULT, value=3.5)
         await rig.seen_good(3.5)
         assert driver.health.state == "up"

@@ -17,10 +17,10 @@ from tests.opcua.conftest import (
     PlcProcess,
     make_device,
     point,
-    wait_until,
 )
 from tests.support.recording import RecordingSink
 from tests.support.tasks import running
+from tests.support.waiting import await_until
 
 
 @pytest.fixture(scope="module")
@@ -67,26 +67,26 @@ async def test_server_restart_with_new_namespace_order(
     }
     sub, poll = drivers["subscribe"], drivers["poll"]
     async with running(sub), running(poll):
-        await wait_until(
+        await await_until(
             lambda: all(len(s.rows()) >= 6 for s in sinks.values()), 10, "values before the restart"
         )
         assert sub.namespace_indexes == poll.namespace_indexes == {"urn:plant1:bf2": 2}
         killed_at = time.time()
         plc.kill()
-        await wait_until(
+        await await_until(
             lambda: all(s.events_of("device_down") for s in sinks.values()), 10, "device_down"
         )
         down_at = time.time()
         # Restarted with two other namespaces registered first: urn:plant1:bf2 moves to ns=4.
         plc.start("--namespace-order", "shifted")
         restarted_at = time.time()
-        await wait_until(
+        await await_until(
             lambda: all(len(s.events_of("device_up")) == 2 for s in sinks.values()),
             15,
             "device_up after the restart",
         )
         up_at = time.time()
-        await wait_until(
+        await await_until(
             lambda: all(
                 sum(1 for _k, ts, _v, q in s.rows() if q == QUALITY_GOOD and ts > restarted_at) >= 4
                 for s in sinks.values()
@@ -143,17 +143,17 @@ async def test_frozen_server_is_detected_by_keepalive(
         backoff=Backoff(initial=0.5, maximum=1.0),
     )
     async with running(driver):
-        await wait_until(lambda: len(sink.rows("bf2.steady")) >= 2, 10, "a refreshed value")
+        await await_until(lambda: len(sink.rows("bf2.steady")) >= 2, 10, "a refreshed value")
         plc.proc.send_signal(signal.SIGSTOP)
         try:
             stopped_at = time.time()
-            await wait_until(lambda: sink.events_of("device_down"), 10, "device_down")
+            await await_until(lambda: sink.events_of("device_down"), 10, "device_down")
             detected = time.time() - stopped_at
         finally:
             plc.proc.send_signal(signal.SIGCONT)
         resumed_at = time.time()
-        await wait_until(lambda: len(sink.events_of("device_up")) == 2, 15, "device_up")
-        await wait_until(
+        await await_until(lambda: len(sink.events_of("device_up")) == 2, 15, "device_up")
+        await await_until(
             lambda: any(ts > resumed_at and q == QUALITY_GOOD for _k, ts, _v, q in sink.rows()),
             10,
             "values after the resume",
