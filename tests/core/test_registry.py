@@ -9,23 +9,12 @@ import sys
 
 import pytest
 
-from drivers.base import Backoff, DeviceEvent
+from drivers.base import Backoff
 from drivers.modbus.config import ModbusDevice, ModbusPoint
 from drivers.opcua.config import OpcuaDevice, OpcuaPoint
 from drivers.registry import PLUGINS, names, plugin, plugin_of
 from drivers.running import RunningDriver
-from drivers.samples import SampleBatch
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.events: list[DeviceEvent] = []
-
-    def add_samples(self, batch: SampleBatch) -> None:
-        pass
-
-    def add_event(self, event: DeviceEvent) -> None:
-        self.events.append(event)
+from tests.support.recording import RecordingSink
 
 
 def _meter(**kw: object) -> ModbusDevice:
@@ -101,7 +90,7 @@ class _Crashing:
 
 @pytest.mark.asyncio
 async def test_a_crashing_driver_is_rebuilt_and_reported_once_per_streak() -> None:
-    sink = _Sink()
+    sink = RecordingSink()
     runner = RunningDriver(
         _Crashing, lambda: ("a", "b"), sink, kind="modbus", backoff=Backoff(0.01, 0.02)
     )

@@ -10,23 +10,11 @@ from drivers.base import (
     DRIVER_RESTART,
     SESSION_RECONNECT,
     Backoff,
-    DeviceEvent,
     DeviceHealth,
     FixedRate,
 )
 from drivers.samples import QUALITY_BAD, PointIndex, SampleBatch
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.batches: list[SampleBatch] = []
-        self.events: list[DeviceEvent] = []
-
-    def add_samples(self, batch: SampleBatch) -> None:
-        self.batches.append(batch)
-
-    def add_event(self, event: DeviceEvent) -> None:
-        self.events.append(event)
+from tests.support.recording import RecordingSink
 
 
 def test_batch_is_columnar_and_extends() -> None:
