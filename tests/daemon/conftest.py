@@ -1,4 +1,7 @@
-"""Daemon test fixtures: a Modbus plant on its own loop thread, a broker, a gateway process."""
+"""Daemon test fixtures: a Modbus plant on its own loop thread, a gateway process.
+
+The broker is tests/conftest.py's `shared_broker`.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
-from tests.support.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,12 +48,6 @@ class PlantThread(LoopThread):
     def stop(self) -> None:
         self.call(self.plant.stop())
         self.close()
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 class GatewayProcess:

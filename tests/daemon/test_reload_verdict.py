@@ -59,11 +59,11 @@ def _reload(
 
 
 def test_reload_verdicts(
-    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, data, runtime = tmp_path / "c.toml", tmp_path / "data", tmp_path / "run"
     runtime.mkdir()
-    _config(config, data, broker)
+    _config(config, data, shared_broker)
     gw = GatewayProcess(config, tmp_path)
     with monkeypatch.context() as env:
         env.setenv("RUNTIME_DIRECTORY", str(runtime))  # as systemd sets it (RuntimeDirectory=)
@@ -86,7 +86,7 @@ def test_reload_verdicts(
 
         # -- a broken file, twice: exit 2 with the report, READY=1 with "reload refused", the
         # gateway stays; both refusals are in the log (the repeat filter lets them through).
-        _config(config, data, broker, broken=True)
+        _config(config, data, shared_broker, broken=True)
         for attempt in (1, 2):
             refused = _reload(sock, systemd=attempt == 2)
             assert refused.returncode == 2, (refused.stdout, refused.stderr)
@@ -111,7 +111,7 @@ def test_reload_verdicts(
         )
 
         # -- fixed: applied again, and "config reloaded" logged a second time within the minute.
-        _config(config, data, broker)
+        _config(config, data, shared_broker)
         done = _reload(sock)
         assert done.returncode == 0, done.stderr
         gw.wait_until(lambda: gw.log().count("config reloaded:") == 2, 10, "second reload line")

@@ -138,14 +138,14 @@ def _get(port: int, path: str) -> bytes:
 
 
 @pytest.mark.slow
-def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
+def test_run_end_to_end(shared_broker: Mosquitto, tmp_path: Path) -> None:
     meters = [SimMeter(unit=u, profile="eastron-sdm630", energy_kwh=1000.0 * u) for u in POWER]
     for m in meters:
         m.hold("power_total", POWER[m.unit])
     plant = PlantThread(meters)
     config, data, http = tmp_path / "ironwatt.toml", tmp_path / "data", free_port()
-    _config(config, data, broker, plant.plant.port, http, [1, 2])
-    collector = Collector(broker, "iw/#", client_id="e2e-collector")
+    _config(config, data, shared_broker, plant.plant.port, http, [1, 2])
+    collector = Collector(shared_broker, "iw/#", client_id="e2e-collector")
     gw = GatewayProcess(config, tmp_path)
     try:
         gw.start()
@@ -193,7 +193,7 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
 
         # -- SIGHUP: m2 removed, m3 added; m1, on the same link, keeps polling untouched.
         polls_before = json.loads(_get(http, "/status"))["devices"]["m1"]["polls"]
-        _config(config, data, broker, plant.plant.port, http, [1, 3])
+        _config(config, data, shared_broker, plant.plant.port, http, [1, 3])
         reload_at = time.time()
         gw.signal(signal.SIGHUP)
         gw.wait_until(
@@ -213,12 +213,12 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         assert [e["device"] for e in ups].count("m1") == 1
 
         # -- SIGHUP with a broken file: refused, logged, the running config stays.
-        _config(config, data, broker, plant.plant.port, http, [1, 3], broken=True)
+        _config(config, data, shared_broker, plant.plant.port, http, [1, 3], broken=True)
         gw.signal(signal.SIGHUP)
         gw.wait_until(lambda: "config reload refused" in gw.log(), 10, "the refusal in the log")
         assert len([e for e in _docs(collector, "event") if e["type"] == "config_reloaded"]) == 1
         assert sorted(json.loads(_get(http, "/status"))["devices"]) == ["m1", "m3"]
-        _config(config, data, broker, plant.plant.port, http, [1, 3])
+        _config(config, data, shared_broker, plant.plant.port, http, [1, 3])
 
         # -- SIGTERM mid-window, restart: that window's totals are still right.
         gw.wait_until(lambda: 3.0 <= time.time() % WINDOW <= 6.0, 11, "mid-window")

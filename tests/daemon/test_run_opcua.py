@@ -21,7 +21,7 @@ def _temps(collector: Collector) -> list[float]:
     return [d["points"]["temp"]["value"] for d in _telemetry(collector) if "temp" in d["points"]]
 
 
-def test_opcua_device_and_telemetry(broker: Mosquitto, tmp_path: Path) -> None:
+def test_opcua_device_and_telemetry(shared_broker: Mosquitto, tmp_path: Path) -> None:
     pytest.importorskip("asyncua")
     from gateway.sim.opcua_plc import SimulatedPlc
 
@@ -37,7 +37,7 @@ timezone = "UTC"
 data_dir = "{tmp_path / "data"}"
 
 [mqtt]
-url = "{broker.url}"
+url = "{shared_broker.url}"
 topic_prefix = "iw"
 telemetry = true
 telemetry_heartbeat = "1h"
@@ -66,7 +66,7 @@ interval = "200ms"
   unit = "m3/h"
   carrier = "natural_gas"
 """)
-    collector = Collector(broker, "iw/#", client_id="ua-collector")
+    collector = Collector(shared_broker, "iw/#", client_id="ua-collector")
     gw = GatewayProcess(config, tmp_path)
     try:
         gw.start()

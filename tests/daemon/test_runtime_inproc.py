@@ -17,7 +17,7 @@ from tests.support.mosquitto import Collector, Mosquitto
 
 
 @pytest.mark.asyncio
-async def test_clock_step_is_published(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_clock_step_is_published(shared_broker: Mosquitto, tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(f"""
 [gateway]
@@ -26,12 +26,12 @@ site = "s"
 timezone = "UTC"
 data_dir = "{tmp_path / "data"}"
 [mqtt]
-url = "{broker.url}"
+url = "{shared_broker.url}"
 topic_prefix = "iw"
 [energy]
 intervals = ["1m"]
 """)
-    collector = Collector(broker, "iw/s/gw-clock/event", client_id="clock-collector")
+    collector = Collector(shared_broker, "iw/s/gw-clock/event", client_id="clock-collector")
     gateway = Gateway(load_config(path), notifier=Notifier(""))
     task = asyncio.create_task(gateway.run())
     try:

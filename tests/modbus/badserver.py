@@ -15,7 +15,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from gateway.sim.modbus_meters import free_port
+from gateway.sim.ports import free_port
 
 __all__ = ["MODES", "BadServer", "Request", "crc16"]
 

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from drivers.opcua.config import OpcuaDevice
-from gateway.sim.opcua_plc import PLC_NAMESPACE, free_port
+from gateway.sim.opcua_plc import PLC_NAMESPACE
+from gateway.sim.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NSU = f"nsu={PLC_NAMESPACE};s="

@@ -80,7 +80,7 @@ def test_read_values_and_a_bad_node(plc: PlcProcess, capsys: pytest.CaptureFixtu
 
 
 def test_connection_refused_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.sim.opcua_plc import free_port
+    from gateway.sim.ports import free_port
 
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
     code, _out, err = run_cli(["opcua", "read", endpoint, "i=2258", "--timeout", "2"], capsys)

@@ -18,7 +18,7 @@ import pytest
 
 from drivers.opcua.driver import OpcuaDriver
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD
-from gateway.sim.opcua_plc import free_port
+from gateway.sim.ports import free_port
 from tests.opcua.conftest import make_device, point
 from tests.support.recording import RecordingSink
 from tests.support.tasks import running

@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.sim.broker import end_process
 from gateway.sim.ports import free_port
 
-__all__ = ["Collector", "Mosquitto", "TestCA", "free_port"]
+__all__ = ["Collector", "Mosquitto", "TestCA"]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
