@@ -17,11 +17,12 @@ from typing import IO
 import pytest
 
 from gateway.outbox import Message, Outbox
+from gateway.sim.ports import free_port
 from gateway.uplink import Uplink
 from tests.outbox.helpers import uplink_settings as settings
 from tests.outbox.silent_broker import SilentBroker
-from tests.support.mosquitto import Collector, Mosquitto, free_port
-from tests.support.waiting import wait
+from tests.support.mosquitto import Collector, Mosquitto
+from tests.support.waiting import wait, wait_until
 
 MakeOutbox = Callable[..., Outbox]
 TOPIC = "ironwatt/plant1/gw1/energy/1m/m1"
@@ -196,14 +197,15 @@ def test_broker_that_never_acks_bounded_memory_no_loss(
     outbox = make_outbox()
     n = 3000
     outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(n)])
-    up = Uplink(
-        settings(real.url.replace("mqtt://", "mqtt://"), protocol="3.1.1", max_inflight=20), outbox
-    )
+    up = Uplink(settings(real.url, protocol="3.1.1", max_inflight=20), outbox)
     up.start()
     try:
         assert wait(lambda: len(silent.publishes) >= 20, 10)
         outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(n, 2 * n)])  # more keeps coming
         n *= 2
+        wait_until(lambda: up.status().backlog == n, 5, f"a backlog of {n}")
+        # The point is that nothing more goes out: no condition to wait for, only a while in
+        # which the uplink, with 6000 messages waiting and a free socket, must send none.
         time.sleep(0.5)
         data = [t for t in silent.publishes if t == TOPIC]
         assert len(data) == 20  # the window, and not one message more

@@ -17,7 +17,7 @@ from gateway.errors import SchemaError
 from gateway.outbox import Message, MessageClass, Outbox, OutboxSettings, compose
 from gateway.outbox.rows import PAGE_SIZE  # inside: the page size of a new database
 from gateway.outbox.schema import meta_get, meta_set, migrate  # inside: the migrations
-from tests.support.waiting import wait
+from tests.support.waiting import wait, wait_until
 
 MakeOutbox = Callable[..., Outbox]
 
@@ -258,10 +258,34 @@ def test_consecutive_drops_merge_into_one_gap_until_it_is_read(make_outbox: Make
 
 
 def test_only_gaps_left_are_kept(make_outbox: MakeOutbox) -> None:
+    """A cap below what an empty outbox takes (7 pages of 16 KiB): everything else goes, the
+    gap events that record it stay, however far over the cap that leaves the file."""
     outbox = make_outbox(max_size_bytes=60_000)
     outbox.enqueue(windows(400))
+    got = rows(outbox)  # a reader: it has now seen gap 401, which can no longer change
+    # Every window went; the gap (seq 401) and the near-cap event stored after the drop are left.
+    kinds = [(seq, cls) for seq, cls, _ in got]
+    assert kinds == [(401, MessageClass.GAP), (402, MessageClass.EVENT)]
+    assert _gap_fields(got[0][2]) == {
+        "type": "gap", "reason": "max_size", "first_seq": 1, "last_seq": 400, "messages": 400,
+        "by_class": {"window": 400},
+    }  # fmt: skip
+    assert (got[1][2]["type"], got[1][2]["state"]) == ("buffer_pressure", "near_cap")
+    # The next batch and that event go too, into a new gap: the one read is left as it was.
+    outbox.enqueue(windows(10))
     got = rows(outbox)
-    assert any(c == MessageClass.GAP for _, c, _ in got)
+    assert [(seq, cls) for seq, cls, _ in got] == [(401, MessageClass.GAP), (413, MessageClass.GAP)]
+    assert _gap_fields(got[0][2])["messages"] == 400
+    assert _gap_fields(got[1][2]) == {
+        "type": "gap", "reason": "max_size", "first_seq": 402, "last_seq": 412, "messages": 11,
+        "by_class": {"event": 1, "window": 10},
+    }  # fmt: skip
+    stats = outbox.stats()
+    assert (stats.backlog, stats.dropped_total, stats.gaps_total) == (2, 411, 2)
+
+
+def _gap_fields(body: dict[str, object]) -> dict[str, object]:
+    return {k: body[k] for k in ("type", "reason", "first_seq", "last_seq", "messages", "by_class")}
 
 
 def test_disk_full_keeps_running_reports_and_recovers(make_outbox: MakeOutbox) -> None:
@@ -270,10 +294,7 @@ def test_disk_full_keeps_running_reports_and_recovers(make_outbox: MakeOutbox) -
     pages = outbox.stats().used_bytes // PAGE_SIZE + 2
     outbox.limit_pages(pages)
     futures = [outbox.submit(windows(50)) for _ in range(5)]
-    deadline = time.monotonic() + 10
-    while outbox.stats().pressure != "disk_full" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert outbox.stats().pressure == "disk_full"
+    wait_until(lambda: outbox.stats().pressure == "disk_full", 10, "disk_full pressure")
     assert not any(f.done() for f in futures[1:])
     outbox.limit_pages(None)
     seqs = [s for f in futures for s in f.result(10)]

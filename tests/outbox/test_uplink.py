@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 import time
@@ -16,7 +17,7 @@ from gateway.outbox import Message, MessageClass, Outbox
 from gateway.uplink import Uplink, UplinkSettings
 from tests.outbox.helpers import uplink_settings
 from tests.support.mosquitto import Collector, Mosquitto
-from tests.support.waiting import wait
+from tests.support.waiting import await_until, wait
 
 MakeOutbox = Callable[..., Outbox]
 TOPIC = "ironwatt/plant1/gw1/energy/1m/m1"
@@ -33,6 +34,14 @@ def data(got: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
 
 def seqs_of(got: list[tuple[str, bytes, bool]]) -> set[int]:
     return {d["seq"] for d in data(got)}
+
+
+def first_copies(got: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
+    """Each seq's first delivery, in arrival order."""
+    first: dict[int, dict[str, Any]] = {}
+    for d in data(got):
+        first.setdefault(d["seq"], d)
+    return list(first.values())
 
 
 def test_backoff_grows_with_jitter_and_stays_capped() -> None:
@@ -110,6 +119,9 @@ def test_outage_every_seq_in_order_with_replay_flags(
     assert live_after
     assert not any(first_copy[s]["replayed"] for s in live_after)
     live_before = [s for s, p in phases.items() if p == "live" and s < min(down)]
+    # More than the ack window (20) went out live before the outage, so the bound below can
+    # fail: only what was in flight when the broker went away may come again as replayed.
+    assert len(live_before) > 20, len(live_before)
     assert sum(not first_copy[s]["replayed"] for s in live_before) >= len(live_before) - 20
     assert all(d["stream"] == outbox.stream and d["gw"] == "gw1" for d in received)
     assert all(d["sent"].endswith("Z") for d in received)
@@ -179,14 +191,17 @@ def test_drain_rate_limits_a_backlog(make_outbox: MakeOutbox, broker: Mosquitto)
     outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(60)])
     collector = Collector(broker, TOPIC)
     uplink = Uplink(settings(broker.url, drain_rate=100.0), outbox)
-    t0 = time.monotonic()
     uplink.start()
-    got = collector.wait_for(lambda g: len(seqs_of(g)) == 60, 10)
-    elapsed = time.monotonic() - t0
+    got = collector.wait_for(lambda g: len(seqs_of(g)) == 60, 10, what="all 60 messages")
     uplink.stop()
     collector.close()
-    assert len(seqs_of(got)) == 60
-    assert elapsed >= 0.45  # 60 messages at 100/s with a burst of 20: at least ~0.4 s
+    # The `sent` stamps (ms) are the uplink's own publish times: no connect time in them.
+    sent = sorted(datetime.datetime.fromisoformat(d["sent"]).timestamp() for d in first_copies(got))
+    span = sent[-1] - sent[0]
+    # A token bucket of 100/s holding at most 20 (max_inflight): any stretch of time T sees at
+    # most 20 + 100 T publishes, so 60 take at least 0.4 s; a loopback broker acks at once, so
+    # it is not much slower than the rate either.
+    assert 0.4 - 0.002 <= span < 1.5, span
 
 
 def test_status_reports_backlog_and_lag(make_outbox: MakeOutbox, broker: Mosquitto) -> None:
@@ -233,10 +248,7 @@ async def test_async_context_manager(make_outbox: MakeOutbox, broker: Mosquitto)
     collector = Collector(broker, TOPIC)
     async with Uplink(settings(broker.url), outbox) as up:
         await outbox.aenqueue([Message(TOPIC, {"n": 1})])
-        for _ in range(200):
-            if seqs_of(collector.snapshot()) == {1}:
-                break
-            await __import__("asyncio").sleep(0.02)
+        await await_until(lambda: seqs_of(collector.snapshot()) == {1}, 4.0, "message 1")
         assert up.status().connected
     collector.close()
     assert seqs_of(collector.snapshot()) == {1}
