@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,14 +122,15 @@ class GatewayProcess:
 
     def wait_until(self, predicate: Any, timeout: float, what: str, interval: float = 0.1) -> None:
         """Poll `predicate` while the gateway lives; fail with its log tail on timeout or death."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def came() -> bool:
             if predicate():
-                return
+                return True
             assert self.proc is not None
             assert self.proc.poll() is None, "gateway died\n" + self.log()
-            time.sleep(interval)
-        raise AssertionError(f"timed out waiting for {what}\n{self.log()[-3000:]}")
+            return False
+
+        wait_until(came, timeout, lambda: f"{what}\n{self.log()[-3000:]}", interval)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
