@@ -272,22 +272,29 @@ def _says(data: bytes) -> Callable[[socket.socket], None]:
 
 
 @pytest.mark.parametrize(
-    ("data", "error"),
+    ("data", "error", "match"),
     [
-        (b"not json\n", BadAnswer),
-        (b"\xff\xfe\n", BadAnswer),
-        (b"[1, 2]\n", BadAnswer),
-        (b'{"applied": true}\n', BadAnswer),  # no summary: the KeyError this used to be
-        (b'{"applied": "yes", "summary": "x"}\n', BadAnswer),
-        (b'{"applied": true, "summary": "x", "warnings": 5}\n', BadAnswer),
-        (b'{"applied": true, "summary": "x"', OSError),  # cut off before its newline
-        (b"", OSError),
+        (b"not json\n", BadAnswer, "^not JSON: "),
+        (b"\xff\xfe\n", BadAnswer, "^not JSON: "),
+        (b"[1, 2]\n", BadAnswer, "^not a JSON object: "),
+        # no summary: the KeyError this used to be
+        (b'{"applied": true}\n', BadAnswer, "^no applied/summary/report/warnings verdict in "),
+        (b'{"applied": "yes", "summary": "x"}\n', BadAnswer, "^no applied/summary/report/"),
+        (b'{"applied": true, "summary": "x", "warnings": 5}\n', BadAnswer, "^no applied/"),
+        # cut off before its newline
+        (b'{"applied": true, "summary": "x"', OSError, "in the middle of its answer$"),
+        (b"", OSError, "without an answer"),
     ],
 )
-def test_an_answer_that_is_not_a_verdict(tmp_path: Path, data: bytes, error: type) -> None:
+def test_an_answer_that_is_not_a_verdict(
+    tmp_path: Path, data: bytes, error: type[Exception], match: str
+) -> None:
     path = tmp_path / "control.sock"
-    with _fake_gateway(path, _says(data)), pytest.raises(error):
+    with _fake_gateway(path, _says(data)), pytest.raises(error, match=match) as caught:
         ask_reload(path, 10.0)
+    # Exactly that type: NoVerdictYet is a TimeoutError and so an OSError too, and a gateway
+    # still reloading is not one that closed the connection.
+    assert type(caught.value) is error
 
 
 def _cli(*argv: str) -> Callable[[], int]:
