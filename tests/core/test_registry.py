@@ -15,6 +15,7 @@ from drivers.opcua.config import OpcuaDevice, OpcuaPoint
 from drivers.registry import PLUGINS, names, plugin, plugin_of
 from drivers.running import RunningDriver
 from tests.support.recording import RecordingSink
+from tests.support.waiting import await_until
 
 
 def _meter(**kw: object) -> ModbusDevice:
@@ -77,10 +78,7 @@ def test_point_facts_give_the_energy_stage_widths_and_steps() -> None:
 
 
 class _Crashing:
-    runs = 0
-
     async def run(self) -> None:
-        _Crashing.runs += 1
         await asyncio.sleep(0)
         raise ValueError("decoder bug")
 
@@ -95,10 +93,7 @@ async def test_a_crashing_driver_is_rebuilt_and_reported_once_per_streak() -> No
         _Crashing, lambda: ("a", "b"), sink, kind="modbus", backoff=Backoff(0.01, 0.02)
     )
     task = asyncio.create_task(runner.run())
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if runner.crashes >= 3:
-            break
+    await await_until(lambda: runner.crashes >= 3, 2.0, "three crashes", interval=0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
