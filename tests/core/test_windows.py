@@ -87,6 +87,9 @@ def test_window_of_and_next_edge() -> None:
 
 def test_whole_day_intervals_longer_than_a_day_tile_time() -> None:
     edges = edges_between(SHANGHAI, 7 * DAY, utc(2026, 1, 1), utc(2026, 3, 1))
+    # Weekly at local midnight, the first on Sunday 2026-01-04: nine edges in these 59 days.
+    assert [local(e, SHANGHAI) for e in edges[:1]] == ["2026-01-04 00:00+0800"]
+    assert len(edges) == 9
     assert all(b - a == 7 * DAY for a, b in pairwise(edges))
 
 

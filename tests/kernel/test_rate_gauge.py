@@ -122,4 +122,5 @@ def test_peak_demand_over_blocks_wholly_inside(km: ModuleType) -> None:
     assert blocks["demand"][0] == pytest.approx(100.0 + 150.0 * 10 / 900)  # ramp 890..900 s
     assert all(c == 1.0 for c in blocks["coverage"])
     other = [wins["peak"][i] for i in range(len(wins["point"])) if wins["point"][i] == 1]
+    assert len(other) == len(peaks)  # the same windows as the demand point: not none at all
     assert all(math.isnan(x) for x in other)

@@ -76,7 +76,9 @@ async def test_values_and_bad_node_against_node_opcua(
     pieces = [v for _k, _t, v, q in sink.rows("bf2.pieces") if q == QUALITY_GOOD]
     assert pieces == sorted(pieces)
     assert pieces[-1] > pieces[0]
-    assert all(q == QUALITY_BAD for _k, _t, _v, q in sink.rows("bf2.missing"))
+    missing = sink.rows("bf2.missing")
+    assert missing  # the unknown node is reported (bad), not left out
+    assert all(q == QUALITY_BAD for _k, _t, _v, q in missing)
     (error,) = sink.events_of("point_error")
     assert error.point == "missing"
     assert "BadNodeIdUnknown" in error.reason
