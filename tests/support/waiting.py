@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,9 +47,15 @@ async def await_until(
     what: What,
     interval: float = 0.05,
 ) -> None:
-    """`wait_until` on a running event loop (the servers and drivers keep running)."""
+    """`wait_until` on a running event loop (the servers and drivers keep running); `pred` may
+    be a coroutine function (a read from a server, say)."""
     deadline = time.monotonic() + timeout
-    while not pred():
+    while True:
+        held = pred()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
         if time.monotonic() > deadline:
             raise _timed_out(timeout, what)
         await asyncio.sleep(interval)
