@@ -93,7 +93,7 @@ def test_outage_every_seq_in_order_with_replay_flags(
         for s in outbox.enqueue([Message(TOPIC, {"n": 1}) for _ in range(5)]):
             assert s is not None
             phases[s] = phase if uplink.status().connected == up_before else "?"
-        time.sleep(0.02)
+        time.sleep(0.02)  # the scenario's pace: 250 messages/s through the outage
     last = max(phases)
     got = collector.wait_for(lambda g: seqs_of(g) >= set(range(1, last + 1)), 15)
     uplink.stop()
@@ -284,7 +284,7 @@ def test_qos0_telemetry_never_fills_the_ack_window(
             for k in range(8)
         ]
         seqs += [s for s in outbox.enqueue([*batch, Message(TOPIC, {"burst": burst})]) if s]
-        time.sleep(0.02)
+        time.sleep(0.02)  # the scenario's pace (a poll's worth apart), not a wait
 
     def delivered(got: list[tuple[str, bytes, bool]]) -> bool:
         return seqs_of(got) == set(seqs) and sum("/telemetry/" in t for t, _, _ in got) >= 80
@@ -315,8 +315,8 @@ def test_live_bursts_do_not_each_publish_a_retained_status(
     seqs = set(range(1, 31))
     for burst in range(10):
         seqs |= {s for s in outbox.enqueue([Message(TOPIC, {"b": burst})] * 3) if s}
-        time.sleep(0.1)
-    got = collector.wait_for(lambda g: seqs_of(g) == seqs, 10, what="all 30 messages")
+        time.sleep(0.1)  # the scenario: live bursts apart, each sent as soon as stored
+    got = collector.wait_for(lambda g: seqs_of(g) == seqs, 10, what="all 60 messages")
     uplink.stop()
     collector.close()
     docs = [json.loads(p) for t, p, _ in got if t == STATUS]
