@@ -73,6 +73,7 @@ def test_spring_forward_day_skips_its_hour_and_lasts_23_hours() -> None:
 def test_quarter_hours_align_to_local_midnight_in_a_half_hour_zone() -> None:
     tz = ZoneInfo("Asia/Kolkata")  # +05:30: local quarter hours are not UTC quarter hours
     edges = edges_between(tz, 900, utc(2026, 1, 1), utc(2026, 1, 1, 2))
+    assert len(edges) == 8  # 05:30 to 07:15 local
     assert all(datetime.fromtimestamp(t, tz).minute % 15 == 0 for t in edges)
     assert len(edges) == 8
 
