@@ -522,14 +522,18 @@ class Aggregator:
             )
         # The revisable windows first: if they are unreadable, the kernel is left untouched.
         revisable: dict[tuple[int, str, float], dict[str, Any]] = {}
-        rest = json.loads(data[12 + n :])
+        unreadable = (
+            "aggregator snapshot: its revisable windows are unreadable; move the state file "
+            "aside and restart"
+        )
+        try:
+            rest = json.loads(data[12 + n :])
+        except ValueError:
+            raise ValueError(unreadable) from None
         attached = None
         if data[3] >= 2:
             if not isinstance(rest, dict) or not isinstance(rest.get("revisable"), list):
-                raise ValueError(
-                    "aggregator snapshot: its revisable windows are unreadable; move the state "
-                    "file aside and restart"
-                )
+                raise ValueError(unreadable)
             rest, attached = rest["revisable"], rest.get("attached")
         for name, device, start, payload in rest:
             if name in self._names:

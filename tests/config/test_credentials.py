@@ -160,14 +160,16 @@ def test_credstore_and_folder_sources(units: Path, tmp_path: Path) -> None:
     _files, sources = find_sources(Credential("ironwatt.service", "pw_plc"))
     assert [s.path for s in sources] == [folder / "plc"]
     _files, sources = find_sources(Credential("ironwatt.service", "token"))
-    assert sources and sources[0].path is None
+    assert sources
+    assert sources[0].path is None
 
 
 def test_template_instance_reads_the_template(units: Path, tmp_path: Path) -> None:
     source = _secret(tmp_path / "creds" / "mqtt-password")
     _unit(units, f"LoadCredential=mqtt-password:{source}", name="ironwatt@.service")
     files, sources = find_sources(Credential("ironwatt@line2.service", "mqtt-password"))
-    assert files == [units / "ironwatt@.service"] and sources[0].path == source
+    assert files == [units / "ironwatt@.service"]
+    assert sources[0].path == source
 
 
 def test_inside_the_unit_the_file_must_exist(

@@ -102,13 +102,15 @@ def test_config_objects_as_drivers_see_them(monkeypatch: pytest.MonkeyPatch) -> 
         "equivalent",
     )
     assert cfg.energy.carriers["steam"].unit == "t"  # a default, not in the file
-    assert cfg.tariff is not None and [p.name for p in cfg.tariff.periods] == [
+    assert cfg.tariff is not None
+    assert [p.name for p in cfg.tariff.periods] == [
         "peak",
         "flat",
         "valley",
     ]
     meter, plc = cfg.devices
-    assert isinstance(meter, ModbusDevice) and isinstance(plc, OpcuaDevice)
+    assert isinstance(meter, ModbusDevice)
+    assert isinstance(plc, OpcuaDevice)
     assert (meter.poll, meter.timeout, meter.unit, meter.retries) == (1.0, 0.5, 1, 2)
     own = meter.points[0]
     assert (own.name, own.address, own.type, own.rollover, own.max_rate) == (
@@ -121,9 +123,11 @@ def test_config_objects_as_drivers_see_them(monkeypatch: pytest.MonkeyPatch) -> 
     resolved = meter.resolved_points()
     assert resolved is meter.resolved_points()  # merged once
     names = [p.name for p in resolved]
-    assert names.count("energy_export") == 1 and "energy_import" in names
+    assert names.count("energy_export") == 1
+    assert "energy_import" in names
     assert resolved[-1] is own  # the device's own point overrides the profile's
-    assert plc.interval == 0.5 and plc.points[1].max_gap == 10.0
+    assert plc.interval == 0.5
+    assert plc.points[1].max_gap == 10.0
     assert plc.points[1].integration == "hold"
     monkeypatch.setenv("IRONWATT_PLC_PASSWORD", "from-env")
     assert plc.password() == "from-env"
@@ -281,10 +285,12 @@ def test_summary_of_a_serial_device_with_telemetry(capsys: pytest.CaptureFixture
     out = run.out
     assert "meter-rtu [disabled]: modbus rtu /dev/ttyUSB0 19200 8E1 unit 7" in out
     assert "CT 200 PT 1" in out
-    assert "ironwatt/plant1/gw1/telemetry/{device}" in out and "heartbeat 5m" in out
+    assert "ironwatt/plant1/gw1/telemetry/{device}" in out
+    assert "heartbeat 5m" in out
     assert "drain 200 msg/s" in out
     assert "- energy: holding 0 uint32 ABCD, counter Wh, electricity, x0.001" in out
-    assert "http     off" in out and "groups\n  (none)" in out
+    assert "http     off" in out
+    assert "groups\n  (none)" in out
 
 
 def _profiles() -> list[str]:

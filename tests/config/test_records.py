@@ -107,7 +107,8 @@ def test_records_carry_exactly_what_the_models_do(
     assert record.mqtt_client_id == model.mqtt_client_id
     assert record.gateway.tz == model.gateway.tz
     assert record.mqtt.password() == model.mqtt.password()
-    assert record.path == model.path and record.path.is_absolute()
+    assert record.path == model.path
+    assert record.path.is_absolute()
     assert len(record.devices) == len(model.devices) > 0
     for rec_dev, dev in zip(record.devices, model.devices, strict=True):
         assert record.device(dev.name) is rec_dev
@@ -136,7 +137,8 @@ def test_a_profile_device_shares_its_own_points_and_interns_strings(tmp_path: Pa
     assert [p.name for p in merged].count("energy_import") == 1
     # One string object however many points name it: 8,000 points, one "kWh".
     units = [p.unit for d in cfg.devices for p in d.resolved_points() if p.unit == "kWh"]
-    assert len(units) > 2 and all(u is units[0] for u in units)
+    assert len(units) > 2
+    assert all(u is units[0] for u in units)
 
 
 def test_equal_point_definitions_are_one_record_exactly_equal_ones_only(tmp_path: Path) -> None:
@@ -164,7 +166,8 @@ def test_equal_point_definitions_are_one_record_exactly_equal_ones_only(tmp_path
     cfg = load_config_isolated(path)
     a, b, c = (cfg.device(n).points[0] for n in "abc")
     assert a is b
-    assert c is not a and math.copysign(1.0, c.offset) == -1.0
+    assert c is not a
+    assert math.copysign(1.0, c.offset) == -1.0
     assert a.model_dump() == load_config(path).device("a").points[0].model_dump()
 
 
@@ -172,10 +175,10 @@ def test_records_are_read_only_and_equal_by_value(tmp_path: Path) -> None:
     path = _configs(tmp_path)["tariff"]
     a, b = load_config_isolated(path), load_config_isolated(path)
     assert isinstance(a, Record)
-    assert a == b and a is not b
-    assert a.devices[0] == b.devices[0] and hash(a.devices[0].points[0]) == hash(
-        b.devices[0].points[0]
-    )
+    assert a == b
+    assert a is not b
+    assert a.devices[0] == b.devices[0]
+    assert hash(a.devices[0].points[0]) == hash(b.devices[0].points[0])
     assert a.devices[0] != a.devices[1]
     with pytest.raises(AttributeError, match="read-only"):
         a.gateway.id = "other"  # type: ignore[misc]

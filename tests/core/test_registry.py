@@ -9,23 +9,13 @@ import sys
 
 import pytest
 
-from drivers.base import Backoff, DeviceEvent
+from drivers.base import Backoff
 from drivers.modbus.config import ModbusDevice, ModbusPoint
 from drivers.opcua.config import OpcuaDevice, OpcuaPoint
 from drivers.registry import PLUGINS, names, plugin, plugin_of
 from drivers.running import RunningDriver
-from drivers.samples import SampleBatch
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.events: list[DeviceEvent] = []
-
-    def add_samples(self, batch: SampleBatch) -> None:
-        pass
-
-    def add_event(self, event: DeviceEvent) -> None:
-        self.events.append(event)
+from tests.support.recording import RecordingSink
+from tests.support.waiting import await_until
 
 
 def _meter(**kw: object) -> ModbusDevice:
@@ -35,7 +25,8 @@ def _meter(**kw: object) -> ModbusDevice:
 def test_every_protocol_is_one_registry_entry() -> None:
     assert names() == ("modbus", "opcua")
     for name, entry in PLUGINS.items():
-        assert entry.name == name and plugin(name) is entry
+        assert entry.name == name
+        assert plugin(name) is entry
         face = entry.config()
         assert face.device_model.model_fields["driver"].is_required()
     with pytest.raises(KeyError, match="known: modbus, opcua"):
@@ -74,7 +65,8 @@ def test_point_facts_give_the_energy_stage_widths_and_steps() -> None:
     )
     facts = plugin_of(device).point_facts(device)
     assert facts["e"].modulus == pytest.approx(2**32 * 0.01)  # multiply_by unset: no CT
-    assert facts["e"].resolution == pytest.approx(0.01) and facts["e"].source == "uint32"
+    assert facts["e"].resolution == pytest.approx(0.01)
+    assert facts["e"].source == "uint32"
     assert (facts["p"].modulus, facts["p"].resolution) == (None, 0.0)
     plc = OpcuaDevice(
         name="plc",
@@ -86,10 +78,7 @@ def test_point_facts_give_the_energy_stage_widths_and_steps() -> None:
 
 
 class _Crashing:
-    runs = 0
-
     async def run(self) -> None:
-        _Crashing.runs += 1
         await asyncio.sleep(0)
         raise ValueError("decoder bug")
 
@@ -99,21 +88,19 @@ class _Crashing:
 
 @pytest.mark.asyncio
 async def test_a_crashing_driver_is_rebuilt_and_reported_once_per_streak() -> None:
-    sink = _Sink()
+    sink = RecordingSink()
     runner = RunningDriver(
         _Crashing, lambda: ("a", "b"), sink, kind="modbus", backoff=Backoff(0.01, 0.02)
     )
     task = asyncio.create_task(runner.run())
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if runner.crashes >= 3:
-            break
+    await await_until(lambda: runner.crashes >= 3, 2.0, "three crashes", interval=0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert runner.crashes >= 3
     assert [(e.type, e.device) for e in sink.events] == [("device_down", "a"), ("device_down", "b")]
     status = runner.status()
-    assert status["a"]["state"] == "down" and status["b"]["state"] == "starting"
+    assert status["a"]["state"] == "down"
+    assert status["b"]["state"] == "starting"
     assert {s["driver"] for s in status.values()} == {"modbus"}
     assert "ValueError: decoder bug" in str(status["b"]["last_crash"])

@@ -10,23 +10,11 @@ from drivers.base import (
     DRIVER_RESTART,
     SESSION_RECONNECT,
     Backoff,
-    DeviceEvent,
     DeviceHealth,
     FixedRate,
 )
 from drivers.samples import QUALITY_BAD, PointIndex, SampleBatch
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.batches: list[SampleBatch] = []
-        self.events: list[DeviceEvent] = []
-
-    def add_samples(self, batch: SampleBatch) -> None:
-        self.batches.append(batch)
-
-    def add_event(self, event: DeviceEvent) -> None:
-        self.events.append(event)
+from tests.support.recording import RecordingSink
 
 
 def test_batch_is_columnar_and_extends() -> None:
@@ -36,7 +24,9 @@ def test_batch_is_columnar_and_extends() -> None:
     b.append(1, 11.0, float("nan"), QUALITY_BAD)
     a.extend(b)
     assert len(a) == 2
-    assert a.point.typecode == "i" and a.ts.typecode == "d" and a.quality.typecode == "B"
+    assert a.point.typecode == "i"
+    assert a.ts.typecode == "d"
+    assert a.quality.typecode == "B"
     rows = list(a)
     assert rows[0] == (0, 10.0, 1.5, 0)
     assert rows[1][3] == QUALITY_BAD
@@ -49,7 +39,8 @@ def test_point_ids_are_stable_and_never_reused() -> None:
     assert "m1.energy_import" not in index
     assert index.add("m2.energy_import") == 2  # a fresh id, not the retired 0
     assert index.add("m1.power_total") == 1
-    assert index.capacity == 3 and len(index) == 2
+    assert index.capacity == 3
+    assert len(index) == 2
     with pytest.raises(KeyError, match="retired"):
         index.key(0)
 
@@ -69,7 +60,8 @@ def test_health_reports_each_transition_once() -> None:
         ("device_down", "timeout after 2 retries"),
         ("device_up", "recovered"),
     ]
-    assert health.errors == 6 and health.snapshot()["state"] == "up"
+    assert health.errors == 6
+    assert health.snapshot()["state"] == "up"
 
 
 def test_connection_loss_takes_a_device_down_at_once() -> None:
@@ -77,7 +69,8 @@ def test_connection_loss_takes_a_device_down_at_once() -> None:
     health = DeviceHealth("m1", sink, failures_to_down=3)
     health.success()
     health.failure("connection refused", fatal=True)
-    assert health.state == "down" and sink.events[-1].type == "device_down"
+    assert health.state == "down"
+    assert sink.events[-1].type == "device_down"
 
 
 def test_backoff_grows_with_jitter_and_caps() -> None:
@@ -92,11 +85,12 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
 def test_fixed_rate_counts_the_ticks_a_poll_ran_past() -> None:
     """One definition of an overrun for every driver: a tick a poll ran past, skipped."""
     schedule = FixedRate(period=1.0, due=10.0)
-    assert schedule.advance(10.3) == 0 and schedule.due == 11.0  # on time: no drift
-    assert schedule.advance(11.0) == 0 and schedule.due == 12.0  # ended exactly on the tick
-    assert schedule.advance(14.5) == 2 and schedule.due == 15.0  # ticks 13, 14 skipped
-    assert schedule.advance(16.0) == 0 and schedule.due == 16.0  # ended on tick 16: it runs
-    assert schedule.advance(17.5) == 1 and schedule.due == 18.0  # tick 17 skipped
+    # (ticks skipped, the next due tick) after a poll that ended at the given time.
+    assert (schedule.advance(10.3), schedule.due) == (0, 11.0)  # on time: no drift
+    assert (schedule.advance(11.0), schedule.due) == (0, 12.0)  # ended exactly on the tick
+    assert (schedule.advance(14.5), schedule.due) == (2, 15.0)  # ticks 13, 14 skipped
+    assert (schedule.advance(16.0), schedule.due) == (0, 16.0)  # ended on tick 16: it runs
+    assert (schedule.advance(17.5), schedule.due) == (1, 18.0)  # tick 17 skipped
     assert schedule.due > 17.5  # never a catch-up burst: the next tick is in the future
 
 

@@ -1,4 +1,7 @@
-"""Daemon test fixtures: a Modbus plant on its own loop thread, a broker, a gateway process."""
+"""Daemon test fixtures: a Modbus plant on its own loop thread, a gateway process.
+
+The broker is tests/conftest.py's `shared_broker`.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
-from tests.support.mosquitto import Mosquitto
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,12 +49,6 @@ class PlantThread(LoopThread):
     def stop(self) -> None:
         self.call(self.plant.stop())
         self.close()
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 class GatewayProcess:
@@ -97,7 +91,8 @@ class GatewayProcess:
             except TimeoutError:
                 if until is None:
                     break
-                assert self.proc is not None and self.proc.poll() is None, self.log()
+                assert self.proc is not None
+                assert self.proc.poll() is None, self.log()
                 continue
             self.notes.append(note)
             if until is not None and until in note:
@@ -127,13 +122,15 @@ class GatewayProcess:
 
     def wait_until(self, predicate: Any, timeout: float, what: str, interval: float = 0.1) -> None:
         """Poll `predicate` while the gateway lives; fail with its log tail on timeout or death."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def came() -> bool:
             if predicate():
-                return
-            assert self.proc is not None and self.proc.poll() is None, "gateway died\n" + self.log()
-            time.sleep(interval)
-        raise AssertionError(f"timed out waiting for {what}\n{self.log()[-3000:]}")
+                return True
+            assert self.proc is not None
+            assert self.proc.poll() is None, "gateway died\n" + self.log()
+            return False
+
+        wait_until(came, timeout, lambda: f"{what}\n{self.log()[-3000:]}", interval)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

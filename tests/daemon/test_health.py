@@ -63,7 +63,7 @@ def test_render_metrics_escapes_and_formats() -> None:
 def test_parse_listen() -> None:
     assert parse_listen("127.0.0.1:9108") == ("127.0.0.1", 9108)
     assert parse_listen("[::1]:9108") == ("::1", 9108)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"http\.listen '9108': expected host:port"):
         parse_listen("9108")
 
 
@@ -94,17 +94,21 @@ async def test_health_server_routes() -> None:
         assert (await _get(server.port, "/healthz"))[0] == 200
         healthy[0] = False
         status, _, body = await _get(server.port, "/healthz")
-        assert status == 503 and b"database" in body
+        assert status == 503
+        assert b"database" in body
         status, headers, body = await _get(server.port, "/status")
-        assert status == 200 and headers["Content-Type"] == "application/json"
+        assert status == 200
+        assert headers["Content-Type"] == "application/json"
         assert json.loads(body)["devices"]["m1"]["state"] == "up"
         status, headers, body = await _get(server.port, "/metrics")
-        assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
         assert parse_prometheus(body.decode())["ironwatt_up"] == ["ironwatt_up 1"]
         assert (await _get(server.port, "/nope"))[0] == 404
         assert (await _get(server.port, "/status", "POST"))[0] == 405
         status, _, body = await _get(server.port, "/status", "HEAD")
         # HEAD: headers only (Content-Length of the empty body we send).
-        assert status == 200 and body == b""
+        assert status == 200
+        assert body == b""
     finally:
         await server.stop()

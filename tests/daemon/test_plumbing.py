@@ -136,8 +136,10 @@ def test_secrets_never_printed(captured_log: io.StringIO) -> None:
     except RuntimeError:
         log.exception("uplink")
     text = captured_log.getvalue()
-    assert "s3cr3t-pa55" not in text and "hunter22" not in text
-    assert "connecting with ***" in text and "mqtt://user:***@broker" in text
+    assert "s3cr3t-pa55" not in text
+    assert "hunter22" not in text
+    assert "connecting with ***" in text
+    assert "mqtt://user:***@broker" in text
 
 
 def test_json_log_lines() -> None:
@@ -148,7 +150,9 @@ def test_json_log_lines() -> None:
     finally:
         logging.getLogger().removeHandler(handler)
     doc = json.loads(stream.getvalue())
-    assert doc["message"] == "device m1 up" and doc["device"] == "m1" and doc["level"] == "info"
+    assert doc["message"] == "device m1 up"
+    assert doc["device"] == "m1"
+    assert doc["level"] == "info"
     assert doc["time"].endswith("Z")
 
 
@@ -172,7 +176,8 @@ def test_clock_steps(wall_delta: float, mono_delta: float, expected: float | Non
     if expected is None:
         assert step is None
     else:
-        assert step is not None and step.offset == pytest.approx(expected)
+        assert step is not None
+        assert step.offset == pytest.approx(expected)
         assert step.direction == ("backward" if expected < 0 else "forward")
         # The next check measures from the new wall time: one step, one event.
         wall[0] += 1.0
@@ -216,4 +221,5 @@ def test_notify_never_blocks_on_a_full_socket(notify_socket) -> None:
     start = time.monotonic()
     results = [notifier.watchdog() for _ in range(2000)]
     assert time.monotonic() - start < 2.0
-    assert results[0] and not results[-1]
+    assert results[0]
+    assert not results[-1]

@@ -19,7 +19,9 @@ def test_an_unchanged_config_plans_nothing(tmp_path: Path) -> None:
     plan = plan_reload(_load(tmp_path, body), _load(tmp_path, body, "same.toml"))
     assert (plan.added, plan.removed, plan.changed) == ([], [], [])
     assert (plan.stop, plan.start, plan.retune) == ([], [], [])
-    assert plan.restart_needed == [] and plan.warnings == () and not plan.groups_changed
+    assert plan.restart_needed == []
+    assert plan.warnings == ()
+    assert not plan.groups_changed
     assert plan.note == "added none, removed none, changed none"
     assert set(plan.units) == {LINK_A, "opcua/plc"}
 
@@ -33,7 +35,8 @@ def test_units_stop_start_and_retune(tmp_path: Path) -> None:
     assert (plan.added, plan.removed, plan.changed) == (["c", "d"], ["b", "plc"], [])
     # The shared link keeps running with its new device list; the PLC goes; a new link starts.
     assert plan.retune == [LINK_A]
-    assert plan.stop == ["opcua/plc"] and plan.start == [LINK_C]
+    assert plan.stop == ["opcua/plc"]
+    assert plan.start == [LINK_C]
     assert plan.units[LINK_A].names == ("a", "d")
     body = plan.event(fresh=[], retuned=[])
     assert body == {
@@ -46,8 +49,10 @@ def test_a_changed_device_retunes_its_unit(tmp_path: Path) -> None:
     old = _load(tmp_path, _modbus("a", 5020, 1) + _modbus("c", 5021, 1))
     new = _load(tmp_path, _modbus("a", 5020, 1) + _modbus("c", 5021, 1, poll="2s"), "n.toml")
     plan = plan_reload(old, new)
-    assert plan.changed == ["c"] and plan.retune == [LINK_C]
-    assert plan.stop == [] and plan.start == []
+    assert plan.changed == ["c"]
+    assert plan.retune == [LINK_C]
+    assert plan.stop == []
+    assert plan.start == []
 
 
 @pytest.mark.parametrize(
@@ -77,7 +82,8 @@ def test_sections_that_wait_for_a_restart(
 def test_the_event_names_fresh_and_retuned_points(tmp_path: Path) -> None:
     cfg = _load(tmp_path, _modbus("a", 5020, 1))
     body = plan_reload(cfg, cfg).event(fresh=["a.e"], retuned=["a.p"])
-    assert body["fresh_points"] == ["a.e"] and body["retuned_points"] == ["a.p"]
+    assert body["fresh_points"] == ["a.e"]
+    assert body["retuned_points"] == ["a.p"]
     assert "start fresh" in body["note"]
 
 

@@ -59,11 +59,11 @@ def _reload(
 
 
 def test_reload_verdicts(
-    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, data, runtime = tmp_path / "c.toml", tmp_path / "data", tmp_path / "run"
     runtime.mkdir()
-    _config(config, data, broker)
+    _config(config, data, shared_broker)
     gw = GatewayProcess(config, tmp_path)
     with monkeypatch.context() as env:
         env.setenv("RUNTIME_DIRECTORY", str(runtime))  # as systemd sets it (RuntimeDirectory=)
@@ -71,7 +71,8 @@ def test_reload_verdicts(
     sock = runtime / "control.sock"
     try:
         gw.read_notes(until="READY=1", timeout=20)
-        assert sock.is_socket() and (sock.stat().st_mode & 0o077) == 0
+        assert sock.is_socket()
+        assert (sock.stat().st_mode & 0o077) == 0
 
         # -- a good file: applied, exit 0, RELOADING=1 (with the monotonic time) then READY=1.
         done = _reload(sock)
@@ -85,7 +86,7 @@ def test_reload_verdicts(
 
         # -- a broken file, twice: exit 2 with the report, READY=1 with "reload refused", the
         # gateway stays; both refusals are in the log (the repeat filter lets them through).
-        _config(config, data, broker, broken=True)
+        _config(config, data, shared_broker, broken=True)
         for attempt in (1, 2):
             refused = _reload(sock, systemd=attempt == 2)
             assert refused.returncode == 2, (refused.stdout, refused.stderr)
@@ -94,9 +95,11 @@ def test_reload_verdicts(
             # From a shell the whole report; under systemd one line (the gateway logged it).
             assert refused.stderr.count("\n") == (1 if attempt == 2 else 3), refused.stderr
             notes = gw.read_notes(until="STATUS=reload refused", timeout=10)
-            assert f"{config}:" in notes[-1] and "devices[0].poll" in notes[-1]
+            assert f"{config}:" in notes[-1]
+            assert "devices[0].poll" in notes[-1]
             assert gw.log().count("config reload refused, the running config stays") == attempt
-        assert gw.proc is not None and gw.proc.poll() is None
+        assert gw.proc is not None
+        assert gw.proc.poll() is None
 
         # -- SIGHUP takes the same path (what Type=notify-reload sends): refused again, logged.
         gw.signal(signal.SIGHUP)
@@ -108,7 +111,7 @@ def test_reload_verdicts(
         )
 
         # -- fixed: applied again, and "config reloaded" logged a second time within the minute.
-        _config(config, data, broker)
+        _config(config, data, shared_broker)
         done = _reload(sock)
         assert done.returncode == 0, done.stderr
         gw.wait_until(lambda: gw.log().count("config reloaded:") == 2, 10, "second reload line")
@@ -120,7 +123,8 @@ def test_reload_verdicts(
     # -- nobody listening: exit 1 and a hint, never a traceback.
     gone = _reload(sock, timeout=10)
     assert gone.returncode == 1
-    assert "no verdict from a gateway" in gone.stderr and "Traceback" not in gone.stderr
+    assert "no verdict from a gateway" in gone.stderr
+    assert "Traceback" not in gone.stderr
 
 
 def test_reload_finds_the_socket_in_data_dir(tmp_path: Path) -> None:
@@ -210,8 +214,10 @@ def test_a_config_that_names_no_socket(
     args = build_parser("reload").parse_args(["reload", "-c", str(config)])
     assert args.func(args) == 1
     err = capsys.readouterr().err
-    assert "cannot tell where the gateway listens" in err and said in err
-    assert "--socket" in err and "Traceback" not in err
+    assert "cannot tell where the gateway listens" in err
+    assert said in err
+    assert "--socket" in err
+    assert "Traceback" not in err
 
 
 def test_no_gateway_at_the_data_dir_of_c(
@@ -224,7 +230,8 @@ def test_no_gateway_at_the_data_dir_of_c(
     assert args.func(args) == 1
     err = capsys.readouterr().err
     assert f"no verdict from a gateway at {tmp_path / 'control.sock'}" in err
-    assert f"is a gateway running with {config}?" in err and "without -c" in err
+    assert f"is a gateway running with {config}?" in err
+    assert "without -c" in err
 
 
 def test_socket_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -243,7 +250,8 @@ async def test_a_request_is_answered_by_a_reload_that_starts_after_it() -> None:
     assert not requests.pending.is_set()
     late = requests.request()  # ... but not one asked for while it runs (the file may be newer)
     requests.answer(taken, ReloadOutcome(True, "first"))
-    assert early.result().summary == "first" and not late.done()
+    assert early.result().summary == "first"
+    assert not late.done()
     requests.refuse_all("stopping")
     assert late.result() == ReloadOutcome(False, "stopping")
     await asyncio.sleep(0)
@@ -258,7 +266,8 @@ def test_reloading_notification(tmp_path: Path) -> None:
         notifier = Notifier(str(path))
         assert notifier.reloading("reloading x\ny")
         fields = sock.recv(4096).decode().split("\n")
-        assert fields[0] == "RELOADING=1" and fields[2] == "STATUS=reloading x y"
+        assert fields[0] == "RELOADING=1"
+        assert fields[2] == "STATUS=reloading x y"
         usec = int(fields[1].removeprefix("MONOTONIC_USEC="))
         assert abs(usec - int(__import__("time").monotonic() * 1e6)) < 2_000_000
         assert notifier.ready("reload refused: a\nb")

@@ -110,18 +110,26 @@ def _epoch(iso: str) -> float:
 
 def _check_window(doc: dict, device: str) -> None:
     assert doc["_topic"] == f"iw/testsite/gw-e2e/energy/10s/{device}"
-    assert doc["v"] == 1 and doc["gw"] == "gw-e2e" and doc["site"] == "testsite"
-    assert isinstance(doc["stream"], str) and doc["stream"]
-    assert isinstance(doc["seq"], int) and isinstance(doc["replayed"], bool)
-    assert doc["interval"] == "10s" and doc["device"] == device
+    assert doc["v"] == 1
+    assert doc["gw"] == "gw-e2e"
+    assert doc["site"] == "testsite"
+    assert isinstance(doc["stream"], str)
+    assert doc["stream"]
+    assert isinstance(doc["seq"], int)
+    assert isinstance(doc["replayed"], bool)
+    assert doc["interval"] == "10s"
+    assert doc["device"] == device
     for key in ("sent", "start", "end"):
         assert __import__("re").match(ISO, doc[key]), (key, doc[key])
     start, end = _epoch(doc["start"]), _epoch(doc["end"])
-    assert end - start == WINDOW and start % WINDOW == 0
+    assert end - start == WINDOW
+    assert start % WINDOW == 0
     energy = doc["points"]["energy_import"]
-    assert energy["kind"] == "counter" and energy["unit"] == "kWh"
+    assert energy["kind"] == "counter"
+    assert energy["unit"] == "kWh"
     power = doc["points"]["power_total"]
-    assert power["kind"] == "rate" and power["unit"] == "kW"
+    assert power["kind"] == "rate"
+    assert power["unit"] == "kW"
 
 
 def _get(port: int, path: str) -> bytes:
@@ -129,15 +137,19 @@ def _get(port: int, path: str) -> bytes:
         return r.read()
 
 
+def _polls(http: int, device: str) -> int:
+    return int(json.loads(_get(http, "/status"))["devices"][device]["polls"])
+
+
 @pytest.mark.slow
-def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
+def test_run_end_to_end(shared_broker: Mosquitto, tmp_path: Path) -> None:
     meters = [SimMeter(unit=u, profile="eastron-sdm630", energy_kwh=1000.0 * u) for u in POWER]
     for m in meters:
         m.hold("power_total", POWER[m.unit])
     plant = PlantThread(meters)
     config, data, http = tmp_path / "ironwatt.toml", tmp_path / "data", free_port()
-    _config(config, data, broker, plant.plant.port, http, [1, 2])
-    collector = Collector(broker, "iw/#", client_id="e2e-collector")
+    _config(config, data, shared_broker, plant.plant.port, http, [1, 2])
+    collector = Collector(shared_broker, "iw/#", client_id="e2e-collector")
     gw = GatewayProcess(config, tmp_path)
     try:
         gw.start()
@@ -149,7 +161,8 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         # -- /metrics parses as Prometheus text, /healthz is 200.
         assert _get(http, "/healthz").strip() == b"ok"
         families = parse_prometheus(_get(http, "/metrics").decode())
-        assert "ironwatt_device_up" in families and "ironwatt_buffer_backlog_messages" in families
+        assert "ironwatt_device_up" in families
+        assert "ironwatt_buffer_backlog_messages" in families
 
         # -- two chained windows of m1 with the energy the meter counted. The first windows
         # are partial (the gateway started inside them): wait for two fully covered ones.
@@ -169,9 +182,10 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         assert second["power_total"]["mean"] == pytest.approx(POWER[1], rel=1e-4)
         assert second["power_total"]["integral"] == pytest.approx(expected, rel=0.02)
         status = [d for d in _docs(collector, "status")]
-        assert status and status[-1]["state"] == "online"
+        assert status
+        assert status[-1]["state"] == "online"
         device_up = [e for e in _docs(collector, "event") if e["type"] == "device_up"]
-        assert {e["device"] for e in device_up} >= {"m1", "m2"}
+        assert sorted(e["device"] for e in device_up) == ["m1", "m2"]  # each once, no flapping
 
         # -- `ironwatt status` renders the same document for a technician.
         table = subprocess.run(
@@ -182,8 +196,8 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
         assert "uplink: connected" in table
 
         # -- SIGHUP: m2 removed, m3 added; m1, on the same link, keeps polling untouched.
-        polls_before = json.loads(_get(http, "/status"))["devices"]["m1"]["polls"]
-        _config(config, data, broker, plant.plant.port, http, [1, 3])
+        polls_before, read_at = _polls(http, "m1"), time.monotonic()
+        _config(config, data, shared_broker, plant.plant.port, http, [1, 3])
         reload_at = time.time()
         gw.signal(signal.SIGHUP)
         gw.wait_until(
@@ -192,22 +206,32 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
             "config_reloaded",
         )
         [reloaded] = [e for e in _docs(collector, "event") if e["type"] == "config_reloaded"]
-        assert reloaded["added"] == ["m3"] and reloaded["removed"] == ["m2"]
+        assert reloaded["added"] == ["m3"]
+        assert reloaded["removed"] == ["m2"]
         assert reloaded["changed"] == []
         devices = json.loads(_get(http, "/status"))["devices"]
         assert sorted(devices) == ["m1", "m3"]
-        assert devices["m1"]["polls"] >= polls_before  # the same poller: its count went on
         assert devices["m1"]["crashes"] == 0
+        # The same poller: its count goes on from where it was, one a second (a new one would
+        # count from 0, and polls_before is about 20 by now: two full windows).
+        gw.wait_until(lambda: _polls(http, "m1") > polls_before, 5, "a poll of m1 after it")
+        polls_after, elapsed = _polls(http, "m1"), time.monotonic() - read_at
+        assert polls_before >= 10, polls_before
+        assert polls_before < polls_after <= polls_before + math.ceil(elapsed) + 1, (
+            polls_before,
+            polls_after,
+            elapsed,
+        )
         ups = [e for e in _docs(collector, "event") if e["type"] == "device_up"]
         assert [e["device"] for e in ups].count("m1") == 1
 
         # -- SIGHUP with a broken file: refused, logged, the running config stays.
-        _config(config, data, broker, plant.plant.port, http, [1, 3], broken=True)
+        _config(config, data, shared_broker, plant.plant.port, http, [1, 3], broken=True)
         gw.signal(signal.SIGHUP)
         gw.wait_until(lambda: "config reload refused" in gw.log(), 10, "the refusal in the log")
         assert len([e for e in _docs(collector, "event") if e["type"] == "config_reloaded"]) == 1
         assert sorted(json.loads(_get(http, "/status"))["devices"]) == ["m1", "m3"]
-        _config(config, data, broker, plant.plant.port, http, [1, 3])
+        _config(config, data, shared_broker, plant.plant.port, http, [1, 3])
 
         # -- SIGTERM mid-window, restart: that window's totals are still right.
         gw.wait_until(lambda: 3.0 <= time.time() % WINDOW <= 6.0, 11, "mid-window")
@@ -232,6 +256,8 @@ def test_run_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
             )
 
         gw.wait_until(settled_after_restart, 25, "the window open at SIGTERM")
+        ups = [e["device"] for e in _docs(collector, "event") if e["type"] == "device_up"]
+        assert ups.count("m1") == 2  # one per gateway lifetime
         wins1 = _windows(collector, "m1")
         starts = sorted(wins1)
         idx = next(i for i, s in enumerate(starts) if _epoch(s) == open_start)

@@ -4,11 +4,12 @@ report-by-exception on `telemetry/{device}` at QoS 0, without seq, within their 
 from __future__ import annotations
 
 import json
-import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from gateway.sim.ports import free_port
 from tests.daemon.conftest import GatewayProcess, LoopThread
 from tests.support.mosquitto import Collector, Mosquitto
 
@@ -21,14 +22,20 @@ def _temps(collector: Collector) -> list[float]:
     return [d["points"]["temp"]["value"] for d in _telemetry(collector) if "temp" in d["points"]]
 
 
-def test_opcua_device_and_telemetry(broker: Mosquitto, tmp_path: Path) -> None:
+def _samples(http: int) -> int:
+    """Samples the PLC device delivered so far (its /status entry)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/status", timeout=5) as r:
+        return int(json.loads(r.read())["devices"]["plc"]["samples"])
+
+
+def test_opcua_device_and_telemetry(shared_broker: Mosquitto, tmp_path: Path) -> None:
     pytest.importorskip("asyncua")
     from gateway.sim.opcua_plc import SimulatedPlc
 
     loop = LoopThread()
     plc = SimulatedPlc(evolve_interval=None)
     loop.call(plc.start())
-    config = tmp_path / "ironwatt.toml"
+    config, http = tmp_path / "ironwatt.toml", free_port()
     config.write_text(f"""
 [gateway]
 id = "gw-ua"
@@ -37,13 +44,16 @@ timezone = "UTC"
 data_dir = "{tmp_path / "data"}"
 
 [mqtt]
-url = "{broker.url}"
+url = "{shared_broker.url}"
 topic_prefix = "iw"
 telemetry = true
 telemetry_heartbeat = "1h"
 
 [energy]
 intervals = ["10s"]
+
+[http]
+listen = "127.0.0.1:{http}"
 
 [[devices]]
 name = "plc"
@@ -66,22 +76,27 @@ interval = "200ms"
   unit = "m3/h"
   carrier = "natural_gas"
 """)
-    collector = Collector(broker, "iw/#", client_id="ua-collector")
+    collector = Collector(shared_broker, "iw/#", client_id="ua-collector")
     gw = GatewayProcess(config, tmp_path)
     try:
         gw.start()
         gw.read_notes(until="READY=1", timeout=20)
         gw.wait_until(lambda: 1450.0 in _temps(collector), 20, "the first telemetry", interval=0.05)
         first = _telemetry(collector)[0]
-        assert first["v"] == 1 and first["gw"] == "gw-ua" and first["site"] == "s"
-        assert "seq" not in first and "sent" in first
+        assert first["v"] == 1
+        assert first["gw"] == "gw-ua"
+        assert first["site"] == "s"
+        assert "seq" not in first
+        assert "sent" in first
         assert first["points"]["temp"]["unit"] == "degC"
         assert first["points"]["temp"]["quality"] == "good"
         events = [json.loads(p) for t, p, _ in collector.snapshot() if t.endswith("/event")]
         assert any(e["type"] == "device_up" and e["device"] == "plc" for e in events)
 
+        seen = _samples(http)
         loop.call(plc.write("Furnace.Temp1", 1453.0))  # inside the 5 degC deadband
-        time.sleep(1.5)
+        # The gateway has it (a data change, one sample more) before the next value comes.
+        gw.wait_until(lambda: _samples(http) > seen, 10, "the sample of 1453", interval=0.05)
         loop.call(plc.write("Furnace.Temp1", 1461.0))  # outside it
         gw.wait_until(
             lambda: 1461.0 in _temps(collector), 10, "the change past the deadband", interval=0.05

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from gateway.daemon.reload import diff_devices, point_keys
 from gateway.daemon.status import metrics_of, render_table
 from gateway.sim.plant import demo_config, format_message
 from tests.daemon.test_health import parse_prometheus
+from tests.support.waiting import await_until
 
 BASE = """
 [gateway]
@@ -102,7 +102,8 @@ def test_diff_devices_and_untouched_units(tmp_path: Path) -> None:
 
 
 class _Crashing:
-    """A driver that fails on start, as a bug in a protocol package would."""
+    """A driver that fails on start, as a bug in a protocol package would; `runs` counts the
+    starts of every instance (the supervisor builds a new one per restart)."""
 
     runs = 0
 
@@ -110,26 +111,34 @@ class _Crashing:
         pass
 
     async def run(self) -> None:
-        _Crashing.runs += 1
+        type(self).runs += 1
         raise RuntimeError("decoder bug")
 
     def status(self) -> dict[str, Any]:
         return {"state": "starting"}
 
 
+@pytest.fixture
+def crashing() -> type[_Crashing]:
+    """A _Crashing of this test's own: its count starts at 0 whatever ran before."""
+    return type("Crashing", (_Crashing,), {"runs": 0})
+
+
 @pytest.mark.asyncio
-async def test_supervisor_restarts_a_crashed_unit(tmp_path: Path) -> None:
+async def test_supervisor_restarts_a_crashed_unit(
+    tmp_path: Path, crashing: type[_Crashing]
+) -> None:
     sink = QueueSink()
     sup = Supervisor(
-        PointIndex(), sink, tmp_path, "gw", "s", factory=_Crashing,
+        PointIndex(), sink, tmp_path, "gw", "s", factory=crashing,
         restart_backoff=lambda: Backoff(initial=0.02, maximum=0.05),
     )  # fmt: skip
     cfg = _load(tmp_path, _opcua("plc"))
     sup.start(DeviceUnit("opcua/plc", "opcua", cfg.devices))
-    await asyncio.sleep(0.3)
+    await await_until(lambda: sup.status()["plc"]["crashes"] >= 3, 5.0, "three crashes")
     status = sup.status()["plc"]
     await sup.stop_all()
-    assert _Crashing.runs >= 3 and status["crashes"] >= 3
+    assert crashing.runs >= status["crashes"] >= 3  # a crash is a run that ended in one
     assert "decoder bug" in status["last_crash"]
     _, events = sink.take()
     # One event for the crash loop, however many restarts it took.
@@ -147,8 +156,10 @@ def test_queue_sink_merges_batches() -> None:
     sink.add_samples(b)
     assert sink.wake.is_set()  # ... and sooner for many
     batch, events = sink.take()
-    assert list(batch) == [(0, 1.0, 2.0, 0), (1, 1.5, 3.0, 0)] and events == []
-    assert not sink.wake.is_set() and len(sink.pending) == 0
+    assert list(batch) == [(0, 1.0, 2.0, 0), (1, 1.5, 3.0, 0)]
+    assert events == []
+    assert not sink.wake.is_set()
+    assert len(sink.pending) == 0
     sink.add_event(DeviceEvent("device_down", "m1", "timeout", 1.0))
     assert sink.wake.is_set()  # an event asks for a pass at once
 
@@ -260,9 +271,11 @@ def test_reload_keeps_unchanged_state_and_resets_changed_sources(tmp_path: Path)
         "new.toml",
     )  # fmt: skip
     fresh, retuned = stage.reconfigure(new, now + 0.3)
-    assert fresh == ["b.e"] and retuned == ["c.e"]
+    assert fresh == ["b.e"]
+    assert retuned == ["c.e"]
     # A fresh point gets a new id (a late batch for the old source cannot land on it).
-    assert stage.index.id("a.e") == ids["a.e"] and stage.index.id("c.e") == ids["c.e"]
+    assert stage.index.id("a.e") == ids["a.e"]
+    assert stage.index.id("c.e") == ids["c.e"]
     assert stage.index.id("b.e") != ids["b.e"]
     # Kept points resume from their baseline: the window's counter starts at the first reading.
     later = SampleBatch()

@@ -76,10 +76,12 @@ def _gateway(
 
 
 def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
-    broker: Mosquitto, tmp_path: Path
+    shared_broker: Mosquitto, tmp_path: Path
 ) -> None:
     # The temp file cannot be created: what a full or read-only disk does.
-    blocked = _gateway(broker, tmp_path, lambda data: (data / (SNAPSHOT_NAME + ".tmp")).mkdir())
+    blocked = _gateway(
+        shared_broker, tmp_path, lambda data: (data / (SNAPSHOT_NAME + ".tmp")).mkdir()
+    )
     with blocked as (gw, data, http):
         blocker = data / (SNAPSHOT_NAME + ".tmp")
         gw.start()
@@ -88,7 +90,8 @@ def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
         windows = _energy(http)["windows"]
         snapshot = _energy(http)["snapshot"]
         assert snapshot["path"] == str(data / SNAPSHOT_NAME)
-        assert "Is a directory" in snapshot["error"] and snapshot["at"] is None
+        assert "Is a directory" in snapshot["error"]
+        assert snapshot["at"] is None
         assert not (data / SNAPSHOT_NAME).exists()
         # Windows keep closing and being stored; the error is logged once, not at every close.
         gw.wait_until(lambda: _energy(http)["windows"] >= windows + 2, 20, "more windows")
@@ -98,19 +101,20 @@ def test_a_snapshot_that_cannot_be_written_is_reported_and_polling_goes_on(
         shutil.rmtree(blocker)
         gw.wait_until(lambda: _energy(http)["snapshot"]["error"] is None, 20, "a written snapshot")
         snapshot = _energy(http)["snapshot"]
-        assert snapshot["at"] and snapshot["bytes"] > 0
+        assert snapshot["at"]
+        assert snapshot["bytes"] > 0
         assert (data / SNAPSHOT_NAME).stat().st_size == snapshot["bytes"]
         assert "kernel snapshot written again" in gw.log()
         assert gw.stop() == 0
 
 
 def test_a_corrupt_snapshot_is_not_used_and_replaced_then_resumed_from(
-    broker: Mosquitto, tmp_path: Path
+    shared_broker: Mosquitto, tmp_path: Path
 ) -> None:
     def torn(data: Path) -> None:  # a torn or foreign file
         (data / SNAPSHOT_NAME).write_bytes(b"IWA\x01" + b"\x00" * 64)
 
-    with _gateway(broker, tmp_path, torn) as (gw, data, http):
+    with _gateway(shared_broker, tmp_path, torn) as (gw, data, http):
         gw.start()
         gw.read_notes(until="READY=1", timeout=20)
         gw.wait_until(lambda: _energy(http)["snapshot"]["at"], 20, "a snapshot written")
@@ -124,10 +128,11 @@ def test_a_corrupt_snapshot_is_not_used_and_replaced_then_resumed_from(
 
 
 def test_an_unreadable_snapshot_does_not_stop_the_gateway(
-    broker: Mosquitto, tmp_path: Path
+    shared_broker: Mosquitto, tmp_path: Path
 ) -> None:
     # Cannot be read (nor replaced): EISDIR, as EIO or EACCES would.
-    with _gateway(broker, tmp_path, lambda data: (data / SNAPSHOT_NAME).mkdir()) as (gw, _, http):
+    unreadable = _gateway(shared_broker, tmp_path, lambda data: (data / SNAPSHOT_NAME).mkdir())
+    with unreadable as (gw, _, http):
         gw.start()
         gw.read_notes(until="READY=1", timeout=20)
         assert "unreadable (Is a directory): the open windows start empty" in gw.log()

@@ -109,7 +109,8 @@ def test_every_poll_goes_out_when_passes_do_not_line_up_with_polls(pass_s: float
         while now < t:
             now = next(passes)
         sent += [r.points["p"]["value"] for r in filt.due(now)]  # type: ignore[misc]
-    assert len(sent) >= 59 and sent == sorted(sent)
+    assert len(sent) >= 59
+    assert sent == sorted(sent)
 
 
 def test_telemetry_goes_on_after_the_wall_clock_steps_back() -> None:
@@ -119,7 +120,8 @@ def test_telemetry_goes_on_after_the_wall_clock_steps_back() -> None:
     # NTP steps the clock back an hour: the next batches carry older times, and are live.
     filt.offer(_batch((0, 1400.0, 2.0, 0)))
     [report] = filt.due(1.0)
-    assert report.points["p"]["value"] == 2.0 and report.points["p"]["ts"] == 1400.0
+    assert report.points["p"]["value"] == 2.0
+    assert report.points["p"]["ts"] == 1400.0
     filt.offer(_batch((0, 1401.0, 3.0, 0)))
     assert [r.points["p"]["value"] for r in filt.due(2.0)] == [3.0]
 
@@ -141,9 +143,9 @@ def test_heartbeat_repeats_unchanged_values() -> None:
     assert filt.due(150.0) == []
     filt.offer(_batch((0, 3.0, 7.0, 0)))
     [report] = filt.due(300.0)
-    assert (
-        report.heartbeat and report.points["p"]["value"] == 7.0 and report.points["p"]["ts"] == 3.0
-    )
+    assert report.heartbeat
+    assert report.points["p"]["value"] == 7.0
+    assert report.points["p"]["ts"] == 3.0
 
 
 def test_unknown_points_ignored() -> None:
@@ -212,5 +214,6 @@ def test_encoder_body_goes_through_the_outbox_hot_path() -> None:
     encoder = TelemetryEncoder()
     report = TelemetryReport("m1", [(TelemetryPoint(0, "m1", "p", "kW"), 1.7e9, 2.5, 0)])
     body = encoder.encode(report)
-    assert body.startswith(b'{"') and body.endswith(b"}")
+    assert body.startswith(b'{"')
+    assert body.endswith(b"}")
     assert encode_body(body) == b"," + body[1:]

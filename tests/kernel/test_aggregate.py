@@ -141,14 +141,16 @@ def test_device_payloads_match_the_contract(km: ModuleType) -> None:
     assert e["cost"]["by_period"] == pytest.approx({"flat": 0.0, "valley": 15.0 * 0.25})
     assert e["cost"]["amount"] == pytest.approx(15.0 * 0.25)
     pw = p["points"]["power_total"]
-    assert pw["integral"] == pytest.approx(15.0) and pw["integral_unit"] == "kWh"
+    assert pw["integral"] == pytest.approx(15.0)
+    assert pw["integral_unit"] == "kWh"
     assert (pw["mean"], pw["min"], pw["max"]) == (900.0, 900.0, 900.0)
     assert "peak_demand" not in pw  # no whole 15m block in a 1m window
     g = p["points"]["furnace_temp"]
     assert set(g) == {"kind", "unit", "mean", "min", "max", "last", "samples", "bad", "coverage"}
     gas = [w for w in wins if w.device == "bf2-plc" and w.interval == "1m"][1].payload
     flow = gas["points"]["gas_flow"]
-    assert flow["integral"] == pytest.approx(6.0) and flow["integral_unit"] == "m3"
+    assert flow["integral"] == pytest.approx(6.0)
+    assert flow["integral_unit"] == "m3"
     assert flow["carrier"] == "natural_gas"
 
 
@@ -159,8 +161,10 @@ def test_peak_demand_and_blocks(km: ModuleType) -> None:
     blocks = [b for c in closed for b in c.blocks]
     assert [b.key for b in blocks] == ["sub-a-main.power_total"] * 2
     # the block average is its energy over its whole length: 5 s of 900 kW in 15 min is 5 kW
-    assert blocks[0].demand == pytest.approx(5.0) and blocks[0].coverage == 5 / 900
-    assert blocks[1].demand == pytest.approx(900.0) and blocks[1].coverage == 1.0
+    assert blocks[0].demand == pytest.approx(5.0)
+    assert blocks[0].coverage == 5 / 900
+    assert blocks[1].demand == pytest.approx(900.0)
+    assert blocks[1].coverage == 1.0
     q = [w for c in closed for w in c.windows if w.interval == "15m" and w.device == "sub-a-main"]
     pw = q[-1].payload["points"]["power_total"]
     assert pw["peak_demand"] == pytest.approx(900.0)
@@ -301,23 +305,24 @@ def test_a_damaged_aggregator_snapshot_changes_nothing(km: ModuleType) -> None:
     flipped = bytearray(data)
     flipped[12 + n // 2] ^= 0x10
     old_kernel = b"IWK\x01" + b'{"intervals":4,"periods":2,"points":{}}'
+    # Each damage and the refusal it gets.
     damaged = {
-        "json cut": data[:-3],
-        "kernel cut": data[: 12 + n - 1],
-        "kernel flipped": bytes(flipped),
-        "json of version 1": data[: 12 + n] + b"[]",
-        "kernel v1": data[:4] + len(old_kernel).to_bytes(8, "little") + old_kernel
-        + b"{\"revisable\":[]}",
+        "json cut": (data[:-3], "its revisable windows are unreadable"),
+        "kernel cut": (data[: 12 + n - 1], "aggregator snapshot is truncated"),
+        "kernel flipped": (bytes(flipped), r"kernel snapshot is truncated or corrupt \(checksum"),
+        "json of version 1": (data[: 12 + n] + b"[]", "its revisable windows are unreadable"),
+        "kernel v1": (
+            data[:4] + len(old_kernel).to_bytes(8, "little") + old_kernel + b'{"revisable":[]}',
+            "kernel snapshot version 1 is not supported",
+        ),
     }
     later = make(km, now)
     run(later, now, 5)
     before = later.snapshot()
-    for name, bad in damaged.items():
-        with pytest.raises(ValueError) as exc:
+    for name, (bad, refusal) in damaged.items():
+        with pytest.raises(ValueError, match=refusal):
             later.restore(bad)
         assert later.snapshot() == before, name
-        if name == "kernel v1":
-            assert "kernel snapshot version 1 is not supported" in str(exc.value)
     assert sorted(later.restore(data)) == sorted(s.key for s in SPECS)
 
 
@@ -335,7 +340,8 @@ def test_restore_hands_the_kernel_part_over_without_a_copy(km: ModuleType) -> No
 
     later._k = Spy()
     assert sorted(later.restore(data)) == sorted(s.key for s in SPECS)
-    assert isinstance(seen[0], memoryview) and seen[0].obj is data
+    assert isinstance(seen[0], memoryview)
+    assert seen[0].obj is data
 
 
 def test_intervals_that_do_not_nest(km: ModuleType) -> None:

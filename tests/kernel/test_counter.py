@@ -37,8 +37,10 @@ def test_delta_split_by_time_across_an_edge(km: ModuleType) -> None:
     assert (w1["delta"], w1["first"], w1["last"]) == (10.0, 120.0, 130.0)
     assert (w0["samples"], w1["samples"]) == (2, 1)
     assert (w0["coverage"], w1["coverage"]) == (1.0, 0.5)
-    assert w0["revision"] == 1 and not w0["estimated"]
-    assert math.isnan(w0["mean"]) and w0["kind"] == km.COUNTER
+    assert w0["revision"] == 1
+    assert not w0["estimated"]
+    assert math.isnan(w0["mean"])
+    assert w0["kind"] == km.COUNTER
 
 
 @pytest.mark.parametrize(
@@ -107,7 +109,8 @@ def test_no_baseline_means_null_delta_and_silent_windows_still_close(km: ModuleT
     recs = close(k, DAY0 + 121)
     assert len(pick(recs, interval=0)) == 2
     w = minute(recs, 0)
-    assert math.isnan(w["delta"]) and math.isnan(w["first"])
+    assert math.isnan(w["delta"])
+    assert math.isnan(w["first"])
     assert (w["samples"], w["coverage"]) == (0, 0.0)
     # once a baseline exists, a silent window reports 0 and the nearest reading
     feed(k, [(0, DAY0 + 130, 7.0)])
@@ -159,7 +162,8 @@ def test_gap_energy_revises_closed_windows(
     assert w3["first"] == pytest.approx(115.0)
     hour = close(k, DAY0 + 3601)
     (h,) = pick(hour, interval=2)
-    assert h["delta"] == pytest.approx(19.0) and h["estimated"] == 1
+    assert h["delta"] == pytest.approx(19.0)
+    assert h["estimated"] == 1
 
 
 def test_conservation_over_many_edges(km: ModuleType) -> None:

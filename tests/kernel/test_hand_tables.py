@@ -176,7 +176,8 @@ def test_peak_demand_only_from_blocks_wholly_inside_windows_that_do_not_nest(
         for i in range(len(wins["point"]))
     }
     assert peaks[(1, 0)] == (100.0, 900.0)
-    assert math.isnan(peaks[(1, 1200)][0]) and math.isnan(peaks[(1, 1200)][1])
+    assert math.isnan(peaks[(1, 1200)][0])
+    assert math.isnan(peaks[(1, 1200)][1])
     assert peaks[(1, 2400)] == (300.0, 3600.0)
     assert peaks[(2, 0)] == (300.0, 3600.0)
     # block [30m, 45m): 890 s at 100 kW, then 10 s ramping 100 -> 300 kW (mean 200)

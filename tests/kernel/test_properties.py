@@ -128,4 +128,5 @@ def test_counters_never_negative_nor_implausible(km: ModuleType, streams_: Any) 
         assert r["delta"] >= 0.0
         assert r["delta"] <= 36000.0 * (r["end"] - r["start"]) / 3600.0 * (1 + 1e-9)
         assert 0.0 <= r["coverage"] <= 1.0 + 1e-12
-        assert 0.0 <= r["first"] < 1000.0 and 0.0 <= r["last"] < 1000.0
+        assert 0.0 <= r["first"] < 1000.0
+        assert 0.0 <= r["last"] < 1000.0

@@ -28,7 +28,8 @@ def test_trapezoid_split_exactly_at_the_edge(km: ModuleType) -> None:
     assert (w0["coverage"], w1["coverage"]) == (0.5, 0.5)
     assert w1["mean"] == pytest.approx(2700.0)
     assert (w1["min"], w1["max"], w1["samples"]) == (3600.0, 3600.0, 1)
-    assert math.isnan(w0["first"]) and math.isnan(w0["last"])
+    assert math.isnan(w0["first"])
+    assert math.isnan(w0["last"])
 
 
 def test_constant_power_for_an_hour(km: ModuleType) -> None:
@@ -121,4 +122,5 @@ def test_peak_demand_over_blocks_wholly_inside(km: ModuleType) -> None:
     assert blocks["demand"][0] == pytest.approx(100.0 + 150.0 * 10 / 900)  # ramp 890..900 s
     assert all(c == 1.0 for c in blocks["coverage"])
     other = [wins["peak"][i] for i in range(len(wins["point"])) if wins["point"][i] == 1]
+    assert len(other) == len(peaks)  # the same windows as the demand point: not none at all
     assert all(math.isnan(x) for x in other)

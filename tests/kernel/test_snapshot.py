@@ -485,7 +485,8 @@ def test_flipped_bytes_are_refused(km: ModuleType, data: st.DataObject) -> None:
     k = target(km)
     kind, what = outcome(k, bytes(bad))
     assert kind == "error"  # the checksum (or magic, version) catches every single flip
-    assert isinstance(what, str) and "kernel snapshot" in what
+    assert isinstance(what, str)
+    assert "kernel snapshot" in what
 
 
 @PROP

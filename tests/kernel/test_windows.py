@@ -90,6 +90,7 @@ def test_time_of_use_crossing_midnight(km: ModuleType) -> None:
     assert c_evening["periods"] == pytest.approx([60.0, 660.0])
     assert c_morning["periods"] == pytest.approx([420.0, 300.0])
     (plain,) = pick(recs, point=2, start=DAY0)
+    assert len(plain["periods"]) == 2  # a slot per period, both NaN: not an empty list
     assert all(math.isnan(x) for x in plain["periods"])
 
 

@@ -13,12 +13,11 @@ import contextlib
 import random
 import struct
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.sim.modbus_meters import free_port
+from gateway.sim.ports import free_port
 
-__all__ = ["MODES", "BadServer", "Request", "crc16", "until"]
+__all__ = ["MODES", "BadServer", "Request", "crc16"]
 
 # What the server does with a read request. "exception:N" answers exception code N (1..11).
 MODES = (
@@ -182,50 +181,46 @@ class BadServer:
     def _answer(
         self, mode: str, tid: int, unit: int, fc: int, address: int, count: int
     ) -> tuple[float, bytes] | None:
-        frame: Callable[[bytes], bytes] = lambda pdu: self._frame(tid, unit, pdu)  # noqa: E731
-        good = self._values(fc, address, count, garbage=False)
-        bad = self._values(fc, address, count, garbage=True)
+        """(delay, bytes to send) for one read request in `mode`; None for silence."""
+        if mode == "mute":
+            return None
         if mode == "good":
-            return 0.0, frame(bytes([fc, len(good)]) + good)
+            good = self._values(fc, address, count, garbage=False)
+            return 0.0, self._frame(tid, unit, bytes([fc, len(good)]) + good)
         if mode.startswith("exception:"):
-            return 0.0, frame(bytes([fc | 0x80, int(mode.split(":")[1])]))
-        if mode == "byte_count_short":
-            return 0.0, frame(bytes([fc, len(bad) - (1 if fc in (1, 2) else 2)]) + bad)
-        if mode == "byte_count_long":
-            return 0.0, frame(bytes([fc, len(bad) + 4]) + bad)
-        if mode == "extra_registers":
-            more = self._values(fc, address, count + 16, garbage=True)
-            return 0.0, frame(bytes([fc, len(more)]) + more)
-        if mode == "wrong_tid":
-            return 0.0, self._frame((tid + 1000) % 65536 or 1, unit, bytes([fc, len(bad)]) + bad)
-        if mode == "truncated":
-            return 0.0, frame(bytes([fc, len(bad)]) + bad)[:-3]
-        if mode == "truncated_header":
-            return 0.0, frame(bytes([fc, len(bad)]) + bad)[:5]
-        if mode == "other_unit":
-            return 0.0, self._frame(tid, (unit % 247) + 1, bytes([fc, len(bad)]) + bad)
-        if mode == "wrong_function":
-            other = {1: 2, 2: 1, 3: 4, 4: 3}.get(fc, 3)
-            return 0.0, frame(bytes([other, len(bad)]) + bad)
-        if mode == "late":
-            return self.late_by, frame(bytes([fc, len(bad)]) + bad)
+            return 0.0, self._frame(tid, unit, bytes([fc | 0x80, int(mode.split(":")[1])]))
         if mode == "random":
             return 0.0, self._rng.randbytes(self._rng.randint(1, 40))
         if mode == "random_pdu":
-            return 0.0, frame(self._rng.randbytes(self._rng.randint(1, 12)))
+            return 0.0, self._frame(tid, unit, self._rng.randbytes(self._rng.randint(1, 12)))
+        # The rest carry GARBAGE registers: whatever a client makes of them must not be good.
+        bad = self._values(fc, address, count, garbage=True)
+        if mode == "late":
+            return self.late_by, self._frame(tid, unit, bytes([fc, len(bad)]) + bad)
+        if mode == "extra_registers":
+            more = self._values(fc, address, count + 16, garbage=True)
+            return 0.0, self._frame(tid, unit, bytes([fc, len(more)]) + more)
+        return 0.0, self._malformed(mode, tid, unit, fc, bad)
+
+    def _malformed(self, mode: str, tid: int, unit: int, fc: int, bad: bytes) -> bytes:
+        """An answer to (tid, unit, fc) carrying `bad`, wrong in the one way `mode` names."""
+        pdu = bytes([fc, len(bad)]) + bad
+        if mode == "byte_count_short":
+            return self._frame(tid, unit, bytes([fc, len(bad) - (1 if fc in (1, 2) else 2)]) + bad)
+        if mode == "byte_count_long":
+            return self._frame(tid, unit, bytes([fc, len(bad) + 4]) + bad)
+        if mode == "wrong_tid":
+            return self._frame((tid + 1000) % 65536 or 1, unit, pdu)
+        if mode == "truncated":
+            return self._frame(tid, unit, pdu)[:-3]
+        if mode == "truncated_header":
+            return self._frame(tid, unit, pdu)[:5]
+        if mode == "other_unit":
+            return self._frame(tid, (unit % 247) + 1, pdu)
+        if mode == "wrong_function":
+            other = {1: 2, 2: 1, 3: 4, 4: 3}.get(fc, 3)
+            return self._frame(tid, unit, bytes([other, len(bad)]) + bad)
         if mode == "bad_crc":
-            data = frame(bytes([fc, len(bad)]) + bad)
-            return 0.0, data[:-2] + bytes([data[-2] ^ 0xFF, data[-1]])
-        if mode == "mute":
-            return None
+            data = self._frame(tid, unit, pdu)
+            return data[:-2] + bytes([data[-2] ^ 0xFF, data[-1]])
         raise ValueError(f"unknown mode {mode!r}")
-
-
-async def until(pred: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    """True as soon as `pred()` holds (checked on the loop), False after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(interval)
-    return True

@@ -8,30 +8,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from drivers.base import DeviceEvent
 from drivers.modbus.config import ModbusDevice, ModbusPoint
-from drivers.samples import PointIndex, SampleBatch
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
-
-
-class RecordingSink:
-    """A DeviceSink that keeps everything, for assertions."""
-
-    def __init__(self) -> None:
-        self.batches: list[SampleBatch] = []
-        self.events: list[DeviceEvent] = []
-
-    def add_samples(self, batch: SampleBatch) -> None:
-        self.batches.append(batch)
-
-    def add_event(self, event: DeviceEvent) -> None:
-        self.events.append(event)
-
-    def events_of(self, type_: str, device: str | None = None) -> list[DeviceEvent]:
-        return [e for e in self.events if e.type == type_ and device in (None, e.device)]
-
-    def rows(self, index: PointIndex) -> list[tuple[str, float, float, int]]:
-        return [(index.key(p), ts, v, q) for b in self.batches for p, ts, v, q in b]
+from tests.support.recording import RecordingSink
 
 
 def ms(seconds: float) -> str:
@@ -64,6 +43,7 @@ def make_device(
 
 @pytest.fixture
 def sink() -> RecordingSink:
+    """The driver under test takes `sink.index` as its PointIndex: rows carry point keys."""
     return RecordingSink()
 
 

@@ -27,10 +27,12 @@ import pytest
 
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.link import DeviceError, Link, LinkSettings, NoResponse
-from drivers.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
+from drivers.samples import QUALITY_BAD, QUALITY_GOOD
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
-from tests.modbus.badserver import BadServer, until
-from tests.modbus.conftest import RecordingSink, make_device
+from tests.modbus.badserver import BadServer
+from tests.modbus.conftest import make_device
+from tests.support.recording import RecordingSink
+from tests.support.waiting import await_until
 
 POLL = 0.1
 TIMEOUT = 0.2
@@ -83,20 +85,15 @@ class Fleet:
     """The devices under test and their drivers, all running."""
 
     sink: RecordingSink = field(default_factory=RecordingSink)
-    index: PointIndex = field(default_factory=PointIndex)
     servers: dict[str, BadServer] = field(default_factory=dict)
     drivers: dict[str, ModbusDriver] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def rows(self, device: str) -> list[tuple[str, float, float, int]]:
-        return [r for r in self.sink.rows(self.index) if r[0].startswith(device + ".")]
+        return self.sink.device_rows(device)
 
     def poll_times(self, device: str) -> list[float]:
-        return [
-            b.ts[0]
-            for b in self.sink.batches
-            if len(b) and self.index.key(b.point[0]).startswith(device + ".")
-        ]
+        return self.sink.poll_times(device)
 
 
 @asynccontextmanager
@@ -131,7 +128,7 @@ async def fleet() -> AsyncIterator[Fleet]:
             "healthy", port=plant.port, poll=POLL, timeout=TIMEOUT, profile="eastron-sdm630"
         )
         for name, device in devices.items():
-            driver = ModbusDriver([device], f.index, f.sink)
+            driver = ModbusDriver([device], f.sink.index, f.sink)
             f.drivers[name] = driver
             f.tasks[name] = asyncio.create_task(driver.run(), name=f"fuzz:{name}")
         try:
@@ -164,8 +161,13 @@ async def test_every_bad_answer_is_reported_once_and_never_credited(
             # Every late answer to the first poll has arrived (and was refused).
             return time.monotonic() - started > LATE_BY + 3 * TIMEOUT + 0.3
 
-        assert await until(lambda: reported() and late_answers_came(), timeout=15.0), sorted(
-            set(bad_cases) - {device_of(r) for r in caplog.records}
+        def unreported() -> str:
+            return (
+                f"warnings about {sorted(set(bad_cases) - {device_of(r) for r in caplog.records})}"
+            )
+
+        await await_until(
+            lambda: reported() and late_answers_came(), 15.0, unreported, interval=0.02
         )
         elapsed = time.monotonic() - started
         crashed = {n: t for n, t in f.tasks.items() if t.done()}
@@ -205,7 +207,8 @@ async def test_every_bad_answer_is_reported_once_and_never_credited(
 
         for name in GOOD:
             rows = f.rows(name)
-            assert rows and all(q == QUALITY_GOOD for *_, q in rows), name
+            assert rows, name
+            assert all(q == QUALITY_GOOD for *_, q in rows), name
             values = {key: v for key, _, v, _ in rows}
             if name == "coil-good":
                 assert values == {f"{name}.c0": 1.0, f"{name}.c1": 0.0, f"{name}.c2": 1.0}
@@ -289,7 +292,8 @@ async def test_answers_in_step_keep_the_connection() -> None:
                 for _ in range(5):  # one short of the threshold (3 x 2 units + 3 = 9) each time
                     with pytest.raises(NoResponse, match="malformed answer"):
                         await link.read(2, "holding", 0, 3, TIMEOUT)
-            assert link.connected and (link.connects, server.connections) == (1, 1)
+            assert link.connected
+            assert (link.connects, server.connections) == (1, 1)
         finally:
             link.close()
 

@@ -36,7 +36,8 @@ async def test_read_prints_raw_hex_and_value(plant: Any, capsys: Any) -> None:
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "5000 449A" in out and "1234.5" in out
+    assert "5000 449A" in out
+    assert "1234.5" in out
     code = await run_cli(
         "modbus",
         "read",
@@ -53,7 +54,8 @@ async def test_read_prints_raw_hex_and_value(plant: Any, capsys: Any) -> None:
         "3",
     )
     lines = [line for line in capsys.readouterr().out.splitlines() if "float32" in line]
-    assert code == 0 and len(lines) == 3
+    assert code == 0
+    assert len(lines) == 3
     assert all(220 < float(line.split()[-1]) < 240 for line in lines)
 
 
@@ -72,7 +74,8 @@ async def test_read_reports_an_exception_with_the_address(plant: Any, capsys: An
     )
     err = capsys.readouterr().err
     assert code == 1
-    assert "unit 1 input 5000+1" in err and "exception 2 (illegal data address)" in err
+    assert "unit 1 input 5000+1" in err
+    assert "exception 2 (illegal data address)" in err
 
 
 @pytest.mark.asyncio
@@ -125,7 +128,8 @@ profile = "eastron-sdm630"
     assert out[0].split() == ["name", "address", "raw", "value", "unit", "quality"]
     rows = {line.split()[0]: line for line in out[1:]}
     assert len(rows) == 15
-    assert "input 72 float32 ABCD" in rows["energy_import"] and "kWh" in rows["energy_import"]
+    assert "input 72 float32 ABCD" in rows["energy_import"]
+    assert "kWh" in rows["energy_import"]
     assert rows["status_bit"].split()[-2:] == ["1", "good"]
     assert all(line.rstrip().endswith("good") for line in rows.values())
 
@@ -133,10 +137,12 @@ profile = "eastron-sdm630"
 def test_profiles_list_and_show(capsys: Any) -> None:
     assert main(["profiles", "list"]) == 0
     out = capsys.readouterr().out
-    assert "carlo-gavazzi-em24" in out and "Carlo Gavazzi" in out
+    assert "carlo-gavazzi-em24" in out
+    assert "Carlo Gavazzi" in out
     assert main(["profiles", "show", "carlo-gavazzi-em24"]) == 0
     out = capsys.readouterr().out
-    assert "int32 CDAB" in out and "UNCERTAIN" in out
+    assert "int32 CDAB" in out
+    assert "UNCERTAIN" in out
     assert main(["profiles", "show", "nope"]) == 2
 
 

@@ -92,10 +92,12 @@ def test_block_decode_scale_offset_bits_and_sentinels() -> None:
     got = {specs[p].name: (v, q) for p, _, v, q in batch}
     assert got["p"] == (pytest.approx(1.5), QUALITY_GOOD)
     assert got["t"] == (pytest.approx(25.0), QUALITY_GOOD)
-    assert got["b3"] == (1.0, QUALITY_GOOD) and got["b0"] == (0.0, QUALITY_GOOD)
+    assert got["b3"] == (1.0, QUALITY_GOOD)
+    assert got["b0"] == (0.0, QUALITY_GOOD)
     assert got["word"] == (8.0, QUALITY_GOOD)
     for name in ("u16_na", "i32_na", "i64_na", "f_nan", "f_inf"):
-        assert got[name][1] == QUALITY_BAD and math.isnan(got[name][0]), name
+        assert got[name][1] == QUALITY_BAD, name
+        assert math.isnan(got[name][0]), name
     assert got["cd"] == (-42.0, QUALITY_GOOD)
     assert bad == 5
     assert set(batch.ts) == {1000.0}
@@ -200,7 +202,8 @@ def test_block_decode_matches_point_by_point_decoding(case) -> None:  # type: ig
         elif is_sentinel(s.type, raw) or not math.isfinite(raw * s.scale + s.offset):
             # Scaled out of the float range (a float64 near its top, times 20) is no reading.
             expected_bad += 1
-            assert quality == QUALITY_BAD and math.isnan(value)
+            assert quality == QUALITY_BAD
+            assert math.isnan(value)
         else:
             assert quality == QUALITY_GOOD
             assert value == pytest.approx(raw * s.scale + s.offset, rel=1e-12, abs=1e-12)

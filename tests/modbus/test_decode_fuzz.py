@@ -90,7 +90,8 @@ def test_registers_decode_like_struct_and_bad_is_bad(case) -> None:  # type: ign
     batch = SampleBatch()
     bad = dec.decode(words, 7.0, batch)
     got = {p: (v, q) for p, _, v, q in batch}
-    assert sorted(got) == list(range(len(specs))) and len(batch) == len(specs)
+    assert sorted(got) == list(range(len(specs)))
+    assert len(batch) == len(specs)
     assert set(batch.ts) == {7.0}
     expected_bad = 0
     for i, s in enumerate(specs):
@@ -108,7 +109,8 @@ def test_registers_decode_like_struct_and_bad_is_bad(case) -> None:  # type: ign
             assert value == want, (s, raw, value, want)
         else:
             expected_bad += 1
-            assert quality == QUALITY_BAD and math.isnan(value), (s, raw, value)
+            assert quality == QUALITY_BAD, (s, raw, value)
+            assert math.isnan(value), (s, raw, value)
     assert bad == expected_bad
 
 
@@ -123,7 +125,8 @@ def test_an_answer_of_the_wrong_length_is_bad_and_never_raises(case, n) -> None:
     assert len(batch) == len(specs)
     if n != count:
         assert bad == len(specs)
-        assert set(batch.quality) == {QUALITY_BAD} and all(math.isnan(v) for v in batch.value)
+        assert set(batch.quality) == {QUALITY_BAD}
+        assert all(math.isnan(v) for v in batch.value)
 
 
 @settings(max_examples=200, deadline=None)
@@ -144,4 +147,5 @@ def test_bits_decode_as_they_came(data) -> None:  # type: ignore[no-untyped-def]
         if n == count:
             assert got[i] == (float(bits[a]), QUALITY_GOOD)
         else:
-            assert got[i][1] == QUALITY_BAD and math.isnan(got[i][0])
+            assert got[i][1] == QUALITY_BAD
+            assert math.isnan(got[i][0])

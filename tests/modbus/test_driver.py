@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import math
 import statistics
 import time
-from typing import Any
 
 import pytest
 
@@ -18,19 +16,18 @@ from drivers.modbus.link import Link, LinkSettings, NoResponse, settings_of
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 from tests.support.tasks import running
-
-
-def poll_times(sink: Any, index: PointIndex, device: str) -> list[float]:
-    """Timestamp of each batch of `device` (first sample)."""
-    return [
-        b.ts[0] for b in sink.batches if len(b) and index.key(b.point[0]).startswith(device + ".")
-    ]
+from tests.support.waiting import await_until
 
 
 @pytest.mark.asyncio
 async def test_profile_meter_polls_canonical_points(plant, sink, device_factory) -> None:  # type: ignore[no-untyped-def]
+    meter = plant.meter(1)
+    # Pinned (float32-exact) values: the reading is known to the bit, not just to a range.
+    meter.hold("voltage_l1", 231.5)
+    meter.hold("power_total", 12.0)  # 12000 W in the register: the profile's scale makes kW
+    meter.hold("energy_import", 1234.5)
     device = device_factory("m1", port=plant.port, unit=1, profile="eastron-sdm630")
-    index = PointIndex()
+    index = sink.index
     runner = DeviceRunner(device, Link(settings_of(device)), index, sink)
     try:
         batch = await runner.poll_once()
@@ -38,9 +35,10 @@ async def test_profile_meter_polls_canonical_points(plant, sink, device_factory)
         runner.link.close()
     values = {index.key(p): v for p, _, v, q in batch if q == QUALITY_GOOD}
     assert len(values) == 14
-    assert 220 < values["m1.voltage_l1"] < 240
-    assert 5 < values["m1.power_total"] < 20  # kW, not W
-    assert values["m1.energy_import"] >= 1000.0
+    assert values["m1.voltage_l1"] == 231.5
+    assert values["m1.power_total"] == 12.0  # kW, not W
+    assert values["m1.energy_import"] == 1234.5
+    assert values["m1.energy_export"] == 12.5  # the simulator's constant
     assert runner.plan.requests == 2
     assert sink.events_of("device_up", "m1")
 
@@ -53,7 +51,7 @@ async def test_exception_2_on_part_of_a_block_keeps_the_rest_flowing(
     # A rejected register inside a bridged gap, and a rejected point (frequency at 70).
     meter.rejected = [("input", 58, 1), ("input", 70, 2)]
     device = device_factory("m1", port=plant.port, unit=1, profile="eastron-sdm630")
-    index = PointIndex()
+    index = sink.index
     runner = DeviceRunner(device, Link(settings_of(device)), index, sink)
     try:
         first = await runner.poll_once()
@@ -69,7 +67,8 @@ async def test_exception_2_on_part_of_a_block_keeps_the_rest_flowing(
     assert all(not (s <= 58 < s + n) and not (s < 72 and s + n > 70) for s, n in starts)
     errors = sink.events_of("point_error", "m1")
     assert [e.point for e in errors] == ["frequency"]
-    assert "70" in errors[0].reason and "exception 2" in errors[0].reason
+    assert "70" in errors[0].reason
+    assert "exception 2" in errors[0].reason
     assert runner.health.state == "up"
 
 
@@ -85,26 +84,33 @@ async def test_dead_device_does_not_slow_a_healthy_one_on_another_link(
         dead = device_factory(
             "dead", port=dead_plant.port, unit=9, poll=period, timeout=0.3, profile="eastron-sdm630"
         )
-        index = PointIndex()
         # Two links, two drivers (as the daemon runs them: one unit per link).
-        ok_link, dead_link = ModbusDriver([healthy], index, sink), ModbusDriver([dead], index, sink)
+        ok_link = ModbusDriver([healthy], sink.index, sink)
+        dead_link = ModbusDriver([dead], sink.index, sink)
         async with running(ok_link), running(dead_link):
-            await asyncio.sleep(2.5)
+            started = time.monotonic()
+            await await_until(
+                lambda: len(sink.poll_times("ok")) >= 25 and len(sink.poll_times("dead")) >= 8,
+                10.0,
+                "25 polls of the healthy device and 8 of the dead one",
+            )
+            elapsed = time.monotonic() - started
             status = {**ok_link.status(), **dead_link.status()}
-        times = poll_times(sink, index, "ok")
+        times = sink.poll_times("ok")
         intervals = [b - a for a, b in itertools.pairwise(times)]
         # The median is the healthy device's period; one stall of this shared machine (a skipped
         # poll) must not decide the test, but more than a few would fail the count below.
         median = statistics.median(intervals)
         assert abs(median - period) <= 0.1 * period, (median, intervals)
-        assert len(times) >= 0.85 * 2.5 / period, len(times)
+        assert len(times) >= 0.85 * elapsed / period, (len(times), elapsed)
         assert max(intervals) < 0.3 + period  # never held up by the dead device's 0.3 s timeouts
-        assert status["ok"]["state"] == "up" and status["dead"]["state"] == "down"
+        assert status["ok"]["state"] == "up"
+        assert status["dead"]["state"] == "down"
         assert sink.events_of("device_down", "dead")
         # The dead device still reports, with bad quality and no values, every poll.
-        dead_rows = [r for r in sink.rows(index) if r[0].startswith("dead.")]
-        assert dead_rows and all(q == QUALITY_BAD and math.isnan(v) for _, _, v, q in dead_rows)
-        assert len(poll_times(sink, index, "dead")) >= 8
+        dead_rows = sink.device_rows("dead")
+        assert dead_rows
+        assert all(q == QUALITY_BAD and math.isnan(v) for _, _, v, q in dead_rows)
 
 
 @pytest.mark.asyncio
@@ -116,29 +122,32 @@ async def test_dead_unit_on_a_shared_link_is_pushed_to_slower_retries(
     dead = device_factory(
         "dead", port=plant.port, unit=3, poll=period, timeout=0.1, profile="eastron-sdm630"
     )
-    index = PointIndex()
-    driver = ModbusDriver([healthy, dead], index, sink)
+    driver = ModbusDriver([healthy, dead], sink.index, sink)
     async with running(driver):
-        await asyncio.sleep(2.0)
+        started = time.monotonic()
+        await await_until(lambda: driver.status()["ok"]["polls"] >= 20, 10.0, "20 healthy polls")
+        elapsed = time.monotonic() - started
         status = driver.status()
     # Without backoff the dead unit would cost 3 timeouts per poll, 20 polls: 60 requests.
     assert status["dead"]["requests"] <= 10, status["dead"]
-    assert status["ok"]["polls"] >= 13, status["ok"]
+    # ...and the healthy unit, waiting behind them, would not keep 2/3 of its rate.
+    assert status["ok"]["polls"] >= 0.65 * elapsed / period, (status["ok"], elapsed)
 
 
 @pytest.mark.asyncio
 async def test_reconnects_after_the_server_restarts(plant, sink, device_factory) -> None:  # type: ignore[no-untyped-def]
     device = device_factory("m1", port=plant.port, unit=1, poll=0.1, profile="eastron-sdm630")
-    index = PointIndex()
-    driver = ModbusDriver([device], index, sink)
+    driver = ModbusDriver([device], sink.index, sink)
     async with running(driver):
-        await asyncio.sleep(0.4)
+        await await_until(lambda: len(sink.poll_times("m1")) >= 3, 5.0, "three polls")
         await plant.restart(downtime=0.6)
-        for _ in range(50):
-            await asyncio.sleep(0.1)
-            if sink.events_of("device_up", "m1")[1:]:
-                break
-        await asyncio.sleep(0.3)
+        await await_until(lambda: sink.events_of("device_up", "m1")[1:], 5.0, "device_up again")
+        back_at = sink.events_of("device_up", "m1")[1].at
+        await await_until(
+            lambda: len([t for t in sink.poll_times("m1") if t > back_at]) >= 3,
+            5.0,
+            "three polls after the return",
+        )
     assert [e.type for e in sink.events if e.type.startswith("device_")] == [
         "device_up",
         "device_down",
@@ -148,10 +157,13 @@ async def test_reconnects_after_the_server_restarts(plant, sink, device_factory)
     down = sink.events_of("device_down", "m1")[0]
     up = sink.events_of("device_up", "m1")[1]
     # Between the fall and the poll that brought it back, only bad samples (no stale values).
-    during = [r for r in sink.rows(index) if down.at <= r[1] < up.at - 0.05]
-    assert during and all(q == QUALITY_BAD for *_, q in during)
-    last = sink.batches[-1]
-    assert set(last.quality) == {QUALITY_GOOD}
+    during = [r for r in sink.rows() if down.at <= r[1] < up.at - 0.05]
+    assert during
+    assert all(q == QUALITY_BAD for *_, q in during)
+    # After it: every poll good again.
+    after = [r for r in sink.rows() if r[1] > up.at]
+    assert len(after) >= 3 * 14
+    assert {q for *_, q in after} == {QUALITY_GOOD}
 
 
 @pytest.mark.asyncio
@@ -160,15 +172,18 @@ async def test_overrun_skips_missed_polls_instead_of_bunching(plant, sink, devic
     device = device_factory(
         "slow", port=plant.port, unit=1, poll=0.1, timeout=0.5, profile="eastron-sdm630"
     )
-    index = PointIndex()
-    driver = ModbusDriver([device], index, sink)
+    driver = ModbusDriver([device], sink.index, sink)
     async with running(driver):
-        await asyncio.sleep(1.6)
+        await await_until(
+            lambda: driver.status()["slow"]["overruns"] >= 4 and len(sink.poll_times("slow")) >= 5,
+            10.0,
+            "four overruns in five polls",
+        )
         status = driver.status()["slow"]
-    assert status["overruns"] >= 4
-    starts = poll_times(sink, index, "slow")
+    starts = sink.poll_times("slow")
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert gaps and min(gaps) > 0.15  # no burst of catch-up polls after each slow one
+    assert gaps
+    assert min(gaps) > 0.15  # no burst of catch-up polls after each slow one
     assert status["state"] == "up"
 
 
@@ -177,7 +192,7 @@ async def test_rejected_ranges_are_tried_again_after_an_hour(plant, sink, device
     meter = plant.meter(1)
     meter.rejected = [("input", 70, 2)]
     device = device_factory("m1", port=plant.port, unit=1, profile="eastron-sdm630")
-    index = PointIndex()
+    index = sink.index
     now = [1000.0]
     runner = DeviceRunner(device, Link(settings_of(device)), index, sink, mono=lambda: now[0])
     try:
@@ -213,12 +228,21 @@ async def test_dead_units_do_not_cut_a_live_one_off_a_shared_connection(
                            profile="eastron-sdm630")
             for u in dead
         ]  # fmt: skip
-        driver = ModbusDriver(devices, PointIndex(), sink)
+        driver = ModbusDriver(devices, sink.index, sink)
         async with running(driver):
-            await asyncio.sleep(2.0)
+            # Four polls of the live unit (2 s): the dead ones time out ~80 times meanwhile.
+            await await_until(
+                lambda: (
+                    driver.status()["u1"]["polls"] >= 4
+                    and {driver.status()[f"u{u}"]["state"] for u in dead} == {"down"}
+                ),
+                10.0,
+                "four polls of u1 with every dead unit down",
+            )
             status = driver.status()
         link = driver.link
-    assert status["u1"]["state"] == "up" and status["u1"]["errors"] == 0, status["u1"]
+    assert status["u1"]["state"] == "up", status["u1"]
+    assert status["u1"]["errors"] == 0, status["u1"]
     assert not sink.events_of("device_down", "u1")
     assert {status[f"u{u}"]["state"] for u in dead} == {"down"}
     assert link.connects == 1  # one connection all along
@@ -232,7 +256,8 @@ async def test_a_link_where_no_unit_answers_is_reconnected(sink, device_factory)
         runner = DeviceRunner(device, Link(settings_of(device)), PointIndex(), sink)
         try:
             await runner.poll_once()  # 6 silences in a row: a half-open connection, maybe
-            assert runner.link.connects == 1 and not runner.link.connected
+            assert runner.link.connects == 1
+            assert not runner.link.connected
             runner._retry_at = 0.0  # skip the device backoff: probe now
             await runner.poll_once()
             assert runner.link.connects == 2
@@ -279,5 +304,6 @@ def test_one_driver_runs_one_link(sink, device_factory) -> None:  # type: ignore
     with pytest.raises(ValueError, match=r"devices there are not on tcp://127\.0\.0\.1:15020"):
         ModbusDriver([here, there], PointIndex(), sink)
     driver = ModbusDriver([here, device_factory("also", port=15020, unit=2)], PointIndex(), sink)
-    assert driver.link.shared and set(driver.runners) == {"here", "also"}
+    assert driver.link.shared
+    assert set(driver.runners) == {"here", "also"}
     driver.link.close()

@@ -101,7 +101,8 @@ def test_members_cover_every_readable_field_once() -> None:
     assert members == list(range(len(fields)))
     for b in p.blocks:
         for i in b.members:
-            assert b.start <= fields[i].start and fields[i].end <= b.end
+            assert b.start <= fields[i].start
+            assert fields[i].end <= b.end
 
 
 def brute_force(fields: list[Span], max_registers: int, max_gap: int, bad: list[Span]) -> int:

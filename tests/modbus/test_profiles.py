@@ -55,7 +55,8 @@ def test_profile_is_well_formed(name: str, device_factory: Any) -> None:
     doc = profiles.load(name)
     for key in ("name", "vendor", "model", "confidence", "sources", "notes"):
         assert doc.get(key), f"{name}: {key} missing"
-    assert doc["name"] == name and doc["confidence"] in ("high", "medium", "low")
+    assert doc["name"] == name
+    assert doc["confidence"] in ("high", "medium", "low")
     device = device_factory(
         "m", port=502, profile=name
     )  # validates every point with the config model
@@ -67,9 +68,9 @@ def test_profile_is_well_formed(name: str, device_factory: Any) -> None:
         if s.name in CANONICAL_UNITS:
             assert s.unit == CANONICAL_UNITS[s.name], (name, s.name, s.unit)
         if s.name.startswith("energy_"):
-            assert s.kind == "counter" and s.carrier == "electricity", s.name
+            assert (s.kind, s.carrier) == ("counter", "electricity"), s.name
         if s.name.startswith("power_"):
-            assert s.kind == "rate" and s.carrier == "electricity", s.name
+            assert (s.kind, s.carrier) == ("rate", "electricity"), s.name
 
 
 def test_own_points_override_profile_points_by_name(device_factory: Any) -> None:

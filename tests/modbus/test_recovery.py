@@ -12,6 +12,7 @@ import itertools
 import logging
 import statistics
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -21,20 +22,21 @@ from drivers.modbus.link import LinkSettings, make_client
 from drivers.modbus.recovery import Member, Steps, device_steps, link_steps, reconnect_max
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD, PointIndex, SampleBatch
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
-from tests.modbus.badserver import BadServer, until
-from tests.modbus.conftest import RecordingSink, make_device
+from tests.modbus.badserver import BadServer
+from tests.modbus.conftest import make_device
+from tests.support.recording import RecordingSink
 from tests.support.tasks import running
+from tests.support.waiting import await_until
 
 # Long enough for the old link backoff (0.5 s doubling to 30 s) to have grown past 5 s.
 DOWNTIME = 13.0
 
 
+@dataclass
 class TimedSink(RecordingSink):
     """Also keeps the monotonic time each batch arrived and whether all of it was good."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.arrivals: list[tuple[float, bool]] = []
+    arrivals: list[tuple[float, bool]] = field(default_factory=list)
 
     def add_samples(self, batch: SampleBatch) -> None:
         super().add_samples(batch)
@@ -90,9 +92,9 @@ async def test_a_meter_alone_on_its_link_is_read_again_within_5_s_of_its_return(
 
     async with ModbusPlant([SimMeter(1, profile="eastron-sdm630")]) as plant:
         device = make_device("m1", port=plant.port, poll=0.2, timeout=0.2, profile="eastron-sdm630")
-        driver = ModbusDriver([device], PointIndex(), sink, client_factory=counting)
+        driver = ModbusDriver([device], sink.index, sink, client_factory=counting)
         async with running(driver):
-            assert await until(lambda: any(good for _, good in sink.arrivals), timeout=5.0)
+            await await_until(lambda: any(good for _, good in sink.arrivals), 5.0, "a good reading")
             await plant.stop()
             stopped = time.monotonic()
             await asyncio.sleep(DOWNTIME)  # the meter is off: this is the scenario, not a wait
@@ -102,7 +104,7 @@ async def test_a_meter_alone_on_its_link_is_read_again_within_5_s_of_its_return(
             def read_again() -> bool:
                 return any(good and t > back for t, good in sink.arrivals)
 
-            assert await until(read_again, timeout=35.0)
+            await await_until(read_again, 35.0, "a good reading after the meter's return")
             assert driver.status()["m1"]["state"] == "up"
     first_good = next(t for t, good in sink.arrivals if good and t > back)
     recovery = first_good - back
@@ -118,10 +120,12 @@ async def test_a_meter_alone_on_its_link_is_read_again_within_5_s_of_its_return(
     assert max(spacing) < 5.5, spacing
     # Meanwhile: bad samples every poll, never a stale good one.
     during = [good for t, good in sink.arrivals if stopped + 0.3 < t < back]
-    assert len(during) >= 0.8 * DOWNTIME / 0.2 and not any(during)
+    assert len(during) >= 0.8 * DOWNTIME / 0.2
+    assert not any(during)
     # One line for the outage (no pymodbus line per attempt), one for the return.
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(lines) == 1 and lines[0].startswith("device m1 is down: cannot open"), lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("device m1 is down: cannot open"), lines
     assert any("device m1 is up (recovered)" in r.getMessage() for r in caplog.records)
 
 
@@ -132,14 +136,13 @@ async def test_a_dead_unit_on_a_shared_line_keeps_slow_retries() -> None:
     server; unit 1 keeps its poll period."""
     poll = 0.1
     sink = TimedSink()
-    index = PointIndex()
     async with BadServer(registers={0: 7, 1: 8}, rtu=True, units=(1,)) as server:
         points = [{"name": "a", "address": 0}, {"name": "b", "address": 1}]
         live = make_device("live", port=server.port, unit=1, poll=poll, timeout=0.1,
                            transport="rtu-over-tcp", points=points)  # fmt: skip
         dead = make_device("dead", port=server.port, unit=3, poll=poll, timeout=0.1,
                            transport="rtu-over-tcp", points=points)  # fmt: skip
-        driver = ModbusDriver([live, dead], index, sink)
+        driver = ModbusDriver([live, dead], sink.index, sink)
         async with running(driver):
             started = time.monotonic()
 
@@ -150,12 +153,14 @@ async def test_a_dead_unit_on_a_shared_line_keeps_slow_retries() -> None:
 
             # The backoff grows 0.5, 1, 2, 4, 8 s...: a wait past 5.5 s (more than the dedicated
             # cap allows) comes within ~15 s.
-            assert await until(lambda: longest_wait() > 5.5, timeout=25.0)
+            await await_until(
+                lambda: longest_wait() > 5.5, 25.0, "a wait over 5.5 s between attempts at unit 3"
+            )
             elapsed = time.monotonic() - started
             status = driver.status()
     asked = [r.at - started for r in server.requests_to(3)]
     # Every poll delivers a batch (bad samples while down), tried or not.
-    dead_polls = sum(1 for b in sink.batches if len(b) and index.key(b.point[0])[:5] == "dead.")
+    dead_polls = len(sink.poll_times("dead"))
     print(
         f"\nshared line, {elapsed:.1f} s: {len(asked)} requests to the dead unit in "
         f"{dead_polls} polls, at " + ", ".join(f"{t:.1f}" for t in asked) + " s"
@@ -164,15 +169,17 @@ async def test_a_dead_unit_on_a_shared_line_keeps_slow_retries() -> None:
     assert status["dead"]["state"] == "down"
     # The live unit: every poll on time (median; a stall of this shared machine must not
     # decide it), every sample good.
-    times = [b.ts[0] for b in sink.batches if len(b) and index.key(b.point[0]).startswith("live.")]
+    times = sink.poll_times("live")
     intervals = [b - a for a, b in itertools.pairwise(times)]
     assert abs(statistics.median(intervals) - poll) <= 0.1 * poll, intervals
     assert len(times) >= 0.85 * elapsed / poll, (len(times), elapsed)
-    live_rows = [r for r in sink.rows(index) if r[0].startswith("live.")]
+    live_rows = sink.device_rows("live")
+    assert live_rows
     assert all(q == QUALITY_GOOD for *_, q in live_rows)
     assert status["live"]["errors"] == 0
-    dead_rows = [r for r in sink.rows(index) if r[0].startswith("dead.")]
-    assert dead_rows and all(q == QUALITY_BAD for *_, q in dead_rows)
+    dead_rows = sink.device_rows("dead")
+    assert dead_rows
+    assert all(q == QUALITY_BAD for *_, q in dead_rows)
 
 
 @pytest.mark.asyncio
@@ -189,14 +196,16 @@ async def test_a_reload_that_shares_or_frees_a_link_changes_its_policy() -> None
         driver = ModbusDriver([a], PointIndex(), RecordingSink())
         async with running(driver):
             # Polling already: the reload below meets a running driver.
-            assert await until(lambda: driver.status()["a"]["polls"] >= 1, timeout=2.0)
+            await await_until(lambda: driver.status()["a"]["polls"] >= 1, 2.0, "a first poll")
             link = driver.link
-            assert not link.shared and link._backoff.maximum == pytest.approx(4.8)
+            assert not link.shared
+            assert link._backoff.maximum == pytest.approx(4.8)
             assert driver.runners["a"].backoff.maximum == pytest.approx(4.8)
 
             assert await driver.update([a, b])
             driver.activate()
-            assert link.shared and link._backoff.maximum == 30.0
+            assert link.shared
+            assert link._backoff.maximum == 30.0
             runner = driver.runners["a"]
             # Each runner fits itself to the link when it next needs a retry.
             runner._retune()
@@ -204,6 +213,7 @@ async def test_a_reload_that_shares_or_frees_a_link_changes_its_policy() -> None
             assert driver.runners["b"].backoff.maximum == pytest.approx(59.8)
 
             assert await driver.update([a])
-            assert not link.shared and link._backoff.maximum == pytest.approx(4.8)
+            assert not link.shared
+            assert link._backoff.maximum == pytest.approx(4.8)
             runner._retune()
             assert runner.backoff.maximum == pytest.approx(4.8)

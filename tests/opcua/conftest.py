@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from drivers.opcua.config import OpcuaDevice
-from gateway.sim.opcua_plc import PLC_NAMESPACE, free_port
+from gateway.sim.opcua_plc import PLC_NAMESPACE
+from gateway.sim.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NSU = f"nsu={PLC_NAMESPACE};s="
@@ -79,7 +80,9 @@ class PlcProcess:
 
     def command(self, op: str, **args: Any) -> dict[str, Any]:
         """One command of the PLC's `--control` channel (see SimulatedPlc.control); its answer."""
-        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout
         self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
         self.proc.stdin.flush()
         answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
@@ -196,12 +199,3 @@ def make_device(
     }
     data.update(extra)
     return OpcuaDevice.model_validate(data)
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -25,9 +25,10 @@ from drivers.opcua.driver import OpcuaDriver
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from ext import kernel as km
 from gateway.sim.opcua_plc import PLC_NAMESPACE
-from tests.opcua.conftest import NSU, PlcProcess, make_device, point, wait_until
+from tests.opcua.conftest import NSU, PlcProcess, make_device, point
 from tests.support.recording import RecordingSink
 from tests.support.tasks import running
+from tests.support.waiting import await_until
 
 FAULT = "Types.Double"  # a Double node (2.25 at rest) the tests break and mend
 STEADY = "Furnace.Temp1"  # changes every 0.1 s: the healthy points' rate
@@ -109,13 +110,11 @@ class Rig:
     def rows(self, device: str, name: str = "fault") -> list[tuple[str, float, float, int]]:
         return self.sink.rows(f"{device}.{name}")
 
-    async def seen(
-        self, pred: Callable[[float, int], bool], what: str, timeout: float = 10
-    ) -> None:
-        """Every faulty device delivered a fault sample with pred(value, quality)."""
-        await wait_until(
+    async def seen(self, pred: Callable[[float, int], bool], what: str) -> None:
+        """Every faulty device delivered a fault sample with pred(value, quality), within 10 s."""
+        await await_until(
             lambda: all(any(pred(v, q) for _k, _t, v, q in self.rows(d)) for d in self.faulty),
-            timeout,
+            10.0,
             what,
         )
 
@@ -123,7 +122,7 @@ class Rig:
         await self.seen(lambda v, q: q == QUALITY_GOOD and v == value, f"good {value}")
 
     async def lines_reach(self, caplog: pytest.LogCaptureFixture, n: int, what: str) -> None:
-        await wait_until(
+        await await_until(
             lambda: all(len(lines(caplog, d)) >= n for d in self.faulty), DEADLINE, what
         )
 
@@ -131,7 +130,7 @@ class Rig:
         """n more polls of every polling device: a lasting state was read again and again."""
         polling = [d for d in self.drivers.values() if d.mode == "poll"]
         target = {id(d): d.health.polls + n for d in polling}
-        await wait_until(
+        await await_until(
             lambda: all(d.health.polls >= target[id(d)] for d in polling), DEADLINE, f"{n} polls"
         )
 
@@ -162,7 +161,8 @@ class Rig:
                 if q == QUALITY_BAD:
                     assert math.isnan(v), (device, v)
                 elif q == QUALITY_GOOD:
-                    assert math.isfinite(v) and v in allowed, (device, v)
+                    assert math.isfinite(v), (device, v)
+                    assert v in allowed, (device, v)
             for _k, _t, v, q in self.rows(device, "steady"):
                 assert q == QUALITY_BAD or (q == QUALITY_GOOD and 1400 < v < 1500), (device, v, q)
 
@@ -180,7 +180,8 @@ def lines(caplog: pytest.LogCaptureFixture, device: str, name: str = "fault") ->
 def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
     for r in caplog.records:
         text = r.getMessage()
-        assert r.exc_info is None and r.exc_text is None, (r.name, text)
+        assert r.exc_info is None, (r.name, text)
+        assert r.exc_text is None, (r.name, text)
         assert "Traceback" not in text, (r.name, text)
 
 
@@ -206,18 +207,20 @@ async def test_bad_and_uncertain_status_codes(
         await rig.seen_good(3.5)
         rig.assert_rates_kept(since)
         back_status = {d: rig.drivers[d].device_status()["point_errors"] for d in rig.faulty}
-        assert (
-            rig.drivers["poll"].uncertain >= 1 and rig.drivers["poll"].device_status()["uncertain"]
-        )
+        assert rig.drivers["poll"].uncertain >= 1
+        assert rig.drivers["poll"].device_status()["uncertain"]
     for device in rig.faulty:
         fall, uncertain, back = lines(caplog, device)  # exactly three transitions
         assert fall.startswith(f"device {device} point fault node {FAULT_NODE!r}: ")
         assert "the server reports BadSensorFailure (0x808C0000)" in fall
-        assert "UncertainLastUsableValue (0x40900000)" in uncertain and "uncertain" in uncertain
+        assert "UncertainLastUsableValue (0x40900000)" in uncertain
+        assert "uncertain" in uncertain
         assert "good again" in back
-        assert set(bad_status[device]) == {"fault"} and back_status[device] == {}
+        assert set(bad_status[device]) == {"fault"}
+        assert back_status[device] == {}
         uncertain_rows = [(v, q) for _k, _t, v, q in rig.rows(device) if q == QUALITY_UNCERTAIN]
-        assert uncertain_rows and set(uncertain_rows) == {(7.5, QUALITY_UNCERTAIN)}
+        assert uncertain_rows
+        assert set(uncertain_rows) == {(7.5, QUALITY_UNCERTAIN)}
         errors = [e.reason for e in rig.sink.events_of("point_error") if e.device == device]
         assert errors == [fall, uncertain]
     rig.assert_nothing_bad_is_good({2.25, 3.5})
@@ -282,7 +285,8 @@ async def test_nan_and_infinities_are_never_good(
     for device in rig.faulty:
         nan, inf, ninf, back = lines(caplog, device)
         assert "sent NaN with a good status" in nan
-        assert "sent +Inf" in inf and "sent -Inf" in ninf
+        assert "sent +Inf" in inf
+        assert "sent -Inf" in ninf
         assert "good again" in back
     rig.assert_nothing_bad_is_good({2.25, 6.0})
     assert_no_traceback(caplog)
@@ -315,7 +319,8 @@ async def test_source_timestamps_going_backwards(
         rows = [(t, v) for _k, t, v, q in rig.rows(device) if q == QUALITY_GOOD]
         assert rows == [(base - 1, 2.25)] + [(ts, v) for v, ts in steps], device
         back, caught_up = lines(caplog, device)
-        assert "SourceTimestamp went back 3601.000 s" in back and 'timestamps = "source"' in back
+        assert "SourceTimestamp went back 3601.000 s" in back
+        assert 'timestamps = "source"' in back
         assert "past the last delivered one again" in caught_up
         # Downstream, the kernel drops the two older samples and credits 10 -> 11 -> 14 only.
         k = km.Kernel(1)
@@ -336,9 +341,8 @@ async def test_source_timestamps_going_backwards(
             *(v for v, _ts in steps),
         ], device
         times = [t for _k, t, _v, _q in got]
-        assert times == sorted(times) and times[0] > since[0] - 30, (
-            device
-        )  # gateway time: never back
+        assert times == sorted(times), device  # gateway time: never back
+        assert times[0] > since[0] - 30, device
         assert lines(caplog, device) == []
     assert_no_traceback(caplog)
 
@@ -372,7 +376,7 @@ async def test_namespace_moves_under_a_live_session(
         moved = rig.mark()
         moved_at = moved[0]
         new = (await plc.acommand("move_namespace"))["ns"]
-        await wait_until(
+        await await_until(
             lambda: all(
                 len([e for e in rig.sink.events_of("device_up") if e.device == d]) == 2
                 for d in rig.faulty
@@ -397,7 +401,8 @@ async def test_namespace_moves_under_a_live_session(
         # The gap is visible: one bad sample per point at the change, nothing of the old index.
         for name in ("fault", "steady"):
             bad = [t for _k, t, _v, q in rig.rows(event.device, name) if q == QUALITY_BAD]
-            assert len(bad) == 1 and moved_at <= bad[0], (event.device, name)
+            assert len(bad) == 1, (event.device, name)
+            assert moved_at <= bad[0], (event.device, name)
     down_lines = [r.getMessage() for r in caplog.records if " is down: " in r.getMessage()]
     assert len(down_lines) == len(rig.faulty)
     assert all("NamespaceArray changed under the live session" in line for line in down_lines)
@@ -436,7 +441,7 @@ async def test_a_plc_at_its_monitored_item_limit_keeps_the_points(
         since = rig.mark()
         await plc.acommand("inject", node=FAULT, value=3.5)
         await rig.seen_good(3.5)
-        await wait_until(lambda: len(rig.rows("subscribe", "steady")) >= 20, DEADLINE, "values")
+        await await_until(lambda: len(rig.rows("subscribe", "steady")) >= 20, DEADLINE, "values")
         rig.assert_rates_kept(since)
         assert rig.drivers["subscribe"].reconnects == 0
     assert rig.sink.events_of("device_down") == []
@@ -470,7 +475,8 @@ async def test_a_plc_slow_to_answer_the_datatype_read_keeps_the_session(
         assert "did not read the DataType of its 2 nodes (no answer within 1 s)" in line
         assert "values are checked without it" in line
         fall, back = lines(caplog, device)
-        assert "sent String 'abc', expected a number or Boolean" in fall and "good again" in back
+        assert "sent String 'abc', expected a number or Boolean" in fall
+        assert "good again" in back
     rig.assert_nothing_bad_is_good({2.25, 3.5})
     assert_no_asyncua_warnings(caplog)
     assert_no_traceback(caplog)
@@ -485,7 +491,7 @@ async def test_refreshes_do_not_make_a_late_value_look_like_a_step_back(
     devices = {"src-sub": {"mode": "subscribe", "timestamps": "source"}}
     async with Rig(plc, tmp_path, devices, fault={"max_gap": "1s"}) as rig:
         await rig.seen_good(2.25)
-        await wait_until(
+        await await_until(
             lambda: len([1 for _k, _t, v, q in rig.rows("src-sub") if v == 2.25]) >= 2,
             DEADLINE,
             "a refresh of the held value",
@@ -509,7 +515,8 @@ async def test_refreshes_do_not_make_a_late_value_look_like_a_step_back(
     stamped = rows[at][1]
     assert stamped == pytest.approx(late, abs=1e-3)  # as sent
     # Newer than the refresh and all before it: the kernel keeps it (it drops t <= its last).
-    assert stamped > refreshed and all(stamped > t for _k, t, _v, _q in rows[:at])
+    assert stamped > refreshed
+    assert all(stamped > t for _k, t, _v, _q in rows[:at])
     assert_no_traceback(caplog)
 
 
@@ -525,10 +532,11 @@ async def test_a_namespace_that_moves_at_every_session_takes_the_backoff(
     await plc.acommand("misbehave", move_on_watch=moves)
     async with Rig(plc, tmp_path, {"subscribe": {"mode": "subscribe"}}) as rig:
         driver = rig.drivers["subscribe"]
-        await wait_until(lambda: driver.reconnects == moves, DEADLINE, "the reconnects")
+        await await_until(lambda: driver.reconnects == moves, DEADLINE, "the reconnects")
         await plc.acommand("inject", node=FAULT, value=3.5)
         await rig.seen_good(3.5)
-        assert driver.health.state == "up" and driver.reconnects == moves
+        assert driver.health.state == "up"
+        assert driver.reconnects == moves
         now = (await plc.acommand("ns"))["ns"]
         assert driver.namespace_indexes == {PLC_NAMESPACE: now}
     delays = [
@@ -538,8 +546,11 @@ async def test_a_namespace_that_moves_at_every_session_takes_the_backoff(
         if isinstance(r.args, tuple) and r.args[0] == "subscribe" and isinstance(r.args[1], float)
     ]
     # Rig backoff: 0.2 s doubling to 1 s, jittered to 50-100 % of each step.
-    assert len(delays) == moves and delays[0] == 0.0, delays
-    assert 0.1 <= delays[1] <= 0.2 and 0.2 <= delays[2] <= 0.4 and 0.4 <= delays[3] <= 0.8
+    assert len(delays) == moves, delays
+    assert delays[0] == 0.0, delays
+    assert 0.1 <= delays[1] <= 0.2
+    assert 0.2 <= delays[2] <= 0.4
+    assert 0.4 <= delays[3] <= 0.8
     downs = [e for e in rig.sink.events_of("device_down") if e.device == "subscribe"]
     assert len(downs) == moves
     assert all("NamespaceArray changed under the live session" in e.reason for e in downs)

@@ -59,9 +59,13 @@ def test_browse_unknown_start_namespace_fails_clearly(
     plc: PlcProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _out, err = run_cli(["opcua", "browse", plc.endpoint, "--node", "nsu=urn:x;s=A"], capsys)
-    assert code == 1 and "urn:x" in err and "NamespaceArray" in err
+    assert code == 1
+    assert "urn:x" in err
+    assert "NamespaceArray" in err
     code, _out, err = run_cli(["opcua", "browse", plc.endpoint, "--node", NSU + "Nope"], capsys)
-    assert code == 1 and "BadNodeIdUnknown" in err and "Nope" in err
+    assert code == 1
+    assert "BadNodeIdUnknown" in err
+    assert "Nope" in err
 
 
 def test_read_values_and_a_bad_node(plc: PlcProcess, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,16 +75,19 @@ def test_read_values_and_a_bad_node(plc: PlcProcess, capsys: pytest.CaptureFixtu
     assert f"{NSU}Types.Int16  Int16 = -1234  Good" in out
     assert "Float = 1.5  Good" in out
     code, out, _err = run_cli(["opcua", "read", plc.endpoint, NSU + "Nope"], capsys)
-    assert code == 1 and "BadNodeIdUnknown" in out
+    assert code == 1
+    assert "BadNodeIdUnknown" in out
 
 
 def test_connection_refused_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.sim.opcua_plc import free_port
+    from gateway.sim.ports import free_port
 
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
     code, _out, err = run_cli(["opcua", "read", endpoint, "i=2258", "--timeout", "2"], capsys)
     assert code == 1
-    assert err.startswith("error: ") and endpoint in err and "Traceback" not in err
+    assert err.startswith("error: ")
+    assert endpoint in err
+    assert "Traceback" not in err
 
 
 def test_trust_shows_fingerprint_and_saves_after_confirmation(
@@ -95,14 +102,17 @@ def test_trust_shows_fingerprint_and_saves_after_confirmation(
     out = tmp_path / "pki" / "bf2.der"
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
     code, text, _err = run_cli(["opcua", "trust", plc.endpoint, "--out", str(out)], capsys)
-    assert code == 1 and not out.exists()
+    assert code == 1
+    assert not out.exists()
     assert f"SHA-256 fingerprint: {fingerprint(server_der)}" in text
     assert "application URI:     urn:ironwatt:sim:plc" in text
     monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
     code, text, _err = run_cli(["opcua", "trust", plc.endpoint, "--out", str(out)], capsys)
-    assert code == 0 and out.read_bytes() == server_der
+    assert code == 0
+    assert out.read_bytes() == server_der
     code, text, _err = run_cli(["opcua", "trust", plc.endpoint, "--out", str(out), "--yes"], capsys)
-    assert code == 0 and "already holds this certificate" in text
+    assert code == 0
+    assert "already holds this certificate" in text
     # With the pin, a secure read works; the client certificate lands in --data-dir.
     monkeypatch.setenv("PLC_PASSWORD", PASSWORD)
     secure = [
@@ -126,7 +136,8 @@ def test_trust_shows_fingerprint_and_saves_after_confirmation(
     assert (tmp_path / "data" / "pki" / "own" / "cert.der").exists()
     # Without it, the tool refuses and says how to fix it.
     code, _text, err = run_cli(["opcua", "read", plc.endpoint, "i=2258", *secure], capsys)
-    assert code == 1 and "ironwatt opcua trust" in err
+    assert code == 1
+    assert "ironwatt opcua trust" in err
 
 
 def test_describe_device_lists_nodes_mode_and_problems(tmp_path: Path) -> None:

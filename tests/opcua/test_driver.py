@@ -19,10 +19,10 @@ from tests.opcua.conftest import (
     PlcProcess,
     make_device,
     point,
-    wait_until,
 )
 from tests.support.recording import RecordingSink
 from tests.support.tasks import running
+from tests.support.waiting import await_until
 
 # Every numeric type of the simulated PLC, and Boolean; values are its static start values.
 TYPED = {
@@ -72,13 +72,16 @@ async def test_subscribe_and_poll_deliver_the_same_values(plc: PlcProcess, tmp_p
     # read led by the NamespaceArray (3 nodes + 1)
     poll = driver(make_device(plc.endpoint, points, name="poll", mode="poll"), poll_sink, tmp_path)
     async with running(sub), running(poll):
-        await wait_until(lambda: len(last_good(sub_sink)) == 12, 10, "a value per subscribed point")
-        await wait_until(lambda: poll.health.polls >= 3, 10, "three polls")
+        await await_until(
+            lambda: len(last_good(sub_sink)) == 12, 10, "a value per subscribed point"
+        )
+        await await_until(lambda: poll.health.polls >= 3, 10, "three polls")
     expected = {name: value for name, (_node, value) in TYPED.items()} | {"by_index": 2.25}
     assert last_good(sub_sink) == expected
     assert last_good(poll_sink) == expected
     assert poll.health.requests == 4 * poll.health.polls
-    assert sub.device_status()["state"] == "stopped" and sub.health.last_error is None
+    assert sub.device_status()["state"] == "stopped"
+    assert sub.health.last_error is None
     assert sub.namespace_indexes == {"urn:plant1:bf2": plc.ns_index}
     assert [e.type for e in sub_sink.events] == ["device_up"]
     # Timestamps are the gateway's receive time by default.
@@ -105,15 +108,15 @@ async def test_absolute_deadband_is_honoured(
     )
     d2 = driver(make_device(plc.endpoint, [point("sp", nsu)], name="plain"), plain, tmp_path)
     async with running(d1), running(d2):
-        await wait_until(lambda: banded.rows() and plain.rows(), 10, "initial values")
+        await await_until(lambda: banded.rows() and plain.rows(), 10, "initial values")
         for value in (0.5, 1.7, 2.0, 5.0):
             await node.write_value(value)
             # One write per publish: with queue size 1 a second write in the same publishing
             # interval would replace the first (a loaded machine must not make that happen).
-            await wait_until(
+            await await_until(
                 lambda v=value: plain.rows()[-1][2] == v, 10, f"{value} on the plain item"
             )
-        await wait_until(lambda: len(banded.rows()) >= 3, 5, "5.0 on the banded item")
+        await await_until(lambda: len(banded.rows()) >= 3, 5, "5.0 on the banded item")
     assert [v for _k, _t, v, _q in plain.rows()] == [0.0, 0.5, 1.7, 2.0, 5.0]
     assert [v for _k, _t, v, _q in banded.rows()] == [0.0, 1.7, 5.0]
 
@@ -135,7 +138,7 @@ async def test_bad_nodes_are_isolated_to_their_points(
     # A static value is notified once when subscribed; polled, it comes every interval.
     wanted = 1 if mode == "subscribe" else 3
     async with running(d):
-        await wait_until(
+        await await_until(
             lambda: (
                 len(sink.rows("bf2.good")) >= wanted and len(sink.events_of("point_error")) >= 4
             ),
@@ -149,12 +152,16 @@ async def test_bad_nodes_are_isolated_to_their_points(
         assert all(q == QUALITY_BAD and math.isnan(v) for _k, _t, v, q in rows), name
     errors = {e.point: e.reason for e in sink.events_of("point_error")}
     assert set(errors) == {"missing", "foreign", "text", "garbled"}
-    assert "No.Such.Tag" in errors["missing"] and "BadNodeIdUnknown" in errors["missing"]
-    assert "urn:nowhere" in errors["foreign"] and "NamespaceArray" in errors["foreign"]
-    assert "not a number" in errors["text"] and "device bf2 point text" in errors["text"]
+    assert "No.Such.Tag" in errors["missing"]
+    assert "BadNodeIdUnknown" in errors["missing"]
+    assert "urn:nowhere" in errors["foreign"]
+    assert "NamespaceArray" in errors["foreign"]
+    assert "not a number" in errors["text"]
+    assert "device bf2 point text" in errors["text"]
     assert "invalid node id" in errors["garbled"]
     assert all("ironwatt opcua browse" in reason for reason in errors.values())
-    assert d.health.state == "stopped" and len(sink.events_of("device_up")) == 1
+    assert d.health.state == "stopped"
+    assert len(sink.events_of("device_up")) == 1
     # Reported once each, not once per poll.
     assert len(sink.events_of("point_error")) == 4
 
@@ -174,21 +181,24 @@ async def test_source_timestamps_and_uncertain_quality(
     )
     gw = driver(make_device(plc.endpoint, [point("q", nsu)], name="gw"), gateway_sink, tmp_path)
     async with running(src), running(gw):
-        await wait_until(lambda: source_sink.rows() and gateway_sink.rows(), 10, "initial values")
+        await await_until(lambda: source_sink.rows() and gateway_sink.rows(), 10, "initial values")
         dv = ua.DataValue(
             ua.Variant(7.5, ua.VariantType.Double),
             StatusCode=ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue),
             SourceTimestamp=stamp,
         )
         await node.write_attribute(ua.AttributeIds.Value, dv)
-        await wait_until(lambda: len(source_sink.rows()) >= 2, 5, "the uncertain value")
-        await wait_until(lambda: len(gateway_sink.rows()) >= 2, 5, "the uncertain value")
+        await await_until(lambda: len(source_sink.rows()) >= 2, 5, "the uncertain value")
+        await await_until(lambda: len(gateway_sink.rows()) >= 2, 5, "the uncertain value")
     _k, ts, value, quality = source_sink.rows()[-1]
     assert (ts, value, quality) == (stamp.timestamp(), 7.5, QUALITY_UNCERTAIN)
     _k, ts, value, quality = gateway_sink.rows()[-1]
-    assert value == 7.5 and quality == QUALITY_UNCERTAIN
+    assert value == 7.5
+    assert quality == QUALITY_UNCERTAIN
     assert abs(ts - datetime.now(UTC).timestamp()) < 10
-    assert src.uncertain == 1 and src.device_status()["uncertain"] == 1 and src.bad == 0
+    assert src.uncertain == 1
+    assert src.device_status()["uncertain"] == 1
+    assert src.bad == 0
 
 
 @pytest.mark.asyncio
@@ -203,7 +213,7 @@ async def test_steady_subscribed_value_is_refreshed_within_max_gap(
     ]
     d = driver(make_device(plc.endpoint, points), sink, tmp_path)
     async with running(d):
-        await wait_until(lambda: len(sink.rows("bf2.refreshed")) >= 4, 10, "refreshed values")
+        await await_until(lambda: len(sink.rows("bf2.refreshed")) >= 4, 10, "refreshed values")
     assert d.refresh_after == {0: 0.5}
     rows = sink.rows("bf2.refreshed")
     assert {(v, q) for _k, _t, v, q in rows} == {(-123456.0, QUALITY_GOOD)}

@@ -18,10 +18,11 @@ import pytest
 
 from drivers.opcua.driver import OpcuaDriver
 from drivers.samples import QUALITY_BAD, QUALITY_GOOD
-from gateway.sim.opcua_plc import free_port
-from tests.opcua.conftest import make_device, point, wait_until
+from gateway.sim.ports import free_port
+from tests.opcua.conftest import make_device, point
 from tests.support.recording import RecordingSink
 from tests.support.tasks import running
+from tests.support.waiting import await_until
 
 PREFIX = os.environ.get("IRONWATT_NODE_OPCUA", "")
 MODULES = Path(PREFIX) / "node_modules"
@@ -70,10 +71,14 @@ async def test_values_and_bad_node_against_node_opcua(
     device = make_device(node_plc, points, mode=mode, interval="500ms", timeout="5s")
     driver = OpcuaDriver(device, sink.index, sink, tmp_path, "gw1", "plant1")
     async with running(driver):
-        await wait_until(lambda: len(sink.rows("bf2.pieces")) >= 3, 30, "three counter values")
+        await await_until(lambda: len(sink.rows("bf2.pieces")) >= 3, 30, "three counter values")
     assert driver.namespace_indexes == {"urn:plant1:bf2": 3}
     pieces = [v for _k, _t, v, q in sink.rows("bf2.pieces") if q == QUALITY_GOOD]
-    assert pieces == sorted(pieces) and pieces[-1] > pieces[0]
-    assert all(q == QUALITY_BAD for _k, _t, _v, q in sink.rows("bf2.missing"))
+    assert pieces == sorted(pieces)
+    assert pieces[-1] > pieces[0]
+    missing = sink.rows("bf2.missing")
+    assert missing  # the unknown node is reported (bad), not left out
+    assert all(q == QUALITY_BAD for _k, _t, _v, q in missing)
     (error,) = sink.events_of("point_error")
-    assert error.point == "missing" and "BadNodeIdUnknown" in error.reason
+    assert error.point == "missing"
+    assert "BadNodeIdUnknown" in error.reason

@@ -79,7 +79,8 @@ def test_decode(value: Any, vtype: str, expect: Any, result: float, key: str | N
 def test_messages_say_what_came_and_what_was_expected() -> None:
     _v, _k, what = decode(variant("a" * 100, "String"), DOUBLE)
     assert what.startswith("the server sent String 'aaaa")
-    assert "expected Double (the node's DataType)" in what and len(what) < 200
+    assert "expected Double (the node's DataType)" in what
+    assert len(what) < 200
     assert describe_value(variant([1, 2, 3], "Int16")) == "an array of 3 Int16"
     assert describe_value(None) == "an empty value (Null)"
     _v, _k, what = decode(variant("x", "String"), ANY)
@@ -114,8 +115,10 @@ def test_namespace_changes_that_matter(
     unchanged = drv._namespaces_unchanged(ua.DataValue(variant(after, "String")))
     assert unchanged == (changed is None)
     if changed is not None:
-        assert drv._lost.is_set() and drv._retry_now
-        assert changed in drv._lost_reason and "used by points p0, p1" in drv._lost_reason
+        assert drv._lost.is_set()
+        assert drv._retry_now
+        assert changed in drv._lost_reason
+        assert "used by points p0, p1" in drv._lost_reason
 
 
 def test_a_point_logs_its_fall_and_its_return_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -133,7 +136,8 @@ def test_a_point_logs_its_fall_and_its_return_once(caplog: pytest.LogCaptureFixt
     drv.flush()
     messages = [r.getMessage() for r in caplog.records if r.name == "ironwatt.opcua"]
     assert len(messages) == 3
-    assert "BadSensorFailure (0x808C0000)" in messages[0] and "good again" in messages[1]
+    assert "BadSensorFailure (0x808C0000)" in messages[0]
+    assert "good again" in messages[1]
     assert [q for _k, _t, _v, q in sink.rows()] == [QUALITY_BAD] * 3 + [QUALITY_GOOD] * 2 + [
         QUALITY_BAD
     ]
@@ -172,7 +176,8 @@ def test_an_undecodable_publish_response_is_dropped_and_logged_once(
     drv.flush()
     assert [(v, q) for _k, _t, v, q in sink.rows()] == [(1.5, QUALITY_GOOD)]
     records = [r for r in caplog.records if r.name == "ironwatt.opcua"]
-    assert len(records) == 1 and "could not be decoded (AttributeError" in records[0].getMessage()
+    assert len(records) == 1
+    assert "could not be decoded (AttributeError" in records[0].getMessage()
     assert all(r.exc_info is None for r in caplog.records)
 
 
@@ -196,7 +201,8 @@ def test_a_client_handle_never_given_out_costs_that_item_only(
     assert [(k, v, q) for k, _t, v, q in sink.rows()] == [
         (key, 1.5 + n, QUALITY_GOOD) for n in range(3) for key in ("bf2.p0", "bf2.p1")
     ]
-    assert drv.unknown_handles == 6 and drv.device_status()["unknown_handles"] == 6
+    assert drv.unknown_handles == 6
+    assert drv.device_status()["unknown_handles"] == 6
     (record,) = [r for r in caplog.records if r.name == "ironwatt.opcua"]
     assert "client handle 7, which this session never gave out" in record.getMessage()
     assert drv.problems.current() == {}
@@ -245,7 +251,8 @@ def test_a_flapping_point_says_so_once_then_is_counted(caplog: pytest.LogCapture
     assert len(events) == FLAP_FALLS + 1
     assert "flapping: 6 problems within 10 min, the last: the server sent NaN" in events[-1].reason
     assert "until it holds steady for 10 min" in events[-1].reason
-    assert len(logged) == 2 * FLAP_FALLS + 1 and logged[-1] == events[-1].reason
+    assert len(logged) == 2 * FLAP_FALLS + 1
+    assert logged[-1] == events[-1].reason
     assert problems.flapping() == {"p0": 200 - FLAP_FALLS - 1}
     clock.now += STEADY_S - 1
     problems.settle()
@@ -255,7 +262,8 @@ def test_a_flapping_point_says_so_once_then_is_counted(caplog: pytest.LogCapture
     problems.settle()
     (steady,) = opcua_lines(caplog)[len(logged) :]
     assert "steady for 10 min after flapping (194 more problems counted" in steady
-    assert steady.endswith("good now") and len(sink.events_of("point_error")) == len(events)
+    assert steady.endswith("good now")
+    assert len(sink.events_of("point_error")) == len(events)
     assert problems.flapping() == {}
     assert problems.set(0, "nonfinite:NaN", "the server sent NaN", clock.now)  # reported again
     assert len(sink.events_of("point_error")) == len(events) + 1
@@ -296,7 +304,8 @@ def test_a_flapping_point_that_stays_bad_is_reported_bad_once_steady(
     caplog.clear()
     assert problems.clear(0)
     no_longer, back = opcua_lines(caplog)
-    assert "no longer flapping: steady for 10 min" in no_longer and "good again" in back
+    assert "no longer flapping: steady for 10 min" in no_longer
+    assert "good again" in back
 
 
 def test_falls_far_apart_are_not_flapping() -> None:
@@ -307,7 +316,8 @@ def test_falls_far_apart_are_not_flapping() -> None:
         clock.now += FLAP_WINDOW_S / 4
         problems.set(0, "nonfinite:NaN", "the server sent NaN", clock.now)
         problems.clear(0)
-    assert len(sink.events_of("point_error")) == 20 and problems.flapping() == {}
+    assert len(sink.events_of("point_error")) == 20
+    assert problems.flapping() == {}
 
 
 def test_the_driver_damps_a_point_alternating_nan_and_good() -> None:
@@ -397,7 +407,8 @@ def test_refreshes_do_not_count_as_the_source_time_of_a_point(
     drv._went_down("lost")  # the bad sample at a loss: stamped by the driver too
     drv._append(0, at(3.0, 5009.0), 5010.1)  # a real step back: 0.75 s before the last value
     lines = opcua_lines(caplog)
-    assert len(lines) == 1 and "the SourceTimestamp went back 0.750 s" in lines[0]
+    assert len(lines) == 1
+    assert "the SourceTimestamp went back 0.750 s" in lines[0]
     assert len(sink.events_of("point_error")) == 1
     drv.flush()
     assert [(v, q) for _k, _t, v, q in sink.rows() if q == QUALITY_GOOD] == [

@@ -25,10 +25,10 @@ from tests.opcua.conftest import (
     make_cert,
     make_device,
     point,
-    wait_until,
 )
 from tests.support.recording import RecordingSink
 from tests.support.tasks import running
+from tests.support.waiting import await_until
 
 
 def secure_device(
@@ -56,7 +56,7 @@ async def test_basic256sha256_sign_and_encrypt_with_username(
     device = secure_device(secure_plc, pinned, password_file)
     driver = OpcuaDriver(device, sink.index, sink, tmp_path / "data", "gw1", "plant1")
     async with running(driver):
-        await wait_until(lambda: sink.rows(), 20, "a value over the secure channel")
+        await await_until(lambda: sink.rows(), 20, "a value over the secure channel")
     assert sink.rows()[0][2:] == (1450.0, QUALITY_GOOD)
     # The gateway's own certificate: created on first use, with its application URI, then reused.
     own = tmp_path / "data" / "pki" / "own" / "cert.der"
@@ -113,16 +113,19 @@ async def test_wrong_password_is_refused_with_a_clear_message(
     with pytest.raises(OpcuaConnectError) as err:
         await connect(settings_for_device(device, tmp_path, "gw1", "plant1"))
     message = str(err.value)
-    assert "device bf2" in message and secure_plc.endpoint in message
-    assert "refused the user 'gateway'" in message and "BadUserAccessDenied" in message
+    assert "device bf2" in message
+    assert secure_plc.endpoint in message
+    assert "refused the user 'gateway'" in message
+    assert "BadUserAccessDenied" in message
     assert "password_file" in message
     # The driver reports the same as device_down and keeps retrying.
     sink = RecordingSink()
     driver = OpcuaDriver(device, sink.index, sink, tmp_path, "gw1", "plant1")
     async with running(driver):
-        await wait_until(lambda: sink.events_of("device_down"), 20, "device_down")
+        await await_until(lambda: sink.events_of("device_down"), 20, "device_down")
     assert "refused the user 'gateway'" in sink.events_of("device_down")[0].reason
-    assert driver.device_status()["state"] == "stopped" and sink.rows() == []
+    assert driver.device_status()["state"] == "stopped"
+    assert sink.rows() == []
 
 
 @pytest.mark.asyncio

@@ -5,12 +5,11 @@ Its restart with shifted namespaces is tested in test_recovery, as a subprocess.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from asyncua.client.client import Client
 
 from gateway.sim.opcua_plc import SimulatedPlc
+from tests.support.waiting import await_until
 
 
 @pytest.mark.asyncio
@@ -28,9 +27,14 @@ async def test_in_process_plc_writes_and_evolves() -> None:
             flow = client.get_node("ns=2;s=Utilities.NG.Flow")
             running = client.get_node("ns=2;s=Status.Running")
             assert await running.read_value() is False
-            first = await client.get_node("ns=2;s=Production.Pieces").read_value()
-            await asyncio.sleep(0.5)
-            assert await client.get_node("ns=2;s=Production.Pieces").read_value() > first
+            pieces = client.get_node("ns=2;s=Production.Pieces")
+            first = await pieces.read_value()
+
+            async def counted_on() -> bool:
+                return bool(await pieces.read_value() > first)
+
+            # It evolves every 0.1 s: a few ticks, not a fixed half second.
+            await await_until(counted_on, 5.0, "the piece counter to count on")
             assert (await flow.read_data_type_as_variant_type()).name == "Float"
         finally:
             await client.disconnect()

@@ -1,4 +1,4 @@
-"""Fixtures of the outbox tests: an outbox in a temp dir, a Mosquitto broker, a collector."""
+"""Fixtures of the outbox tests: an outbox in a temp dir (the broker is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from gateway.outbox import Outbox, OutboxSettings
-from tests.support.mosquitto import Mosquitto
 
 
 @pytest.fixture
@@ -30,9 +29,3 @@ def make_outbox(tmp_path: Path) -> Iterator[Callable[..., Outbox]]:
     yield make
     for outbox in opened:
         outbox.close()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "mosquitto") as mosq:
-        yield mosq

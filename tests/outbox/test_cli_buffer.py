@@ -50,7 +50,9 @@ def test_stats_text_and_json(make_outbox: MakeOutbox) -> None:
     out = io.StringIO()
     assert buffer_stats(outbox.settings, out, as_json=True) == 0
     s = json.loads(out.getvalue())
-    assert s["messages"] == 5 and s["stream"] == outbox.stream and s["dropped_total"] == 0
+    assert s["messages"] == 5
+    assert s["stream"] == outbox.stream
+    assert s["dropped_total"] == 0
     assert s["oldest_age_s"] < 60
 
 
@@ -61,12 +63,14 @@ def test_export_jsonl_and_csv(make_outbox: MakeOutbox) -> None:
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [x["payload"].get("seq") for x in lines] == [1, 2, 3, 4, None]
     assert all(x["payload"]["sent"].endswith("Z") for x in lines)
-    assert lines[0]["payload"]["replayed"] is True and lines[0]["topic"] == TOPIC
+    assert lines[0]["payload"]["replayed"] is True
+    assert lines[0]["topic"] == TOPIC
     out = io.StringIO()
     assert buffer_export(outbox.settings, out, "csv") == 0
     table = list(csv.reader(io.StringIO(out.getvalue())))
     assert table[0] == ["topic", "seq", "qos", "class", "created", "payload"]
-    assert len(table) == 6 and json.loads(table[1][5])["n"] == 0
+    assert len(table) == 6
+    assert json.loads(table[1][5])["n"] == 0
     out = io.StringIO()
     assert buffer_export(outbox.settings, out, "jsonl", since=time.time() + 60) == 0
     assert out.getvalue() == ""
@@ -75,7 +79,8 @@ def test_export_jsonl_and_csv(make_outbox: MakeOutbox) -> None:
 def test_verify_ok_and_damaged(make_outbox: MakeOutbox, tmp_path: Path) -> None:
     outbox = filled(make_outbox)
     out = io.StringIO()
-    assert buffer_verify(outbox.settings, out) == 0 and out.getvalue().endswith(": ok\n")
+    assert buffer_verify(outbox.settings, out) == 0
+    assert out.getvalue().endswith(": ok\n")
     outbox.close()
     conn = sqlite3.connect(outbox.settings.path, isolation_level=None)
     conn.execute("UPDATE outbox SET seq = 1 WHERE seq = 2")
@@ -119,7 +124,8 @@ def test_argparse_wiring_with_a_real_config(
     args = parser.parse_args(["buffer", "stats", "-c", str(config), "--json"])
     assert args.func(args) == 0
     s = json.loads(capsys.readouterr().out)
-    assert s["messages"] == 1 and s["max_size_bytes"] == SIZE_64MB
+    assert s["messages"] == 1
+    assert s["max_size_bytes"] == SIZE_64MB
     # A technician's typo is one line and exit status 2, not a traceback.
     args = parser.parse_args(["buffer", "export", "-c", str(config), "--since", "yesterday"])
     assert args.func(args) == 2

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("face", [gateway.outbox, gateway.uplink])
 def test_every_exported_name_resolves(face: object) -> None:
     names = face.__all__  # type: ignore[attr-defined]
-    assert names and sorted(names) == dir(face)
+    assert names
+    assert sorted(names) == dir(face)
     for name in names:
         assert getattr(face, name) is not None, name
     with pytest.raises(AttributeError):
@@ -46,7 +47,8 @@ def test_the_migration_child_runs_without_a_runpy_warning(tmp_path: Path) -> Non
         [sys.executable, "-W", "error", "-m", "gateway.outbox.schema", str(tmp_path / "x.db")],
         capture_output=True, text=True, check=False, cwd=ROOT,
     )  # fmt: skip
-    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
     assert (tmp_path / "x.db").exists()
 
 
@@ -57,4 +59,5 @@ def test_the_old_import_paths_of_the_daemon_and_the_cli_still_work() -> None:
     from gateway.uplink.client import Uplink, UplinkSettings  # noqa: F401
     from gateway.uplink.settings import parse_url  # noqa: F401
 
-    assert Uplink is gateway.uplink.Uplink and Outbox is gateway.outbox.Outbox
+    assert Uplink is gateway.uplink.Uplink
+    assert Outbox is gateway.outbox.Outbox

@@ -17,11 +17,12 @@ from typing import IO
 import pytest
 
 from gateway.outbox import Message, Outbox
+from gateway.sim.ports import free_port
 from gateway.uplink import Uplink
 from tests.outbox.helpers import uplink_settings as settings
 from tests.outbox.silent_broker import SilentBroker
-from tests.support.mosquitto import Collector, Mosquitto, free_port
-from tests.support.waiting import wait
+from tests.support.mosquitto import Collector, Mosquitto
+from tests.support.waiting import wait, wait_until
 
 MakeOutbox = Callable[..., Outbox]
 TOPIC = "ironwatt/plant1/gw1/energy/1m/m1"
@@ -135,7 +136,8 @@ def test_tls_checks_the_broker_certificate(make_outbox: MakeOutbox, tmp_path: Pa
         assert wait(lambda: outbox.stats().backlog == 0, 10)
         up.stop()
         last_ack = up.status().last_ack
-        assert last_ack is not None and abs(time.time() - last_ack) < 60
+        assert last_ack is not None
+        assert abs(time.time() - last_ack) < 60
         # A CA that did not sign the broker: refused with a message that says what to check.
         other = Mosquitto(tmp_path / "other", tls=True)
         assert other.ca is not None
@@ -145,7 +147,8 @@ def test_tls_checks_the_broker_certificate(make_outbox: MakeOutbox, tmp_path: Pa
         assert wait(lambda: wrong.status().last_error is not None, 10)
         wrong.stop()
         error = wrong.status().last_error or ""
-        assert "TLS handshake" in error and "mqtt.ca_file" in error
+        assert "TLS handshake" in error
+        assert "mqtt.ca_file" in error
         assert outbox.stats().backlog == 1  # kept for later
 
 
@@ -165,7 +168,8 @@ def test_wrong_password_is_clear_retried_and_never_logged(
             assert wait(lambda: up.status().refusals >= 2, 10)  # noqa: B023 - retried
             st = up.status()
             up.stop()
-            assert st.state == "refused" and not st.connected
+            assert st.state == "refused"
+            assert not st.connected
             assert "refused the connection" in (st.last_error or "")
             assert "mqtt.username" in (st.last_error or "")
         assert outbox.stats().backlog == 1
@@ -193,20 +197,24 @@ def test_broker_that_never_acks_bounded_memory_no_loss(
     outbox = make_outbox()
     n = 3000
     outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(n)])
-    up = Uplink(
-        settings(real.url.replace("mqtt://", "mqtt://"), protocol="3.1.1", max_inflight=20), outbox
-    )
+    up = Uplink(settings(real.url, protocol="3.1.1", max_inflight=20), outbox)
     up.start()
     try:
         assert wait(lambda: len(silent.publishes) >= 20, 10)
         outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(n, 2 * n)])  # more keeps coming
         n *= 2
+        wait_until(lambda: up.status().backlog == n, 5, f"a backlog of {n}")
+        # The point is that nothing more goes out: no condition to wait for, only a while in
+        # which the uplink, with 6000 messages waiting and a free socket, must send none.
         time.sleep(0.5)
         data = [t for t in silent.publishes if t == TOPIC]
         assert len(data) == 20  # the window, and not one message more
         st = up.status()
-        assert st.inflight == 20 and st.published == 20 and st.backlog == n
-        assert st.connected and st.last_ack is None  # nothing acknowledged, nothing deleted
+        assert st.inflight == 20
+        assert st.published == 20
+        assert st.backlog == n
+        assert st.connected
+        assert st.last_ack is None  # nothing acknowledged, nothing deleted
     finally:
         silent.stop()
     real.start()
@@ -230,7 +238,8 @@ def test_missing_ca_file_is_reported_not_fatal(make_outbox: MakeOutbox, tmp_path
     try:
         assert wait(lambda: "TLS setup" in (up.status().last_error or ""), 5)
         assert "mqtt.ca_file" in (up.status().last_error or "")
-        assert up._thread is not None and up._thread.is_alive()  # retrying, not dead
+        assert up._thread is not None
+        assert up._thread.is_alive()  # retrying, not dead
     finally:
         up.stop()
 

@@ -13,13 +13,16 @@ def test_qos0_written_inside_publish_is_done_and_holds_no_slot() -> None:
     window = InFlight()
     assert window.finished(7, True) is None
     assert window.handed(7, Kind.ROW_QOS0, 41, 0.0) == Done(Kind.ROW_QOS0, 41, True)
-    assert len(window) == 0 and window.slots == 0 and window.unwritten == 0
+    assert len(window) == 0
+    assert window.slots == 0
+    assert window.unwritten == 0
 
 
 def test_qos0_written_later_holds_no_ack_slot_but_counts_unwritten() -> None:
     window = InFlight()
     assert window.handed(1, Kind.ROW_QOS0, 10, 0.0) is None
-    assert window.slots == 0 and window.unwritten == 1
+    assert window.slots == 0
+    assert window.unwritten == 1
     assert window.oldest_sent_at() is None  # nothing waits for a PUBACK
     assert window.finished(1, True) == Done(Kind.ROW_QOS0, 10, True)
     assert window.unwritten == 0
@@ -30,12 +33,14 @@ def test_qos1_holds_a_slot_until_its_puback_and_the_oldest_decides_the_timeout()
     window.handed(1, Kind.ROW, 10, 5.0)
     window.handed(2, Kind.STATUS, 0, 6.0)
     window.handed(3, Kind.ROW, 11, 7.0)
-    assert window.slots == 2 and len(window) == 3
+    assert window.slots == 2
+    assert len(window) == 3
     assert window.oldest_sent_at() == 5.0
     assert window.finished(1, True) == Done(Kind.ROW, 10, True)
     assert window.oldest_sent_at() == 7.0
     assert window.finished(3, False) == Done(Kind.ROW, 11, False)  # refused: the caller keeps it
-    assert window.slots == 0 and window.oldest_sent_at() is None
+    assert window.slots == 0
+    assert window.oldest_sent_at() is None
     assert window.finished(2, True) == Done(Kind.STATUS, 0, True)
 
 
@@ -57,7 +62,9 @@ def test_clear_forgets_everything_paho_held() -> None:
     window.handed(2, Kind.ROW_QOS0, 2, 0.0)
     window.finished(3, True)
     window.clear()
-    assert len(window) == 0 and window.slots == 0 and window.unwritten == 0
+    assert len(window) == 0
+    assert window.slots == 0
+    assert window.unwritten == 0
     assert window.handed(3, Kind.ROW, 3, 0.0) is None  # the early completion went with the session
 
 
@@ -98,7 +105,9 @@ def test_every_row_is_booked_exactly_once_in_any_callback_order(
     for _, m in sorted(due):
         book(window.finished(m, True))
     assert sorted(booked) == list(range(1, len(plan) + 1))
-    assert len(window) == 0 and window.slots == 0 and window.unwritten == 0
+    assert len(window) == 0
+    assert window.slots == 0
+    assert window.unwritten == 0
 
 
 def test_a_status_waiting_for_its_puback_is_not_a_row() -> None:
@@ -106,7 +115,8 @@ def test_a_status_waiting_for_its_puback_is_not_a_row() -> None:
     # the uplink think a backlog is still draining, or every status would call for another.
     window = InFlight()
     window.handed(1, Kind.STATUS, 0, 0.0)
-    assert window.rows == 0 and len(window) == 1
+    assert window.rows == 0
+    assert len(window) == 1
     window.handed(2, Kind.ROW_QOS0, 5, 0.0)
     window.handed(3, Kind.ROW, 6, 0.0)
     assert window.rows == 2

@@ -41,7 +41,9 @@ def test_gap_counts_and_range() -> None:
     assert gap.by_class == {"telemetry": 1, "window": 2}
     assert (gap.first_created, gap.last_created) == (1001.0, 1005.0)
     body = gap.payload()
-    assert body["type"] == "gap" and body["reason"] == "max_size" and body["messages"] == 3
+    assert body["type"] == "gap"
+    assert body["reason"] == "max_size"
+    assert body["messages"] == 3
     assert body["from"] == "1970-01-01T00:16:41.000Z"
 
 
@@ -55,7 +57,7 @@ def test_merge_extends_and_joins_reasons() -> None:
 
 
 def test_a_gap_is_never_dropped() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="gap event 4 cannot be dropped"):
         merge_gap(None, [cand(4, G)], "max_size")
 
 

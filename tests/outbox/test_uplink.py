@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 import time
@@ -16,7 +17,7 @@ from gateway.outbox import Message, MessageClass, Outbox
 from gateway.uplink import Uplink, UplinkSettings
 from tests.outbox.helpers import uplink_settings
 from tests.support.mosquitto import Collector, Mosquitto
-from tests.support.waiting import wait
+from tests.support.waiting import await_until, wait
 
 MakeOutbox = Callable[..., Outbox]
 TOPIC = "ironwatt/plant1/gw1/energy/1m/m1"
@@ -35,6 +36,14 @@ def seqs_of(got: list[tuple[str, bytes, bool]]) -> set[int]:
     return {d["seq"] for d in data(got)}
 
 
+def first_copies(got: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
+    """Each seq's first delivery, in arrival order."""
+    first: dict[int, dict[str, Any]] = {}
+    for d in data(got):
+        first.setdefault(d["seq"], d)
+    return list(first.values())
+
+
 def test_backoff_grows_with_jitter_and_stays_capped() -> None:
     import random
 
@@ -47,12 +56,14 @@ def test_backoff_grows_with_jitter_and_stays_capped() -> None:
     backoff = Backoff(initial=0.5, maximum=8.0, rng=rng)
     delays = [backoff.next_delay() for _ in range(10)]
     assert all(0.25 <= d <= 8.0 for d in delays)
-    assert delays[0] <= 0.5 and delays[-1] >= 4.0
+    assert delays[0] <= 0.5
+    assert delays[-1] >= 4.0
     fourths = []
     for _ in range(5):
         backoff.reset()
         fourths.append(round([backoff.next_delay() for _ in range(4)][-1], 6))
-    assert all(2.0 <= d <= 4.0 for d in fourths) and len(set(fourths)) > 1
+    assert all(2.0 <= d <= 4.0 for d in fourths)
+    assert len(set(fourths)) > 1
     backoff.reset()  # a session ran: back to the shortest delay
     assert backoff.next_delay() <= 0.5
 
@@ -82,7 +93,7 @@ def test_outage_every_seq_in_order_with_replay_flags(
         for s in outbox.enqueue([Message(TOPIC, {"n": 1}) for _ in range(5)]):
             assert s is not None
             phases[s] = phase if uplink.status().connected == up_before else "?"
-        time.sleep(0.02)
+        time.sleep(0.02)  # the scenario's pace: 250 messages/s through the outage
     last = max(phases)
     got = collector.wait_for(lambda g: seqs_of(g) >= set(range(1, last + 1)), 15)
     uplink.stop()
@@ -105,8 +116,12 @@ def test_outage_every_seq_in_order_with_replay_flags(
     assert down, "no message was stored during the outage"
     assert all(first_copy[s]["replayed"] for s in down)
     live_after = [s for s, p in phases.items() if p == "live" and s > max(down)]
-    assert live_after and not any(first_copy[s]["replayed"] for s in live_after)
+    assert live_after
+    assert not any(first_copy[s]["replayed"] for s in live_after)
     live_before = [s for s, p in phases.items() if p == "live" and s < min(down)]
+    # More than the ack window (20) went out live before the outage, so the bound below can
+    # fail: only what was in flight when the broker went away may come again as replayed.
+    assert len(live_before) > 20, len(live_before)
     assert sum(not first_copy[s]["replayed"] for s in live_before) >= len(live_before) - 20
     assert all(d["stream"] == outbox.stream and d["gw"] == "gw1" for d in received)
     assert all(d["sent"].endswith("Z") for d in received)
@@ -121,7 +136,8 @@ def test_birth_will_and_graceful_offline(make_outbox: MakeOutbox, broker: Mosqui
     uplink.start()
     got = collector.wait_for(lambda g: any(json.loads(p)["backlog"] == 0 for _, p, _ in g), 10)
     docs = [json.loads(p) for _, p, _ in got]
-    assert docs[0]["state"] == "online" and docs[0]["devices"] == 7
+    assert docs[0]["state"] == "online"
+    assert docs[0]["devices"] == 7
     assert {"v", "gw", "site", "version", "since", "backlog", "lag_s"} <= set(docs[0])
     uplink.stop()
     got = collector.wait_for(lambda g: json.loads(g[-1][1])["state"] == "offline", 5)
@@ -131,7 +147,9 @@ def test_birth_will_and_graceful_offline(make_outbox: MakeOutbox, broker: Mosqui
     late = Collector(broker, STATUS, client_id="late")
     got = late.wait_for(lambda g: bool(g), 5)
     late.close()
-    assert got and got[0][2] and json.loads(got[0][1])["state"] == "offline"
+    assert got
+    assert got[0][2]
+    assert json.loads(got[0][1])["state"] == "offline"
 
 
 def test_last_will_when_the_gateway_vanishes(
@@ -173,14 +191,17 @@ def test_drain_rate_limits_a_backlog(make_outbox: MakeOutbox, broker: Mosquitto)
     outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(60)])
     collector = Collector(broker, TOPIC)
     uplink = Uplink(settings(broker.url, drain_rate=100.0), outbox)
-    t0 = time.monotonic()
     uplink.start()
-    got = collector.wait_for(lambda g: len(seqs_of(g)) == 60, 10)
-    elapsed = time.monotonic() - t0
+    got = collector.wait_for(lambda g: len(seqs_of(g)) == 60, 10, what="all 60 messages")
     uplink.stop()
     collector.close()
-    assert len(seqs_of(got)) == 60
-    assert elapsed >= 0.45  # 60 messages at 100/s with a burst of 20: at least ~0.4 s
+    # The `sent` stamps (ms) are the uplink's own publish times: no connect time in them.
+    sent = sorted(datetime.datetime.fromisoformat(d["sent"]).timestamp() for d in first_copies(got))
+    span = sent[-1] - sent[0]
+    # A token bucket of 100/s holding at most 20 (max_inflight): any stretch of time T sees at
+    # most 20 + 100 T publishes, so 60 take at least 0.4 s; a loopback broker acks at once, so
+    # it is not much slower than the rate either.
+    assert 0.4 - 0.002 <= span < 1.5, span
 
 
 def test_status_reports_backlog_and_lag(make_outbox: MakeOutbox, broker: Mosquitto) -> None:
@@ -192,7 +213,9 @@ def test_status_reports_backlog_and_lag(make_outbox: MakeOutbox, broker: Mosquit
     outbox.enqueue([Message(TOPIC, {"n": i}) for i in range(150)])
     assert wait(lambda: uplink.status().last_error is not None, 10)  # it tried and failed
     st = uplink.status()
-    assert not st.connected and st.backlog == 150 and st.lag_s > 0
+    assert not st.connected
+    assert st.backlog == 150
+    assert st.lag_s > 0
     broker.start()
     collector = Collector(broker, STATUS, client_id="status-watch")
     assert wait(lambda: uplink.status().connected and outbox.stats().backlog == 0, 20)
@@ -215,7 +238,8 @@ def test_status_reports_backlog_and_lag(make_outbox: MakeOutbox, broker: Mosquit
     assert draining == sorted(draining, reverse=True), backlogs
     assert backlogs[-1] == 0
     lags = [d["lag_s"] for d in got if d["backlog"] > 0]
-    assert lags and all(lag > 0 for lag in lags)
+    assert lags
+    assert all(lag > 0 for lag in lags)
 
 
 @pytest.mark.asyncio
@@ -224,10 +248,7 @@ async def test_async_context_manager(make_outbox: MakeOutbox, broker: Mosquitto)
     collector = Collector(broker, TOPIC)
     async with Uplink(settings(broker.url), outbox) as up:
         await outbox.aenqueue([Message(TOPIC, {"n": 1})])
-        for _ in range(200):
-            if seqs_of(collector.snapshot()) == {1}:
-                break
-            await __import__("asyncio").sleep(0.02)
+        await await_until(lambda: seqs_of(collector.snapshot()) == {1}, 4.0, "message 1")
         assert up.status().connected
     collector.close()
     assert seqs_of(collector.snapshot()) == {1}
@@ -263,7 +284,7 @@ def test_qos0_telemetry_never_fills_the_ack_window(
             for k in range(8)
         ]
         seqs += [s for s in outbox.enqueue([*batch, Message(TOPIC, {"burst": burst})]) if s]
-        time.sleep(0.02)
+        time.sleep(0.02)  # the scenario's pace (a poll's worth apart), not a wait
 
     def delivered(got: list[tuple[str, bytes, bool]]) -> bool:
         return seqs_of(got) == set(seqs) and sum("/telemetry/" in t for t, _, _ in got) >= 80
@@ -273,7 +294,9 @@ def test_qos0_telemetry_never_fills_the_ack_window(
     assert sum("/telemetry/" in t for t, _, _ in got) == 80
     assert wait(lambda: outbox.stats().backlog == 0, 5)
     st = uplink.status()
-    assert st.inflight == 0 and st.written == 80 and st.acknowledged == len(seqs)
+    assert st.inflight == 0
+    assert st.written == 80
+    assert st.acknowledged == len(seqs)
     uplink.stop()
     collector.close()
 
@@ -292,8 +315,8 @@ def test_live_bursts_do_not_each_publish_a_retained_status(
     seqs = set(range(1, 31))
     for burst in range(10):
         seqs |= {s for s in outbox.enqueue([Message(TOPIC, {"b": burst})] * 3) if s}
-        time.sleep(0.1)
-    got = collector.wait_for(lambda g: seqs_of(g) == seqs, 10, what="all 30 messages")
+        time.sleep(0.1)  # the scenario: live bursts apart, each sent as soon as stored
+    got = collector.wait_for(lambda g: seqs_of(g) == seqs, 10, what="all 60 messages")
     uplink.stop()
     collector.close()
     docs = [json.loads(p) for t, p, _ in got if t == STATUS]

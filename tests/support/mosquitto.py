@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import getpass
 import hashlib
 import ipaddress
@@ -17,7 +18,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +28,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.sim.broker import end_process
 from gateway.sim.ports import free_port
+from tests.support.waiting import wait, wait_until
 
-__all__ = ["Collector", "Mosquitto", "TestCA", "free_port"]
+__all__ = ["Collector", "Mosquitto", "TestCA"]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -41,15 +42,12 @@ def _passwd_hash(password: str) -> str:
     return f"$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-def _wait_port(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    return False
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 class TestCA:
@@ -219,7 +217,7 @@ class Mosquitto:
             [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         for port in (self.port, self.tls_port):
-            if port and not _wait_port(port, timeout):
+            if port and not wait(functools.partial(_listening, port), timeout):
                 err = b""
                 if self.proc.poll() is not None and self.proc.stderr is not None:
                     err = self.proc.stderr.read()
@@ -303,16 +301,18 @@ class Collector:
     ) -> list[tuple[str, bytes, bool]]:
         """What came so far, once `predicate` holds or `timeout` passed; with `what`, a timeout
         fails the test naming it (without, the caller asserts on what it got)."""
-        deadline = time.monotonic() + timeout
-        while True:
+        got = self.snapshot()
+
+        def came() -> bool:
+            nonlocal got
             got = self.snapshot()
-            if predicate(got):
-                return got
-            if time.monotonic() > deadline:
-                if what is not None:
-                    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-                return got
-            time.sleep(0.02)
+            return predicate(got)
+
+        if what is not None:
+            wait_until(came, timeout, what, interval=0.02)
+        else:
+            wait(came, timeout)
+        return got
 
     def close(self) -> None:
         # Disconnect first: the network thread then ends at once instead of at its next tick.

@@ -1,4 +1,7 @@
-"""One DeviceSink for driver tests: keeps every batch and event, in order, for assertions."""
+"""One DeviceSink for driver tests: keeps every batch and event, in order, for assertions.
+
+The driver under test takes the sink's `index` as its PointIndex, so rows carry point keys.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +36,18 @@ class RecordingSink:
                 if key is None or k == key:
                     out.append((k, ts, value, quality))
         return out
+
+    def device_rows(self, device: str) -> list[tuple[str, float, float, int]]:
+        """Every sample of `device`'s points (keys `device.*`), oldest batch first."""
+        return [r for r in self.rows() if r[0].startswith(device + ".")]
+
+    def poll_times(self, device: str) -> list[float]:
+        """The time of each batch of `device` (a driver delivers one batch per poll)."""
+        return [
+            b.ts[0]
+            for b in self.batches
+            if len(b) and self.index.key(b.point[0]).startswith(device + ".")
+        ]
 
     def events_of(self, type_: str, device: str | None = None) -> list[DeviceEvent]:
         return [e for e in self.events if e.type == type_ and device in (None, e.device)]
