@@ -59,9 +59,17 @@ def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
             _num(energy.get("samples"))
         ),
         dropped,
-        Metric("ironwatt_windows_total", "counter", "energy/group windows stored").add(
+        Metric("ironwatt_windows_total", "counter", "device energy windows stored").add(
             _num(energy.get("windows"))
         ),
+        Metric("ironwatt_group_windows_total", "counter", "group windows stored").add(
+            _num(energy.get("group_windows"))
+        ),
+        Metric(
+            "ironwatt_group_slots_held",
+            "gauge",
+            "group windows waiting for members, or kept for a revision",
+        ).add(_num(energy.get("groups_pending"))),
         Metric("ironwatt_buffer_backlog_messages", "gauge", "messages waiting in the outbox").add(
             _num(buffer.get("backlog"))
         ),
