@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from drivers.registry import plugin_of
@@ -171,9 +172,27 @@ class EnergyStage:
     def ingest(self, batch: SampleBatch) -> None:
         self.agg.ingest(batch, time.time())
 
-    def close_due(self, now: float) -> list[Message]:
+    def close_due(
+        self,
+        now: float,
+        flush: Callable[[list[Message]], None] | None = None,
+        chunk: int = 500,
+    ) -> list[Message]:
+        """The device and group windows due by `now`, as messages.
+
+        With `flush`, they are handed over `chunk` at a time as they are encoded and only the
+        rest is returned: after a restart every window of the downtime closes in one pass, and
+        holding all of their JSON until its end was most of that pass's peak.
+        """
         messages: list[Message] = []
         groups = self.groups
+
+        def add(message: Message) -> None:
+            nonlocal messages
+            messages.append(message)
+            if flush is not None and len(messages) >= chunk:
+                flush(messages)
+                messages = []
 
         def publish(w: WindowPayload) -> None:
             if groups is not None:
@@ -181,19 +200,19 @@ class EnergyStage:
             # Encoded as soon as the device window is whole: its dicts go at once, only the
             # JSON waits for the outbox (bytes the outbox stores as they are).
             body = json.dumps(w.payload, separators=(",", ":"), ensure_ascii=False).encode()
-            topic = self._topics.energy(w.interval, w.device)
-            messages.append(Message(topic, body, qos=1, cls=MessageClass.WINDOW))
+            self.windows += 1
+            add(Message(self._topics.energy(w.interval, w.device), body, qos=1,
+                        cls=MessageClass.WINDOW))  # fmt: skip
 
         closed = self.agg.close_until(now, publish)
-        self.windows += len(messages)
         if groups is not None:
             for block in closed.blocks:
                 groups.take_block(block.key, block.start, block.end, block.demand)
             for payload in groups.complete(now):
                 body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
                 topic = self._topics.group(payload["interval"], payload["group"])
-                messages.append(Message(topic, body, qos=1, cls=MessageClass.WINDOW))
                 self.group_windows += 1
+                add(Message(topic, body, qos=1, cls=MessageClass.WINDOW))
         return messages
 
     def snapshot_parts(self) -> tuple[bytes, ...]:

@@ -9,6 +9,7 @@ from the kernel but not yet stored would be lost.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import sqlite3
@@ -147,12 +148,20 @@ class Pipeline:
             self.energy.ingest(batch)
             if self.telemetry is not None:
                 self.telemetry.offer(batch)
-        windows = self.energy.close_due(now)
+        # Windows are handed to the outbox as they are encoded, a chunk at a time: a pass that
+        # closes many (every window of a long downtime after a restart) never holds them all.
+        stored: list[concurrent.futures.Future[list[int | None]]] = []
+        windows = self.energy.close_due(
+            now, flush=lambda chunk: stored.append(self.outbox.submit(chunk)), chunk=_STORE_CHUNK
+        )
+        closed = bool(windows) or bool(stored)
+        for future in stored:
+            await asyncio.wrap_future(future)
+        stored.clear()
         messages.extend(windows)
         if self.telemetry is not None and not final:
             messages.extend(self._telemetry_messages(time.monotonic()))
         messages.extend(self._event_message(e) for e in events)
-        closed = bool(windows)
         del windows, batch
         # Stored a chunk at a time, each let go of once committed: where several intervals end
         # together (at midnight all of them: 800 device windows at 200 meters, ~9 MB of JSON),

@@ -282,3 +282,25 @@ def test_a_restart_between_two_members_closing_loses_nothing() -> None:
     after.run(local(SHANGHAI, "2026-12-02T07:00:10"))
     assert before.groups("1h") + after.groups("1h") == whole.groups("1h")
     assert len(whole.groups("1h")) == 2
+
+
+def test_windows_flushed_in_chunks_are_the_same_windows_in_the_same_order() -> None:
+    t0 = local(SHANGHAI, "2026-12-02T05:59:50")
+    both = []
+    for flushed in (False, True):
+        stage = stage_at(SHANGHAI, t0, intervals='["1m", "15m"]')
+        plant = Plant(stage, t0)
+        plant.run(local(SHANGHAI, "2026-12-02T06:14:00"))
+        blob = b"".join(stage.snapshot_parts())
+        later = stage_at(SHANGHAI, t0, intervals='["1m", "15m"]')
+        later.restore(blob)
+        back = local(SHANGHAI, "2026-12-02T07:00:00")  # 46 minutes of windows due at once
+        batch = SampleBatch()
+        batch.append(later.index.id("meter.energy_import"), back, 99_800.0 + (back - t0) / 16)
+        later.agg.ingest(batch, back)
+        chunks: list[list[Any]] = []
+        rest = later.close_due(back + 10, flush=chunks.append if flushed else None, chunk=7)
+        assert all(len(c) == 7 for c in chunks)
+        both.append([(m.topic, m.body) for c in [*chunks, rest] for m in c])
+        assert len(chunks) > 5 if flushed else not chunks
+    assert both[0] == both[1]
