@@ -13,7 +13,9 @@ them. Each case runs in a fresh interpreter and reports its peak RSS (VmHWM) fro
   the downtime closes in that pass (the daemon's order: ingest, then close), against the RSS
   just before. This is the case the accounting issue asks to close in bounded slices.
 
-This process has no drivers, uplink or HTTP (the soak bench measures those); add its increment
+Windows go to the outbox a chunk at a time as they are encoded, as the daemon's pipeline hands
+them over (IW_STREAM=0: all at the end of the close, as before). This process has no drivers,
+uplink or HTTP (the soak bench measures those); add its increment
 over steady state to the soak's RSS for the daemon's.
 
     python bench/midnight.py            # both cases, 3 runs each (medians)
@@ -135,7 +137,7 @@ def child(case: str) -> dict[str, float]:
         t = t0
         while t <= t1:
             stage.agg.ingest(batch_at(stage, t), t)
-            store(stage.close_due(t))
+            store(stage.close_due(t, flush=store if STREAM else None))
             if on_steady is not None and abs(t - on_steady) < 0.5:
                 steady = rss_mb()
                 reset_hwm()
