@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drivers.modbus.points import REGISTER_TYPES, REGISTER_WORDS
+from drivers.wording import error_text
 
 __all__ = ["describe_plan", "register"]
 
@@ -409,7 +410,7 @@ def _profiles_show(args: argparse.Namespace) -> int:
     try:
         doc = profiles.load(args.name)
     except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
+        print(f"error: {error_text(exc)}", file=sys.stderr)
         return 2
     print(
         f"{doc['name']}: {doc.get('vendor', '')} {doc.get('model', '')} "

@@ -18,6 +18,7 @@ from contextlib import closing
 from datetime import datetime
 from typing import Any, TextIO
 
+from drivers.wording import error_text
 from gateway.outbox.messages import OutboxSettings, Row, compose
 from gateway.outbox.policy import MessageClass
 from gateway.timefmt import utc_iso
@@ -91,7 +92,7 @@ def _run_export(args: argparse.Namespace) -> int:
             out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             print(
-                f"error: cannot write {args.output}: {exc.strerror}; check the path and that "
+                f"error: cannot write {args.output}: {error_text(exc)}; check the path and that "
                 "the USB stick or directory is writable",
                 file=sys.stderr,
             )
