@@ -23,7 +23,7 @@ FUNCTIONS = ["holding", "input", "coil", "discrete"]
 
 def describe_plan(device: Any) -> list[str]:
     """Each device's read plan for `ironwatt check` (blocks, registers per request, requests)."""
-    from drivers.modbus.describe import describe_plan as describe
+    from drivers.modbus import describe_plan as describe
 
     return describe(device)
 

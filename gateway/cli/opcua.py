@@ -15,12 +15,15 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from drivers.opcua.describe import describe_device
-from drivers.opcua.nodes import NodeIdError, parse_node_id
+from drivers.opcua import (
+    ConnectionSettings,
+    NodeIdError,
+    OpcuaConnectError,
+    describe_device,
+    parse_node_id,
+)
 from drivers.opcua.security import (
     POLICIES,
-    ConnectionSettings,
-    OpcuaConnectError,
     fingerprint,
     load_der,
     read_password,

@@ -19,8 +19,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from drivers.wording import error_text
-from gateway.outbox.messages import OutboxSettings, Row, compose
-from gateway.outbox.policy import MessageClass
+from gateway.outbox import MessageClass, OutboxSettings, Row, compose
 from gateway.timefmt import utc_iso
 
 __all__ = ["buffer_export", "buffer_stats", "buffer_verify", "parse_since", "register"]

@@ -13,8 +13,7 @@ from typing import Any
 from drivers.registry import plugin_of
 from drivers.samples import PointIndex, SampleBatch
 from gateway.energy.aggregate import AccountedPoint, Aggregator, WindowPayload
-from gateway.outbox.messages import Message
-from gateway.outbox.policy import MessageClass
+from gateway.outbox import Message, MessageClass
 from gateway.topics import Topics
 
 __all__ = ["EnergyStage", "accounted_points", "changed_sources"]

@@ -23,9 +23,7 @@ from gateway.daemon.energy_stage import EnergyStage
 from gateway.daemon.telemetry import TelemetryEncoder, TelemetryFilter, TelemetryPoint
 from gateway.energy.snapshot_file import SNAPSHOT_NAME, read_snapshot, write_snapshot
 from gateway.errors import StorageError
-from gateway.outbox.messages import Message
-from gateway.outbox.policy import MessageClass
-from gateway.outbox.store import Outbox
+from gateway.outbox import Message, MessageClass, Outbox
 from gateway.timefmt import utc_iso
 from gateway.topics import Topics
 
