@@ -99,13 +99,15 @@ def write_config(work: Path, meters: list[tuple[int, int]], http_port: int) -> P
 
 
 # The daemon, plus a thread that records whether asyncua was ever imported.
+# The spy replaces its file whole: a reader never sees it truncated and not yet written.
 WRAPPER = """
-import json, sys, threading, time
+import json, os, sys, threading, time
 def spy(path):
     while True:
         loaded = any(m == "asyncua" or m.startswith("asyncua.") for m in list(sys.modules))
-        with open(path, "w") as f:
+        with open(path + ".tmp", "w") as f:
             json.dump({"asyncua": loaded}, f)
+        os.replace(path + ".tmp", path)
         time.sleep(0.5)
 threading.Thread(target=spy, args=(sys.argv[1],), daemon=True).start()
 from gateway.cli.main import main

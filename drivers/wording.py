@@ -1,6 +1,8 @@
-"""How values are written back to a technician: as in TOML (`quote`), durations as in the config.
+"""How values are written back to a technician: as in TOML (`quote`), durations as in the config,
+and why something failed (`error_text`).
 
-Stdlib only: the config loader, the protocol checks and `ironwatt check` word values alike.
+Stdlib only, importing nothing of the project: the config loader, the protocol checks, the
+drivers, the daemon and the CLI word values and failures alike.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["format_duration", "number", "plural", "quote", "without_password"]
+__all__ = ["error_text", "format_duration", "number", "plural", "quote", "without_password"]
 
 
 def number(x: float) -> str:
@@ -63,3 +65,15 @@ def without_password(url: str) -> str | None:
         return None
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def error_text(exc: BaseException) -> str:
+    """Why an operation failed, as the technician reads it after "cannot open X: ".
+
+    An OSError's strerror ("Permission denied": its "[Errno 13]" and file name say nothing the
+    message does not), a KeyError's message without the quotes str() puts around it, else the
+    exception's own text, else the name of its type (a bare TimeoutError has no text).
+    """
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(getattr(exc, "strerror", None) or exc) or type(exc).__name__

@@ -18,6 +18,7 @@ from drivers.errors import DriverError
 from drivers.modbus.points import BIT_FUNCTIONS, FUNCTION_CODES
 from drivers.modbus.recovery import Member, link_steps
 from drivers.modbus.wire import BadAnswer, Wire, take_connect_failure
+from drivers.wording import error_text
 
 __all__ = [
     "DeviceError",
@@ -234,7 +235,7 @@ class Link:
             async with asyncio.timeout(self.settings.timeout + 1.0):
                 ok = await client.connect()
         except (TimeoutError, OSError) as exc:
-            ok, detail = False, f" ({exc or type(exc).__name__})"
+            ok, detail = False, f" ({error_text(exc)})"
         except asyncio.CancelledError:
             client.close()
             raise

@@ -10,6 +10,7 @@ from typing import Any
 
 from drivers.opcua.nodes import NodeIdError, parse_node_id
 from drivers.opcua.security import fingerprint, load_der
+from drivers.wording import error_text
 
 __all__ = ["describe_device"]
 
@@ -32,8 +33,7 @@ def describe_device(device: Any) -> list[str]:
                 f"server certificate pinned: {pinned} (SHA-256 {fingerprint(load_der(pinned))})"
             )
         except (OSError, ValueError) as exc:
-            why = getattr(exc, "strerror", None) or exc
-            lines.append(f"! server_certificate {pinned} cannot be read: {why}")
+            lines.append(f"! server_certificate {pinned} cannot be read: {error_text(exc)}")
     elif device.security_policy != "None":
         lines.append(
             f"! no server_certificate pinned: run `ironwatt opcua trust {device.endpoint} "

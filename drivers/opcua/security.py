@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drivers.errors import DriverError
+from drivers.wording import error_text
 
 if TYPE_CHECKING:
     from asyncua.client.client import Client
@@ -34,6 +35,7 @@ __all__ = [
     "fingerprint",
     "make_client",
     "own_certificate",
+    "status_name",
     "ua_module",
 ]
 
@@ -99,7 +101,7 @@ def read_password(password_file: Path | None, password_env: str | None, label: s
             return Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise OpcuaConnectError(
-                f"device {label}: cannot read password_file {password_file}: {exc.strerror}"
+                f"device {label}: cannot read password_file {password_file}: {error_text(exc)}"
             ) from None
     if password_env:
         value = os.environ.get(password_env)
@@ -296,7 +298,7 @@ def _pinned_certificate(settings: ConnectionSettings) -> bytes | None:
         except (OSError, ValueError) as exc:
             raise OpcuaConnectError(
                 f"device {label}: server_certificate {settings.server_certificate} cannot be "
-                f"read ({getattr(exc, 'strerror', None) or exc}): run `ironwatt opcua trust "
+                f"read ({error_text(exc)}): run `ironwatt opcua trust "
                 f"{endpoint} --out {settings.server_certificate}`"
             ) from None
     # Never trust on first use: the technician pins with `ironwatt opcua trust` beforehand.
@@ -373,7 +375,7 @@ async def _secure_channel(
         except OSError as exc:
             raise OpcuaConnectError(
                 f"device {label}: cannot create or read the gateway's certificate in "
-                f"{settings.pki_dir}/own ({exc.strerror or exc}): check the data_dir "
+                f"{settings.pki_dir}/own ({error_text(exc)}): check the data_dir "
                 "permissions (tools: --data-dir, or --certificate/--private-key)"
             ) from None
     policy_class = getattr(security_policies, POLICIES[settings.security_policy])
@@ -404,6 +406,13 @@ def _endpoint_label(ep: Any, ua: Any) -> str:
     return f"{policy}/{ua.MessageSecurityMode(ep.SecurityMode).name}"
 
 
+def status_name(exc: BaseException) -> str:
+    """The StatusCode a service fault carries, by its name ("BadUserAccessDenied"); else the
+    exception's type."""
+    code = getattr(exc, "code", None)
+    return str(ua_module().StatusCode(code).name) if code is not None else type(exc).__name__
+
+
 def describe_connect_error(exc: BaseException, settings: ConnectionSettings) -> str:
     """One line a technician can act on, from whatever the connect sequence raised."""
     ua = ua_module()
@@ -411,8 +420,7 @@ def describe_connect_error(exc: BaseException, settings: ConnectionSettings) -> 
     if isinstance(exc, OpcuaConnectError):
         return str(exc)
     if isinstance(exc, ua.UaStatusCodeError):
-        code = getattr(exc, "code", None)
-        name = ua.StatusCode(code).name if code is not None else type(exc).__name__
+        name = status_name(exc)
         if name in ("BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid"):
             who = settings.username or (
                 "certificate user" if settings.user_certificate else "anonymous"

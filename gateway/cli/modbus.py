@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drivers.modbus.points import REGISTER_TYPES, REGISTER_WORDS
+from drivers.wording import error_text
 
 __all__ = ["describe_plan", "register"]
 
@@ -22,7 +23,7 @@ FUNCTIONS = ["holding", "input", "coil", "discrete"]
 
 def describe_plan(device: Any) -> list[str]:
     """Each device's read plan for `ironwatt check` (blocks, registers per request, requests)."""
-    from drivers.modbus.describe import describe_plan as describe
+    from drivers.modbus import describe_plan as describe
 
     return describe(device)
 
@@ -409,7 +410,7 @@ def _profiles_show(args: argparse.Namespace) -> int:
     try:
         doc = profiles.load(args.name)
     except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
+        print(f"error: {error_text(exc)}", file=sys.stderr)
         return 2
     print(
         f"{doc['name']}: {doc.get('vendor', '')} {doc.get('model', '')} "

@@ -15,15 +15,19 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from drivers.opcua.describe import describe_device
-from drivers.opcua.nodes import NodeIdError, parse_node_id
+from drivers.opcua import (
+    ConnectionSettings,
+    NodeIdError,
+    OpcuaConnectError,
+    describe_device,
+    parse_node_id,
+)
 from drivers.opcua.security import (
     POLICIES,
-    ConnectionSettings,
-    OpcuaConnectError,
     fingerprint,
     load_der,
     read_password,
+    status_name,
     ua_module,
 )
 
@@ -180,7 +184,7 @@ async def _browse_async(args: argparse.Namespace) -> int:
         except NodeIdError as exc:
             return _fail(f"--node {args.node}: {exc}")
         except ua.UaStatusCodeError as exc:
-            return _fail(f"--node {args.node}: the server answered {_status_name(exc, ua)}")
+            return _fail(f"--node {args.node}: the server answered {status_name(exc)}")
         variables: list[tuple[str, str, str]] = []  # (path, node, type)
         await _walk(client, start, args.depth, 0, [], namespaces, variables, not args.toml, ua)
         if args.toml:
@@ -230,11 +234,6 @@ async def _walk(
             continue
         child_path = [*path, name] if level > 0 else path
         await _walk(client, child, depth, level + 1, child_path, namespaces, variables, show, ua)
-
-
-def _status_name(exc: Exception, ua: Any) -> str:
-    code = getattr(exc, "code", None)
-    return str(ua.StatusCode(code).name) if code is not None else type(exc).__name__
 
 
 async def _type_and_value(client: Any, node: Any, ua: Any) -> tuple[str, str]:

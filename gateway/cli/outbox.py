@@ -18,8 +18,8 @@ from contextlib import closing
 from datetime import datetime
 from typing import Any, TextIO
 
-from gateway.outbox.messages import OutboxSettings, Row, compose
-from gateway.outbox.policy import MessageClass
+from drivers.wording import error_text
+from gateway.outbox import MessageClass, OutboxSettings, Row, compose
 from gateway.timefmt import utc_iso
 
 __all__ = ["buffer_export", "buffer_stats", "buffer_verify", "parse_since", "register"]
@@ -91,7 +91,7 @@ def _run_export(args: argparse.Namespace) -> int:
             out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             print(
-                f"error: cannot write {args.output}: {exc.strerror}; check the path and that "
+                f"error: cannot write {args.output}: {error_text(exc)}; check the path and that "
                 "the USB stick or directory is writable",
                 file=sys.stderr,
             )

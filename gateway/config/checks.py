@@ -20,7 +20,7 @@ from drivers.fields import parse_duration
 from drivers.models import PointBase
 from drivers.plugin import Finding, Loc
 from drivers.registry import plugin_of
-from drivers.wording import format_duration, quote, without_password
+from drivers.wording import error_text, format_duration, quote, without_password
 from gateway.config.credentials import Credential, credential_of, find_sources, inside_unit
 from gateway.config.locator import format_path
 from gateway.config.model import Carrier, Config, GroupConfig
@@ -81,7 +81,7 @@ def _check_secret_file(loc: Loc, path: Path | None) -> Iterator[Finding]:
                 f"LoadCredential={credential.name}:/etc/ironwatt/credentials/{credential.name} "
                 "to the unit or a drop-in, then systemctl daemon-reload"
             )
-        yield loc, f"cannot read {quote(str(path))}: {exc.strerror} ({hint})"
+        yield loc, f"cannot read {quote(str(path))}: {error_text(exc)} ({hint})"
         return
     problem = _private_file_problem(path, mode)
     if problem is not None:
@@ -138,7 +138,7 @@ def _check_credential(loc: Loc, credential: Credential) -> Iterator[Finding]:
         _note(
             loc,
             f"{where} will be provided by systemd when {unit} starts, from {source.path} "
-            f"({said}; not checked here: {exc.strerror})",
+            f"({said}; not checked here: {error_text(exc)})",
         )
         return
     problem = None if source.encrypted else _private_file_problem(source.path, mode)

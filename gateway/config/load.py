@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from drivers.plugin import Finding, Loc
 from drivers.registry import PLUGINS
-from drivers.wording import quote
+from drivers.wording import error_text, quote
 from gateway.config.base import DEFAULT_PATH
 from gateway.config.checks import check_config
 from gateway.config.locator import KeyLocator, format_path
@@ -486,7 +486,7 @@ def load_config(path: str | Path = DEFAULT_PATH) -> Config:
         text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(
-            file, [Problem(None, "", f"cannot read the file: {exc.strerror}")]
+            file, [Problem(None, "", f"cannot read the file: {error_text(exc)}")]
         ) from None
     except UnicodeDecodeError:
         raise ConfigError(file, [Problem(None, "", "the file is not UTF-8 text")]) from None

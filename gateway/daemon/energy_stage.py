@@ -18,8 +18,7 @@ from gateway.energy.aggregate import AccountedPoint, Aggregator, WindowPayload
 from gateway.energy.groups import GroupAccountant, compile_groups
 from gateway.energy.tou import TariffCalendar
 from gateway.energy.windows import SHIFT, Cadence, Shift
-from gateway.outbox.messages import Message
-from gateway.outbox.policy import MessageClass
+from gateway.outbox import Message, MessageClass
 from gateway.topics import Topics
 
 __all__ = ["EnergyStage", "accounted_points", "cadences_of", "changed_sources"]

@@ -43,8 +43,7 @@ from gateway.daemon.reload_control import (
 from gateway.daemon.status import health_verdict, metrics_of, status_document, status_line
 from gateway.daemon.uplink_thread import UplinkStage
 from gateway.errors import ConfigWorkerError, SchemaError, UplinkError
-from gateway.outbox.messages import OutboxSettings
-from gateway.outbox.store import Outbox, open_outbox
+from gateway.outbox import Outbox, OutboxSettings, open_outbox
 from gateway.timefmt import utc_iso
 
 if TYPE_CHECKING:

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drivers.base import DeviceEvent
+from drivers.wording import error_text
 from gateway.daemon.devices import QueueSink
 from gateway.daemon.energy_stage import EnergyStage
 from gateway.daemon.telemetry import TelemetryEncoder, TelemetryFilter, TelemetryPoint
 from gateway.energy.snapshot_file import SNAPSHOT_NAME, read_snapshot, write_snapshot
 from gateway.errors import StorageError
-from gateway.outbox.messages import Message
-from gateway.outbox.policy import MessageClass
-from gateway.outbox.store import Outbox
+from gateway.outbox import Message, MessageClass, Outbox
 from gateway.timefmt import utc_iso
 from gateway.topics import Topics
 
@@ -219,7 +218,7 @@ class Pipeline:
             # close replaces the file) rather than not at all.
             log.error(
                 "kernel snapshot %s unreadable (%s): the open windows start empty",
-                self.snapshot_path, exc.strerror or exc,
+                self.snapshot_path, error_text(exc),
             )  # fmt: skip
             return None
 
@@ -245,7 +244,7 @@ class Pipeline:
         try:
             await loop.run_in_executor(None, write_snapshot, self.snapshot_path, parts)
         except OSError as exc:
-            error = f"{exc.strerror or exc} ({self.snapshot_path})"
+            error = f"{error_text(exc)} ({self.snapshot_path})"
             if error != self.snapshot_status.get("error"):
                 log.error(
                     "kernel snapshot not written: %s; a restart now would begin the open "

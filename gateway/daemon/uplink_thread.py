@@ -9,9 +9,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from gateway.outbox.store import Outbox
-from gateway.uplink.client import Uplink, UplinkSettings
-from gateway.uplink.settings import parse_url
+from gateway.outbox import Outbox
+from gateway.uplink import Uplink, UplinkSettings, parse_url
 
 __all__ = ["UplinkStage"]
 

@@ -158,6 +158,9 @@ def migrate_in_child(conn: sqlite3.Connection, path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The child: `python -m gateway.outbox.schema DB` brings DB to the current schema."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m gateway.outbox.schema DATABASE", file=sys.stderr)
+        return 2
     conn = sqlite3.connect(args[0], isolation_level=None, timeout=30)
     try:
         migrate(conn)

@@ -23,14 +23,13 @@ from typing import Any
 
 from drivers.modbus import profiles
 from drivers.modbus.decode import encode_value
-from drivers.modbus.points import REGISTER_WORDS
+from drivers.modbus.points import BIT_FUNCTIONS, PointSpec, resolve
 from gateway.sim.ports import free_port
 
 __all__ = ["ModbusPlant", "SimMeter", "free_port", "main", "parse_units"]
 
 log = logging.getLogger("ironwatt.sim.modbus")
 
-_BIT_FUNCTIONS = ("coil", "discrete")
 _FC_FUNCTION = {1: "coil", 2: "discrete", 3: "holding", 4: "input", 5: "coil", 6: "holding"}
 _FC_FUNCTION.update({15: "coil", 16: "holding", 22: "holding", 23: "holding"})
 
@@ -48,37 +47,15 @@ def parse_units(text: str) -> list[int]:
     return units
 
 
-@dataclass(slots=True)
-class _Point:
+@dataclass(frozen=True, slots=True)
+class _ProfileOnly:
+    """A device with a profile and no points of its own: what the driver's merge reads."""
+
     name: str
-    function: str
-    address: int
-    type: str
-    order: str
-    scale: float
-    offset: float
-    factor: float  # ct/pt multiplier the driver will apply
-
-
-def _profile_points(name: str) -> list[_Point]:
-    doc = profiles.load(name)
-    defaults = doc.get("defaults", {})
-    out = []
-    for raw in doc.get("points", ()):
-        p = {"function": "holding", "type": "uint16", "order": "ABCD", **defaults, **raw}
-        out.append(
-            _Point(
-                p["name"],
-                p["function"],
-                int(p["address"]),
-                p["type"],
-                p["order"],
-                float(p.get("scale", 1.0)),
-                float(p.get("offset", 0.0)),
-                1.0,
-            )
-        )
-    return out
+    profile: str
+    ct_ratio: float
+    pt_ratio: float
+    points: tuple[()] = ()
 
 
 @dataclass
@@ -98,7 +75,7 @@ class SimMeter:
     tick_interval: float = 0.1
     reads: int = 0
     _memory: dict[str, tuple[int, array[int]]] = field(default_factory=dict)
-    _points: list[_Point] = field(default_factory=list)
+    _points: list[PointSpec] = field(default_factory=list)
     _fixed: dict[str, float] = field(default_factory=dict)
     _last_tick: float = 0.0
     _rng: random.Random = field(default_factory=random.Random)
@@ -106,19 +83,12 @@ class SimMeter:
     def __post_init__(self) -> None:
         self._rng.seed(self.seed or self.unit)
         if self.profile:
-            self._points = _profile_points(self.profile)
-            multiply = {
-                p["name"]: p.get("multiply_by")
-                for p in profiles.load(self.profile).get("points", ())
-            }
+            # The driver's own merge (profile defaults, CT/PT folded into the scale): the meter
+            # serves what a gateway configured with this profile and these ratios reads.
+            device = _ProfileOnly(f"unit-{self.unit}", self.profile, self.ct_ratio, self.pt_ratio)
+            self._points = resolve(device)
             for p in self._points:
-                p.factor = {"ct": self.ct_ratio, "pt": self.pt_ratio}.get(
-                    str(multiply.get(p.name)).lower(), 1.0
-                )
-                if str(multiply.get(p.name)).lower() in ("ct*pt", "pt*ct"):
-                    p.factor = self.ct_ratio * self.pt_ratio
-                width = REGISTER_WORDS[p.type] if p.function not in _BIT_FUNCTIONS else 1
-                self.set_registers(p.function, p.address, [0] * width)
+                self.set_registers(p.function, p.address, [0] * p.width)
             self._last_tick = time.monotonic()
             self.tick(force=True)
 
@@ -160,7 +130,7 @@ class SimMeter:
         self.reads += 1
         self.tick()
         out = regs[address - start : address - start + count].tolist()
-        if function in _BIT_FUNCTIONS:
+        if function in BIT_FUNCTIONS:
             return [bool(v) for v in out]
         return out
 
@@ -206,7 +176,7 @@ class SimMeter:
             value = self.value_of(p.name, now)
             if value is None:
                 continue
-            raw = (value - p.offset) / (p.scale * p.factor)
+            raw = (value - p.offset) / p.scale
             if not p.type.startswith("float"):
                 raw = round(raw)
             self.set_value(p.function, p.address, raw, p.type, p.order)
