@@ -144,9 +144,10 @@ def child(case: str) -> dict[str, float]:
             t += 1.0
         return steady
 
-    def store(messages: list) -> None:  # type: ignore[type-arg]
+    def store(messages: list) -> bool:  # type: ignore[type-arg]
         for i in range(0, len(messages), 500):
             outbox.submit(messages[i : i + 500]).result()
+        return True
 
     out: dict[str, float] = {}
     if case == "midnight":

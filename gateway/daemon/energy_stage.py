@@ -174,24 +174,27 @@ class EnergyStage:
     def close_due(
         self,
         now: float,
-        flush: Callable[[list[Message]], None] | None = None,
+        flush: Callable[[list[Message]], bool] | None = None,
         chunk: int = 500,
     ) -> list[Message]:
         """The device and group windows due by `now`, as messages.
 
-        With `flush`, they are handed over `chunk` at a time as they are encoded and only the
-        rest is returned: after a restart every window of the downtime closes in one pass, and
-        holding all of their JSON until its end was most of that pass's peak.
+        With `flush`, they are offered `chunk` at a time as they are encoded; what it takes
+        (returns True for) is not returned. After a restart every window of the downtime
+        closes in one pass, and holding all of their JSON until its end was most of that
+        pass's peak. Once `flush` declines, the rest is kept and returned, in order.
         """
         messages: list[Message] = []
         groups = self.groups
 
         def add(message: Message) -> None:
-            nonlocal messages
+            nonlocal messages, flush
             messages.append(message)
             if flush is not None and len(messages) >= chunk:
-                flush(messages)
-                messages = []
+                if flush(messages):
+                    messages = []
+                else:
+                    flush = None
 
         def publish(w: WindowPayload) -> None:
             if groups is not None:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,9 +151,7 @@ class Pipeline:
         # Windows are handed to the outbox as they are encoded, a chunk at a time: a pass that
         # closes many (every window of a long downtime after a restart) never holds them all.
         stored: list[concurrent.futures.Future[list[int | None]]] = []
-        windows = self.energy.close_due(
-            now, flush=lambda chunk: stored.append(self.outbox.submit(chunk)), chunk=_STORE_CHUNK
-        )
+        windows = self.energy.close_due(now, flush=self._flusher(stored), chunk=_STORE_CHUNK)
         closed = bool(windows) or bool(stored)
         for future in stored:
             await asyncio.wrap_future(future)
@@ -172,6 +171,26 @@ class Pipeline:
             del chunk
         if closed:
             await self._save_snapshot()
+
+    def _flusher(
+        self, stored: list[concurrent.futures.Future[list[int | None]]]
+    ) -> Callable[[list[Message]], bool]:
+        """A close's hand-over to the outbox that never waits on the event loop: while the
+        writer has room a chunk goes at once; once it has none (or refuses: closed, failing),
+        the close keeps the rest and the pass stores it the usual way (aenqueue), in order."""
+        open_ = True
+
+        def flush(chunk: list[Message]) -> bool:
+            nonlocal open_
+            if open_:
+                try:
+                    stored.append(self.outbox.submit(chunk, block=False))
+                    return True
+                except StorageError:  # busy, closed, failing: the pass's store reports it
+                    open_ = False
+            return False
+
+        return flush
 
     async def finish(self) -> None:
         """At the stop: the windows that are due go out; open ones stay in the snapshot, to be

@@ -299,8 +299,40 @@ def test_windows_flushed_in_chunks_are_the_same_windows_in_the_same_order() -> N
         batch.append(later.index.id("meter.energy_import"), back, 99_800.0 + (back - t0) / 16)
         later.agg.ingest(batch, back)
         chunks: list[list[Any]] = []
-        rest = later.close_due(back + 10, flush=chunks.append if flushed else None, chunk=7)
+        def take(chunk: list[Any]) -> bool:
+            chunks.append(chunk)
+            return True
+
+        rest = later.close_due(back + 10, flush=take if flushed else None, chunk=7)
         assert all(len(c) == 7 for c in chunks)
         both.append([(m.topic, m.body) for c in [*chunks, rest] for m in c])
         assert len(chunks) > 5 if flushed else not chunks
     assert both[0] == both[1]
+
+
+def test_once_flush_declines_the_rest_is_returned_in_order() -> None:
+    t0 = local(SHANGHAI, "2026-12-02T05:59:50")
+    back = local(SHANGHAI, "2026-12-02T06:30:00")
+    runs = []
+    for declining in (False, True):
+        stage = stage_at(SHANGHAI, t0, intervals='["1m"]')
+        Plant(stage, t0).run(local(SHANGHAI, "2026-12-02T06:00:30"))
+        batch = SampleBatch()
+        batch.append(stage.index.id("meter.energy_import"), back, 99_800.0 + (back - t0) / 16)
+        stage.agg.ingest(batch, back)
+        taken: list[list[Any]] = []
+        offered: list[int] = []
+
+        def busy_after_two(chunk: list[Any]) -> bool:
+            offered.append(len(chunk))
+            if len(offered) > 2:
+                return False  # the writer is full from the third chunk on
+            taken.append(chunk)
+            return True
+
+        rest = stage.close_due(back + 10, flush=busy_after_two if declining else None, chunk=4)
+        if declining:
+            assert offered == [4, 4, 4]  # offered once more, declined, then never again
+            assert len(rest) > 4
+        runs.append([m.body for c in [*taken, rest] for m in c])
+    assert runs[0] == runs[1]
