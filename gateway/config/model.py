@@ -328,19 +328,24 @@ class EnergyConfig(_Model):
         WithJsonSchema(_CARRIER_OVERRIDE_SCHEMA),
     ] = Field(default_factory=dict, validate_default=True)
 
-    @model_validator(mode="after")
-    def _regional_grid(self) -> EnergyConfig:
-        """A regional grid factor replaces the national one, unless the file set its own."""
-        electricity = self.carriers.get("electricity")
-        if self.grid_region == "national" or electricity is None:
-            return self
-        if "kgco2e_per_unit" in electricity.source.partition(";")[0]:
-            return self  # [energy.carriers.electricity] kgco2e_per_unit wins
-        factor, source = GRID_FACTORS[self.grid_region]
-        regional = electricity.model_copy(
-            update={"kgco2e_per_unit": factor, "source": f"{electricity.source}; CO2: {source}"}
-        )
-        return self.model_copy(update={"carriers": {**self.carriers, "electricity": regional}})
+    @model_validator(mode="before")
+    @classmethod
+    def _regional_grid(cls, data: Any) -> Any:
+        """A regional grid factor replaces the national one, unless the file sets its own
+        `[energy.carriers.electricity] kgco2e_per_unit` (decided on the file's keys)."""
+        if not isinstance(data, dict):
+            return data
+        region = data.get("grid_region", "national")
+        carriers = data.get("carriers", {})
+        if region == "national" or region not in GRID_FACTORS or not isinstance(carriers, dict):
+            return data  # national is the default; a bad value is worded by the field
+        own = carriers.get("electricity", {})
+        if not isinstance(own, dict) or "kgco2e_per_unit" in own:
+            return data
+        factor, source = GRID_FACTORS[region]
+        default = DEFAULT_CARRIERS["electricity"].source.split("; CO2:")[0]
+        regional = {"kgco2e_per_unit": factor, "source": f"{default}; CO2: {source}", **own}
+        return {**data, "carriers": {**carriers, "electricity": regional}}
 
     @property
     def all_intervals(self) -> tuple[str, ...]:

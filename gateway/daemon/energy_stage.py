@@ -8,6 +8,7 @@ energy.md leaves to the device: grace, max_gap, integration, which points are sp
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,8 @@ from gateway.outbox import Message, MessageClass
 from gateway.topics import Topics
 
 __all__ = ["EnergyStage", "accounted_points", "cadences_of", "changed_sources"]
+
+log = logging.getLogger("ironwatt.energy")
 
 
 def accounted_points(cfg: Any) -> list[AccountedPoint]:
@@ -165,7 +168,14 @@ class EnergyStage:
         keys = self.agg.restore(blob)
         attached = self.agg.attached
         if self.groups is not None and isinstance(attached, dict):
-            self.groups.restore(attached.get("groups"))
+            try:
+                self.groups.restore(attached.get("groups"))
+            except ValueError as exc:
+                log.error(
+                    "kernel snapshot: the groups' held windows not used (%s): group windows "
+                    "open at the stop are not published",
+                    exc,
+                )
         return keys
 
     def ingest(self, batch: SampleBatch) -> None:
@@ -255,5 +265,6 @@ class EnergyStage:
             "windows": self.windows,
             "group_windows": self.group_windows,
             "groups_pending": self.groups.pending() if self.groups is not None else 0,
+            "group_revisions_dropped": self.groups.unrevised if self.groups is not None else 0,
             "dropped": self.agg.stats(),
         }

@@ -50,6 +50,7 @@ class _Input:
     estimated: bool
     cost: dict[str, float] | None  # per period name, in the tariff's currency
     rev: int = 1
+    revisable: bool = False  # from a window a gap may still revise (or a revision)
 
 
 @dataclass(slots=True)
@@ -61,7 +62,7 @@ class _Slot:
     inputs: dict[str, _Input] = field(default_factory=dict)
     published: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> key -> rev used
-    revisable: bool = False
+    done: set[str] = field(default_factory=set)  # groups published and let go of
 
 
 @dataclass(slots=True)
@@ -116,6 +117,15 @@ class GroupAccountant:
             g.production.key for g in self._groups if g.production is not None
         }
         self._slots: dict[tuple[str, float], _Slot] = {}
+        self._dirty: set[tuple[str, float]] = set()  # slots with new inputs since complete()
+        self.unrevised = 0  # member revisions of slots no longer held (not republished)
+        self._pruned_at = -math.inf
+        # Every point a group counts (and its production), and the groups each group sums.
+        self._keys = {g.name: _keys_of(g) for g in self._groups}
+        self._parents: dict[str, list[str]] = {}
+        for g in self._groups:
+            for child in g.children:
+                self._parents.setdefault(child, []).append(g.name)
         # Per group: blocks some members have delivered, by start: [sum of kW, members in, end];
         # and the whole ones as (start, end, sum) in start order, for the peaks of the windows.
         self._partial: dict[str, dict[float, list[float]]] = {g.name: {} for g in self._groups}
@@ -145,11 +155,17 @@ class GroupAccountant:
         ]
         if not wanted:
             return
+        revised = payload.get("revision", 1) > 1
         slot = self._slots.get((interval, start))
         if slot is None:
+            if revised:
+                # The slot was let go of (nothing of it could be revised, or its group changed)
+                # or lost: a group window rebuilt from this one member would be wrong.
+                self.unrevised += 1
+                return
             slot = _Slot(interval, start, end, payload.get("shift"))
             self._slots[(interval, start)] = slot
-        revised = payload.get("revision", 1) > 1
+        self._dirty.add((interval, start))
         for key, body in wanted:
             value = body.get("delta") if body["kind"] == "counter" else body.get("integral")
             cost = body.get("cost")
@@ -160,8 +176,8 @@ class GroupAccountant:
                 bool(body.get("estimated", False) or revised),
                 dict(cost["by_period"]) if cost else None,
                 before.rev + 1 if before is not None else 1,
+                revisable or revised,
             )
-        slot.revisable |= revisable or revised
 
     def take_block(self, key: str, start: float, end: float, demand: float | None) -> None:
         """One closed demand block of an electricity point (its average over the block)."""
@@ -186,32 +202,67 @@ class GroupAccountant:
     def complete(self, now: float) -> list[dict[str, Any]]:
         """The group windows that became whole (or were revised) since the last call."""
         out: list[dict[str, Any]] = []
-        for key in sorted(self._slots, key=lambda k: (k[1], k[0])):
-            slot = self._slots[key]
+        for key in sorted(self._dirty, key=lambda k: (k[1], k[0])):
+            slot = self._slots.get(key)
+            if slot is None:
+                continue
             for group in self._groups:
                 payload = self._window_of(group, slot)
                 if payload is not None:
                     out.append(payload)
-            if len(slot.published) == len(self._groups) and not slot.revisable:
+            if self._let_go(slot):
                 del self._slots[key]
-        horizon = now - self._max_age
-        for key in [
-            key
-            for key, slot in self._slots.items()
-            if slot.end < horizon - _SLOT_KEEP_WINDOWS * self._length.get(key[0], self._longest)
-        ]:
-            del self._slots[key]
-        self._prune_blocks(now)
+        self._dirty.clear()
+        if now - self._pruned_at >= 60.0:  # a scan of every slot held, once a minute
+            self._pruned_at = now
+            horizon = now - self._max_age
+            for key in [
+                key
+                for key, slot in self._slots.items()
+                if slot.end < horizon - _SLOT_KEEP_WINDOWS * self._length.get(key[0], self._longest)
+            ]:
+                del self._slots[key]
+            self._prune_blocks(now)
         return out
+
+    def _let_go(self, slot: _Slot) -> bool:
+        """Forget what no revision can need; True when nothing of the slot is needed any more.
+
+        A group's published window is kept while an input of its own may still be revised, or
+        while a parent of it may be revised or is still to be published (the parent is summed
+        from it); everything else goes, so a dead meter holds only its own groups' windows."""
+        keep: set[str] = set()
+        waiting = False
+        for g in self._groups:
+            if g.name in slot.done:
+                continue
+            if g.name not in slot.published:
+                waiting = True  # a member's window is still to come
+                keep.update(g.children)  # it will be summed from them
+            elif any(slot.inputs[k].revisable for k in self._keys[g.name] if k in slot.inputs):
+                keep.add(g.name)
+                keep.update(g.children)
+        for g in self._groups:
+            if g.name in slot.published and g.name not in keep:
+                del slot.published[g.name]
+                slot.seen.pop(g.name, None)
+                slot.done.add(g.name)
+        if keep or waiting:
+            needed = set().union(*(self._keys[g] for g in keep)) if keep else set()
+            if not waiting:
+                for k in [k for k in slot.inputs if k not in needed]:
+                    del slot.inputs[k]
+            return False
+        return True
 
     def pending(self) -> int:
         """Slots held: waiting for members, or kept for a revision."""
         return len(self._slots)
 
     def _window_of(self, group: GroupSpec, slot: _Slot) -> dict[str, Any] | None:
-        keys = [leaf.key for leaf in group.leaves]
-        if group.production is not None:
-            keys.append(group.production.key)
+        if group.name in slot.done:
+            return None  # published, and beyond revision
+        keys = self._keys[group.name]
         if any(k not in slot.inputs for k in keys):
             return None  # a member's window is still to come
         before = slot.published.get(group.name)
@@ -325,21 +376,32 @@ class GroupAccountant:
         slots = [
             {
                 "interval": s.interval, "start": s.start, "end": s.end, "shift": s.shift,
-                "revisable": s.revisable, "published": s.published, "seen": s.seen,
-                "inputs": {k: [i.value, i.coverage, i.estimated, i.cost, i.rev]
+                "done": sorted(s.done), "published": s.published, "seen": s.seen,
+                "inputs": {k: [i.value, i.coverage, i.estimated, i.cost, i.rev, i.revisable]
                            for k, i in s.inputs.items()},
             }
             for s in self._slots.values()
         ]  # fmt: skip
-        return {"slots": slots, "partial": self._partial, "whole": self._whole}
+        specs = {g.name: repr(g) for g in self._groups}
+        return {"slots": slots, "partial": self._partial, "whole": self._whole, "specs": specs}
 
     def restore(self, state: Mapping[str, Any] | None) -> int:
-        """Take back `state()` after a restart; returns the slots resumed. Groups and members
-        no longer configured are dropped; a malformed state raises ValueError."""
+        """Take back `state()` after a restart or a reload; returns the slots resumed.
+
+        A group whose definition changed (or is new) publishes nothing for the slots taken
+        back: their windows were (or would have been) summed under the old membership, and
+        republishing them would rewrite history. A malformed state raises ValueError."""
         if not state:
             return 0
         try:
+            before = state.get("specs", {})
+            sealed = {g.name for g in self._groups if before.get(g.name) != repr(g)}
             slots = [_slot_of(s) for s in state["slots"]]
+            for slot in slots:
+                slot.done |= sealed
+                for name in sealed:
+                    slot.published.pop(name, None)
+                    slot.seen.pop(name, None)
             partial = {
                 g: {float(k): list(v) for k, v in blocks.items()}
                 for g, blocks in state["partial"].items()
@@ -354,19 +416,27 @@ class GroupAccountant:
             raise ValueError(f"the groups' saved state is unreadable ({exc!r})") from None
         for slot in slots:
             self._slots[(slot.interval, slot.start)] = slot
+            self._dirty.add((slot.interval, slot.start))
         self._partial.update(partial)
         self._whole.update(whole)
         return len(slots)
 
 
+def _keys_of(group: GroupSpec) -> tuple[str, ...]:
+    keys = [leaf.key for leaf in group.leaves]
+    if group.production is not None:
+        keys.append(group.production.key)
+    return tuple(keys)
+
+
 def _slot_of(s: Mapping[str, Any]) -> _Slot:
     inputs = {
-        k: _Input(v, float(cov), bool(est), cost, int(rev))
-        for k, (v, cov, est, cost, rev) in s["inputs"].items()
+        k: _Input(v, float(cov), bool(est), cost, int(rev), bool(revisable))
+        for k, (v, cov, est, cost, rev, revisable) in s["inputs"].items()
     }
     return _Slot(
         s["interval"], float(s["start"]), float(s["end"]), s["shift"], inputs,
-        dict(s["published"]), {g: dict(r) for g, r in s["seen"].items()}, bool(s["revisable"]),
+        dict(s["published"]), {g: dict(r) for g, r in s["seen"].items()}, set(s["done"]),
     )  # fmt: skip
 
 

@@ -199,3 +199,16 @@ def test_benchmark_intervals_must_be_intervals(tmp_path: Path) -> None:
     report = refusal(tmp_path, '[energy]\nbenchmark_intervals = ["1d", "week"]\n')
     assert "energy.benchmark_intervals[1]" in report
     assert '"week" is not an interval' in report
+
+
+@pytest.mark.parametrize("own", [0.7252, 0.5306])
+def test_a_factor_of_the_sites_own_wins_over_the_region(tmp_path: Path, own: float) -> None:
+    cfg = load_config(write(tmp_path, f"""
+[energy]
+grid_region = "north"
+[energy.carriers.electricity]
+kgco2e_per_unit = {own}
+source = "provincial factor 2023"
+"""))  # fmt: skip
+    electricity = cfg.energy.carriers["electricity"]
+    assert (electricity.kgco2e_per_unit, electricity.source) == (own, "provincial factor 2023")

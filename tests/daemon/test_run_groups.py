@@ -1,8 +1,8 @@
 """`ironwatt run` publishes group windows whose numbers are its member windows' numbers.
 
 Modbus sim → gateway subprocess → Mosquitto with 10 s windows: a line of two meters with a
-tariff, the second meter's export declared recovered. Every group figure is recomputed here
-from the device windows of the same slot.
+tariff, the second meter declared recovered (a generator: its energy counts negative). Every
+group figure is recomputed here from the device windows of the same slot.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ periods = [{{ name = "flat", price = 0.5, hours = ["00:00-24:00"] }}]
 
 [[groups]]
 name = "line"
-members = ["m1.energy_import", "m2.energy_import"]
-recovered = ["m2.energy_export"]
+members = ["m1.energy_import"]
+recovered = ["m2.energy_import"]
 
 [[groups]]
 name = "plant"
@@ -104,9 +104,10 @@ def test_group_windows_are_the_sum_of_their_members(
             assert g["_topic"] == "iw/testsite/gw-groups/group/10s/line"
             m1 = energy[("m1", g["start"])]["points"]
             m2 = energy[("m2", g["start"])]["points"]
-            used = m1["energy_import"]["delta"] + m2["energy_import"]["delta"]
-            back = m2["energy_export"]["delta"]
-            assert used == pytest.approx(sum(POWER.values()) * 10 / 3600, rel=0.2)
+            used = m1["energy_import"]["delta"]
+            back = m2["energy_import"]["delta"]
+            assert used == pytest.approx(POWER[1] * 10 / 3600, rel=0.2)
+            assert back == pytest.approx(POWER[2] * 10 / 3600, rel=0.2)
             assert g["carriers"] == {"electricity": {"unit": "kWh", "amount": used}}
             assert g["recovered"] == {"electricity": {"unit": "kWh", "amount": back}}
             assert g["kgce"] == pytest.approx((used - back) * electricity.kgce_per_unit, rel=1e-12)
@@ -114,9 +115,7 @@ def test_group_windows_are_the_sum_of_their_members(
                 (used - back) * electricity.kgco2e_per_unit, rel=1e-12
             )
             member_cost = (
-                m1["energy_import"]["cost"]["amount"]
-                + m2["energy_import"]["cost"]["amount"]
-                - m2["energy_export"]["cost"]["amount"]
+                m1["energy_import"]["cost"]["amount"] - m2["energy_import"]["cost"]["amount"]
             )
             assert g["cost"]["amount"] == pytest.approx(member_cost, rel=1e-12)
             assert g["cost"]["amount"] == pytest.approx((used - back) * 0.5, rel=1e-12)

@@ -298,3 +298,53 @@ def test_a_damaged_state_is_refused() -> None:
     with pytest.raises(ValueError, match="the groups' saved state is unreadable"):
         acc.restore({"slots": [{"interval": "1h"}], "partial": {}, "whole": {}})
     assert acc.pending() == 0
+
+
+def test_a_dead_meter_holds_only_its_own_groups_windows() -> None:
+    acc = accountant(G("bf", ("meter.energy_import",)), G("bof-1", ("bof.oxygen",)))
+    for m in range(3):
+        start = T0 + 60 * m
+        acc.take_window("1m", start, start + 60, window("meter", energy_import=counter(0.0, 0.0)),
+                        revisable=True)  # a gap may still revise these  # fmt: skip
+        acc.take_window("1m", start, start + 60, window("bof", oxygen=counter(5.0)))
+    assert len(acc.complete(T0 + 200)) == 6
+    state = acc.state()
+    held = {g for s in state["slots"] for g in s["published"]}
+    assert held == {"bf"}  # bof-1's windows are let go of: nothing can revise them
+    assert all(set(s["inputs"]) == {"meter.energy_import"} for s in state["slots"])
+    assert acc.pending() == 3
+
+
+def test_a_parent_waiting_for_its_own_member_still_sums_its_finished_child() -> None:
+    acc = accountant(G("bf", ("plc.gas_flow",)), G("plant", ("bf", "mill.power")))
+    acc.take_window("1h", T0, T0 + H, window("plc", gas_flow=rate(100.0)))
+    [bf] = acc.complete(T0 + H)  # the child is out; the mill's window is late
+    assert bf["group"] == "bf"
+    acc.take_window("1h", T0, T0 + H, window("mill", power=rate(0.5)))
+    [plant] = acc.complete(T0 + H + 30)
+    assert plant["carriers"] == {"natural_gas": {"unit": "m3", "amount": 100.0},
+                                 "electricity": {"unit": "kWh", "amount": 500.0}}  # fmt: skip
+    assert acc.pending() == 0
+
+
+def test_a_group_changed_by_a_reload_does_not_rewrite_windows_it_published() -> None:
+    import json
+
+    old = accountant(G("bf", ("meter.energy_import", "plc.gas_flow")))
+    old.take_window("1h", T0, T0 + H, window("meter", energy_import=counter(400.0, 0.5)),
+                    revisable=True)  # fmt: skip
+    old.take_window("1h", T0, T0 + H, window("plc", gas_flow=rate(100.0)))
+    [first] = old.complete(T0 + H)
+    assert first["revision"] == 1
+    new = accountant(G("bf", ("meter.energy_import",)))  # gas_flow left the group
+    new.restore(json.loads(json.dumps(old.state())))
+    assert new.complete(T0 + H + 1) == []
+    new.take_window("1h", T0, T0 + H, window(
+        "meter", revision=2, energy_import=counter(800.0, 0.5, estimated=True)))  # fmt: skip
+    assert new.complete(T0 + 2 * H) == []  # summed under the old membership: left as it was
+    same = accountant(G("bf", ("meter.energy_import", "plc.gas_flow")))
+    same.restore(json.loads(json.dumps(old.state())))
+    same.take_window("1h", T0, T0 + H, window(
+        "meter", revision=2, energy_import=counter(800.0, 0.5, estimated=True)))  # fmt: skip
+    [again] = same.complete(T0 + 2 * H)
+    assert (again["revision"], again["carriers"]["electricity"]["amount"]) == (2, 800.0)

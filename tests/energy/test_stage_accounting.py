@@ -299,8 +299,9 @@ def test_windows_flushed_in_chunks_are_the_same_windows_in_the_same_order() -> N
         batch.append(later.index.id("meter.energy_import"), back, 99_800.0 + (back - t0) / 16)
         later.agg.ingest(batch, back)
         chunks: list[list[Any]] = []
-        def take(chunk: list[Any]) -> bool:
-            chunks.append(chunk)
+
+        def take(chunk: list[Any], into: list[list[Any]] = chunks) -> bool:
+            into.append(chunk)
             return True
 
         rest = later.close_due(back + 10, flush=take if flushed else None, chunk=7)
@@ -323,7 +324,9 @@ def test_once_flush_declines_the_rest_is_returned_in_order() -> None:
         taken: list[list[Any]] = []
         offered: list[int] = []
 
-        def busy_after_two(chunk: list[Any]) -> bool:
+        def busy_after_two(
+            chunk: list[Any], offered: list[int] = offered, taken: list[list[Any]] = taken
+        ) -> bool:
             offered.append(len(chunk))
             if len(offered) > 2:
                 return False  # the writer is full from the third chunk on
