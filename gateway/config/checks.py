@@ -238,6 +238,12 @@ def _check_energy(cfg: Config) -> Iterator[Finding]:
                 f"{quote(name)} is not an interval (expected one of energy.intervals, "
                 '"shift" or "1mo")',
             )
+        elif name not in cfg.energy.all_intervals and name not in ("shift", "1d", "1mo"):
+            _note(
+                ("energy", "benchmark_intervals", i),
+                f"{quote(name)} is not published (not in energy.intervals): no window of it "
+                "is judged",
+            )
     demand = cfg.energy.demand_interval
     if not demand.is_integer() or check_interval(int(demand)) or demand > 86400:
         yield (

@@ -120,7 +120,7 @@ DEFAULT_CARRIERS: dict[str, CarrierDefaults] = {
     "coke": CarrierDefaults(
         "t",
         971.4,
-        3134.0,
+        3042.5,
         "equivalent",
         "kgce: GB/T 2589 0.9714 kgce/kg [S]; CO2: IPCC gas coke 107,000 kg/TJ x 28.435 GJ/t [V, D]",
     ),

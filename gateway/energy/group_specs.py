@@ -74,6 +74,8 @@ class GroupSpec:
     leaves: tuple[MemberSpec, ...]  # every point counted, through the children too
     missing: tuple[str, ...] = ()  # members whose device is switched off
     benchmark: Benchmark | None = None
+    # The production point, when its device is switched off (intensity then stays null).
+    missing_production: str | None = None
 
 
 def compile_groups(
@@ -174,6 +176,8 @@ class _Compiler:
         compiled = GroupSpec(
             name, tuple(direct), tuple(children), self.production(g.production),
             tuple(leaves.values()), tuple(dict.fromkeys(missing)), _levels(g),
+            g.production if g.production is not None and g.production not in self._points
+            else None,
         )  # fmt: skip
         self._done[name] = compiled
         self.order.append(compiled)

@@ -319,8 +319,9 @@ class GroupAccountant:
         payload.update(factors=factors, coverage=sums.coverage, members=sums.members)
         if group.children:
             payload["groups"] = list(group.children)
-        if group.missing:
-            payload["missing"] = list(group.missing)
+        if group.missing or group.missing_production:
+            extra = [group.missing_production] if group.missing_production else []
+            payload["missing"] = [*group.missing, *extra]
         return payload
 
     def _amounts(self, table: Mapping[str, float | None]) -> dict[str, dict[str, Any]]:
@@ -469,7 +470,7 @@ def _sum_point(sums: _Sums, spec: MemberSpec, got: _Input) -> None:
 
 def _production(spec: ProductionSpec | None, slot: _Slot) -> dict[str, Any] | None:
     if spec is None:
-        return None
+        return None  # none configured, or on a switched-off device (then in `missing`)
     got = slot.inputs[spec.key]
     return {"unit": spec.unit, "amount": None if got.value is None else got.value * spec.factor}
 

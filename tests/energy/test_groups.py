@@ -348,3 +348,13 @@ def test_a_group_changed_by_a_reload_does_not_rewrite_windows_it_published() -> 
         "meter", revision=2, energy_import=counter(800.0, 0.5, estimated=True)))  # fmt: skip
     [again] = same.complete(T0 + 2 * H)
     assert (again["revision"], again["carriers"]["electricity"]["amount"]) == (2, 800.0)
+
+
+def test_a_production_point_on_a_disabled_device_is_missing_not_a_coverage_loss() -> None:
+    specs = compile_groups([G("bf", ("meter.energy_import",), "off.tons")], POINTS,
+                           DEFAULT_CARRIERS, disabled=["off"])  # fmt: skip
+    acc = GroupAccountant(specs, DEFAULT_CARRIERS)
+    acc.take_window("1h", T0, T0 + H, window("meter", energy_import=counter(10.0)))
+    [out] = acc.complete(T0 + H)
+    assert (out["production"], out["intensity_kgce_per_unit"]) == (None, None)
+    assert (out["missing"], out["coverage"]) == (["off.tons"], 1.0)
