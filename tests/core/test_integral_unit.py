@@ -14,8 +14,7 @@ import pytest
 from drivers.samples import SampleBatch
 from gateway.config.load import parse_config
 from gateway.energy import units
-from gateway.energy.aggregate import AccountedPoint as PointSpec
-from gateway.energy.aggregate import Aggregator, integral_unit
+from gateway.energy.aggregate import AccountedPoint, Aggregator, integral_unit
 from tests.config.test_example import MINIMAL
 
 DAY0 = 1_764_374_400.0  # 2025-11-29T00:00:00Z, a minute edge
@@ -24,7 +23,7 @@ DAY0 = 1_764_374_400.0  # 2025-11-29T00:00:00Z, a minute edge
 @pytest.mark.parametrize(("rate", "label"), [("MW", "MWh"), ("W", "Wh"), ("kvar", "kvarh")])
 def test_the_payload_labels_the_integral_as_the_unit_table_does(rate: str, label: str) -> None:
     agg = Aggregator(ZoneInfo("UTC"), [("1m", 60)])
-    agg.set_points([PointSpec("d", "p", "rate", rate)], DAY0)
+    agg.set_points([AccountedPoint("d", "p", "rate", rate)], DAY0)
     pid = agg.index.id("d.p")
     windows = []
     for s in range(0, 121, 10):

@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from drivers.samples import SampleBatch
-from gateway.energy.aggregate import AccountedPoint as PointSpec
-from gateway.energy.aggregate import Aggregator, integral_unit
+from gateway.energy.aggregate import AccountedPoint, Aggregator, integral_unit
 from tests.kernel.conftest import DAY0
 
 pytestmark = pytest.mark.twin
@@ -23,7 +22,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 START = DAY0 - 8 * 3600  # local midnight in Shanghai (UTC+8)
 
 SPECS = [
-    PointSpec(
+    AccountedPoint(
         "sub-a-main",
         "energy_import",
         "counter",
@@ -34,7 +33,7 @@ SPECS = [
         grace=2.0,
         tou=True,
     ),
-    PointSpec(
+    AccountedPoint(
         "sub-a-main",
         "power_total",
         "rate",
@@ -45,8 +44,10 @@ SPECS = [
         grace=2.0,
         tou=True,
     ),
-    PointSpec("sub-a-main", "furnace_temp", "gauge", "degC", grace=2.0),
-    PointSpec("bf2-plc", "gas_flow", "rate", "m3/h", "natural_gas", integration="hold", grace=1.0),
+    AccountedPoint("sub-a-main", "furnace_temp", "gauge", "degC", grace=2.0),
+    AccountedPoint(
+        "bf2-plc", "gas_flow", "rate", "m3/h", "natural_gas", integration="hold", grace=1.0
+    ),
 ]
 
 
@@ -220,7 +221,7 @@ def test_units_and_bad_config() -> None:
     ]
     agg = Aggregator(SHANGHAI, [("1m", 60)])
     with pytest.raises(ValueError, match="kind 'meter'"):
-        agg.set_points([PointSpec("d", "p", "meter", "kWh")], DAY0)
+        agg.set_points([AccountedPoint("d", "p", "meter", "kWh")], DAY0)
 
 
 def test_gap_revision_republishes_the_whole_device_window(km: ModuleType) -> None:
@@ -348,7 +349,7 @@ def test_intervals_that_do_not_nest(km: ModuleType) -> None:
     agg = Aggregator(
         ZoneInfo("UTC"), [("10m", 600), ("15m", 900)], demand_interval=None, kernel_module=km
     )
-    agg.set_points([PointSpec("m", "e", "counter", "kWh")], DAY0)
+    agg.set_points([AccountedPoint("m", "e", "counter", "kWh")], DAY0)
     published = []
     for i in range(361):
         t = DAY0 + 10.0 * i
