@@ -337,7 +337,12 @@ class EnergyConfig(_Model):
             return data
         region = data.get("grid_region", "national")
         carriers = data.get("carriers", {})
-        if region == "national" or region not in GRID_FACTORS or not isinstance(carriers, dict):
+        if (
+            not isinstance(region, str)
+            or region == "national"
+            or region not in GRID_FACTORS
+            or not isinstance(carriers, dict)
+        ):
             return data  # national is the default; a bad value is worded by the field
         own = carriers.get("electricity", {})
         if not isinstance(own, dict) or "kgco2e_per_unit" in own:

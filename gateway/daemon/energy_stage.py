@@ -192,19 +192,19 @@ class EnergyStage:
         With `flush`, they are offered `chunk` at a time as they are encoded; what it takes
         (returns True for) is not returned. After a restart every window of the downtime
         closes in one pass, and holding all of their JSON until its end was most of that
-        pass's peak. Once `flush` declines, the rest is kept and returned, in order.
+        pass's peak. What it declines is kept, offered again with the next chunk, and what is
+        left at the end is returned, in order.
         """
         messages: list[Message] = []
         groups = self.groups
 
         def add(message: Message) -> None:
-            nonlocal messages, flush
+            nonlocal messages
             messages.append(message)
-            if flush is not None and len(messages) >= chunk:
-                if flush(messages):
-                    messages = []
-                else:
-                    flush = None
+            # Offered again at every further chunk while declined (a busy writer frees room);
+            # nothing was handed over in between, so the order holds.
+            if flush is not None and len(messages) % chunk == 0 and flush(messages):
+                messages = []
 
         def publish(w: WindowPayload) -> None:
             if groups is not None:

@@ -24,7 +24,7 @@ from gateway.daemon.devices import QueueSink
 from gateway.daemon.energy_stage import EnergyStage
 from gateway.daemon.telemetry import TelemetryEncoder, TelemetryFilter, TelemetryPoint
 from gateway.energy.snapshot_file import SNAPSHOT_NAME, read_snapshot, write_snapshot
-from gateway.errors import StorageError
+from gateway.errors import OutboxBusy, StorageError
 from gateway.outbox import Message, MessageClass, Outbox
 from gateway.timefmt import utc_iso
 from gateway.topics import Topics
@@ -176,8 +176,9 @@ class Pipeline:
         self, stored: list[concurrent.futures.Future[list[int | None]]]
     ) -> Callable[[list[Message]], bool]:
         """A close's hand-over to the outbox that never waits on the event loop: while the
-        writer has room a chunk goes at once; once it has none (or refuses: closed, failing),
-        the close keeps the rest and the pass stores it the usual way (aenqueue), in order."""
+        writer has room a chunk goes at once; while it has none the close keeps the messages
+        and offers them again; once it refuses (closed, failing) the close keeps the rest and
+        the pass stores it the usual way (aenqueue), which reports the error, in order."""
         open_ = True
 
         def flush(chunk: list[Message]) -> bool:
@@ -186,7 +187,9 @@ class Pipeline:
                 try:
                     stored.append(self.outbox.submit(chunk, block=False))
                     return True
-                except StorageError:  # busy, closed, failing: the pass's store reports it
+                except OutboxBusy:
+                    return False  # the writer is behind: offered again with the next chunk
+                except StorageError:  # closed, failing: the pass's own store reports it
                     open_ = False
             return False
 

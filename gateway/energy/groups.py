@@ -120,12 +120,9 @@ class GroupAccountant:
         self._dirty: set[tuple[str, float]] = set()  # slots with new inputs since complete()
         self.unrevised = 0  # member revisions of slots no longer held (not republished)
         self._pruned_at = -math.inf
-        # Every point a group counts (and its production), and the groups each group sums.
+        # Every point a group counts (and its production).
         self._keys = {g.name: _keys_of(g) for g in self._groups}
-        self._parents: dict[str, list[str]] = {}
-        for g in self._groups:
-            for child in g.children:
-                self._parents.setdefault(child, []).append(g.name)
+
         # Per group: blocks some members have delivered, by start: [sum of kW, members in, end];
         # and the whole ones as (start, end, sum) in start order, for the peaks of the windows.
         self._partial: dict[str, dict[float, list[float]]] = {g.name: {} for g in self._groups}
@@ -247,13 +244,14 @@ class GroupAccountant:
                 del slot.published[g.name]
                 slot.seen.pop(g.name, None)
                 slot.done.add(g.name)
-        if keep or waiting:
-            needed = set().union(*(self._keys[g] for g in keep)) if keep else set()
-            if not waiting:
-                for k in [k for k in slot.inputs if k not in needed]:
-                    del slot.inputs[k]
-            return False
-        return True
+        # Inputs the kept groups (or those still waiting) may need; the rest go.
+        needed: set[str] = set()
+        for g in self._groups:
+            if g.name in keep or (g.name not in slot.done and g.name not in slot.published):
+                needed.update(self._keys[g.name])
+        for k in [k for k in slot.inputs if k not in needed]:
+            del slot.inputs[k]
+        return not (keep or waiting)
 
     def pending(self) -> int:
         """Slots held: waiting for members, or kept for a revision."""
@@ -395,14 +393,14 @@ class GroupAccountant:
         if not state:
             return 0
         try:
-            before = state.get("specs", {})
+            before = state.get("specs", {}) if isinstance(state, Mapping) else None
+            if not isinstance(before, Mapping):
+                raise TypeError("specs is not a table")
             sealed = {g.name for g in self._groups if before.get(g.name) != repr(g)}
             slots = [_slot_of(s) for s in state["slots"]]
             for slot in slots:
+                # Sealed, not forgotten: a parent may still be summed from its published window.
                 slot.done |= sealed
-                for name in sealed:
-                    slot.published.pop(name, None)
-                    slot.seen.pop(name, None)
             partial = {
                 g: {float(k): list(v) for k, v in blocks.items()}
                 for g, blocks in state["partial"].items()
@@ -413,7 +411,7 @@ class GroupAccountant:
                 for g, blocks in state["whole"].items()
                 if g in self._whole
             }
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the groups' saved state is unreadable ({exc!r})") from None
         for slot in slots:
             self._slots[(slot.interval, slot.start)] = slot

@@ -212,3 +212,8 @@ source = "provincial factor 2023"
 """))  # fmt: skip
     electricity = cfg.energy.carriers["electricity"]
     assert (electricity.kgco2e_per_unit, electricity.source) == (own, "provincial factor 2023")
+
+
+def test_a_grid_region_that_is_not_a_name_is_refused_in_words(tmp_path: Path) -> None:
+    report = refusal(tmp_path, '[energy]\ngrid_region = ["east"]\n')
+    assert "energy.grid_region" in report

@@ -358,3 +358,25 @@ def test_a_production_point_on_a_disabled_device_is_missing_not_a_coverage_loss(
     [out] = acc.complete(T0 + H)
     assert (out["production"], out["intensity_kgce_per_unit"]) == (None, None)
     assert (out["missing"], out["coverage"]) == (["off.tons"], 1.0)
+
+
+def test_a_parent_still_sums_a_child_whose_definition_changed() -> None:
+    import json
+
+    child = G("bf", ("plc.gas_flow",))
+    before = accountant(child, G("plant", ("bf", "mill.power")))
+    before.take_window("1h", T0, T0 + H, window("plc", gas_flow=rate(100.0)))
+    assert [g["group"] for g in before.complete(T0 + H)] == ["bf"]  # the mill is late
+    changed = G("bf", ("plc.gas_flow",), "plc.hot_metal")  # bf gained a production point
+    after = accountant(changed, G("plant", ("bf", "mill.power")))
+    after.restore(json.loads(json.dumps(before.state())))
+    after.take_window("1h", T0, T0 + H, window("mill", power=rate(0.5)))
+    [plant] = after.complete(T0 + H + 30)
+    assert plant["carriers"]["natural_gas"]["amount"] == 100.0
+    assert after.pending() == 0
+
+
+def test_a_damaged_state_of_the_wrong_shape_is_refused_in_words() -> None:
+    acc = accountant(G("bf", ("meter.energy_import",)))
+    with pytest.raises(ValueError, match="unreadable"):
+        acc.restore({"slots": [], "partial": {}, "whole": {}, "specs": []})
