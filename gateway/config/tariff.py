@@ -5,27 +5,14 @@ Part of the config checks (see checks.py); yields findings, (key path, message) 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from drivers.plugin import Finding, Loc
 from drivers.wording import quote
 from gateway.config.model import Config, TariffPeriod
+from gateway.energy.tou import parse_hours, parse_months
 
 __all__ = ["check_tariff"]
-
-_HOURS_RE = re.compile(r"(\d{1,2}):(\d\d)\s*-\s*(\d{1,2}):(\d\d)")
-_MONTHS_RE = re.compile(r"(\d{1,2})(?:-(\d{1,2}))?")
-
-
-def _minutes(text: str) -> tuple[int, int] | None:
-    match = _HOURS_RE.fullmatch(text.strip())
-    if not match:
-        return None
-    h1, m1, h2, m2 = (int(x) for x in match.groups())
-    if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59 or (h1 == 24 and m1) or (h2 == 24 and m2):
-        return None
-    return h1 * 60 + m1, h2 * 60 + m2
 
 
 def _clock(minute: int) -> str:
@@ -52,7 +39,7 @@ def _check_day(loc: Loc, periods: tuple[TariffPeriod, ...]) -> Iterator[Finding]
         if not period.hours:
             yield (*loc, p, "hours"), 'a period needs at least one range (hours = ["08:00-11:00"])'
         for h, text in enumerate(period.hours):
-            span = _minutes(text)
+            span = parse_hours(text)
             if span is None:
                 complete = False
                 yield (
@@ -120,26 +107,22 @@ def check_tariff(cfg: Config) -> Iterator[Finding]:
         yield from _check_day(("tariff", "holiday"), tariff.holiday)
     months: dict[int, int] = {}
     for s, season in enumerate(tariff.seasons):
-        match = _MONTHS_RE.fullmatch(season.months.strip())
         loc: Loc = ("tariff", "seasons", s)
-        if not match:
-            yield (
-                (*loc, "months"),
-                f'{quote(season.months)} is not a month range (expected "7-8", "12-2" or "6")',
-            )
+        # The calendar's own parser (gateway/energy/tou.py): what it takes is what runs.
+        listed = parse_months(season.months)
+        if listed is None:
+            shape = season.months.strip().replace("-", "", 1)
+            if not (shape.isdigit() and len(shape) <= 4):
+                yield (
+                    (*loc, "months"),
+                    f'{quote(season.months)} is not a month range (expected "7-8", "12-2" or "6")',
+                )
+            else:
+                yield (*loc, "months"), f"{quote(season.months)}: months are 1..12"
             continue
-        first = int(match.group(1))
-        last = int(match.group(2) or first)
-        if not (1 <= first <= 12 and 1 <= last <= 12):
-            yield (*loc, "months"), f"{quote(season.months)}: months are 1..12"
-            continue
-        month = first
-        while True:
+        for month in listed:
             if month in months:
                 yield (*loc, "months"), f"month {month} is already in seasons[{months[month]}]"
                 break
             months[month] = s
-            if month == last:
-                break
-            month = month % 12 + 1
         yield from _check_day((*loc, "periods"), season.periods)

@@ -203,8 +203,3 @@ class TariffCalendar:
     def _offset(self, t: float) -> float:
         delta = datetime.fromtimestamp(t, self.tz).utcoffset()
         return delta.total_seconds() if delta is not None else 0.0
-
-    def cost_of(self, by_index: Sequence[float], kwh_factor: float) -> tuple[float, list[float]]:
-        """(total, cost per kernel period) of energy per period in a unit `kwh_factor` x kWh."""
-        costs = [e * kwh_factor * p for e, p in zip(by_index, self.prices, strict=True)]
-        return sum(costs), costs
