@@ -58,7 +58,7 @@ def carrier_rows(cfg: Any = None) -> list[dict[str, Any]]:
 
 def benchmark_rows(cfg: Any = None) -> list[dict[str, Any]]:
     """Every built-in table, or the levels each of a config's judged groups uses."""
-    from gateway.energy.benchmarks import BENCHMARKS, benchmark_for
+    from gateway.energy.benchmarks import BENCHMARKS, levels_of
 
     def row(levels: Any, group: str | None = None) -> dict[str, Any]:
         out = {"group": group} if group is not None else {}
@@ -77,11 +77,9 @@ def benchmark_rows(cfg: Any = None) -> list[dict[str, Any]]:
         return [row(b) for tables in BENCHMARKS.values() for b in tables.values()]
     rows = []
     for group in cfg.groups:
-        process = group.benchmark_process
-        if process is None:
-            continue
-        adjusted = group.benchmark.model_dump(exclude_none=True) if group.benchmark else None
-        rows.append(row(benchmark_for(process, group.standard, adjusted), group.name))
+        levels = levels_of(group)
+        if levels is not None:
+            rows.append(row(levels, group.name))
     return rows
 
 

@@ -115,7 +115,7 @@ def summary(cfg: Config, *, points: bool = False) -> Iterator[str]:
 
 def _group_lines(cfg: Config, resolved: dict[str, tuple[Any, ...]]) -> Iterator[str]:
     """Each group: members with their carriers, recovered points, production, benchmark."""
-    from gateway.energy.benchmarks import benchmark_for
+    from gateway.energy.benchmarks import levels_of
 
     intervals = "|".join(cfg.energy.all_intervals)
     yield f"groups (published as group/{{{intervals}}}/{{group}})" if cfg.groups else "groups"
@@ -137,15 +137,13 @@ def _group_lines(cfg: Config, resolved: dict[str, tuple[Any, ...]]) -> Iterator[
             yield f"    recovered (counted negative): {listed(group.recovered)}"
         if group.production:
             yield f"    production (intensity denominator): {listed((group.production,))}"
-        process = group.benchmark_process
-        if process is not None:
-            adjusted = group.benchmark.model_dump(exclude_none=True) if group.benchmark else None
-            b = benchmark_for(process, group.standard, adjusted)
+        b = levels_of(group)
+        if b is not None:
             grades = "/".join(f"{b.limits[g]:g}" if g in b.limits else "-" for g in "123")
             judged = [i for i in cfg.energy.benchmark_intervals if i in cfg.energy.all_intervals]
             on = ", ".join(judged) or "no published interval"
             yield (
-                f"    benchmark: {process} by {b.standard}: benchmark {b.benchmark:g}, baseline "
+                f"    benchmark: {b.process} by {b.standard}: benchmark {b.benchmark:g}, baseline "
                 f"{b.baseline:g}, grades {grades} {b.unit}, on {on}"
             )
             yield f"      source: {b.source}"

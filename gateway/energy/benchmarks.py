@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["BENCHMARKS", "PROCESSES", "Benchmark", "benchmark_for", "judge"]
+__all__ = ["BENCHMARKS", "PROCESSES", "Benchmark", "benchmark_for", "judge", "levels_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,19 @@ def benchmark_for(
         limits=limits,
         source=f"site-adjusted ({', '.join(sorted(adjusted))}); default: {chosen.source}",
     )
+
+
+def levels_of(group: Any) -> Benchmark | None:
+    """The levels judging a `[[groups]]` entry (its process, standard and the site's adjusted
+    levels), None when it names no process; ValueError naming the group for an unknown table."""
+    process = getattr(group, "benchmark_process", None)
+    if process is None:
+        return None
+    adjusted = group.benchmark.model_dump(exclude_none=True) if group.benchmark else None
+    try:
+        return benchmark_for(process, group.standard, adjusted)
+    except KeyError as exc:
+        raise ValueError(f"group {group.name!r}: no benchmark {exc} for {process}") from None
 
 
 def judge(levels: Benchmark, value: float | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.energy import units
-from gateway.energy.benchmarks import Benchmark, benchmark_for
+from gateway.energy.benchmarks import Benchmark, levels_of
 
 __all__ = ["CarrierFactors", "GroupSpec", "MemberSpec", "ProductionSpec", "compile_groups"]
 
@@ -175,7 +175,7 @@ class _Compiler:
             raise ValueError(f"group {name!r} has no member")
         compiled = GroupSpec(
             name, tuple(direct), tuple(children), self.production(g.production),
-            tuple(leaves.values()), tuple(dict.fromkeys(missing)), _levels(g),
+            tuple(leaves.values()), tuple(dict.fromkeys(missing)), levels_of(g),
             g.production if g.production is not None and g.production not in self._points
             else None,
         )  # fmt: skip
@@ -189,15 +189,3 @@ def _add_leaves(group: str, into: dict[str, MemberSpec], more: Iterable[MemberSp
         if leaf.key in into:
             raise ValueError(f"group {group!r}: {leaf.key!r} is counted twice")
         into[leaf.key] = leaf
-
-
-def _levels(group: Any) -> Benchmark | None:
-    """The benchmark judging the group (its process, standard and the site's adjustments)."""
-    process = getattr(group, "benchmark_process", None)
-    if process is None:
-        return None
-    adjusted = group.benchmark.model_dump(exclude_none=True) if group.benchmark else None
-    try:
-        return benchmark_for(process, group.standard, adjusted)
-    except KeyError as exc:
-        raise ValueError(f"group {group.name!r}: no benchmark {exc} for {process}") from None
