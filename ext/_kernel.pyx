@@ -8,7 +8,7 @@ bytes are written and read by ext/_snapshot.pyx.
 
 from cpython.array cimport array, clone
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 
 from ext._snapshot cimport cstart_at, encode, get_block, get_count, get_point, get_rec, walk
 from ext._state cimport Acc, Blk, Cell, Cold, Point, Rec, Tables, rec_from_tuple, rec_tuple
@@ -24,6 +24,7 @@ from ext._layout import (
     GAUGE,
     HOLD,
     KERNEL_SNAPSHOT_VERSION,
+    KEY_COLUMNS,
     MAX_KEY_BYTES,
     MAX_PERIODS,
     MAX_REVISABLE,
@@ -39,6 +40,7 @@ __all__ = [
     "GAUGE",
     "HOLD",
     "KERNEL_SNAPSHOT_VERSION",
+    "KEY_COLUMNS",
     "MAX_KEY_BYTES",
     "MAX_PERIODS",
     "MAX_REVISABLE",
@@ -885,15 +887,9 @@ cdef class Kernel:
         self.forcing = 0
         return st.cend + grace
 
-    def close_until(self, double t):
-        """Close every window (and demand block) whose end + grace <= t, and return them.
-
-        Returns (windows, blocks): dicts of column name -> array (WINDOW_COLUMNS plus `periods`,
-        n_periods values per window; BLOCK_COLUMNS), in the order the windows completed.
-        """
-        cdef int p, j
+    cdef void _force_due(self, double t):
+        cdef int p
         cdef double nxt, due
-        cdef Py_ssize_t i, n = 0, kept = 0
         if t >= self.next_due:
             nxt = INF
             for p in range(self.npts):
@@ -902,9 +898,54 @@ cdef class Kernel:
                     if due < nxt:
                         nxt = due
             self.next_due = nxt
+
+    def earliest_due(self):
+        """No open cell is due before this (inf without points); it may be earlier than the
+        first one that is, never later. A caller far behind the clock (a restart after an
+        outage) closes up to it a step at a time, so one step's windows exist at once."""
+        return self.next_due
+
+    def due_keys(self, double t):
+        """Close the cells due by `t` (as close_until does) and name the windows then due
+        without taking them: columns point, interval, start and revision, in queue order.
+
+        A caller taking them in slices (close_until with a limit) learns from these when it
+        has seen every row of a window that spans several points.
+        """
+        cdef Py_ssize_t i, n = 0, o = 0
+        self._force_due(t)
         for i in range(self.qlen):
             if self.q[i].due <= t:
                 n += 1
+        cdef array c_point = clone(array("i"), n, False), c_interval = clone(array("b"), n, False)
+        cdef array c_start = clone(array("d"), n, False), c_revision = clone(array("i"), n, False)
+        for i in range(self.qlen):
+            if self.q[i].due <= t:
+                c_point.data.as_ints[o] = self.q[i].point
+                c_interval.data.as_schars[o] = self.q[i].interval
+                c_start.data.as_doubles[o] = self.q[i].start
+                c_revision.data.as_ints[o] = self.q[i].revision
+                o += 1
+        return {"point": c_point, "interval": c_interval, "start": c_start,
+                "revision": c_revision}
+
+    def close_until(self, double t, Py_ssize_t limit=0):
+        """Close every window (and demand block) whose end + grace <= t, and return them.
+
+        Returns (windows, blocks): dicts of column name -> array (WINDOW_COLUMNS plus `periods`,
+        n_periods values per window; BLOCK_COLUMNS), in the order the windows completed.
+        With `limit` > 0 at most that many windows are returned (the first ones); the rest stay
+        queued, due, for the next call, so a caller can take a midnight's or a long outage's
+        windows in slices of bounded size. Every due demand block comes with the first call.
+        """
+        cdef int j
+        cdef Py_ssize_t i, n = 0, kept = 0
+        self._force_due(t)
+        for i in range(self.qlen):
+            if self.q[i].due <= t:
+                n += 1
+                if n == limit:
+                    break
         cdef array ad = array("d"), ai = array("i"), ab = array("b"), aB = array("B")
         cdef array c_point = clone(ai, n, False), c_interval = clone(ab, n, False)
         cdef array c_kind = clone(aB, n, False), c_revision = clone(ai, n, False)
@@ -920,7 +961,8 @@ cdef class Kernel:
         cdef array c_gap = clone(aB, n, False)
         cdef Py_ssize_t o = 0
         cdef Rec* r
-        for i in range(self.qlen):
+        i = 0
+        while i < self.qlen and o < n:
             r = &self.q[i]
             if r.due <= t:
                 c_point.data.as_ints[o] = r.point
@@ -953,7 +995,13 @@ cdef class Kernel:
                     for j in range(self.nper):
                         self.qper[kept * self.nper + j] = self.qper[i * self.nper + j]
                 kept += 1
-        self.qlen = kept
+            i += 1
+        if i < self.qlen and kept != i:  # the limit was reached: the rest moves down as is
+            memmove(&self.q[kept], &self.q[i], (self.qlen - i) * sizeof(Rec))
+            if self.nper:
+                memmove(&self.qper[kept * self.nper], &self.qper[i * self.nper],
+                        (self.qlen - i) * self.nper * sizeof(double))
+        self.qlen = kept + (self.qlen - i)
         wins = {
             "point": c_point, "interval": c_interval, "kind": c_kind, "revision": c_revision,
             "estimated": c_est, "start": c_start, "end": c_end, "delta": c_delta,

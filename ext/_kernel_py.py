@@ -19,6 +19,7 @@ from ext._layout import (
     GAUGE,
     HOLD,
     KERNEL_SNAPSHOT_VERSION,
+    KEY_COLUMNS,
     MAX_KEY_BYTES,
     MAX_PERIODS,
     MAX_REVISABLE,
@@ -38,6 +39,7 @@ __all__ = [
     "GAUGE",
     "HOLD",
     "KERNEL_SNAPSHOT_VERSION",
+    "KEY_COLUMNS",
     "MAX_KEY_BYTES",
     "MAX_PERIODS",
     "MAX_REVISABLE",
@@ -665,12 +667,7 @@ class Kernel:
         self._forcing = False
         return st.cend + st.grace
 
-    def close_until(self, t: float) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Close every window (and demand block) whose end + grace <= t, and return them.
-
-        Returns (windows, blocks): dicts of column name -> array (WINDOW_COLUMNS plus `periods`,
-        n_periods values per window; BLOCK_COLUMNS), in the order the windows completed.
-        """
+    def _force_due(self, t: float) -> None:
         if t >= self._next_due:
             nxt = _INF
             for st in self._points:
@@ -679,16 +676,56 @@ class Kernel:
                     if due < nxt:
                         nxt = due
             self._next_due = nxt
+
+    def earliest_due(self) -> float:
+        """No open cell is due before this (inf without points); it may be earlier than the
+        first one that is, never later. A caller far behind the clock (a restart after an
+        outage) closes up to it a step at a time, so one step's windows exist at once."""
+        return self._next_due
+
+    def due_keys(self, t: float) -> dict[str, Any]:
+        """Close the cells due by `t` (as close_until does) and name the windows then due
+        without taking them: columns point, interval, start and revision, in queue order.
+
+        A caller taking them in slices (close_until with a limit) learns from these when it
+        has seen every row of a window that spans several points.
+        """
+        self._force_due(t)
+        named = [(i, name, code) for i, (name, code) in enumerate(WINDOW_COLUMNS)]
+        keys: dict[str, Any] = {name: array(code) for _, name, code in named if name in KEY_COLUMNS}
+        cols = [(keys[name], i) for i, name, _ in named if name in KEY_COLUMNS]
+        for item in self._queue:
+            if item[0] <= t:
+                for col, i in cols:
+                    col.append(item[1][i])
+        return keys
+
+    def close_until(self, t: float, limit: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Close every window (and demand block) whose end + grace <= t, and return them.
+
+        Returns (windows, blocks): dicts of column name -> array (WINDOW_COLUMNS plus `periods`,
+        n_periods values per window; BLOCK_COLUMNS), in the order the windows completed.
+        With `limit` > 0 at most that many windows are returned (the first ones); the rest stay
+        queued, due, for the next call, so a caller can take a midnight's or a long outage's
+        windows in slices of bounded size. Every due demand block comes with the first call.
+        """
+        self._force_due(t)
         wins: dict[str, Any] = {name: array(code) for name, code in WINDOW_COLUMNS}
         wins["periods"] = array("d")
         keep: list[tuple[float, tuple[Any, ...], tuple[float, ...]]] = []
         cols = [wins[name] for name, _ in WINDOW_COLUMNS]
         periods = wins["periods"]
-        for item in self._queue:
+        taken = 0
+        queue = self._queue
+        for at, item in enumerate(queue):
+            if taken == limit > 0:
+                keep.extend(queue[at:])
+                break
             if item[0] <= t:
                 for col, x in zip(cols, item[1], strict=True):
                     col.append(x)
                 periods.extend(item[2])
+                taken += 1
             else:
                 keep.append(item)
         self._queue = keep

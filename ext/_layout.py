@@ -72,6 +72,8 @@ WINDOW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("peak_at", "d"),
     ("gap", "B"),  # 1: closed during a counter gap, may be published again with revision + 1
 )
+# The columns of Kernel.due_keys: which window a due row is, and whether a first publication.
+KEY_COLUMNS: tuple[str, ...] = ("point", "interval", "start", "revision")
 BLOCK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("point", "i"),
     ("start", "d"),

@@ -394,3 +394,94 @@ def test_windows_handed_over_as_they_complete_equal_the_collected_ones(km: Modul
     assert any(item[3] > 1 for item in collected)  # the scenario does revise
     assert sorted(handed, key=key) == sorted(collected, key=key)
     assert len({key(item) for item in handed}) == len(handed)  # each window once
+
+
+@pytest.mark.parametrize("slice_rows", [1, 2, 3, 7])
+def test_windows_taken_in_slices_equal_those_taken_at_once(
+    km: ModuleType, monkeypatch: pytest.MonkeyPatch, slice_rows: int
+) -> None:
+    """A close taken from the kernel a few rows at a time (a device window's points split
+    across slices, revisions among them) publishes the same windows, each once and whole, in
+    the same order, as one taken at once."""
+    t0 = START + 10 * 3600
+
+    def scenario() -> list[Any]:
+        agg = make(km, t0)
+        ids = agg.index
+        out: list[Any] = []
+        for i in range(0, 300, 7):
+            t = t0 + i
+            b = SampleBatch()
+            if not 30 < i < 200:
+                b.append(ids.id("sub-a-main.energy_import"), t, 1000.0 + i * 0.5)
+            b.append(ids.id("sub-a-main.power_total"), t, 30.0)
+            b.append(ids.id("bf2-plc.gas_flow"), t, 360.0)
+            agg.ingest(b, t)
+            agg.close_until(t, out.append)
+        agg.close_until(t0 + 4000.0, out.append)
+        return [(w.interval, w.device, w.start, w.payload) for w in out]
+
+    whole = scenario()
+    monkeypatch.setattr("gateway.energy.aggregate.SLICE_ROWS", slice_rows)
+    sliced = scenario()
+    assert any(p["revision"] > 1 for *_, p in whole)  # revisions are in it
+    assert any(len(p["points"]) > 1 for *_, p in whole)  # windows of several points
+    assert sliced == whole
+
+
+class Watched:
+    """A kernel seen through: the most rows due_keys ever named (what was queued at once)."""
+
+    def __init__(self, kernel: Any) -> None:
+        self._kernel = kernel
+        self.most = 0
+
+    def due_keys(self, t: float) -> Any:
+        keys = self._kernel.due_keys(t)
+        self.most = max(self.most, len(keys["point"]))
+        return keys
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kernel, name)
+
+
+@pytest.mark.parametrize("step", [60.0, 900.0])
+def test_a_close_far_behind_the_clock_catches_up_a_step_at_a_time(
+    km: ModuleType, monkeypatch: pytest.MonkeyPatch, step: float
+) -> None:
+    """The first close after 2 h 50 min of silence (a restart after an outage): the same
+    windows as one close of it all (each once; in time order now), and the kernel never holds
+    more than one step's of them; the counter's energy spread back over them by the first
+    reading after is the same too."""
+    t0 = START + 6 * 3600
+
+    def scenario(catch_up: float) -> tuple[list[Any], int]:
+        monkeypatch.setattr("gateway.energy.aggregate.CATCH_UP_STEP_S", catch_up)
+        agg = make(km, t0)
+        for i in range(0, 600, 5):
+            agg.ingest(poll(agg, t0 + i, i), t0 + i)
+            agg.close_until(t0 + i)
+        watched = Watched(agg._k)
+        monkeypatch.setattr(agg, "_k", watched)
+        out: list[Any] = []
+        back = t0 + 600 + 170 * 60
+        agg.close_until(back, out.append)  # the first pass after the restart: no samples yet
+        most = watched.most
+        agg.ingest(poll(agg, back + 1, 5000), back + 1)
+        agg.close_until(back + 4 * 3600, out.append)
+        windows = [(w.interval, w.device, w.start, w.payload["revision"], w.payload) for w in out]
+        return windows, most
+
+    at_once, most_at_once = scenario(10**9)
+    stepped, most_stepped = scenario(step)
+    assert len(stepped) == len(at_once) > 170
+    assert sorted(stepped, key=lambda w: w[:4]) == sorted(at_once, key=lambda w: w[:4])
+    assert len({w[:4] for w in stepped}) == len(stepped)
+    firsts = [w[2] for w in stepped if w[0] == "1m" and w[3] == 1 and w[1] == "sub-a-main"]
+    assert firsts == sorted(firsts)  # the downtime's windows in time order
+    assert any(w[3] > 1 for w in stepped)  # the first reading revised the gap windows
+    # per point: 1m, 15m and 1h due in one 60 s step (and the 1m before it, waiting out its
+    # grace); in 15 min steps 15 of the 1m windows and the 1h
+    n = len(SPECS)
+    assert most_stepped <= n * (3 + 1 if step == 60.0 else 15 + 2 + 1)
+    assert most_at_once > n * 170

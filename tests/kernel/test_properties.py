@@ -69,6 +69,64 @@ def test_compiled_equals_pure_bitwise(streams_: Any, cuts: list[int]) -> None:
     assert run(compiled, rows, cuts, mid_close=True) == run(pure, rows, cuts, mid_close=True)
 
 
+def sliced(mod: ModuleType, rows: list[Any], cuts: list[int], limit: int) -> Any:
+    """`run`, the windows taken `limit` at a time (and named first by due_keys)."""
+    k = build(mod)
+    bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
+    whole: dict[str, bytearray] = {}
+    blocks: dict[str, bytearray] = {}
+    keys_seen: dict[str, bytearray] = {}
+    ends = [rows[b - 1][1] for a, b in itertools.pairwise(bounds)] + [DAY0 + 5 * 3600.0 + 10.0]
+    for at, t in enumerate(ends):
+        if at < len(bounds) - 1:
+            k.ingest(*batch(rows[bounds[at] : bounds[at + 1]]))
+        keys = k.due_keys(t)
+        for name, col in keys.items():
+            keys_seen.setdefault(name, bytearray()).extend(col.tobytes())
+        first = True
+        while True:
+            wins, blks = k.close_until(t, limit)
+            n = len(wins["point"])
+            assert n <= limit
+            for name, col in wins.items():
+                whole.setdefault(name, bytearray()).extend(col.tobytes())
+            if not first:
+                assert len(blks["point"]) == 0  # every due block came with the first slice
+            for name, col in blks.items():
+                blocks.setdefault(name, bytearray()).extend(col.tobytes())
+            first = False
+            if n < limit:
+                break
+    return whole, blocks, keys_seen, k.snapshot()
+
+
+@PROP
+@given(streams, splits, st.integers(1, 40))
+def test_slices_add_up_to_the_whole_close(
+    km: ModuleType, streams_: Any, cuts: list[int], limit: int
+) -> None:
+    """close_until(t, limit) repeated until short returns what one close_until(t) does, in the
+    same order, and due_keys named exactly those rows beforehand; the kernel ends the same."""
+    rows = rows_of(streams_)
+    whole, blocks, keys, snapshot = sliced(km, rows, cuts, limit)
+    ref_whole, ref_blocks, ref_keys, ref_snapshot = sliced(km, rows, cuts, 10**9)
+    assert whole == ref_whole
+    assert blocks == ref_blocks
+    assert snapshot == ref_snapshot
+    assert keys == ref_keys
+    assert keys.keys() == {"point", "interval", "start", "revision"}
+    for name in keys:
+        assert keys[name] == whole[name]
+
+
+@pytest.mark.skipif(NO_EXT, reason="IRONWATT_NO_EXTENSIONS=1: no compiled kernel to compare")
+@settings(PROP, max_examples=100)
+@given(streams, splits, st.integers(1, 40))
+def test_compiled_slices_equal_pure_slices(streams_: Any, cuts: list[int], limit: int) -> None:
+    rows = rows_of(streams_)
+    assert sliced(load("compiled"), rows, cuts, limit) == sliced(load("pure"), rows, cuts, limit)
+
+
 @PROP
 @given(streams, splits, splits)
 def test_batch_splits_change_nothing(
