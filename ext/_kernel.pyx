@@ -14,6 +14,18 @@ from ext._snapshot cimport cstart_at, encode, get_block, get_count, get_point, g
 from ext._state cimport Acc, Blk, Cell, Cold, Point, Rec, Tables, rec_from_tuple, rec_tuple
 
 
+cdef extern from *:
+    """
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    static int iw_trim(void) { return malloc_trim(0); }
+    #else
+    static int iw_trim(void) { return 0; }
+    #endif
+    """
+    int iw_trim()
+
+
 cdef extern from "stdlib.h":
     int posix_memalign(void** ptr, size_t alignment, size_t size)
 
@@ -797,6 +809,25 @@ cdef class Kernel:
         self.blen += 1
         return 0
 
+    cdef void _shrink_queue(self):
+        """After a close that took many windows (midnight: every interval of every point; a
+        catch-up), give the queue's room back: glibc keeps a freed block's pages otherwise, and
+        the next snapshot's bytes would come on top of them."""
+        cdef Py_ssize_t cap = max(1024, 2 * self.qlen)
+        cdef Rec* smaller
+        cdef double* smaller_per
+        if self.qcap <= 8192 or self.qlen * 4 > self.qcap:
+            return
+        smaller = <Rec*>realloc(self.q, cap * sizeof(Rec))
+        smaller_per = <double*>realloc(self.qper, cap * max(self.nper, 1) * sizeof(double))
+        if smaller != NULL:
+            self.q = smaller
+        if smaller_per != NULL:
+            self.qper = smaller_per
+        if smaller != NULL or smaller_per != NULL:  # one that failed keeps its (larger) room
+            self.qcap = cap
+        iw_trim()
+
     cdef Rec* _new_rec(self) except NULL:
         cdef Py_ssize_t cap
         cdef Rec* grown
@@ -1002,6 +1033,7 @@ cdef class Kernel:
                 memmove(&self.qper[kept * self.nper], &self.qper[i * self.nper],
                         (self.qlen - i) * self.nper * sizeof(double))
         self.qlen = kept + (self.qlen - i)
+        self._shrink_queue()
         wins = {
             "point": c_point, "interval": c_interval, "kind": c_kind, "revision": c_revision,
             "estimated": c_est, "start": c_start, "end": c_end, "delta": c_delta,

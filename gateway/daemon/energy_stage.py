@@ -181,6 +181,10 @@ class EnergyStage:
     def ingest(self, batch: SampleBatch) -> None:
         self.agg.ingest(batch, time.time())
 
+    def behind(self, now: float) -> bool:
+        """Whether windows of a downtime are still to close (the first pass after a restart)."""
+        return self.agg.behind(now)
+
     def close_due(
         self,
         now: float,

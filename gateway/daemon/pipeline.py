@@ -144,14 +144,23 @@ class Pipeline:
         batch, events = self.sink.take()
         now = time.time()
         messages: list[Message] = []
+        # Windows are handed to the outbox as they are encoded, a chunk at a time: a pass that
+        # closes many (every window of a long downtime after a restart) never holds them all.
+        stored: list[concurrent.futures.Future[list[int | None]]] = []
+        flush = self._flusher(stored)
+        windows: list[Message] = []
+        if len(batch) and self.energy.behind(now):
+            # Back after a long outage with readings already in: the downtime's windows close
+            # first, a step at a time (the readings then revise them, as when the first pass
+            # has none), rather than all at once inside the kernel as the readings close them.
+            windows = self.energy.close_due(now, flush=flush, chunk=_STORE_CHUNK)
         if len(batch):
             self.energy.ingest(batch)
             if self.telemetry is not None:
                 self.telemetry.offer(batch)
-        # Windows are handed to the outbox as they are encoded, a chunk at a time: a pass that
-        # closes many (every window of a long downtime after a restart) never holds them all.
-        stored: list[concurrent.futures.Future[list[int | None]]] = []
-        windows = self.energy.close_due(now, flush=self._flusher(stored), chunk=_STORE_CHUNK)
+        # What the catch-up kept (the writer was busy) goes before these: none of these is
+        # handed over ahead of it.
+        windows += self.energy.close_due(now, flush=None if windows else flush, chunk=_STORE_CHUNK)
         closed = bool(windows) or bool(stored)
         for future in stored:
             await asyncio.wrap_future(future)

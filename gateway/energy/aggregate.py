@@ -284,6 +284,10 @@ class Aggregator:
         self.ensure_grid(now)
         self._k.ingest(batch.point, batch.ts, batch.value, batch.quality)
 
+    def behind(self, now: float) -> bool:
+        """Whether a close at `now` would catch up (after an outage: more than a step due)."""
+        return self._k.earliest_due() + CATCH_UP_STEP_S < now
+
     def close_until(
         self, now: float, on_window: Callable[[WindowPayload], None] | None = None
     ) -> Closed:
