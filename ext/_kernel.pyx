@@ -14,18 +14,6 @@ from ext._snapshot cimport cstart_at, encode, get_block, get_count, get_point, g
 from ext._state cimport Acc, Blk, Cell, Cold, Point, Rec, Tables, rec_from_tuple, rec_tuple
 
 
-cdef extern from *:
-    """
-    #if defined(__GLIBC__)
-    #include <malloc.h>
-    static int iw_trim(void) { return malloc_trim(0); }
-    #else
-    static int iw_trim(void) { return 0; }
-    #endif
-    """
-    int iw_trim()
-
-
 cdef extern from "stdlib.h":
     int posix_memalign(void** ptr, size_t alignment, size_t size)
 
@@ -810,9 +798,9 @@ cdef class Kernel:
         return 0
 
     cdef void _shrink_queue(self):
-        """After a close that took many windows (midnight: every interval of every point; a
-        catch-up), give the queue's room back: glibc keeps a freed block's pages otherwise, and
-        the next snapshot's bytes would come on top of them."""
+        """After a close that took many windows (midnight: every interval of every point), give
+        the queue's room back to the heap: the snapshot written next reuses it rather than
+        coming on top, and the daemon's malloc_trim after the close returns what is left."""
         cdef Py_ssize_t cap = max(1024, 2 * self.qlen)
         cdef Rec* smaller
         cdef double* smaller_per
@@ -826,7 +814,6 @@ cdef class Kernel:
             self.qper = smaller_per
         if smaller != NULL or smaller_per != NULL:  # one that failed keeps its (larger) room
             self.qcap = cap
-        iw_trim()
 
     cdef Rec* _new_rec(self) except NULL:
         cdef Py_ssize_t cap
@@ -936,7 +923,7 @@ cdef class Kernel:
         outage) closes up to it a step at a time, so one step's windows exist at once."""
         return self.next_due
 
-    def due_keys(self, double t):
+    def due_keys(self, double t, bint force=True):
         """Close the cells due by `t` (as close_until does) and name the windows then due
         without taking them: columns point, interval, start and revision, in queue order.
 
@@ -944,7 +931,8 @@ cdef class Kernel:
         has seen every row of a window that spans several points.
         """
         cdef Py_ssize_t i, n = 0, o = 0
-        self._force_due(t)
+        if force:
+            self._force_due(t)
         for i in range(self.qlen):
             if self.q[i].due <= t:
                 n += 1
@@ -960,7 +948,7 @@ cdef class Kernel:
         return {"point": c_point, "interval": c_interval, "start": c_start,
                 "revision": c_revision}
 
-    def close_until(self, double t, Py_ssize_t limit=0):
+    def close_until(self, double t, Py_ssize_t limit=0, bint force=True):
         """Close every window (and demand block) whose end + grace <= t, and return them.
 
         Returns (windows, blocks): dicts of column name -> array (WINDOW_COLUMNS plus `periods`,
@@ -968,10 +956,14 @@ cdef class Kernel:
         With `limit` > 0 at most that many windows are returned (the first ones); the rest stay
         queued, due, for the next call, so a caller can take a midnight's or a long outage's
         windows in slices of bounded size. Every due demand block comes with the first call.
+        With `force` false no open cell is closed: only windows readings already closed come
+        (a restart after an outage takes each answering device's downtime as it reports,
+        before the silent ones are closed as gaps).
         """
         cdef int j
         cdef Py_ssize_t i, n = 0, kept = 0
-        self._force_due(t)
+        if force:
+            self._force_due(t)
         for i in range(self.qlen):
             if self.q[i].due <= t:
                 n += 1

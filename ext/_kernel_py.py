@@ -683,14 +683,15 @@ class Kernel:
         outage) closes up to it a step at a time, so one step's windows exist at once."""
         return self._next_due
 
-    def due_keys(self, t: float) -> dict[str, Any]:
+    def due_keys(self, t: float, force: bool = True) -> dict[str, Any]:
         """Close the cells due by `t` (as close_until does) and name the windows then due
         without taking them: columns point, interval, start and revision, in queue order.
 
         A caller taking them in slices (close_until with a limit) learns from these when it
         has seen every row of a window that spans several points.
         """
-        self._force_due(t)
+        if force:
+            self._force_due(t)
         named = [(i, name, code) for i, (name, code) in enumerate(WINDOW_COLUMNS)]
         keys: dict[str, Any] = {name: array(code) for _, name, code in named if name in KEY_COLUMNS}
         cols = [(keys[name], i) for i, name, _ in named if name in KEY_COLUMNS]
@@ -700,7 +701,9 @@ class Kernel:
                     col.append(item[1][i])
         return keys
 
-    def close_until(self, t: float, limit: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    def close_until(
+        self, t: float, limit: int = 0, force: bool = True
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Close every window (and demand block) whose end + grace <= t, and return them.
 
         Returns (windows, blocks): dicts of column name -> array (WINDOW_COLUMNS plus `periods`,
@@ -708,8 +711,12 @@ class Kernel:
         With `limit` > 0 at most that many windows are returned (the first ones); the rest stay
         queued, due, for the next call, so a caller can take a midnight's or a long outage's
         windows in slices of bounded size. Every due demand block comes with the first call.
+        With `force` false no open cell is closed: only windows readings already closed come
+        (a restart after an outage takes each answering device's downtime as it reports,
+        before the silent ones are closed as gaps).
         """
-        self._force_due(t)
+        if force:
+            self._force_due(t)
         wins: dict[str, Any] = {name: array(code) for name, code in WINDOW_COLUMNS}
         wins["periods"] = array("d")
         keep: list[tuple[float, tuple[Any, ...], tuple[float, ...]]] = []

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from drivers.base import DeviceEvent
 from drivers.registry import plugin_of
 from drivers.samples import PointIndex, SampleBatch
 from gateway.energy.aggregate import AccountedPoint, Aggregator, WindowPayload
@@ -25,6 +26,9 @@ from gateway.topics import Topics
 __all__ = ["EnergyStage", "accounted_points", "cadences_of", "changed_sources"]
 
 log = logging.getLogger("ironwatt.energy")
+# After a restart, how long the downtime's windows wait for devices to report (see
+# EnergyStage.hold_catch_up): a Modbus device that is down says so within its timeout x retries.
+CATCH_UP_HOLD_S = 30.0
 
 
 def accounted_points(cfg: Any) -> list[AccountedPoint]:
@@ -139,6 +143,10 @@ class EnergyStage:
         self.groups = self._accountant(cfg)
         self.windows = 0
         self.group_windows = 0
+        # After a restart that finds the downtime still to close: devices not heard from yet
+        # (the hold ends when all are, or at _hold_until).
+        self._unheard: set[str] = set()
+        self._hold_until = 0.0
 
     def _accountant(self, cfg: Any) -> GroupAccountant | None:
         if not cfg.groups:
@@ -181,17 +189,71 @@ class EnergyStage:
     def ingest(self, batch: SampleBatch) -> None:
         self.agg.ingest(batch, time.time())
 
-    def behind(self, now: float) -> bool:
-        """Whether windows of a downtime are still to close (the first pass after a restart)."""
-        return self.agg.behind(now)
+    def hold_catch_up(self, now: float) -> None:
+        """After a restore: when the downtime's windows are still to close, hold them until
+        each device has reported (a reading or an event) or CATCH_UP_HOLD_S has passed.
+
+        Closed at once, every point would be in a gap: each window of the downtime would be
+        published empty, kept whole in memory to be revised, and published again when the
+        first readings spread the energy back (~870 MB for 2 h 50 min at 200 meters x 20
+        points, measured). Held, a device's readings close its downtime with the energy in."""
+        if self.agg.behind(now):
+            self._unheard = {s.device for s in self._specs.values()}
+            self._hold_until = now + CATCH_UP_HOLD_S
+            log.info(
+                "energy: the downtime's windows close as each of %d devices reports (at most "
+                "%g s)", len(self._unheard), CATCH_UP_HOLD_S,
+            )  # fmt: skip
+
+    def holding(self, now: float) -> bool:
+        """Whether the catch-up after a restart still waits for devices to report."""
+        if not self._unheard:
+            return False
+        if now < self._hold_until:
+            return True
+        log.warning(
+            "energy: no reading yet from %s; their windows since the stop close as gaps (the "
+            "energy is spread back, revision + 1, when they answer)",
+            ", ".join(sorted(self._unheard)),
+        )
+        self._unheard.clear()
+        return False
+
+    def take_held(
+        self,
+        batch: SampleBatch,
+        events: Sequence[DeviceEvent],
+        now: float,
+        flush: Callable[[list[Message]], bool] | None = None,
+        chunk: int = 500,
+    ) -> list[Message]:
+        """While holding: fold the readings in one device at a time, each device's downtime
+        windows out before the next is folded in; devices not heard from stay open."""
+        for event in events:
+            self._unheard.discard(event.device)
+        messages: list[Message] = []
+        for device, part in self.agg.split_by_device(batch).items():
+            self.agg.ingest(part, now)
+            self._unheard.discard(device)
+            # A device's windows short of a chunk are offered at once (else every device's
+            # would wait here till the end); what a busy writer declined goes first: nothing
+            # after it is handed over before it.
+            messages += self.close_due(
+                now, flush=None if messages else flush, chunk=chunk, force=False
+            )
+            if messages and flush is not None and flush(messages):
+                messages = []
+        return messages
 
     def close_due(
         self,
         now: float,
         flush: Callable[[list[Message]], bool] | None = None,
         chunk: int = 500,
+        force: bool = True,
     ) -> list[Message]:
-        """The device and group windows due by `now`, as messages.
+        """The device and group windows due by `now`, as messages (with `force` false only
+        those readings closed: see take_held).
 
         With `flush`, they are offered `chunk` at a time as they are encoded; what it takes
         (returns True for) is not returned. After a restart every window of the downtime
@@ -220,7 +282,7 @@ class EnergyStage:
             add(Message(self._topics.energy(w.interval, w.device), body, qos=1,
                         cls=MessageClass.WINDOW))  # fmt: skip
 
-        closed = self.agg.close_until(now, publish)
+        closed = self.agg.close_until(now, publish, force)
         if groups is not None:
             for block in closed.blocks:
                 groups.take_block(block.key, block.start, block.end, block.demand)

@@ -161,6 +161,7 @@ class Gateway:
                 log.info(
                     "resumed the open windows of %d points from the last snapshot", len(restored)
                 )
+                self.energy.hold_catch_up(time.time())
             except ValueError as exc:
                 log.error("kernel snapshot %s not used: %s", pipeline.snapshot_path, exc)
         del blob

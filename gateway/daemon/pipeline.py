@@ -148,19 +148,19 @@ class Pipeline:
         # closes many (every window of a long downtime after a restart) never holds them all.
         stored: list[concurrent.futures.Future[list[int | None]]] = []
         flush = self._flusher(stored)
-        windows: list[Message] = []
-        if len(batch) and self.energy.behind(now):
-            # Back after a long outage with readings already in: the downtime's windows close
-            # first, a step at a time (the readings then revise them, as when the first pass
-            # has none), rather than all at once inside the kernel as the readings close them.
-            windows = self.energy.close_due(now, flush=flush, chunk=_STORE_CHUNK)
-        if len(batch):
-            self.energy.ingest(batch)
-            if self.telemetry is not None:
+        if self.energy.holding(now):
+            # Back after an outage: each device's downtime closes as its readings come in (the
+            # energy spread over it at the first publication), never all devices' at once;
+            # those still silent when the hold ends close as gaps.
+            windows = self.energy.take_held(batch, events, now, flush=flush, chunk=_STORE_CHUNK)
+            if len(batch) and self.telemetry is not None:
                 self.telemetry.offer(batch)
-        # What the catch-up kept (the writer was busy) goes before these: none of these is
-        # handed over ahead of it.
-        windows += self.energy.close_due(now, flush=None if windows else flush, chunk=_STORE_CHUNK)
+        else:
+            if len(batch):
+                self.energy.ingest(batch)
+                if self.telemetry is not None:
+                    self.telemetry.offer(batch)
+            windows = self.energy.close_due(now, flush=flush, chunk=_STORE_CHUNK)
         closed = bool(windows) or bool(stored)
         for future in stored:
             await asyncio.wrap_future(future)

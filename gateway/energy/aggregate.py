@@ -284,12 +284,29 @@ class Aggregator:
         self.ensure_grid(now)
         self._k.ingest(batch.point, batch.ts, batch.value, batch.quality)
 
+    def split_by_device(self, batch: SampleBatch) -> dict[str, SampleBatch]:
+        """The batch's samples per device, in their order ("" for ids no point has)."""
+        parts: dict[str, SampleBatch] = {}
+        specs = self._specs
+        for pid, ts, value, quality in batch:
+            spec = specs.get(pid)
+            device = spec.device if spec is not None else ""
+            part = parts.get(device)
+            if part is None:
+                part = parts[device] = SampleBatch()
+            part.append(pid, ts, value, quality)
+        return parts
+
     def behind(self, now: float) -> bool:
         """Whether a close at `now` would catch up (after an outage: more than a step due)."""
-        return self._k.earliest_due() + CATCH_UP_STEP_S < now
+        due: float = self._k.earliest_due()
+        return due + CATCH_UP_STEP_S < now
 
     def close_until(
-        self, now: float, on_window: Callable[[WindowPayload], None] | None = None
+        self,
+        now: float,
+        on_window: Callable[[WindowPayload], None] | None = None,
+        force: bool = True,
     ) -> Closed:
         """Close every window whose end + grace <= now; one payload per device and window.
 
@@ -299,16 +316,17 @@ class Aggregator:
         intervals at 8,000 points, grew the heap by ~8 MB that CPython then keeps.) The kernel's
         rows come SLICE_ROWS at a time, so at midnight (every interval of every point) only
         one slice of columns exists; a close far behind the clock (after a long outage) goes
-        CATCH_UP_STEP_S at a time, so only one step's windows are queued in the kernel.
+        CATCH_UP_STEP_S at a time, so only one step's windows are queued in the kernel. With
+        `force` false only windows that readings closed come out (no open cell is closed).
         """
         self.ensure_grid(now)
         out = Closed()
         revised: dict[tuple[int, str, float], dict[str, Any]] = {}
         due = self._k.earliest_due()
-        while due + CATCH_UP_STEP_S < now:  # catching up: the downtime a step at a time
+        while force and due + CATCH_UP_STEP_S < now:  # catching up: a step at a time
             self._close_to(due + CATCH_UP_STEP_S, out, revised, on_window)
             due = self._k.earliest_due()
-        self._close_to(now, out, revised, on_window)
+        self._close_to(now, out, revised, on_window, force)
         if on_window is not None:
             # Only revisions are left in out.windows: whole only now that every row is in.
             for wp in out.windows:
@@ -327,14 +345,15 @@ class Aggregator:
         out: Closed,
         revised: dict[tuple[int, str, float], dict[str, Any]],
         on_window: Callable[[WindowPayload], None] | None,
+        force: bool = True,
     ) -> None:
         """Take every row due by `t` from the kernel, a slice at a time."""
-        keys = self._k.due_keys(t)
+        keys = self._k.due_keys(t, force)
         left = self._rows_left(keys["point"], keys["interval"], keys["start"], keys["revision"])
         del keys
         grouped: dict[tuple[int, str, float], WindowPayload] = {}
         while True:  # in slices: the closed columns of one slice at a time exist
-            wins, blocks = self._k.close_until(t, SLICE_ROWS)
+            wins, blocks = self._k.close_until(t, SLICE_ROWS, False)  # due_keys forced
             self._take_slice(wins, out, grouped, revised, left, on_window)
             out.blocks += self._demand_blocks(blocks)
             if len(wins["point"]) < SLICE_ROWS:

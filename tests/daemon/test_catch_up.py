@@ -1,9 +1,10 @@
-"""Back after a long outage: the first pass closes the downtime's windows a step at a time.
+"""Back after a long outage: each device's downtime closes as it reports, the silent ones' later.
 
-A real energy stage and a real outbox (SQLite) under the daemon's pipeline: the stage is
-restored from a snapshot taken 3 h ago, and the first pass already has the meter's readings
-(the polls beat it). The downtime's windows go out once each, in time order, before the
-revisions the readings make of them, and the kernel never queues more than a step's windows.
+A real energy stage and a real outbox (SQLite) under the daemon's pipeline, restored from a
+snapshot taken 3 h ago. m1 answers at once: its downtime's windows go out once each, in time
+order, with the energy spread over them (no revision), while the kernel holds no more than m1's
+windows. m2 stays silent until the hold ends: its windows then close as gaps, a step at a time,
+and its first reading revises them.
 """
 
 from __future__ import annotations
@@ -52,25 +53,30 @@ address = 2
 type = "float32"
 kind = "rate"
 unit = "kW"
+
+[[devices]]
+name = "m2"
+driver = "modbus"
+host = "127.0.0.1"
+[[devices.points]]
+name = "energy"
+address = 0
+type = "float32"
+kind = "counter"
+unit = "kWh"
 """
 OFF_S = 3 * 3600.0
 
 
 class Watched:
-    """The stage's kernel seen through: the most windows due at once before the readings."""
+    """The stage's kernel seen through: the most windows due at once."""
 
     def __init__(self, kernel: Any) -> None:
         self._kernel = kernel
         self.most = 0
-        self.before_readings: int | None = None
 
-    def ingest(self, *columns: Any) -> None:
-        if self.before_readings is None:
-            self.before_readings = self.most
-        self._kernel.ingest(*columns)
-
-    def due_keys(self, t: float) -> Any:
-        keys = self._kernel.due_keys(t)
+    def due_keys(self, t: float, force: bool = True) -> Any:
+        keys = self._kernel.due_keys(t, force)
         self.most = max(self.most, len(keys["point"]))
         return keys
 
@@ -78,67 +84,115 @@ class Watched:
         return getattr(self._kernel, name)
 
 
-def _readings(stage: EnergyStage, t: float, kwh: float) -> SampleBatch:
+def _readings(stage: EnergyStage, t: float, kwh: float, m2: bool = True) -> SampleBatch:
     batch = SampleBatch()
     batch.append(stage.index.id("m1.energy"), t, kwh)
     batch.append(stage.index.id("m1.power"), t, 120.0)
+    if m2:
+        batch.append(stage.index.id("m2.energy"), t, kwh / 2)
     return batch
 
 
-def test_the_first_pass_after_a_long_outage_catches_up_in_steps(tmp_path: Path) -> None:
+def _windows(path: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT topic, body FROM outbox WHERE cls != 0 ORDER BY id").fetchall()
+    return [json.loads(body) for topic, body in rows if "/energy/" in topic]
+
+
+def _stopped_3h_ago(tmp_path: Path) -> tuple[Any, bytes, float]:
+    """The config, and the snapshot of a gateway that polled for two minutes and stopped."""
     text = CONFIG.format(data=tmp_path)
     cfg = validate_document(tomllib.loads(text), "catch-up.toml", text)
-    now = time.time()
-    before = now - OFF_S
+    before = time.time() - OFF_S
     old = EnergyStage(cfg, before - 120.0)
-    for i in range(120):  # two minutes of readings, then the gateway stops
+    for i in range(120):
         t = before - 120.0 + i
         old.agg.ingest(_readings(old, t, 500.0 + i / 60), t)
         old.close_due(t)
-    blob = b"".join(old.snapshot_parts())
+    return cfg, b"".join(old.snapshot_parts()), before
 
+
+def test_held_windows_go_to_the_writer_a_device_at_a_time(tmp_path: Path) -> None:
+    """Each device's downtime is offered as soon as it is closed (shorter than a chunk too);
+    a writer that declines gets it again with the next device, in order."""
+    cfg, blob, _ = _stopped_3h_ago(tmp_path)
+    now = time.time()
     stage = EnergyStage(cfg, now)
-    assert stage.restore(blob) == ["m1.energy", "m1.power"]
+    stage.restore(blob)
+    stage.hold_catch_up(now)
+    offered: list[list[str]] = []
+    taken: list[str] = []
+
+    def flush(messages: list[Any]) -> bool:
+        offered.append([m.topic for m in messages])
+        if len(offered) == 1:
+            return False  # busy: the first device's windows wait for the next offer
+        taken.extend(m.topic for m in messages)
+        return True
+
+    left = stage.take_held(_readings(stage, now, 862.0), [], now, flush=flush, chunk=500)
+    assert left == []
+    assert {t.rsplit("/", 1)[-1] for t in offered[0]} == {"m1"}  # one device's, < 500
+    assert len(offered) == 2
+    assert offered[1][: len(offered[0])] == offered[0]  # declined ones first, then m2's
+    assert {t.rsplit("/", 1)[-1] for t in taken} == {"m1", "m2"}
+    assert not stage.holding(now)  # both reported
+
+
+def test_each_device_catches_up_as_it_reports_and_the_silent_ones_after(tmp_path: Path) -> None:
+    cfg, blob, _ = _stopped_3h_ago(tmp_path)
+    now = time.time()
+    stage = EnergyStage(cfg, now)
+    assert sorted(stage.restore(blob)) == ["m1.energy", "m1.power", "m2.energy"]
+    stage.hold_catch_up(now)
+    assert stage.holding(now)
     watched = Watched(stage.agg._k)
     stage.agg._k = watched
-    assert stage.behind(now)
     sink = QueueSink()
-    # 3 h at 120 kW: the meter's counter went on, 360 kWh further
-    sink.add_samples(_readings(stage, now, 502.0 + 360.0))
-    outbox = Outbox(OutboxSettings(path=tmp_path / "ironwatt.db", gw_id="gw1", site="plant1"))
+    # 3 h at 120 kW: m1's counter went on, 360 kWh further; m2 does not answer yet
+    sink.add_samples(_readings(stage, now, 502.0 + 360.0, m2=False))
+    db = tmp_path / "ironwatt.db"
+    outbox = Outbox(OutboxSettings(path=db, gw_id="gw1", site="plant1"))
     try:
         pipeline = Pipeline(cfg, sink, stage, outbox, sync=False)
         asyncio.run(pipeline.process())
-        assert not stage.behind(time.time())
+        windows = _windows(db)
+        assert stage.holding(time.time())  # m2 not heard from yet
+        m1 = [w for w in windows if w["device"] == "m1"]
+        assert len(m1) == len(windows)  # m2's downtime is still open
+        keys = [(w["interval"], w["start"]) for w in m1]
+        assert len(keys) == len(set(keys))  # each window once
+        assert {w["revision"] for w in m1} == {1}  # the energy was in at the first publication
+        minutes = [w["start"] for w in m1 if w["interval"] == "1m"]
+        assert len(minutes) >= OFF_S / 60 - 1  # every minute of the downtime
+        assert minutes == sorted(minutes)
+        chain = sorted((w for w in m1 if w["interval"] == "1m"), key=lambda w: w["start"])
+        deltas = [w["points"]["energy"]["delta"] for w in chain]
+        # the windows chain, and each downtime minute holds 120 kW x 1 min = 2 kWh, spread in
+        first, last = chain[0]["points"]["energy"]["first"], chain[-1]["points"]["energy"]["last"]
+        assert abs(sum(deltas) - (last - first)) < 1e-6
+        assert all(abs(d - 2.0) < 0.01 for d in deltas[2:-1]), deltas
+        # m1's downtime (2 points x 1m and 15m windows), never m2's with it
+        most_m1 = watched.most
+        assert 2 * OFF_S / 60 <= most_m1 <= 2 * (OFF_S / 60 + OFF_S / 900 + 4)
+
+        # The hold ends: m2's windows close as gaps, a step at a time; its reading revises them.
+        stage._hold_until = 0.0
+        watched.most = 0
+        asyncio.run(pipeline.process())
+        assert not stage.holding(time.time())
+        assert 0 < watched.most <= 3 * 2  # one 60 s step's windows
+        sink.add_samples(_readings(stage, time.time(), 502.0 + 360.0))
+        asyncio.run(pipeline.process())
+        asyncio.run(pipeline.process())
     finally:
         outbox.close()
-    with sqlite3.connect(tmp_path / "ironwatt.db") as db:
-        rows = db.execute("SELECT topic, body FROM outbox WHERE cls != 0 ORDER BY id").fetchall()
-    windows = [json.loads(body) for topic, body in rows if "/energy/" in topic]
-    firsts = [w for w in windows if w["revision"] == 1]
-    keys = [(w["interval"], w["start"]) for w in firsts]
-    assert len(keys) == len(set(keys))  # each window once
-    minutes = [w["start"] for w in firsts if w["interval"] == "1m"]
-    assert len(minutes) >= OFF_S / 60 - 1  # every minute of the downtime
-    assert minutes == sorted(minutes)  # in time order
-    # the readings revised the downtime's windows afterwards: every revision after its window
-    seen: set[tuple[str, str]] = set()
-    revised = 0
-    for w in windows:
-        key = (w["interval"], w["start"])
-        if w["revision"] == 1:
-            seen.add(key)
-        else:
-            assert key in seen, key
-            revised += 1
-    assert revised >= OFF_S / 60 - 1
-    spread = sum(
-        w["points"]["energy"]["delta"]
-        for w in windows
-        if w["interval"] == "1m" and w["revision"] > 1 and "energy" in w["points"]
-    )
-    assert abs(spread - 360.0) < 2.0  # the gap's energy, spread back over its windows
-    # 2 points x (1m and 15m) in one 60 s step, and the minute waiting out its grace: not 3 h's
-    # (the readings' revisions of them come after, all at once: ~190 rows here)
-    assert watched.before_readings is not None
-    assert 0 < watched.before_readings <= 2 * 3
+    m2 = [w for w in _windows(db) if w["device"] == "m2"]
+    firsts = [w for w in m2 if w["revision"] == 1]
+    assert len([w for w in firsts if w["interval"] == "1m"]) >= OFF_S / 60 - 1
+    dark = [w for w in firsts if w["interval"] == "1m"][3:-1]
+    assert {w["points"]["energy"]["delta"] for w in dark} == {0.0}  # gaps: nothing yet
+    revised = [w for w in m2 if w["revision"] > 1 and w["interval"] == "1m"]
+    assert len(revised) >= OFF_S / 60 - 1
+    # m2 went 180 kWh further in 3 h: 1 kWh a minute, spread back over the gap's windows
+    assert all(abs(w["points"]["energy"]["delta"] - 1.0) < 0.01 for w in revised[2:-2])

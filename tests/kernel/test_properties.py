@@ -188,3 +188,31 @@ def test_counters_never_negative_nor_implausible(km: ModuleType, streams_: Any) 
         assert 0.0 <= r["coverage"] <= 1.0 + 1e-12
         assert 0.0 <= r["first"] < 1000.0
         assert 0.0 <= r["last"] < 1000.0
+
+
+@PROP
+@given(streams)
+def test_an_unforced_close_takes_only_what_readings_closed(km: ModuleType, streams_: Any) -> None:
+    """close_until(t, force=False) closes no open cell: every window it returns ends at or
+    before its point's last reading, then a forced close takes the rest; together they are
+    what one forced close returns (and the twins agree: the property runs on both)."""
+    rows = rows_of(streams_)
+    end = DAY0 + 5 * 3600.0 + 10.0
+    k = build(km)
+    k.ingest(*batch(rows))
+    unforced = records(k.close_until(end, 0, False)[0], 2)
+    forced = records(k.close_until(end)[0], 2)
+    last = {pid: max(t for p, t, _, _ in rows if p == pid) for pid in {r[0] for r in rows}}
+    for r in unforced:
+        assert r["end"] <= last[r["point"]]
+        assert r["gap"] == 0
+    ref = build(km)
+    ref.ingest(*batch(rows))
+    whole = records(ref.close_until(end)[0], 2)
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["point"], r["interval"], r["start"], r["revision"])
+
+    assert sorted(map(key, unforced + forced)) == sorted(map(key, whole))
+    # the same windows, value for value (repr: NaN equals NaN)
+    assert sorted(map(repr, unforced + forced)) == sorted(map(repr, whole))
