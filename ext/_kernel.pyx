@@ -917,6 +917,15 @@ cdef class Kernel:
                         nxt = due
             self.next_due = nxt
 
+    def force_points(self, pids, double t):
+        """Close these points' cells whose end + grace <= t, as a forced close would (their
+        windows then wait, due, for close_until): a device that reported has every point of
+        its downtime closed together, the ones its readings did not close as gaps."""
+        cdef int pid
+        for pid in pids:
+            if 0 <= pid < self.npts and self.pts[pid].active:
+                self._force(&self.pts[pid], t)
+
     def earliest_due(self):
         """No open cell is due before this (inf without points); it may be earlier than the
         first one that is, never later. A caller far behind the clock (a restart after an

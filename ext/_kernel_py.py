@@ -677,6 +677,16 @@ class Kernel:
                         nxt = due
             self._next_due = nxt
 
+    def force_points(self, pids: Any, t: float) -> None:
+        """Close these points' cells whose end + grace <= t, as a forced close would (their
+        windows then wait, due, for close_until): a device that reported has every point of
+        its downtime closed together, the ones its readings did not close as gaps."""
+        for pid in pids:
+            if 0 <= pid < len(self._points):
+                st = self._points[pid]
+                if st is not None:
+                    self._force(st, t)
+
     def earliest_due(self) -> float:
         """No open cell is due before this (inf without points); it may be earlier than the
         first one that is, never later. A caller far behind the clock (a restart after an
@@ -692,9 +702,9 @@ class Kernel:
         """
         if force:
             self._force_due(t)
-        named = [(i, name, code) for i, (name, code) in enumerate(WINDOW_COLUMNS)]
-        keys: dict[str, Any] = {name: array(code) for _, name, code in named if name in KEY_COLUMNS}
-        cols = [(keys[name], i) for i, name, _ in named if name in KEY_COLUMNS]
+        at = {name: (i, code) for i, (name, code) in enumerate(WINDOW_COLUMNS)}
+        keys: dict[str, Any] = {name: array(at[name][1]) for name in KEY_COLUMNS}
+        cols = [(keys[name], at[name][0]) for name in KEY_COLUMNS]
         for item in self._queue:
             if item[0] <= t:
                 for col, i in cols:

@@ -39,7 +39,7 @@ from drivers.models import ConfigModel
 from drivers.registry import PLUGINS
 from drivers.secrets import read_secret
 from gateway.config.base import device_named
-from gateway.energy.benchmarks import PROCESSES
+from gateway.energy.benchmarks import PROCESSES, table_process
 from gateway.energy.carriers import DEFAULT_CARRIERS, GRID_FACTORS
 from gateway.energy.tou import parse_hours
 from gateway.energy.windows import MONTH, SHIFT, check_interval
@@ -445,12 +445,7 @@ class GroupConfig(_Model):
     @property
     def benchmark_process(self) -> str | None:
         """The benchmark table's process: an EAF's class follows its furnace size."""
-        if self.process != "eaf":
-            return self.process
-        size = self.furnace_capacity_t
-        if size is None:
-            return None
-        return "eaf_below_50t" if size < 50 else "eaf_50_70t" if size < 70 else "eaf_70t_up"
+        return table_process(self.process, self.furnace_capacity_t)
 
 
 class Config(_Model):

@@ -144,7 +144,8 @@ class EnergyStage:
         self.windows = 0
         self.group_windows = 0
         # After a restart that finds the downtime still to close: devices not heard from yet
-        # (the hold ends when all are, or at _hold_until).
+        # (the hold ends when all are, or at _hold_until, on the monotonic clock: a clock
+        # step must neither stretch nor cut it).
         self._unheard: set[str] = set()
         self._hold_until = 0.0
 
@@ -191,7 +192,7 @@ class EnergyStage:
 
     def hold_catch_up(self, now: float) -> None:
         """After a restore: when the downtime's windows are still to close, hold them until
-        each device has reported (a reading or an event) or CATCH_UP_HOLD_S has passed.
+        each device has reported (a reading, or `device_down`) or CATCH_UP_HOLD_S has passed.
 
         Closed at once, every point would be in a gap: each window of the downtime would be
         published empty, kept whole in memory to be revised, and published again when the
@@ -199,17 +200,17 @@ class EnergyStage:
         points, measured). Held, a device's readings close its downtime with the energy in."""
         if self.agg.behind(now):
             self._unheard = {s.device for s in self._specs.values()}
-            self._hold_until = now + CATCH_UP_HOLD_S
+            self._hold_until = time.monotonic() + CATCH_UP_HOLD_S
             log.info(
                 "energy: the downtime's windows close as each of %d devices reports (at most "
                 "%g s)", len(self._unheard), CATCH_UP_HOLD_S,
             )  # fmt: skip
 
-    def holding(self, now: float) -> bool:
+    def holding(self) -> bool:
         """Whether the catch-up after a restart still waits for devices to report."""
         if not self._unheard:
             return False
-        if now < self._hold_until:
+        if time.monotonic() < self._hold_until:
             return True
         log.warning(
             "energy: no reading yet from %s; their windows since the stop close as gaps (the "
@@ -228,12 +229,19 @@ class EnergyStage:
         chunk: int = 500,
     ) -> list[Message]:
         """While holding: fold the readings in one device at a time, each device's downtime
-        windows out before the next is folded in; devices not heard from stay open."""
+        windows out, whole, before the next is folded in; devices not heard from stay open.
+
+        A device is heard by its readings, or by `device_down` (it will send none); not by
+        `device_up`, which an OPC UA driver sends before its subscription's first values."""
         for event in events:
-            self._unheard.discard(event.device)
+            if event.type == "device_down":
+                self._unheard.discard(event.device)
         messages: list[Message] = []
         for device, part in self.agg.split_by_device(batch).items():
             self.agg.ingest(part, now)
+            # Its points the readings did not close (a bad reading, an unchanged value) close
+            # now, as gaps: the device's windows come out whole, never in two halves.
+            self.agg.force_device(device, now)
             self._unheard.discard(device)
             # A device's windows short of a chunk are offered at once (else every device's
             # would wait here till the end); what a busy writer declined goes first: nothing
@@ -316,6 +324,7 @@ class EnergyStage:
             self.agg.set_points([s for k, s in new.items() if k not in fresh], now)
         self.agg.set_points(new.values(), now)
         self._specs, self._cfg = new, cfg
+        self._unheard &= {s.device for s in new.values()}  # removed ones will never report
         # Groups may have changed, or their members' devices been switched on or off: the
         # slots held carry over by group name and member key.
         held = self.groups.state() if self.groups is not None else None

@@ -148,7 +148,7 @@ class Pipeline:
         # closes many (every window of a long downtime after a restart) never holds them all.
         stored: list[concurrent.futures.Future[list[int | None]]] = []
         flush = self._flusher(stored)
-        if self.energy.holding(now):
+        if self.energy.holding():
             # Back after an outage: each device's downtime closes as its readings come in (the
             # energy spread over it at the first publication), never all devices' at once;
             # those still silent when the hold ends close as gaps.

@@ -297,6 +297,12 @@ class Aggregator:
             part.append(pid, ts, value, quality)
         return parts
 
+    def force_device(self, device: str, now: float) -> None:
+        """Close every cell of the device's points due by `now`, as a forced close would: its
+        windows then come out whole (see EnergyStage.take_held), the points its readings did
+        not close (a bad reading, an unchanged subscribed value) as gaps."""
+        self._k.force_points([pid for pid, s in self._specs.items() if s.device == device], now)
+
     def behind(self, now: float) -> bool:
         """Whether a close at `now` would catch up (after an outage: more than a step due)."""
         due: float = self._k.earliest_due()

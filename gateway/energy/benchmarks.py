@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["BENCHMARKS", "PROCESSES", "Benchmark", "benchmark_for", "judge", "levels_of"]
+__all__ = [
+    "BENCHMARKS",
+    "PROCESSES",
+    "Benchmark",
+    "benchmark_for",
+    "judge",
+    "levels_of",
+    "table_process",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +97,30 @@ def benchmark_for(
     )
 
 
+def table_process(process: str | None, furnace_capacity_t: float | None) -> str | None:
+    """The benchmark table's process for a group's `process`: an EAF's class follows its
+    furnace size (None without one); the others are their own."""
+    if process != "eaf":
+        return process
+    if furnace_capacity_t is None:
+        return None
+    size = furnace_capacity_t
+    return "eaf_below_50t" if size < 50 else "eaf_50_70t" if size < 70 else "eaf_70t_up"
+
+
 def levels_of(group: Any) -> Benchmark | None:
     """The levels judging a `[[groups]]` entry (its process, standard and the site's adjusted
-    levels), None when it names no process; ValueError naming the group for an unknown table."""
-    process = getattr(group, "benchmark_process", None)
+    levels), None when it names no process; ValueError naming the group for an unknown table.
+
+    From the group's fields, never a model property: the daemon's config records have none."""
+    process = table_process(group.process, group.furnace_capacity_t)
     if process is None:
         return None
-    adjusted = group.benchmark.model_dump(exclude_none=True) if group.benchmark else None
+    adjusted = (
+        {k: v for k, v in group.benchmark.model_dump().items() if v is not None}
+        if group.benchmark
+        else None
+    )
     try:
         return benchmark_for(process, group.standard, adjusted)
     except KeyError as exc:

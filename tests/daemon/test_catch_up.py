@@ -17,7 +17,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from drivers.samples import SampleBatch
+from drivers.base import DeviceEvent
+from drivers.samples import QUALITY_BAD, SampleBatch
 from gateway.config.load import validate_document
 from gateway.daemon.devices import QueueSink
 from gateway.daemon.energy_stage import EnergyStage
@@ -136,7 +137,7 @@ def test_held_windows_go_to_the_writer_a_device_at_a_time(tmp_path: Path) -> Non
     assert len(offered) == 2
     assert offered[1][: len(offered[0])] == offered[0]  # declined ones first, then m2's
     assert {t.rsplit("/", 1)[-1] for t in taken} == {"m1", "m2"}
-    assert not stage.holding(now)  # both reported
+    assert not stage.holding()  # both reported
 
 
 def test_each_device_catches_up_as_it_reports_and_the_silent_ones_after(tmp_path: Path) -> None:
@@ -145,7 +146,7 @@ def test_each_device_catches_up_as_it_reports_and_the_silent_ones_after(tmp_path
     stage = EnergyStage(cfg, now)
     assert sorted(stage.restore(blob)) == ["m1.energy", "m1.power", "m2.energy"]
     stage.hold_catch_up(now)
-    assert stage.holding(now)
+    assert stage.holding()
     watched = Watched(stage.agg._k)
     stage.agg._k = watched
     sink = QueueSink()
@@ -157,7 +158,7 @@ def test_each_device_catches_up_as_it_reports_and_the_silent_ones_after(tmp_path
         pipeline = Pipeline(cfg, sink, stage, outbox, sync=False)
         asyncio.run(pipeline.process())
         windows = _windows(db)
-        assert stage.holding(time.time())  # m2 not heard from yet
+        assert stage.holding()  # m2 not heard from yet
         m1 = [w for w in windows if w["device"] == "m1"]
         assert len(m1) == len(windows)  # m2's downtime is still open
         keys = [(w["interval"], w["start"]) for w in m1]
@@ -180,7 +181,7 @@ def test_each_device_catches_up_as_it_reports_and_the_silent_ones_after(tmp_path
         stage._hold_until = 0.0
         watched.most = 0
         asyncio.run(pipeline.process())
-        assert not stage.holding(time.time())
+        assert not stage.holding()
         assert 0 < watched.most <= 3 * 2  # one 60 s step's windows
         sink.add_samples(_readings(stage, time.time(), 502.0 + 360.0))
         asyncio.run(pipeline.process())
@@ -196,3 +197,48 @@ def test_each_device_catches_up_as_it_reports_and_the_silent_ones_after(tmp_path
     assert len(revised) >= OFF_S / 60 - 1
     # m2 went 180 kWh further in 3 h: 1 kWh a minute, spread back over the gap's windows
     assert all(abs(w["points"]["energy"]["delta"] - 1.0) < 0.01 for w in revised[2:-2])
+
+
+def test_a_device_with_a_bad_reading_still_gets_whole_windows(tmp_path: Path) -> None:
+    """m1's power reads bad after the restart: m1's downtime windows still come out once
+    each with both points (power's as a gap), never as two halves."""
+    cfg, blob, _ = _stopped_3h_ago(tmp_path)
+    now = time.time()
+    stage = EnergyStage(cfg, now)
+    stage.restore(blob)
+    stage.hold_catch_up(now)
+    batch = SampleBatch()
+    batch.append(stage.index.id("m1.energy"), now, 862.0)
+    batch.append(stage.index.id("m1.power"), now, float("nan"), QUALITY_BAD)
+    out = stage.take_held(batch, [], now)
+    stage._hold_until = 0.0  # the hold ends: m2 closes as gaps
+    assert not stage.holding()
+    out += stage.close_due(time.time())
+    m1 = [json.loads(m.body) for m in out if m.topic.endswith("/m1")]
+    keys = [(w["interval"], w["start"], w["revision"]) for w in m1]
+    assert len(keys) == len(set(keys)) > OFF_S / 60
+    assert all(set(w["points"]) == {"energy", "power"} for w in m1)
+
+
+def test_the_hold_waits_for_readings_not_for_device_up(tmp_path: Path) -> None:
+    """device_up (an OPC UA subscription set up) does not end the hold, device_down does; a
+    device a reload removes is no longer waited for."""
+    cfg, blob, _ = _stopped_3h_ago(tmp_path)
+    now = time.time()
+    stage = EnergyStage(cfg, now)
+    stage.restore(blob)
+    stage.hold_catch_up(now)
+    up = DeviceEvent("device_up", "m2", "connected", now)
+    stage.take_held(_readings(stage, now, 862.0, m2=False), [up], now)
+    assert stage.holding()  # m2 connected, but sent nothing yet
+    down = DeviceEvent("device_down", "m2", "no response", now)
+    assert stage.take_held(SampleBatch(), [down], now) == []
+    assert not stage.holding()
+
+    again = EnergyStage(cfg, now)
+    again.restore(blob)
+    again.hold_catch_up(now)
+    text = CONFIG.format(data=tmp_path).split("[[devices]]\nname = \"m2\"")[0]
+    again.reconfigure(validate_document(tomllib.loads(text), "catch-up.toml", text), now)
+    again.take_held(_readings(again, now, 862.0, m2=False), [], now)
+    assert not again.holding()  # m1 reported; m2 is gone from the config

@@ -39,6 +39,7 @@ durability = "normal"
 [energy]
 intervals = ["10s"]
 demand_interval = "10s"
+benchmark_intervals = ["10s"]
 
 [tariff]
 currency = "CNY"
@@ -48,6 +49,9 @@ periods = [{{ name = "flat", price = 0.5, hours = ["00:00-24:00"] }}]
 name = "line"
 members = ["m1.energy_import"]
 recovered = ["m2.energy_import"]
+production = "m1.energy_export"
+process = "eaf"
+furnace_capacity_t = 80
 
 [[groups]]
 name = "plant"
@@ -122,7 +126,16 @@ def test_group_windows_are_the_sum_of_their_members(
             # One 10 s block per window: the simultaneous sum is the window's energy / 10 s.
             assert g["demand"]["peak"] == pytest.approx((used - back) * 360, rel=1e-9)
             assert g["demand"]["at"] == g["end"]
-            assert (g["production"], g["intensity_kgce_per_unit"]) == (None, None)
+            # m1's export counter stands still: production 0, intensity null (never a
+            # division by zero), and so no value for the benchmark to judge
+            assert g["production"] == {"unit": "kWh", "amount": 0.0}
+            assert g["intensity_kgce_per_unit"] is None
+            # Judged in the daemon too (its config is records, not models): an 80 t EAF's
+            # levels.
+            bench = g["benchmark"]
+            assert (bench["process"], bench["standard"]) == ("eaf_70t_up", "GB 21256-2025")
+            assert (bench["benchmark"], bench["baseline"]) == (61, 72)
+            assert (bench["value"], bench["eei"], bench["standing"]) == (None, None, None)
             parent = plants[g["start"]]
             assert parent["carriers"] == g["carriers"]
             assert parent["kgce"] == g["kgce"]

@@ -436,8 +436,8 @@ class Watched:
         self._kernel = kernel
         self.most = 0
 
-    def due_keys(self, t: float) -> Any:
-        keys = self._kernel.due_keys(t)
+    def due_keys(self, t: float, force: bool = True) -> Any:
+        keys = self._kernel.due_keys(t, force)
         self.most = max(self.most, len(keys["point"]))
         return keys
 

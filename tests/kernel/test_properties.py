@@ -216,3 +216,19 @@ def test_an_unforced_close_takes_only_what_readings_closed(km: ModuleType, strea
     assert sorted(map(key, unforced + forced)) == sorted(map(key, whole))
     # the same windows, value for value (repr: NaN equals NaN)
     assert sorted(map(repr, unforced + forced)) == sorted(map(repr, whole))
+
+
+@PROP
+@given(streams)
+def test_forcing_every_point_then_an_unforced_close_is_a_forced_close(
+    km: ModuleType, streams_: Any
+) -> None:
+    rows = rows_of(streams_)
+    end = DAY0 + 5 * 3600.0 + 10.0
+    k, ref = build(km), build(km)
+    k.ingest(*batch(rows))
+    ref.ingest(*batch(rows))
+    k.force_points([0, 1, 2, 99, -1], end)  # ids no point has are ignored
+    got = records(k.close_until(end, 0, False)[0], 2)
+    assert list(map(repr, got)) == list(map(repr, records(ref.close_until(end)[0], 2)))
+    assert k.snapshot() == ref.snapshot()
