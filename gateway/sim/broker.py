@@ -47,6 +47,9 @@ class DemoBroker:
             # The default (1000) silently drops QoS 1 messages to a slow subscriber.
             "max_queued_messages 0\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
+            # Sessions survive the demo's outage on cue (a restart of this broker): the viewer's
+            # subscription and what it has not received yet are on disk while it is down.
+            f"persistence true\npersistence_location {self.workdir}/\n"
         )
         self.proc = subprocess.Popen(
             [self.exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

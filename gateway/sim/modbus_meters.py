@@ -24,6 +24,7 @@ from typing import Any
 from drivers.modbus import profiles
 from drivers.modbus.decode import encode_value
 from drivers.modbus.points import BIT_FUNCTIONS, PointSpec, resolve
+from gateway.sim.loads import Load
 from gateway.sim.ports import free_port
 
 __all__ = ["ModbusPlant", "SimMeter", "free_port", "main", "parse_units"]
@@ -73,15 +74,21 @@ class SimMeter:
     seed: int = 0
     energy_kwh: float = 1000.0
     tick_interval: float = 0.1
+    # A steel-plant load (gateway.sim.loads): power follows it and energy_import is its exact
+    # integral from when the meter was made (energy_kwh at that moment); else a gentle wave.
+    load: Load | None = None
     reads: int = 0
     _memory: dict[str, tuple[int, array[int]]] = field(default_factory=dict)
     _points: list[PointSpec] = field(default_factory=list)
     _fixed: dict[str, float] = field(default_factory=dict)
     _last_tick: float = 0.0
     _rng: random.Random = field(default_factory=random.Random)
+    _born: float = field(default_factory=time.monotonic)
+    _energy_at_birth: float = 0.0
 
     def __post_init__(self) -> None:
         self._rng.seed(self.seed or self.unit)
+        self._energy_at_birth = self.energy_kwh
         if self.profile:
             # The driver's own merge (profile defaults, CT/PT folded into the scale): the meter
             # serves what a gateway configured with this profile and these ratios reads.
@@ -138,8 +145,10 @@ class SimMeter:
         """Engineering value of a canonical point at monotonic time t (None: leave as is)."""
         if name in self._fixed:
             return self._fixed[name]
-        wave = 1.0 + 0.2 * math.sin(t / 7.0 + self.unit)
-        p = self.power_kw * wave
+        if self.load is not None:
+            p = self.load.power_kw(t - self._born)
+        else:
+            p = self.power_kw * (1.0 + 0.2 * math.sin(t / 7.0 + self.unit))
         noise = self._rng.gauss
         if name == "power_total":
             return p
@@ -154,12 +163,19 @@ class SimMeter:
         if name == "frequency":
             return 50.0 + noise(0.0, 0.01)
         if name == "energy_import":
+            if self.load is not None:
+                return self.energy_import_at(t)
             return self.energy_kwh
         if name == "energy_export":
             return 12.5
         if name in ("ct_ratio", "pt_ratio"):  # Acrel meters report their own ratios
             return self.ct_ratio if name == "ct_ratio" else self.pt_ratio
         return None
+
+    def energy_import_at(self, t: float) -> float:
+        """The import counter at monotonic time t, unwrapped (kWh; with a load: exact)."""
+        assert self.load is not None
+        return self._energy_at_birth + self.load.energy_kwh(t - self._born)
 
     def tick(self, *, force: bool = False) -> None:
         if not self._points:
@@ -169,7 +185,7 @@ class SimMeter:
         if not force and dt < self.tick_interval:
             return
         self._last_tick = now
-        if "energy_import" not in self._fixed:
+        if "energy_import" not in self._fixed and self.load is None:
             power = self.value_of("power_total", now) or 0.0
             self.energy_kwh += power * dt / 3600.0
         for p in self._points:
@@ -179,6 +195,8 @@ class SimMeter:
             raw = (value - p.offset) / p.scale
             if not p.type.startswith("float"):
                 raw = round(raw)
+                if p.type.startswith("uint"):  # a register counts round, as the meter's does
+                    raw %= 1 << int(p.type[4:])
             self.set_value(p.function, p.address, raw, p.type, p.order)
 
 

@@ -51,6 +51,19 @@ VARIABLES: tuple[PlcVariable, ...] = (
     PlcVariable("Production.Pieces", "UInt32", 0),
     PlcVariable("Utilities.NG.Flow", "Float", 850.0),
     PlcVariable("Utilities.Power.kW", "Double", 4200.0),
+    # The rest of the works, as one PLC: what the demo's process groups account (rates per
+    # hour in _RATES; counters in t, flows in m3/h or t/h).
+    PlcVariable("Charging.CokeTons", "Double", 48_200.0),
+    PlcVariable("Charging.CoalTons", "Double", 21_300.0),
+    PlcVariable("Utilities.BFG.Recovered", "Float", 30_000.0),
+    PlcVariable("Production.ConverterSteelTons", "Double", 310_000.0),
+    PlcVariable("Utilities.Oxygen.Flow", "Float", 8_250.0),
+    PlcVariable("Recovery.ConverterGas.Flow", "Float", 15_000.0),
+    PlcVariable("Recovery.Steam.Flow", "Float", 12.0),
+    PlcVariable("Production.EafSteelTons", "Double", 52_000.0),
+    PlcVariable("Utilities.EafOxygen.Flow", "Float", 4_640.0),
+    PlcVariable("Production.RolledTons", "Double", 140_000.0),
+    PlcVariable("Line.Status", "Int16", 1),
     PlcVariable("Furnace.Temp1", "Double", 1450.0),
     PlcVariable("Furnace.Temp2", "Double", 1440.0),
     PlcVariable("Furnace.Temp3", "Double", 1460.0),
@@ -69,6 +82,27 @@ VARIABLES: tuple[PlcVariable, ...] = (
     PlcVariable("Test.Setpoint", "Double", 0.0),
     PlcVariable("Test.Quality", "Double", 0.0),
 )
+
+
+# Counters and what they gain an hour: a blast furnace of ~60 t/h hot metal at 320 kg coke and
+# 140 kg coal a tonne, a converter of 150 t/h, an EAF whose heats the demo compresses (its tonnes
+# scaled with its energy: ~380 kWh/t), a bar mill of 62 t/h.
+_RATES = {
+    "Charging.CokeTons": 19.2,
+    "Charging.CoalTons": 8.4,
+    "Production.ConverterSteelTons": 150.0,
+    "Production.EafSteelTons": 116.0,
+    "Production.RolledTons": 62.0,
+}
+# Flows (m3/h, t/h): base, swing and the swing's period in s. Oxygen ~55 m3/t at the converter
+# and ~40 m3/t at the EAF; ~100 m3/t of converter gas and ~80 kg/t of steam recovered.
+_FLOWS = {
+    "Utilities.BFG.Recovered": (30_000.0, 1_500.0, 25.0),
+    "Utilities.Oxygen.Flow": (8_250.0, 300.0, 19.0),
+    "Recovery.ConverterGas.Flow": (15_000.0, 900.0, 23.0),
+    "Recovery.Steam.Flow": (12.0, 0.8, 31.0),
+    "Utilities.EafOxygen.Flow": (4_640.0, 200.0, 17.0),
+}
 
 
 @dataclass
@@ -447,6 +481,11 @@ class SimulatedPlc:
                 state[f"Furnace.Temp{i}"] = (
                     base + 8.0 * math.sin(t / (20.0 + i)) + rng.uniform(-1, 1)
                 )
+            for name, per_hour in _RATES.items():  # counters
+                state[name] += per_hour * interval / 3600.0
+            for name, (base, swing, period) in _FLOWS.items():
+                wobble = rng.uniform(-0.002, 0.002) * base
+                state[name] = base + swing * math.sin(t / period) + wobble
             for name in (
                 "Production.HotMetalTons",
                 "Production.Pieces",
@@ -455,6 +494,8 @@ class SimulatedPlc:
                 "Furnace.Temp1",
                 "Furnace.Temp2",
                 "Furnace.Temp3",
+                *_RATES,
+                *_FLOWS,
             ):
                 spec = next(v for v in VARIABLES if v.node == name)
                 dv = ua.DataValue(

@@ -238,7 +238,7 @@ def test_the_hold_waits_for_readings_not_for_device_up(tmp_path: Path) -> None:
     again = EnergyStage(cfg, now)
     again.restore(blob)
     again.hold_catch_up(now)
-    text = CONFIG.format(data=tmp_path).split("[[devices]]\nname = \"m2\"")[0]
+    text = CONFIG.format(data=tmp_path).split('[[devices]]\nname = "m2"')[0]
     again.reconfigure(validate_document(tomllib.loads(text), "catch-up.toml", text), now)
     again.take_held(_readings(again, now, 862.0, m2=False), [], now)
     assert not again.holding()  # m1 reported; m2 is gone from the config

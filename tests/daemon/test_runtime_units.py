@@ -211,8 +211,13 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
     path.write_text(demo_config(tmp_path, "mqtt://127.0.0.1:1", 5020, "opc.tcp://127.0.0.1:4840",
                                 9108))  # fmt: skip
     cfg = load_config(path)
-    assert [d.name for d in cfg.devices] == ["meter-1", "meter-2", "bf2-plc"]
-    assert [g.name for g in cfg.groups] == ["blast-furnace-2"]
+    assert [d.name for d in cfg.devices] == ["eaf-1", "mill-1", "aux-1", "bf-blower", "bf2-plc"]
+    assert [g.name for g in cfg.groups] == [
+        "blast-furnace-2", "converter-1", "eaf-1", "bar-mill", "works"
+    ]  # fmt: skip
+    assert [g.process for g in cfg.groups] == ["blast_furnace", "bof", "eaf", None, None]
+    assert cfg.tariff is not None
+    assert len(cfg.energy.shifts) == 3
 
 
 def test_demo_formats_messages() -> None:

@@ -43,8 +43,13 @@ def test_browse_shows_tree_types_values_and_toml(
     assert {p["node"] for p in snippet} == {
         NSU + "Production.HotMetalTons",
         NSU + "Production.Pieces",
+        NSU + "Production.ConverterSteelTons",
+        NSU + "Production.EafSteelTons",
+        NSU + "Production.RolledTons",
     }
-    assert {p["name"] for p in snippet} == {"hot_metal_tons", "pieces"}
+    assert {p["name"] for p in snippet} == {
+        "hot_metal_tons", "pieces", "converter_steel_tons", "eaf_steel_tons", "rolled_tons"
+    }  # fmt: skip
     # The snippet is valid config as is.
     make_device(plc.endpoint, snippet)
     # Names are snake_case, with a unit's capitals kept together (kW -> kw, not k_w).
