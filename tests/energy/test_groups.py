@@ -247,7 +247,7 @@ def test_a_shift_window_names_its_shift_and_is_judged() -> None:
 
     @dataclass(frozen=True)
     class Judged(G):
-        benchmark_process: str | None = "blast_furnace"
+        process: str | None = "blast_furnace"
         standard: str | None = None
         benchmark: Any = None
 
