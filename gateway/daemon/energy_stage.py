@@ -143,10 +143,12 @@ class EnergyStage:
         self.groups = self._accountant(cfg)
         self.windows = 0
         self.group_windows = 0
-        # After a restart that finds the downtime still to close: devices not heard from yet
-        # (the hold ends when all are, or at _hold_until, on the monotonic clock: a clock
-        # step must neither stretch nor cut it).
-        self._unheard: set[str] = set()
+        # After a restart that finds the downtime still to close: per device not heard from
+        # in full yet, the ids of its points without a sample so far, and the samples it sent
+        # meanwhile (the hold ends when all are heard, or at _hold_until, on the monotonic
+        # clock: a clock step must neither stretch nor cut it).
+        self._unheard: dict[str, set[int]] = {}
+        self._early: dict[str, SampleBatch] = {}
         self._hold_until = 0.0
 
     def _accountant(self, cfg: Any) -> GroupAccountant | None:
@@ -199,7 +201,8 @@ class EnergyStage:
         first readings spread the energy back (~870 MB for 2 h 50 min at 200 meters x 20
         points, measured). Held, a device's readings close its downtime with the energy in."""
         if self.agg.behind(now):
-            self._unheard = {s.device for s in self._specs.values()}
+            self._unheard = {d: set(pids) for d, pids in self.agg.device_points().items()}
+            self._early = {}
             self._hold_until = time.monotonic() + CATCH_UP_HOLD_S
             log.info(
                 "energy: the downtime's windows close as each of %d devices reports (at most "
@@ -207,7 +210,8 @@ class EnergyStage:
             )  # fmt: skip
 
     def holding(self) -> bool:
-        """Whether the catch-up after a restart still waits for devices to report."""
+        """Whether the catch-up after a restart still waits for devices to report. At its end
+        what partly-heard devices sent is folded in; the next close forces the rest."""
         if not self._unheard:
             return False
         if time.monotonic() < self._hold_until:
@@ -217,7 +221,10 @@ class EnergyStage:
             "energy is spread back, revision + 1, when they answer)",
             ", ".join(sorted(self._unheard)),
         )
+        for part in self._early.values():
+            self.agg.ingest(part, time.time())
         self._unheard.clear()
+        self._early.clear()
         return False
 
     def take_held(
@@ -231,18 +238,33 @@ class EnergyStage:
         """While holding: fold the readings in one device at a time, each device's downtime
         windows out, whole, before the next is folded in; devices not heard from stay open.
 
-        A device is heard by its readings, or by `device_down` (it will send none); not by
-        `device_up`, which an OPC UA driver sends before its subscription's first values."""
+        A device is heard once every point of it has a sample (a bad one too: its cells then
+        close as gaps), its samples kept until then (an OPC UA server's first values can take
+        several passes), or by `device_down` (it will send none); not by `device_up`, which an
+        OPC UA driver sends before its subscription's first values."""
+        heard: dict[str, SampleBatch] = {}
         for event in events:
-            if event.type == "device_down":
-                self._unheard.discard(event.device)
-        messages: list[Message] = []
+            if event.type == "device_down" and event.device in self._unheard:
+                del self._unheard[event.device]
+                heard[event.device] = self._early.pop(event.device, SampleBatch())
         for device, part in self.agg.split_by_device(batch).items():
-            self.agg.ingest(part, now)
+            waiting = self._unheard.get(device)
+            if waiting is None:
+                heard.setdefault(device, SampleBatch()).extend(part)  # heard before
+                continue
+            early = self._early.setdefault(device, SampleBatch())
+            early.extend(part)
+            waiting.difference_update(part.point)
+            if not waiting:
+                del self._unheard[device]
+                heard[device] = self._early.pop(device)
+        messages: list[Message] = []
+        for device, part in heard.items():
+            if len(part):
+                self.agg.ingest(part, now)
             # Its points the readings did not close (a bad reading, an unchanged value) close
             # now, as gaps: the device's windows come out whole, never in two halves.
             self.agg.force_device(device, now)
-            self._unheard.discard(device)
             # A device's windows short of a chunk are offered at once (else every device's
             # would wait here till the end); what a busy writer declined goes first: nothing
             # after it is handed over before it.
@@ -324,7 +346,9 @@ class EnergyStage:
             self.agg.set_points([s for k, s in new.items() if k not in fresh], now)
         self.agg.set_points(new.values(), now)
         self._specs, self._cfg = new, cfg
-        self._unheard &= {s.device for s in new.values()}  # removed ones will never report
+        for device in self._unheard.keys() - {s.device for s in new.values()}:
+            del self._unheard[device]  # removed: it will never report
+            self._early.pop(device, None)
         # Groups may have changed, or their members' devices been switched on or off: the
         # slots held carry over by group name and member key.
         held = self.groups.state() if self.groups is not None else None

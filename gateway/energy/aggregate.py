@@ -185,6 +185,7 @@ class Aggregator:
         self._lookahead = lookahead
         mod = kernel_module if kernel_module is not None else default_kernel
         self._mod = mod
+        self._device_pids: dict[str, list[int]] = {}
         self._k = mod.Kernel(
             len(self._cadences),
             emit=emit,
@@ -276,6 +277,13 @@ class Aggregator:
                 grace=max(spec.grace, 1.0),
             )
             self._specs[pid] = spec
+        self._device_pids = {}
+        for pid, spec in self._specs.items():
+            self._device_pids.setdefault(spec.device, []).append(pid)
+
+    def device_points(self) -> dict[str, list[int]]:
+        """The point ids of each device (configured, accounted)."""
+        return self._device_pids
 
     # ---- data -------------------------------------------------------------------------------
 
@@ -301,7 +309,7 @@ class Aggregator:
         """Close every cell of the device's points due by `now`, as a forced close would: its
         windows then come out whole (see EnergyStage.take_held), the points its readings did
         not close (a bad reading, an unchanged subscribed value) as gaps."""
-        self._k.force_points([pid for pid, s in self._specs.items() if s.device == device], now)
+        self._k.force_points(self._device_pids.get(device, ()), now)
 
     def behind(self, now: float) -> bool:
         """Whether a close at `now` would catch up (after an outage: more than a step due)."""

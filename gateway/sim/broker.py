@@ -5,6 +5,7 @@ Never port 1883: a system broker may already listen there.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -50,6 +51,9 @@ class DemoBroker:
             # Sessions survive the demo's outage on cue (a restart of this broker): the viewer's
             # subscription and what it has not received yet are on disk while it is down.
             f"persistence true\npersistence_location {self.workdir}/\n"
+            # Started as root, mosquitto would switch to user `mosquitto` and could write
+            # neither its log nor its persistence file in our temp dir.
+            f"user {getpass.getuser()}\n"
         )
         self.proc = subprocess.Popen(
             [self.exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

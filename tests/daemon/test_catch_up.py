@@ -232,8 +232,11 @@ def test_the_hold_waits_for_readings_not_for_device_up(tmp_path: Path) -> None:
     stage.take_held(_readings(stage, now, 862.0, m2=False), [up], now)
     assert stage.holding()  # m2 connected, but sent nothing yet
     down = DeviceEvent("device_down", "m2", "no response", now)
-    assert stage.take_held(SampleBatch(), [down], now) == []
+    gaps = [json.loads(m.body) for m in stage.take_held(SampleBatch(), [down], now)]
     assert not stage.holding()
+    # m2 will send nothing: its downtime closes now, as gaps (revised when it answers)
+    assert {w["device"] for w in gaps} == {"m2"}
+    assert len([w for w in gaps if w["interval"] == "1m"]) >= OFF_S / 60 - 1
 
     again = EnergyStage(cfg, now)
     again.restore(blob)
@@ -242,3 +245,25 @@ def test_the_hold_waits_for_readings_not_for_device_up(tmp_path: Path) -> None:
     again.reconfigure(validate_document(tomllib.loads(text), "catch-up.toml", text), now)
     again.take_held(_readings(again, now, 862.0, m2=False), [], now)
     assert not again.holding()  # m1 reported; m2 is gone from the config
+
+
+def test_a_device_heard_over_two_passes_still_gets_whole_windows_once(tmp_path: Path) -> None:
+    """m1's energy in one pass, its power in the next (an OPC UA server's first values can
+    take several): its downtime windows wait for both and come out once, whole, unrevised."""
+    cfg, blob, _ = _stopped_3h_ago(tmp_path)
+    now = time.time()
+    stage = EnergyStage(cfg, now)
+    stage.restore(blob)
+    stage.hold_catch_up(now)
+    first, second = SampleBatch(), SampleBatch()
+    first.append(stage.index.id("m1.energy"), now, 862.0)
+    second.append(stage.index.id("m1.power"), now + 0.25, 120.0)
+    assert stage.take_held(first, [], now) == []  # m1 is not heard in full yet
+    out = stage.take_held(second, [], now + 0.25)
+    m1 = [json.loads(m.body) for m in out]
+    assert {w["device"] for w in m1} == {"m1"}
+    keys = [(w["interval"], w["start"]) for w in m1]
+    assert len(keys) == len(set(keys)) > OFF_S / 60
+    assert {w["revision"] for w in m1} == {1}
+    assert all(set(w["points"]) == {"energy", "power"} for w in m1)
+    assert stage.holding()  # m2 still to come
