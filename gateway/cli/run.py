@@ -105,6 +105,22 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
     demo.set_defaults(func=_demo)
 
+    sim = subparsers.add_parser(
+        "sim",
+        help="run the demo's simulated steel works alone, for the CLI tools to try",
+        description="Starts the demo's Modbus meters and OPC UA PLC on loopback and keeps them "
+        "running; with --config-out writes the gateway config that reads them.",
+    )
+    sim.add_argument("--config-out", type=Path, metavar="FILE", help="write the matching config")
+    sim.add_argument(
+        "--broker", default="mqtt://127.0.0.1:1883", metavar="URL",
+        help="the MQTT broker the written config names (default mqtt://127.0.0.1:1883)",
+    )  # fmt: skip
+    sim.add_argument("--for", dest="duration", type=_sim_span, metavar="SPAN",
+                     help="stop after this long (default: until Ctrl-C)")  # fmt: skip
+    sim.add_argument("--no-opcua", action="store_true", help="leave the OPC UA PLC out")
+    sim.set_defaults(func=_sim)
+
 
 def _demo_span(text: str) -> float:
     """--for: "90s", "2m", "1m30s" or plain seconds; at least 60 s (the cues need them)."""
@@ -120,6 +136,15 @@ def _demo_span(text: str) -> float:
             "on cue midway)"
         )
     return seconds
+
+
+def _sim_span(text: str) -> float:
+    from drivers.fields import parse_duration
+
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -271,3 +296,9 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway.sim.plant import run_demo
 
     return run_demo(duration=args.duration, opcua=not args.no_opcua, keep=args.keep)
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from gateway.sim.plant import run_sim
+
+    return run_sim(args.config_out, args.duration, not args.no_opcua, args.broker)

@@ -28,7 +28,7 @@ from typing import Any
 
 from gateway.sim.ports import free_port
 
-__all__ = ["demo_config", "format_message", "run_demo"]
+__all__ = ["demo_config", "format_message", "run_demo", "run_sim"]
 
 WINDOW = "10s"
 
@@ -340,8 +340,8 @@ class _Printer:
         self.client.disconnect()
 
 
-def say(text: str) -> None:
-    print(f"demo: {text}", flush=True)
+def say(text: str, who: str = "demo") -> None:
+    print(f"{who}: {text}", flush=True)
 
 
 async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
@@ -593,3 +593,78 @@ def run_demo(duration: float = 90.0, opcua: bool = True, keep: bool = False) -> 
             print(f"demo: files kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _sim(config_out: Path | None, duration: float | None, opcua: bool, broker: str) -> int:
+    """The demo's plant alone, for a technician's tools: the meters, the PLC, the config."""
+    from gateway.sim.modbus_meters import ModbusPlant
+
+    def tell(text: str) -> None:
+        say(text, "sim")
+
+    meters = plant_meters()
+    plant = ModbusPlant([m for m in meters if m.unit != 2])
+    mill = ModbusPlant([meters[1]])
+    await plant.start()
+    await mill.start()
+    plc = None
+    try:
+        if opcua:
+            from gateway.sim.opcua_plc import SimulatedPlc
+
+            plc = SimulatedPlc()
+            await plc.start()
+        for unit, name, profile, what in METERS:
+            port = mill.port if name == "mill-1" else plant.port
+            tell(f"meter {name}: {profile}, Modbus TCP 127.0.0.1:{port} unit {unit}; {what}")
+        if plc is not None:
+            tell(f"PLC bf2-plc: OPC UA {plc.endpoint} (tags under nsu=urn:plant1:bf2)")
+        if config_out is not None:
+            # data_dir: <the file's folder>/ironwatt-sim/data (config_out is absolute here)
+            text = demo_config(
+                config_out.parent / "ironwatt-sim", broker, plant.port,
+                plc.endpoint if plc else None, free_port(), mill_port=mill.port,
+            )  # fmt: skip
+            await asyncio.to_thread(config_out.write_text, text, encoding="utf-8")
+            tell(f"the matching gateway config: {config_out} (MQTT {broker})")
+        tell(
+            "try: ironwatt modbus read --host 127.0.0.1 --port "
+            f"{plant.port} --unit 3 --function input --address 52 --type float32"
+        )
+        if plc is not None:
+            tell(f"     ironwatt opcua browse {plc.endpoint}")
+        if config_out is not None:
+            tell(
+                f"     ironwatt check -c {config_out}; ironwatt modbus probe -c {config_out} "
+                "--device aux-1; ironwatt run -c " + str(config_out)
+            )
+        tell("running" + (f" for {duration:g} s" if duration else "") + " (Ctrl-C stops it)")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=duration)
+    finally:
+        if plc is not None:
+            await plc.stop()
+        await plant.stop()
+        await mill.stop()
+    return 0
+
+
+def run_sim(
+    config_out: Path | None = None,
+    duration: float | None = None,
+    opcua: bool = True,
+    broker: str = "mqtt://127.0.0.1:1883",
+) -> int:
+    """`ironwatt sim`: the simulated steel works until Ctrl-C (or `duration` seconds)."""
+    for noisy in ("asyncua", "pymodbus", "ironwatt.sim"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    config_out = config_out.resolve() if config_out is not None else None
+    try:
+        return asyncio.run(_sim(config_out, duration, opcua, broker))
+    except KeyboardInterrupt:
+        return 130

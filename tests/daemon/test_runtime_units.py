@@ -218,6 +218,11 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
     assert [g.process for g in cfg.groups] == ["blast_furnace", "bof", "eaf", None, None]
     assert cfg.tariff is not None
     assert len(cfg.energy.shifts) == 3
+    # without the PLC (--no-opcua): the meters' groups only, still a valid config
+    path.write_text(demo_config(tmp_path, "mqtt://127.0.0.1:1", 5020, None, 9108))
+    bare = load_config(path)
+    assert [d.name for d in bare.devices] == ["eaf-1", "mill-1", "aux-1", "bf-blower"]
+    assert [g.name for g in bare.groups] == ["eaf-1", "works"]
 
 
 def test_demo_formats_messages() -> None:

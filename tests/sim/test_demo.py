@@ -100,3 +100,41 @@ def test_group_lines_show_the_accounting() -> None:
     assert "oxygen 22.900 m3; recovered converter_gas 41.700 m3; production 0.417 t" in text
     assert "intensity -14.900 kgce/t, cost 0.30 CNY (flat 0.30), demand 420.5 kW" in text
     assert "bof: EEI 0.497, between_benchmark_and_baseline (benchmark -30.0" in text
+
+
+def test_sim_runs_the_plant_for_the_tools_and_writes_its_config(tmp_path: Path) -> None:
+    """`ironwatt sim --config-out`: the config it writes passes `ironwatt check`, and
+    `ironwatt modbus probe` reads a meter of the running plant through it."""
+    config = tmp_path / "plant.toml"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "sim", "--config-out", str(config), "--for", "40s",
+         "--no-opcua"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        lines = []
+        for line in sim.stdout:
+            lines.append(line)
+            if line.startswith("sim: running"):
+                break
+        assert config.exists(), lines
+        check = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "check", "-c", str(config)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "works" in check.stdout  # the groups are listed
+        probe = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "modbus", "probe", "-c", str(config),
+             "--device", "aux-1"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert probe.returncode == 0, probe.stdout + probe.stderr
+        power = re.search(r"power_total .* ([\d.]+)\s+kW\s+good", probe.stdout)
+        assert power is not None, probe.stdout
+        assert 300.0 < float(power.group(1)) < 540.0  # aux-1: 420 kW +- 60
+    finally:
+        sim.terminate()
+        sim.wait(15)
+    assert sim.returncode == 0
