@@ -124,12 +124,7 @@ def register(subparsers: Any) -> None:
 
 def _demo_span(text: str) -> float:
     """--for: "90s", "2m", "1m30s" or plain seconds; at least 60 s (the cues need them)."""
-    from drivers.fields import parse_duration
-
-    try:
-        seconds = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    seconds = _sim_span(text)
     if seconds < 60:
         raise argparse.ArgumentTypeError(
             f"{text!r}: the demo needs at least 60 s (a meter drops out and the broker goes away "
@@ -139,6 +134,7 @@ def _demo_span(text: str) -> float:
 
 
 def _sim_span(text: str) -> float:
+    """A span: "90s", "2m", "1m30s" or plain seconds."""
     from drivers.fields import parse_duration
 
     try:

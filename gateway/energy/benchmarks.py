@@ -113,9 +113,7 @@ def levels_of(group: Any) -> Benchmark | None:
     levels), None when it names no process; ValueError naming the group for an unknown table.
 
     From the group's fields, never a model property: the daemon's config records have none."""
-    process = table_process(
-        getattr(group, "process", None), getattr(group, "furnace_capacity_t", None)
-    )
+    process = table_process(group.process, group.furnace_capacity_t)
     if process is None:
         return None
     adjusted = (

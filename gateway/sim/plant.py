@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -344,9 +345,62 @@ def say(text: str, who: str = "demo") -> None:
     print(f"{who}: {text}", flush=True)
 
 
+class Works:
+    """The simulated works, running: the meters of METERS (the mill's behind a server of its
+    own: its dropout does not hold up the others' polls on a shared link) and the PLC."""
+
+    def __init__(self) -> None:
+        from gateway.sim.modbus_meters import ModbusPlant
+
+        self.meters = plant_meters()
+        self.born = time.time()  # the loads start now: their integrals are from here
+        self.plant = ModbusPlant([m for m in self.meters if m.unit != 2])
+        self.mill = ModbusPlant([self.meters[1]])
+        self.plc: Any = None
+
+    @property
+    def dropout(self) -> Any:
+        return self.meters[1]  # mill-1
+
+    @property
+    def aux(self) -> Any:
+        return self.meters[2]  # aux-1, whose totals the verdict checks
+
+    def port_of(self, name: str) -> int:
+        return int(self.mill.port if name == "mill-1" else self.plant.port)
+
+    async def start(self, opcua: bool, tell: Callable[[str], None]) -> None:
+        await self.plant.start()
+        await self.mill.start()
+        for unit, name, profile, what in METERS:
+            tell(f"meter {name}: {profile}, Modbus TCP 127.0.0.1:{self.port_of(name)} unit "
+                 f"{unit}; {what}")  # fmt: skip
+        if opcua:
+            try:
+                from gateway.sim.opcua_plc import SimulatedPlc
+            except ImportError as exc:
+                tell(f"no OPC UA PLC ({exc}); the meters alone")
+                return
+            self.plc = SimulatedPlc()
+            await self.plc.start()
+            tell(f"PLC bf2-plc: OPC UA {self.plc.endpoint} (tags under nsu=urn:plant1:bf2)")
+
+    def config(self, workdir: Path, broker_url: str, http_port: int) -> str:
+        """The gateway config that reads this works (demo_config)."""
+        endpoint = self.plc.endpoint if self.plc is not None else None
+        return demo_config(
+            workdir, broker_url, self.plant.port, endpoint, http_port, mill_port=self.mill.port
+        )
+
+    async def stop(self) -> None:
+        if self.plc is not None:
+            await self.plc.stop()
+        await self.plant.stop()
+        await self.mill.stop()
+
+
 async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
     from gateway.sim.broker import BrokerMissing, DemoBroker
-    from gateway.sim.modbus_meters import ModbusPlant
 
     try:
         broker = DemoBroker(workdir)
@@ -355,40 +409,11 @@ async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
         return 1
     broker.start()
     say(f"Mosquitto broker on {broker.url} (log: {workdir / 'mosquitto.log'})")
-    meters = plant_meters()
-    wall_born = time.time()  # the meters' loads start now: their integrals are from here
-    # The mill's meter behind a serial server of its own: its dropout does not hold up the
-    # others' polls on a shared link.
-    plant = ModbusPlant([m for m in meters if m.unit != 2])
-    mill = ModbusPlant([meters[1]])
-    await plant.start()
-    await mill.start()
-    for unit, name, profile, what in METERS:
-        port = mill.port if name == "mill-1" else plant.port
-        say(f"meter {name}: {profile} at unit {unit} on 127.0.0.1:{port}, {what}")
-    plc = None
-    if opcua:
-        try:
-            from gateway.sim.opcua_plc import SimulatedPlc
-
-            plc = SimulatedPlc()
-            await plc.start()
-            say(f"a simulated OPC UA PLC (blast furnace 2) on {plc.endpoint}")
-        except ImportError as exc:
-            say(f"no OPC UA PLC ({exc}); the meters alone")
-            plc = None
+    works = Works()
+    await works.start(opcua, say)
     http_port = free_port()
     config = workdir / "ironwatt.toml"
-    config.write_text(
-        demo_config(
-            workdir,
-            broker.url,
-            plant.port,
-            plc.endpoint if plc else None,
-            http_port,
-            mill_port=mill.port,
-        )
-    )
+    config.write_text(works.config(workdir, broker.url, http_port))
     say(f"gateway config written to {config}")
     printer = _Printer(broker.port, "ironwatt")
     log_path = workdir / "gateway.log"
@@ -411,7 +436,7 @@ async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
                 loop.add_signal_handler(sig, stop.set)
         deadline = time.monotonic() + duration
         code = 0
-        cue = asyncio.create_task(_on_cue(duration, broker, meters[1]))
+        cue = asyncio.create_task(_on_cue(duration, broker, works.dropout))
         while not stop.is_set() and time.monotonic() < deadline:
             if gateway.returncode is not None:
                 say(f"the gateway exited with status {gateway.returncode}; its log:")
@@ -421,17 +446,14 @@ async def _demo(workdir: Path, duration: float, opcua: bool) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
         await _wind_down(
-            gateway, broker, meters[1], cue, stopped=stop.is_set(), http_port=http_port
+            gateway, broker, works.dropout, cue, stopped=stop.is_set(), http_port=http_port
         )
         await asyncio.sleep(0.5)  # the retained `offline` status
     printer.close()
-    if plc is not None:
-        await plc.stop()
-    await plant.stop()
-    await mill.stop()
+    await works.stop()
     broker.stop()
     print(flush=True)
-    for line in verdict(printer.docs, meters[2], wall_born):
+    for line in verdict(printer.docs, works.aux, works.born):
         say(line)
     if not printer.counts.get("energy") and code == 0:
         say(f"no energy window arrived; the gateway's log is {log_path}")
@@ -449,7 +471,8 @@ async def _wind_down(
     with contextlib.suppress(asyncio.CancelledError):
         await cue
     if broker.proc is None or broker.proc.poll() is not None:
-        broker.start()  # the cue was cut short, or Ctrl-C reached the broker too
+        # the cue was cut short, or Ctrl-C reached the broker too (in a thread: it waits)
+        await asyncio.to_thread(broker.start)
     dropout.silent = False
     if gateway.returncode is None and not stopped:
         left = await _drained(http_port, 20.0)
@@ -597,42 +620,24 @@ def run_demo(duration: float = 90.0, opcua: bool = True, keep: bool = False) -> 
 
 async def _sim(config_out: Path | None, duration: float | None, opcua: bool, broker: str) -> int:
     """The demo's plant alone, for a technician's tools: the meters, the PLC, the config."""
-    from gateway.sim.modbus_meters import ModbusPlant
 
     def tell(text: str) -> None:
         say(text, "sim")
 
-    meters = plant_meters()
-    plant = ModbusPlant([m for m in meters if m.unit != 2])
-    mill = ModbusPlant([meters[1]])
-    await plant.start()
-    await mill.start()
-    plc = None
+    works = Works()
     try:
-        if opcua:
-            from gateway.sim.opcua_plc import SimulatedPlc
-
-            plc = SimulatedPlc()
-            await plc.start()
-        for unit, name, profile, what in METERS:
-            port = mill.port if name == "mill-1" else plant.port
-            tell(f"meter {name}: {profile}, Modbus TCP 127.0.0.1:{port} unit {unit}; {what}")
-        if plc is not None:
-            tell(f"PLC bf2-plc: OPC UA {plc.endpoint} (tags under nsu=urn:plant1:bf2)")
+        await works.start(opcua, tell)
         if config_out is not None:
             # data_dir: <the file's folder>/ironwatt-sim/data (config_out is absolute here)
-            text = demo_config(
-                config_out.parent / "ironwatt-sim", broker, plant.port,
-                plc.endpoint if plc else None, free_port(), mill_port=mill.port,
-            )  # fmt: skip
+            text = works.config(config_out.parent / "ironwatt-sim", broker, free_port())
             await asyncio.to_thread(config_out.write_text, text, encoding="utf-8")
             tell(f"the matching gateway config: {config_out} (MQTT {broker})")
         tell(
             "try: ironwatt modbus read --host 127.0.0.1 --port "
-            f"{plant.port} --unit 3 --function input --address 52 --type float32"
+            f"{works.plant.port} --unit 3 --function input --address 52 --type float32"
         )
-        if plc is not None:
-            tell(f"     ironwatt opcua browse {plc.endpoint}")
+        if works.plc is not None:
+            tell(f"     ironwatt opcua browse {works.plc.endpoint}")
         if config_out is not None:
             tell(
                 f"     ironwatt check -c {config_out}; ironwatt modbus probe -c {config_out} "
@@ -647,10 +652,7 @@ async def _sim(config_out: Path | None, duration: float | None, opcua: bool, bro
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=duration)
     finally:
-        if plc is not None:
-            await plc.stop()
-        await plant.stop()
-        await mill.stop()
+        await works.stop()
     return 0
 
 

@@ -24,6 +24,7 @@ from gateway.daemon.devices import QueueSink
 from gateway.daemon.energy_stage import EnergyStage
 from gateway.daemon.pipeline import Pipeline
 from gateway.outbox import Outbox, OutboxSettings
+from tests.support.kernel_watch import WatchedKernel
 
 CONFIG = """
 [gateway]
@@ -67,22 +68,6 @@ kind = "counter"
 unit = "kWh"
 """
 OFF_S = 3 * 3600.0
-
-
-class Watched:
-    """The stage's kernel seen through: the most windows due at once."""
-
-    def __init__(self, kernel: Any) -> None:
-        self._kernel = kernel
-        self.most = 0
-
-    def due_keys(self, t: float, force: bool = True) -> Any:
-        keys = self._kernel.due_keys(t, force)
-        self.most = max(self.most, len(keys["point"]))
-        return keys
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._kernel, name)
 
 
 def _readings(stage: EnergyStage, t: float, kwh: float, m2: bool = True) -> SampleBatch:
@@ -147,7 +132,7 @@ def test_each_device_catches_up_as_it_reports_and_the_silent_ones_after(tmp_path
     assert sorted(stage.restore(blob)) == ["m1.energy", "m1.power", "m2.energy"]
     stage.hold_catch_up(now)
     assert stage.holding()
-    watched = Watched(stage.agg._k)
+    watched = WatchedKernel(stage.agg._k)
     stage.agg._k = watched
     sink = QueueSink()
     # 3 h at 120 kW: m1's counter went on, 360 kWh further; m2 does not answer yet

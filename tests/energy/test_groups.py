@@ -30,6 +30,8 @@ class G:
     members: tuple[str, ...]
     production: str | None = None
     recovered: tuple[str, ...] = ()
+    process: str | None = None  # the [[groups]] fields levels_of reads
+    furnace_capacity_t: float | None = None
 
 
 POINTS = [

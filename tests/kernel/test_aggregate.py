@@ -15,6 +15,7 @@ import pytest
 from drivers.samples import SampleBatch
 from gateway.energy.aggregate import AccountedPoint, Aggregator, integral_unit
 from tests.kernel.conftest import DAY0
+from tests.support.kernel_watch import WatchedKernel
 
 pytestmark = pytest.mark.twin
 
@@ -429,22 +430,6 @@ def test_windows_taken_in_slices_equal_those_taken_at_once(
     assert sliced == whole
 
 
-class Watched:
-    """A kernel seen through: the most rows due_keys ever named (what was queued at once)."""
-
-    def __init__(self, kernel: Any) -> None:
-        self._kernel = kernel
-        self.most = 0
-
-    def due_keys(self, t: float, force: bool = True) -> Any:
-        keys = self._kernel.due_keys(t, force)
-        self.most = max(self.most, len(keys["point"]))
-        return keys
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._kernel, name)
-
-
 @pytest.mark.parametrize("step", [60.0, 900.0])
 def test_a_close_far_behind_the_clock_catches_up_a_step_at_a_time(
     km: ModuleType, monkeypatch: pytest.MonkeyPatch, step: float
@@ -461,7 +446,7 @@ def test_a_close_far_behind_the_clock_catches_up_a_step_at_a_time(
         for i in range(0, 600, 5):
             agg.ingest(poll(agg, t0 + i, i), t0 + i)
             agg.close_until(t0 + i)
-        watched = Watched(agg._k)
+        watched = WatchedKernel(agg._k)
         monkeypatch.setattr(agg, "_k", watched)
         out: list[Any] = []
         back = t0 + 600 + 170 * 60
