@@ -246,6 +246,9 @@ def format_message(topic: str, payload: bytes) -> str:
                     f"          {name:<16} delta {_n(p.get('delta'))} {p.get('unit')} "
                     f"(first {_n(p.get('first'), 2)}, last {_n(p.get('last'), 2)}), "
                     f"coverage {_n(p.get('coverage'), 2)}"
+                    + "".join(
+                        f", {what} {p[what]}" for what in ("rollovers", "resets") if p.get(what)
+                    )
                 )
             elif p.get("kind") == "rate" and name in ("power_total", "gas_flow"):
                 lines.append(

@@ -41,6 +41,7 @@ def test_the_demo_keeps_its_promise() -> None:
     assert check is not None, said
     assert int(check.group(1)) >= 3
     assert float(check.group(2)) < 0.1
+    assert re.search(r"energy_import +delta .*, rollovers 1", out)  # the blower's counter wrapped
     # the group lines carry the accounting: recovered energy, intensity, cost, the benchmark
     assert "group   10s converter-1" in out
     assert "recovered converter_gas" in out
