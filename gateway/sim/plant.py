@@ -636,8 +636,8 @@ async def _sim(config_out: Path | None, duration: float | None, opcua: bool, bro
             await asyncio.to_thread(config_out.write_text, text, encoding="utf-8")
             tell(f"the matching gateway config: {config_out} (MQTT {broker})")
         tell(
-            "try: ironwatt modbus read --host 127.0.0.1 --port "
-            f"{works.plant.port} --unit 3 --function input --address 52 --type float32"
+            f"try: ironwatt modbus read 127.0.0.1:{works.plant.port} --unit 3 --function input "
+            "--address 52 --type float32"
         )
         if works.plc is not None:
             tell(f"     ironwatt opcua browse {works.plc.endpoint}")

@@ -120,6 +120,13 @@ def test_sim_runs_the_plant_for_the_tools_and_writes_its_config(tmp_path: Path) 
             if line.startswith("sim: running"):
                 break
         assert config.exists(), lines
+        # the command it suggests works as printed
+        suggested = next(x for x in lines if x.startswith("sim: try: ironwatt modbus read"))
+        read = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *suggested.split()[3:]],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert read.returncode == 0, read.stdout + read.stderr
         check = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "check", "-c", str(config)],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
