@@ -5,36 +5,39 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 KERNEL_SOURCES := $(wildcard ext/*.pyx ext/*.pxd)
 
-.PHONY: demo test test-systemd bench lint clean
+.PHONY: demo test test-systemd bench lint clean tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Re-install (and so re-compile the kernel) when the build inputs change.
+# Re-install (and so re-compile the kernel) when the build inputs change. Without a C
+# compiler the kernel is not built and its pure twin runs: the demo says which.
 $(STAMP): $(PY) pyproject.toml setup.py $(KERNEL_SOURCES)
-	@.ci/ensure-tools
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,demo]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# The system tools the tests need (Mosquitto, socat, a C compiler): apt-get as root, else a
+# message. The demo needs none of them (amqtt stands in for a missing Mosquitto).
+tools:
 	@.ci/ensure-tools
+
+demo: $(STAMP)
 	$(VENV)/bin/ironwatt demo
 
 # The suite runs the compiled kernel and its pure twin side by side (parametrized tests);
 # the second run proves the selector's fallback: the whole kernel suite on the twin alone.
-test: $(STAMP)
-	@.ci/ensure-tools
+test: tools $(STAMP)
 	$(VENV)/bin/ironwatt --version
 	$(PY) -m pytest -q -p no:cacheprovider
 	IRONWATT_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m twin
 
 # The documented systemd install booted for real: Debian 12 (systemd 252) in systemd-nspawn, as
 # root (docs/daemon.md, "make test-systemd"). Not part of `make test`.
-test-systemd: $(STAMP)
+test-systemd: tools $(STAMP)
 	IRONWATT_SYSTEMD_TEST=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/systemd
 
-bench: $(STAMP)
+bench: tools $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # ruff, mypy (strict) and the layer contracts of docs/design.md (import-linter); CI runs it.

@@ -92,10 +92,11 @@ def register(subparsers: Any) -> None:
         "demo",
         help="run a simulated plant, a broker and the gateway; print what gets published",
         description="Starts a simulated steel works (four Modbus meters under plant loads and an "
-        "OPC UA PLC), a Mosquitto on a free loopback port and the gateway with 10 s windows and "
-        "process groups, prints the MQTT messages, takes a meter and the broker away on cue and "
-        "ends with a verdict (seq holes, revisions, replays, a meter's total against the "
-        "simulator's).",
+        "OPC UA PLC), an MQTT broker on a free loopback port (Mosquitto, or amqtt when Mosquitto "
+        "is not installed) and the gateway with 10 s windows and process groups; shows what a "
+        "subscriber receives (a live view, or lines), takes a meter away and cuts the gateway's "
+        "network to the broker on cue, and ends with a verdict (seq holes, revisions, replays, "
+        "a meter's total against the simulator's).",
     )
     demo.add_argument(
         "--for", "--duration", dest="duration", type=_demo_span, default=90.0, metavar="SPAN",
@@ -103,6 +104,11 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     demo.add_argument("--no-opcua", action="store_true", help="leave the OPC UA PLC out")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
+    demo.add_argument(
+        "--plain", action="store_true",
+        help="print each message as lines instead of the live view (chosen by itself when "
+        "stdout is not a terminal)",
+    )  # fmt: skip
     demo.set_defaults(func=_demo)
 
     sim = subparsers.add_parser(
@@ -247,10 +253,8 @@ def _reload(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    import urllib.error
-    import urllib.request
-
     from gateway.daemon.status import render_table
+    from gateway.status_client import fetch_status
 
     url = args.url
     if url is None:
@@ -272,9 +276,8 @@ def _status(args: argparse.Namespace) -> int:
             host = "127.0.0.1"
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=5) as response:
-            doc = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        doc = fetch_status(url, 5.0)
+    except (OSError, ValueError) as exc:  # urllib's URLError is an OSError
         print(
             f"no answer from {url}/status ({exc}): is the gateway running "
             "(systemctl status ironwatt) and is [http] enabled in its config?",
@@ -289,9 +292,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.sim.plant import run_demo
+    from gateway.sim.demo import run_demo
 
-    return run_demo(duration=args.duration, opcua=not args.no_opcua, keep=args.keep)
+    plain = True if args.plain else None  # else: the live view on a terminal, lines otherwise
+    return run_demo(duration=args.duration, opcua=not args.no_opcua, keep=args.keep, plain=plain)
 
 
 def _sim(args: argparse.Namespace) -> int:

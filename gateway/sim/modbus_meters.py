@@ -77,6 +77,9 @@ class SimMeter:
     # A steel-plant load (gateway.sim.loads): power follows it and energy_import is its exact
     # integral from when the meter was made (energy_kwh at that moment); else a gentle wave.
     load: Load | None = None
+    # When the load starts (time.monotonic()); default: when the meter is made. Meters of one
+    # plant share it, so one clock maps a window's edges to every load's time.
+    load_origin: float | None = None
     reads: int = 0
     _memory: dict[str, tuple[int, array[int]]] = field(default_factory=dict)
     _points: list[PointSpec] = field(default_factory=list)
@@ -89,6 +92,8 @@ class SimMeter:
     def __post_init__(self) -> None:
         self._rng.seed(self.seed or self.unit)
         self._energy_at_birth = self.energy_kwh
+        if self.load_origin is not None:
+            self._born = self.load_origin
         if self.profile:
             # The driver's own merge (profile defaults, CT/PT folded into the scale): the meter
             # serves what a gateway configured with this profile and these ratios reads.

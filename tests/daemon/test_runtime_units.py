@@ -15,7 +15,8 @@ from gateway.daemon.devices import DeviceUnit, QueueSink, Supervisor, plan_units
 from gateway.daemon.health import render_metrics
 from gateway.daemon.reload import diff_devices, point_keys
 from gateway.daemon.status import metrics_of, render_table
-from gateway.sim.plant import demo_config, format_message
+from gateway.sim.plant import demo_config
+from gateway.sim.view import format_message
 from tests.daemon.test_health import parse_prometheus
 from tests.support.waiting import await_until
 

@@ -2,45 +2,130 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import shutil
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import pytest
+
+from gateway.sim.demo import verdict
 from gateway.sim.loads import Steady
-from gateway.sim.plant import format_message, verdict
+from gateway.sim.view import format_message
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_demo_keeps_its_promise() -> None:
-    """60 s: energy, group and event windows arrive; the outage on cue is replayed without a
-    seq hole; the dropout is revised; a meter's windows add up to the simulator's integral."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--for", "60s"],
-        cwd=ROOT, capture_output=True, text=True, timeout=150,
+def _demo(*flags: str, path: str | None = None, stdout: Any = subprocess.PIPE) -> Any:
+    env = dict(os.environ)
+    if path is not None:
+        env["PATH"] = path
+    env.update(COLUMNS="140", LINES="80")  # the live view's terminal
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "demo", "--for", "60s", *flags],
+        cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
-    out = proc.stdout
-    assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
+
+
+class _Terminal:
+    """A pseudo-terminal for the live view: what the demo draws is read off its other end."""
+
+    def __init__(self) -> None:
+        self.main, self.side = pty.openpty()
+        self.chunks: list[bytes] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.main, 65536)
+            except OSError:  # the other end closed
+                return
+            if not data:
+                return
+            self.chunks.append(data)
+
+    def text(self) -> str:
+        os.close(self.side)
+        self.reader.join(10)
+        os.close(self.main)
+        return b"".join(self.chunks).decode(errors="replace")
+
+
+def _path_without_mosquitto(tmp: Path) -> str:
+    """PATH as it is, less every directory that holds a mosquitto (a user's PATH on Debian,
+    where it is in /usr/sbin)."""
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    kept = [d for d in dirs if not (Path(d) / "mosquitto").exists()]
+    return os.pathsep.join(kept or [str(tmp)])
+
+
+def test_the_demo_keeps_its_promise_with_mosquitto_and_with_the_embedded_broker(
+    tmp_path: Path,
+) -> None:
+    """60 s, twice at once: with Mosquitto, and with it hidden from PATH (the embedded amqtt).
+    Energy, group and event windows arrive; the outage on cue is replayed without a seq hole;
+    the dropout is revised; a meter's windows add up to the simulator's integral."""
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not on PATH (.ci/run installs it)")
+    terminal = _Terminal()
+    runs = {
+        "mosquitto": _demo("--plain"),
+        # stdout a pipe: lines, chosen by the demo itself
+        "amqtt": _demo(path=_path_without_mosquitto(tmp_path)),
+        "live": _demo(stdout=terminal.side),
+    }
+    for broker, proc in runs.items():
+        try:
+            out, err = proc.communicate(timeout=150)
+        finally:
+            proc.kill()
+        out = terminal.text() if broker == "live" else out
+        assert proc.returncode == 0, broker + ": " + out[-3000:] + err[-2000:]
+        if broker == "live":
+            _check_live_view(out)
+        else:
+            _check_promise(broker, out)
+
+
+def _check_live_view(out: str) -> None:
+    """The live view was drawn (rich's tables, redrawn in place) and the verdict follows it."""
+    for section in ("latest values (telemetry)", "last closed 10s windows", "process groups (10s)",
+                    "outbox and uplink", "last messages received upstream"):  # fmt: skip
+        assert section in out, section
+    assert "\x1b[" in out  # drawn in place with terminal control sequences
+    assert "CUT (outage on cue)" in out  # the header said so during the outage
+    assert re.search(r"demo: seq 1\.\.\d+ of stream \w+: no hole", out)
+    assert re.search(r"demo: aux-1: \d+ windows .* \(0\.0\d\d % apart\)", out)
+    assert "group   10s" not in out  # no plain lines on a terminal
+
+
+def _check_promise(broker: str, out: str) -> None:
     said = [line[len("demo: ") :] for line in out.splitlines() if line.startswith("demo: ")]
+    assert said[0].startswith("Mosquitto broker" if broker == "mosquitto" else "amqtt"), said
     received = next(line for line in said if line.startswith("received "))
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (\w+)", received)}
-    assert counts["energy"] >= 20
-    assert counts["group"] >= 20
-    assert counts["event"] >= 4
+    assert counts["energy"] >= 20, (broker, received)
+    assert counts["group"] >= 20, (broker, received)
+    assert counts["event"] >= 4, (broker, received)
     assert any(re.fullmatch(r"seq 1\.\.\d+ of stream \w+: no hole", line) for line in said), said
-    replayed, revised = map(
-        int, re.search(r"(\d+) messages replayed after the outage, (\d+) windows revised",
-                       out).groups(),  # type: ignore[union-attr]
-    )  # fmt: skip
-    assert replayed > 0
-    assert revised > 0
+    found = re.search(r"(\d+) messages? replayed after the outage, (\d+) windows? revised", out)
+    assert found is not None, said
+    replayed, revised = map(int, found.groups())
+    assert replayed > 0, broker
+    assert revised > 0, broker
     check = re.search(r"aux-1: (\d+) windows .* \(([\d.]+) % apart\)", out)
-    assert check is not None, said
+    assert check is not None, (broker, said)
     assert int(check.group(1)) >= 3
-    assert float(check.group(2)) < 0.1
+    assert float(check.group(2)) < 0.1, (broker, check.group(0))
     assert re.search(r"energy_import +delta .*, rollovers 1", out)  # the blower's counter wrapped
     # the group lines carry the accounting: recovered energy, intensity, cost, the benchmark
     assert "group   10s converter-1" in out
@@ -48,39 +133,58 @@ def test_the_demo_keeps_its_promise() -> None:
     standing = "(better_than_benchmark|between_benchmark_and_baseline|worse_than_baseline)"
     assert re.search(r"blast_furnace: EEI [\d.]+, " + standing, out)
     assert "cost " in out
+    assert "the network between the gateway and the broker goes down" in out
 
 
 def _doc(seq: int, **kw: object) -> dict[str, object]:
     return {"seq": seq, "stream": "s1", **kw}
 
 
+WINDOW_AT = "2026-12-03T00:00:{:02d}.000Z"
+
+
+def _aux(
+    seq: int, start: int, delta: float, coverage: float, **kw: object
+) -> tuple[str, dict[str, object]]:
+    return ("energy", _doc(seq, device="aux-1", interval="10s", start=WINDOW_AT.format(start),
+                           end=WINDOW_AT.format(start + 10), revision=kw.pop("revision", 1),
+                           points={"energy_import": {"delta": delta, "coverage": coverage}},
+                           **kw))  # fmt: skip
+
+
 def test_the_verdict_names_holes_replays_revisions_and_the_integral() -> None:
     aux = SimpleNamespace(load=Steady(360.0))  # 1 kWh per 10 s
-    window = "2026-12-03T00:00:{:02d}.000Z"
     born = datetime(2026, 12, 3, tzinfo=UTC).timestamp()  # the load started at 00:00:00
     docs = [
         ("event", _doc(1)),
-        ("energy", _doc(2, device="aux-1", interval="10s", start=window.format(0),
-                        end=window.format(10), revision=1,
-                        points={"energy_import": {"delta": 0.7}})),
-        ("energy", _doc(3, device="aux-1", interval="10s", start=window.format(10),
-                        end=window.format(20), revision=1,
-                        points={"energy_import": {"delta": 0.9}})),
-        ("energy", _doc(5, device="aux-1", interval="10s", start=window.format(10),
-                        end=window.format(20), revision=2, replayed=True,
-                        points={"energy_import": {"delta": 1.0}})),
-        ("energy", _doc(6, device="aux-1", interval="10s", start=window.format(20),
-                        end=window.format(30), revision=1, replayed=True,
-                        points={"energy_import": {"delta": 1.0}})),
+        # began before the meter's first reading (at 00:00:06): its `first` is that reading
+        _aux(2, 0, 0.35, 0.4),
+        _aux(3, 10, 0.9, 0.5),
+        _aux(5, 10, 1.0, 1.0, revision=2, replayed=True),  # the revision counts
+        _aux(6, 20, 1.0, 1.0, replayed=True),
+        # closed before a reading after its end: the energy past its last reading is the next's
+        _aux(7, 30, 0.8, 0.8),
         ("status", {"state": "online"}),
-    ]  # fmt: skip
+    ]
     lines = verdict(docs, aux, born)
-    assert lines[0] == "received 4 energy, 1 event, 1 status"
-    assert lines[1] == "seq 1..6 of stream s1: 1 missing: [4]"
-    assert lines[2] == "2 messages replayed after the outage, 1 windows revised"
-    # the first window is left out (it began before any reading); the revision counts
+    assert lines[0] == "received 5 energy, 1 event, 1 status"
+    assert lines[1] == "seq 1..7 of stream s1: 1 missing: [4]"
+    assert lines[2] == "2 messages replayed after the outage, 1 window revised"
+    # only the whole windows, 00:00:10 to 00:00:30, are checked
     assert lines[3].startswith("aux-1: 2 windows of 10s add up to 2.0000 kWh")
     assert lines[3].endswith("(0.000 % apart)")
+
+
+def test_the_verdict_checks_no_total_across_a_missing_window() -> None:
+    aux = SimpleNamespace(load=Steady(360.0))
+    born = datetime(2026, 12, 3, tzinfo=UTC).timestamp()
+    docs = [_aux(1, 0, 1.0, 1.0), _aux(2, 20, 1.0, 1.0)]  # 00:00:10-20 never arrived
+    lines = verdict(docs, aux, born)
+    assert lines[2] == "0 messages replayed after the outage, 0 windows revised"
+    assert lines[3] == "aux-1: windows missing before 2026-12-03T00:00:20.000Z: no total to check"
+    assert verdict([_aux(1, 0, 0.3, 0.3)], aux, born)[3] == (
+        "aux-1: not enough whole windows to check against the simulator"
+    )
 
 
 def test_group_lines_show_the_accounting() -> None:
