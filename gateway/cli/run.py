@@ -133,8 +133,8 @@ def _demo_span(text: str) -> float:
     seconds = _sim_span(text)
     if seconds < 60:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: the demo needs at least 60 s (a meter drops out and the broker goes away "
-            "on cue midway)"
+            f"{text!r}: the demo needs at least 60 s (a meter drops out and the network to the "
+            "broker goes down on cue)"
         )
     return seconds
 

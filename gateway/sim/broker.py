@@ -76,15 +76,20 @@ class DemoBroker:
         return [self.exe, "-c", str(conf)]
 
     def start(self, timeout: float = 10.0) -> None:
-        self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        """Start it and wait until it listens; SimulatorError (with its own words) if not."""
+        errors = self.workdir / f"{self.log.stem}.stderr"
+        with errors.open("wb") as err:
+            # Its own session: a Ctrl-C at the terminal reaches the demo, which stops the
+            # broker last, not the broker first.
+            self.proc = subprocess.Popen(
+                self.command(), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 self.proc = None
-                raise SimulatorError(f"{self.name} exited at start: {err.strip()[-2000:]}")
+                said = errors.read_text(errors="replace").strip()[-2000:]
+                raise SimulatorError(f"{self.name} exited at start: {said or 'no message'}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return
@@ -117,64 +122,73 @@ class EmbeddedBroker(DemoBroker):
 
 class UplinkCut:
     """A TCP relay from the gateway to the broker that the demo cuts, as a plant network goes
-    down: the open connections drop, new ones are refused, until it is mended.
+    down: the open connections drop, and new ones are dropped as soon as they are made, until
+    it is mended.
 
-    The outage is on the gateway's side of the broker only: the demo's own subscriber keeps its
-    session, so what it shows and counts is what a subscriber upstream would get.
+    The listener stays open while cut (its port is never given up, so nothing else can take
+    it). The outage is on the gateway's side of the broker only: the demo's own subscriber
+    keeps its session, so what it shows and counts is what a subscriber upstream would get.
     """
 
     def __init__(self, broker_port: int) -> None:
         self.broker_port = broker_port
         self.port = free_port()
+        self.is_cut = False
         self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self._pumps: set[asyncio.Task[None]] = set()
+        self._relays: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    @property
-    def is_cut(self) -> bool:
-        return self._server is None
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
 
-    async def mend(self) -> None:
-        if self._server is None:
-            self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+    def mend(self) -> None:
+        self.is_cut = False
 
     async def cut(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in list(self._open):
-            writer.transport.abort()
-        self._open.clear()
-        for pump in list(self._pumps):
-            pump.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
+        """Drop every connection now; new ones are dropped until mend()."""
+        self.is_cut = True
+        for relay in list(self._relays):
+            relay.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.broker_port)
-        except OSError:
+    async def close(self) -> None:
+        await self.cut()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.is_cut:
             writer.transport.abort()
             return
-        self._open |= {writer, up_writer}
-        pumps = {
-            asyncio.create_task(_pump(reader, up_writer)),
-            asyncio.create_task(_pump(up_reader, writer)),
-        }
-        self._pumps |= pumps
+        relay = asyncio.get_running_loop().create_task(self._relay(reader, writer))
+        self._relays.add(relay)
+        relay.add_done_callback(self._relays.discard)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            # Either side closing ends both, as a broken TCP path would.
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.broker_port)
+            pumps = [
+                asyncio.create_task(_pump(reader, up_writer)),
+                asyncio.create_task(_pump(up_reader, writer)),
+            ]
+            try:
+                # Either side closing ends both, as a broken TCP path would.
+                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
+        except OSError:
+            pass  # the broker refused: the gateway sees its connection dropped
         finally:
-            for pump in pumps:
-                pump.cancel()
-            self._pumps -= pumps
             for w in (writer, up_writer):
-                self._open.discard(w)
-                w.transport.abort()
+                if w is not None:
+                    w.transport.abort()
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -20,9 +20,10 @@ from typing import Any
 
 from gateway.sim.ports import free_port
 
-__all__ = ["METERS", "WINDOW", "Works", "demo_config", "plant_meters", "run_sim"]
+__all__ = ["METERS", "WINDOW", "WINDOW_S", "Works", "demo_config", "plant_meters", "run_sim"]
 
 WINDOW = "10s"
+WINDOW_S = 10.0  # WINDOW in seconds (windows are aligned to the clock)
 
 
 def _hhmm(minute: int) -> str:

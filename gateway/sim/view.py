@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -29,6 +30,14 @@ __all__ = [
 ]
 
 WINDOW = "10s"  # the interval the live view shows (the demo config's shortest)
+_PRINTING = threading.Lock()  # lines come from paho's thread and from the event loop
+
+
+def say_line(text: str) -> None:
+    """One line to stdout, whole (never interleaved with another thread's)."""
+    with _PRINTING:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def _n(value: Any, digits: int = 3) -> str:
@@ -373,14 +382,15 @@ def render_live(frame: Frame, now: float | None = None) -> Any:
     notes = Text("\n".join(
         f"{time.strftime('%H:%M:%S', time.localtime(t))} {line}" for t, line in frame.notes[-4:]
     ))  # fmt: skip
+    # Most telling first: a terminal shorter than the frame crops its bottom (rich's Live).
     return Group(
         Text(frame.header, style="bold"),
         notes,
-        devices,
-        values,
-        windows,
-        groups,
         Panel(outbox, title="outbox and uplink", title_align="left"),
+        devices,
+        groups,
+        windows,
+        values,
         Panel(recent, title="last messages received upstream", title_align="left"),
     )
 
@@ -415,4 +425,4 @@ class PlainLines:
                 if state == self._last_status:
                     return
                 self._last_status = state
-            print(f"{time.strftime('%H:%M:%S')} {format_message(topic, payload)}", flush=True)
+        say_line(f"{time.strftime('%H:%M:%S')} {format_message(topic, payload)}")

@@ -23,14 +23,14 @@ from gateway.sim.view import format_message
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _demo(*flags: str, path: str | None = None, stdout: Any = subprocess.PIPE) -> Any:
+def _demo(*flags: str, out: Any, path: str | None = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     if path is not None:
         env["PATH"] = path
     env.update(COLUMNS="140", LINES="80")  # the live view's terminal
     return subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "demo", "--for", "60s", *flags],
-        cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
 
 
@@ -71,29 +71,41 @@ def _path_without_mosquitto(tmp: Path) -> str:
 def test_the_demo_keeps_its_promise_with_mosquitto_and_with_the_embedded_broker(
     tmp_path: Path,
 ) -> None:
-    """60 s, twice at once: with Mosquitto, and with it hidden from PATH (the embedded amqtt).
+    """60 s, three at once: with Mosquitto (--plain); with it hidden from PATH, so the embedded
+    amqtt (stdout a file: lines, chosen by the demo itself); and the live view on a terminal.
     Energy, group and event windows arrive; the outage on cue is replayed without a seq hole;
-    the dropout is revised; a meter's windows add up to the simulator's integral."""
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto is not on PATH (.ci/run installs it)")
+    the dropout is revised; a meter's windows add up to the simulator's integral; exit 0."""
     terminal = _Terminal()
-    runs = {
-        "mosquitto": _demo("--plain"),
-        # stdout a pipe: lines, chosen by the demo itself
-        "amqtt": _demo(path=_path_without_mosquitto(tmp_path)),
-        "live": _demo(stdout=terminal.side),
+    files = {name: (tmp_path / f"{name}.out").open("wb") for name in ("mosquitto", "amqtt")}
+    runs = {"amqtt": _demo(out=files["amqtt"], path=_path_without_mosquitto(tmp_path))}
+    if shutil.which("mosquitto") is not None:  # .ci/run installs it; the others need none
+        runs["mosquitto"] = _demo("--plain", out=files["mosquitto"])
+        runs["live"] = _demo(out=terminal.side)
+    try:
+        for proc in runs.values():
+            proc.wait(timeout=150)
+    finally:
+        for proc in runs.values():  # SIGTERM first: the demo stops its gateway and broker
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for f in files.values():
+            f.close()
+    outputs = {
+        name: terminal.text() if name == "live" else (tmp_path / f"{name}.out").read_text()
+        for name in runs
     }
-    for broker, proc in runs.items():
-        try:
-            out, err = proc.communicate(timeout=150)
-        finally:
-            proc.kill()
-        out = terminal.text() if broker == "live" else out
-        assert proc.returncode == 0, broker + ": " + out[-3000:] + err[-2000:]
-        if broker == "live":
-            _check_live_view(out)
+    for name, proc in runs.items():
+        assert proc.returncode == 0, name + ": " + outputs[name][-4000:]
+        if name == "live":
+            _check_live_view(outputs[name])
         else:
-            _check_promise(broker, out)
+            _check_promise(name, outputs[name])
+    if "mosquitto" not in runs:
+        pytest.skip("mosquitto is not on PATH: only the embedded broker's demo ran")
 
 
 def _check_live_view(out: str) -> None:
@@ -106,6 +118,7 @@ def _check_live_view(out: str) -> None:
     assert re.search(r"demo: seq 1\.\.\d+ of stream \w+: no hole", out)
     assert re.search(r"demo: aux-1: \d+ windows .* \(0\.0\d\d % apart\)", out)
     assert "group   10s" not in out  # no plain lines on a terminal
+    assert "demo: verdict: every check holds" in out  # replays and revisions included
 
 
 def _check_promise(broker: str, out: str) -> None:
@@ -134,6 +147,7 @@ def _check_promise(broker: str, out: str) -> None:
     assert re.search(r"blast_furnace: EEI [\d.]+, " + standing, out)
     assert "cost " in out
     assert "the network between the gateway and the broker goes down" in out
+    assert "demo: verdict: every check holds" in out
 
 
 def _doc(seq: int, **kw: object) -> dict[str, object]:
@@ -166,25 +180,53 @@ def test_the_verdict_names_holes_replays_revisions_and_the_integral() -> None:
         _aux(7, 30, 0.8, 0.8),
         ("status", {"state": "online"}),
     ]
-    lines = verdict(docs, aux, born)
+    lines, trusted = verdict(docs, aux, born)
     assert lines[0] == "received 5 energy, 1 event, 1 status"
     assert lines[1] == "seq 1..7 of stream s1: 1 missing: [4]"
     assert lines[2] == "2 messages replayed after the outage, 1 window revised"
     # only the whole windows, 00:00:10 to 00:00:30, are checked
     assert lines[3].startswith("aux-1: 2 windows of 10s add up to 2.0000 kWh")
     assert lines[3].endswith("(0.000 % apart)")
+    assert lines[4] == "verdict: FAILED: seq holes in stream s1"
+    assert not trusted
+    whole = [d for d in docs if d[1].get("seq") != 3]  # the revised window's first edition
+    for seq, doc in enumerate(d for _, d in whole if "seq" in d):
+        doc["seq"] = seq + 1
+    assert verdict(whole, aux, born) == (
+        [
+            "received 4 energy, 1 event, 1 status",
+            "seq 1..5 of stream s1: no hole",
+            "2 messages replayed after the outage, 1 window revised",
+            "aux-1: 2 windows of 10s add up to 2.0000 kWh; the simulator integrated 2.0000 kWh "
+            "over the same span (0.000 % apart)",
+            "verdict: every check holds",
+        ],
+        True,
+    )
 
 
 def test_the_verdict_checks_no_total_across_a_missing_window() -> None:
     aux = SimpleNamespace(load=Steady(360.0))
     born = datetime(2026, 12, 3, tzinfo=UTC).timestamp()
     docs = [_aux(1, 0, 1.0, 1.0), _aux(2, 20, 1.0, 1.0)]  # 00:00:10-20 never arrived
-    lines = verdict(docs, aux, born)
+    lines, trusted = verdict(docs, aux, born)
     assert lines[2] == "0 messages replayed after the outage, 0 windows revised"
     assert lines[3] == "aux-1: windows missing before 2026-12-03T00:00:20.000Z: no total to check"
-    assert verdict([_aux(1, 0, 0.3, 0.3)], aux, born)[3] == (
-        "aux-1: not enough whole windows to check against the simulator"
+    assert lines[4] == (
+        "verdict: FAILED: nothing replayed after the outage; no window revised after the "
+        "dropout; aux-1's windows not within 0.1 % of the simulator's integral"
     )
+    assert not trusted
+    # stopped early (Ctrl-C): no cue happened, so neither a replay nor a revision is owed
+    lines, _ = verdict([_aux(1, 0, 0.3, 0.3)], aux, born, complete=False)
+    assert lines[3] == "aux-1: not enough whole windows to check against the simulator"
+    assert lines[4] == (
+        "verdict: FAILED: aux-1's windows not within 0.1 % of the simulator's integral"
+    )
+    off = [_aux(1, 0, 1.0, 1.0), _aux(2, 10, 1.02, 1.0)]  # 1 % too much
+    lines, trusted = verdict(off, aux, born, complete=False)
+    assert lines[3].endswith("(1.000 % apart)")
+    assert not trusted
 
 
 def test_group_lines_show_the_accounting() -> None:
