@@ -29,6 +29,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -801,10 +802,14 @@ def _lag_of(doc: dict[str, Any]) -> float:
     return max((float(x) for x in lags if isinstance(x, int | float)), default=0.0)
 
 
+_LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+[+-]\d\d:\d\d ")
+
+
 def _scan_log(path: Path) -> tuple[dict[str, int], list[str]]:
     levels: Counter[str] = Counter()
     samples: list[str] = []
     for line in path.read_text(errors="replace").splitlines():
+        line = _LOCAL_TIME.sub("", line, count=1)  # a log to a file leads with the local time
         level = line.split(" ", 1)[0]
         if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             levels[level] += 1

@@ -75,6 +75,9 @@ class DeviceHealth:
     polls: int = 0
     overruns: int = 0
     requests: int = 0
+    poll_seconds: float = 0.0  # the time the timed polls took, summed
+    timed_polls: int = 0
+    last_poll_s: float | None = None  # how long the last one took
 
     def success(self) -> None:
         self.polls += 1
@@ -85,7 +88,10 @@ class DeviceHealth:
             self.state = "up"
             reason = "connected" if previous == "starting" else "recovered"
             # A transition: never held back by the log's repeat filter (gateway/daemon/logs.py).
-            log.info("device %s is up (%s)", self.device, reason, extra={"transition": True})
+            log.info(
+                "device %s is up (%s)", self.device, reason,
+                extra={"transition": True, "device": self.device, "event": "device_up"},
+            )  # fmt: skip
             self.sink.add_event(DeviceEvent("device_up", self.device, reason, self.last_success))
 
     def failure(self, reason: str, *, fatal: bool = False) -> None:
@@ -98,8 +104,17 @@ class DeviceHealth:
             return
         if fatal or self.consecutive_failures >= self.failures_to_down:
             self.state = "down"
-            log.warning("device %s is down: %s", self.device, reason, extra={"transition": True})
+            log.warning(
+                "device %s is down: %s", self.device, reason,
+                extra={"transition": True, "device": self.device, "event": "device_down"},
+            )  # fmt: skip
             self.sink.add_event(DeviceEvent("device_down", self.device, reason, self.clock()))
+
+    def timed(self, seconds: float) -> None:
+        """A poll (every block or node read once) took `seconds`, failed or not."""
+        self.poll_seconds += seconds
+        self.timed_polls += 1
+        self.last_poll_s = seconds
 
     def stopped(self) -> None:
         self.state = "stopped"
@@ -114,6 +129,10 @@ class DeviceHealth:
             "polls": self.polls,
             "overruns": self.overruns,
             "requests": self.requests,
+            # None for a device that is never polled (OPC UA subscriptions)
+            "poll_seconds": round(self.poll_seconds, 6) if self.timed_polls else None,
+            "timed_polls": self.timed_polls,
+            "last_poll_s": None if self.last_poll_s is None else round(self.last_poll_s, 6),
         }
 
 

@@ -168,7 +168,10 @@ class DeviceRunner:
                 "address (0-based wire address), the function code and the profile"
             )
         reason = f"{spec.function} register {spec.address} ({spec.type}): {why}"
-        log.warning("device %s point %s unreadable: %s", s.name, spec.name, reason)
+        log.warning(
+            "device %s point %s unreadable: %s", s.name, spec.name, reason,
+            extra={"device": s.name, "point": spec.name, "event": "point_error"},
+        )  # fmt: skip
         self.sink.add_event(
             DeviceEvent("point_error", s.name, reason, self._wall(), point=spec.name)
         )
@@ -206,7 +209,10 @@ class DeviceRunner:
             self.sink.add_samples(batch)
             return batch
         async with self.link.lock:  # one turn on the link for every block (and any bisection)
+            # Timed from our turn on the link: a shared bus's queue is not this device's time.
+            began = self._mono()
             replan = await self._read_blocks(batch, now)
+            self.health.timed(self._mono() - began)
         if replan:
             self.replan()
         self.sink.add_samples(batch)

@@ -949,15 +949,19 @@ class OpcuaDriver:
         first = True
         schedule = FixedRate(self.interval, loop.time())
         while not lost.is_set():
-            for chunk, params in chunks:
-                results = await asyncio.wait_for(read(params), timeout)
-                now = time.time()
-                if watch:
-                    if not self._namespaces_unchanged(results[0]):
-                        break
-                    results = results[1:]
-                for slot, dv in zip(chunk, results, strict=True):
-                    self._append(slot, dv, now)
+            began = loop.time()
+            try:
+                for chunk, params in chunks:
+                    results = await asyncio.wait_for(read(params), timeout)
+                    now = time.time()
+                    if watch:
+                        if not self._namespaces_unchanged(results[0]):
+                            break
+                        results = results[1:]
+                    for slot, dv in zip(chunk, results, strict=True):
+                        self._append(slot, dv, now)
+            finally:  # a read that failed or timed out took its time too
+                self.health.timed(loop.time() - began)
             if lost.is_set():
                 break
             if unresolved:

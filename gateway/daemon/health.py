@@ -32,13 +32,14 @@ class Metric:
     """One metric family: samples are (labels, value) pairs."""
 
     name: str
-    kind: str  # "gauge" | "counter"
+    kind: str  # "gauge" | "counter" | "summary"
     help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+    samples: list[tuple[dict[str, str], float, str]] = field(default_factory=list)
 
-    def add(self, value: float | int | None, **labels: str) -> Metric:
+    def add(self, value: float | int | None, suffix: str = "", **labels: str) -> Metric:
+        """One sample; `suffix` names a summary's part ("_sum", "_count")."""
         if value is not None:
-            self.samples.append((labels, float(value)))
+            self.samples.append((labels, float(value), suffix))
         return self
 
 
@@ -61,9 +62,10 @@ def render_metrics(metrics: Iterable[Metric]) -> str:
         help_text = metric.help.replace("\\", "\\\\").replace("\n", "\\n")
         lines.append(f"# HELP {metric.name} {help_text}")
         lines.append(f"# TYPE {metric.name} {metric.kind}")
-        for labels, value in metric.samples:
+        for labels, value, suffix in metric.samples:
             label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-            series = f"{metric.name}{{{label_text}}}" if label_text else metric.name
+            name = metric.name + suffix
+            series = f"{name}{{{label_text}}}" if label_text else name
             lines.append(f"{series} {_format_value(value)}")
     return "\n".join(lines) + "\n"
 

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drivers.samples import PointIndex
+from ext import IMPLEMENTATION
+from gateway import __version__
 from gateway.config.records import load_config_isolated
 from gateway.daemon.clock import ClockWatch
 from gateway.daemon.devices import QueueSink, Supervisor, plan_units
@@ -87,6 +89,7 @@ class Gateway:
         self.health: HealthServer | None = None
         self.clock: ClockWatch | None = None
         self.reloads = 0
+        self.reloads_refused = 0
         self._stop = asyncio.Event()
         # SIGHUP and `ironwatt reload` (the control socket) ask here; the main loop answers.
         self.reload_requests = ReloadRequests()
@@ -195,9 +198,10 @@ class Gateway:
         cfg = self.cfg
         devices = self._enabled_devices()
         log.info(
-            "gateway %s/%s running: %d devices, %d points, intervals %s, buffer %s",
-            cfg.gateway.site, cfg.gateway.id, devices, len(self.index),
-            ",".join(i.name for i in cfg.energy.intervals), self._settings.path,
+            "gateway %s/%s running: ironwatt %s, kernel %s, %d devices, %d points, intervals %s, "
+            "buffer %s",
+            cfg.gateway.site, cfg.gateway.id, __version__, IMPLEMENTATION, devices,
+            len(self.index), ",".join(i.name for i in cfg.energy.intervals), self._settings.path,
             extra=TRANSITION,
         )  # fmt: skip
         self.notifier.ready(f"running: {devices} devices")
@@ -343,6 +347,7 @@ class Gateway:
             },
             clock_steps=self.clock.steps if self.clock else 0,
             reloads=self.reloads,
+            reloads_refused=self.reloads_refused,
         )
 
     def _metrics(self) -> list[Metric]:
@@ -360,6 +365,7 @@ class Gateway:
         new = await validate(path)
         outcome = new if isinstance(new, ReloadOutcome) else await self._apply(new)
         self._reload_refused = None if outcome.applied else outcome.summary
+        self.reloads_refused += not outcome.applied
         verdict = "config reloaded" if outcome.applied else "reload refused"
         self.notifier.ready(f"{verdict}: {outcome.summary}")
         return outcome

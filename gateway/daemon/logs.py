@@ -1,5 +1,8 @@
 """Logging for the daemon: one line per event to stderr (journald), text or JSON.
 
+Under journald each line starts with its syslog priority (`<4>` for a warning), so `journalctl
+-p warning` works; elsewhere (a terminal, a file) with the local time.
+
 Repeats of the same message are rate-limited (a dead device logs its fall and its return, not
 every poll) and registered secrets are masked in every line, whatever logger printed them.
 Transitions and operator actions (`extra=TRANSITION`) are never held back.
@@ -7,13 +10,15 @@ Transitions and operator actions (`extra=TRANSITION`) are never held back.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
@@ -23,6 +28,7 @@ __all__ = [
     "LibraryFilter",
     "RepeatFilter",
     "SecretFilter",
+    "log_style",
     "register_secret",
     "setup_logging",
 ]
@@ -157,6 +163,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+# syslog priorities (sd-daemon(3)): journald reads a leading "<N>" as the line's priority, so
+# `journalctl -p warning` shows warnings and worse, and strips it from the message.
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
+
+
+def _priority(levelno: int) -> int:
+    for level, prio in _PRIORITY.items():
+        if levelno >= level:
+            return prio
+    return 7  # debug
+
+
 class _TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(levelname)s %(name)s: %(message)s")
@@ -166,15 +184,58 @@ class _TextFormatter(logging.Formatter):
         return super().format(record).replace("\n", "\n    ")
 
 
+class _Styled(logging.Formatter):
+    """Wraps a formatter for where the lines go: journald gets the priority prefix on every
+    line (it stamps its own time), a terminal or a file gets the local time first (text lines;
+    JSON ones have their own `time`), an in-memory stream neither."""
+
+    def __init__(self, inner: logging.Formatter, style: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.style = style
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.inner.format(record)
+        if self.style == "journal":
+            # journald files each line on its own: a traceback's or a report's continuation
+            # lines carry the priority too, or `journalctl -p err` would show only the head.
+            prefix = f"<{_priority(record.levelno)}>"
+            return "\n".join(prefix + part for part in line.split("\n"))
+        if self.style == "timestamped" and not isinstance(self.inner, JsonFormatter):
+            # (a JSON line has its `time` and must stay one JSON object)
+            local = datetime.fromtimestamp(record.created).astimezone()
+            return f"{local.isoformat(sep=' ', timespec='milliseconds')} {line}"
+        return line
+
+
+def log_style(stream: TextIO, environ: Mapping[str, str] | None = None) -> str:
+    """ "journal" when `stream` is the journal stream systemd handed us ($JOURNAL_STREAM is its
+    device:inode), "timestamped" for any other real file (a terminal, a file, a pipe), "plain"
+    for an in-memory one."""
+    env = os.environ if environ is None else environ
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return "plain"
+    journal = env.get("JOURNAL_STREAM", "")
+    if journal == f"{st.st_dev}:{st.st_ino}":
+        return "journal"
+    return "timestamped"
+
+
 def setup_logging(
     level: str = "info",
     fmt: str = "text",
     stream: TextIO | None = None,
     repeat_window: float = 60.0,
+    style: str | None = None,
 ) -> logging.Handler:
-    """Replace the root handlers with one stderr handler; returns it (tests detach it)."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter())
+    """Replace the root handlers with one stderr handler; returns it (tests detach it).
+    `style`: "journal", "timestamped" or "plain" (None: log_style of the stream)."""
+    out = stream if stream is not None else sys.stderr
+    handler = logging.StreamHandler(out)
+    inner = JsonFormatter() if fmt == "json" else _TextFormatter()
+    handler.setFormatter(_Styled(inner, style or log_style(out)))
     # Order matters: cut library dumps, render and mask, then dedupe on the masked text.
     handler.addFilter(LibraryFilter())
     handler.addFilter(SecretFilter())

@@ -6,8 +6,12 @@ with the same code that built it.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from gateway import __version__
@@ -19,6 +23,15 @@ __all__ = ["health_verdict", "metrics_of", "render_table", "status_document", "s
 
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _oldest_age(buffer: Mapping[str, Any]) -> float | None:
+    """0 when the outbox is empty (its oldest age is then null in /status): a series that
+    vanishes in the healthy state would read as "no data" to an alert."""
+    age = _num(buffer.get("oldest_age_s"))
+    if age is None and buffer.get("backlog") == 0:
+        return 0.0
+    return age
 
 
 def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
@@ -34,7 +47,15 @@ def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
         "ironwatt_device_last_success_timestamp_seconds", "gauge", "UTC time of the last good poll"
     )
     crashes = Metric("ironwatt_device_crashes_total", "counter", "driver task restarts")
+    # A summary without quantiles: rate(_sum) / rate(_count) is the mean poll time.
+    poll_time = Metric(
+        "ironwatt_device_poll_duration_seconds", "summary",
+        "time one poll of the device took (every block or node read once)",
+    )  # fmt: skip
     for name, dev in devices.items():
+        if isinstance(dev.get("poll_seconds"), int | float):
+            poll_time.add(_num(dev.get("poll_seconds")), suffix="_sum", device=name)
+            poll_time.add(_num(dev.get("timed_polls")), suffix="_count", device=name)
         up.add(1 if dev.get("state") == "up" else 0, device=name)
         polls.add(_num(dev.get("polls")), device=name)
         errors.add(_num(dev.get("errors")), device=name)
@@ -49,12 +70,33 @@ def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
     )
     for reason, count in energy.get("dropped", {}).items():
         dropped.add(_num(count), reason=reason)
+    process: Mapping[str, Any] = status.get("process", {})
+    reloads = Metric(
+        "ironwatt_config_reloads_total", "counter", "config reloads asked for, by their outcome"
+    )
+    reloads.add(_num(status.get("reloads")), result="applied")
+    reloads.add(_num(status.get("reloads_refused", 0)), result="refused")
+    build = Metric("ironwatt_build_info", "gauge", "version and aggregation kernel of this build")
+    build.add(
+        1,
+        version=str(status.get("version", "")),
+        # "compiled" or "pure" (the reason a twin runs is in /status and the start-up line)
+        kernel=str(status.get("kernel", "")).split(" ", 1)[0],
+        python=str(process.get("python", "")),
+    )
     return [
-        Metric("ironwatt_up", "gauge", "1 while the gateway's event loop runs").add(1),
-        Metric("ironwatt_start_time_seconds", "gauge", "UTC start time of the process").add(
+        # No ironwatt_up: the scraper's own `up` says whether /metrics answered.
+        build,
+        Metric("process_start_time_seconds", "gauge", "start time of the process, Unix epoch").add(
             _num(status.get("started"))
         ),
-        up, polls, errors, overruns, last, crashes,
+        Metric("process_resident_memory_bytes", "gauge", "resident set size of the process").add(
+            _num(process.get("rss_bytes"))
+        ),
+        Metric(
+            "process_cpu_seconds_total", "counter", "user and system CPU time of the process"
+        ).add(_num(process.get("cpu_seconds"))),
+        up, polls, errors, overruns, last, crashes, poll_time,
         Metric("ironwatt_samples_total", "counter", "samples received from all drivers").add(
             _num(energy.get("samples"))
         ),
@@ -73,8 +115,10 @@ def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
         Metric("ironwatt_buffer_backlog_messages", "gauge", "messages waiting in the outbox").add(
             _num(buffer.get("backlog"))
         ),
-        Metric("ironwatt_buffer_oldest_age_seconds", "gauge", "age of the oldest unsent message")
-        .add(_num(buffer.get("oldest_age_s"))),
+        Metric(
+            "ironwatt_buffer_oldest_age_seconds", "gauge",
+            "age of the oldest message not yet acknowledged (0 with an empty outbox)",
+        ).add(_oldest_age(buffer)),
         Metric("ironwatt_buffer_used_bytes", "gauge", "outbox size").add(
             _num(buffer.get("used_bytes"))
         ),
@@ -87,23 +131,21 @@ def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
         Metric("ironwatt_uplink_connected", "gauge", "1 while connected to the broker").add(
             1 if uplink.get("connected") else 0
         ),
-        Metric("ironwatt_uplink_published_total", "counter", "messages acknowledged by the broker")
-        .add(_num(uplink.get("acked"))),
+        Metric(
+            "ironwatt_uplink_acknowledged_total", "counter",
+            "QoS 1 messages the broker acknowledged (PUBACK), replays included",
+        ).add(_num(uplink.get("acked"))),
         Metric(
             "ironwatt_uplink_written_qos0_total", "counter",
             "QoS 0 messages (telemetry) written to the broker connection; no acknowledgement",
         ).add(_num(uplink.get("written_qos0"))),
-        Metric("ironwatt_uplink_lag_seconds", "gauge", "age of the oldest unsent message").add(
-            _num(uplink.get("lag_s"))
-        ),
+        # (the uplink's lag_s in /status is the same age, seen from its thread: not repeated here)
         Metric("ironwatt_uplink_last_ack_timestamp_seconds", "gauge", "time of the last PUBACK")
         .add(_num(uplink.get("last_ack"))),
         Metric("ironwatt_clock_steps_total", "counter", "wall-clock steps detected").add(
             _num(status.get("clock_steps"))
         ),
-        Metric("ironwatt_config_reloads_total", "counter", "config reloads applied").add(
-            _num(status.get("reloads"))
-        ),
+        reloads,
     ]  # fmt: skip
 
 
@@ -119,7 +161,8 @@ def render_table(status: Mapping[str, Any], now: float | None = None) -> str:
     now = time.time() if now is None else now
     lines = [
         f"gateway {status.get('gw')} at site {status.get('site')}, version "
-        f"{status.get('version')}, up since {status.get('since')}",
+        f"{status.get('version')} (kernel: {status.get('kernel', '?')}), up since "
+        f"{status.get('since')}",
         f"config {status.get('config')}",
         "",
     ]
@@ -175,13 +218,18 @@ def status_document(
     energy: Mapping[str, Any],
     clock_steps: int,
     reloads: int,
+    reloads_refused: int = 0,
 ) -> dict[str, Any]:
     """The /status document (docs/daemon.md) from the parts' own status."""
+    from ext import IMPLEMENTATION
+
     return {
         "v": 1,
         "gw": gw,
         "site": site,
         "version": __version__,
+        "kernel": IMPLEMENTATION,
+        "process": process_facts(),
         "config": config,
         "started": started,
         "since": utc_iso(started),
@@ -191,6 +239,23 @@ def status_document(
         "energy": dict(energy),
         "clock_steps": clock_steps,
         "reloads": reloads,
+        "reloads_refused": reloads_refused,
+    }
+
+
+def process_facts() -> dict[str, Any]:
+    """This process's memory and CPU, read when asked (a scrape, a status request)."""
+    times = os.times()
+    rss = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        # /proc/self/statm: sizes in pages; the second is the resident set
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        rss = pages * os.sysconf("SC_PAGE_SIZE")
+    return {
+        "pid": os.getpid(),
+        "rss_bytes": rss,
+        "cpu_seconds": round(times.user + times.system, 3),
+        "python": platform.python_version(),
     }
 
 

@@ -417,7 +417,8 @@ def _integral_check(
     total = sum(deltas)
     off = abs(total - truth) / truth * 100 if truth else float("nan")
     return (
-        f"aux-1: {len(windows)} windows of {WINDOW} add up to {total:.4f} kWh; the simulator "
+        f"aux-1: {_plural(len(windows), 'window')} of {WINDOW} add up to {total:.4f} kWh; the "
+        "simulator "
         f"integrated {truth:.4f} kWh over the same span ({off:.3f} % apart)"
     ), off
 

@@ -39,6 +39,9 @@ def parse_prometheus(text: str) -> dict[str, list[str]]:
             match = _SAMPLE.match(line)
             assert match, f"bad sample line: {line!r}"
             name = match["name"]
+            base = re.sub(r"_(sum|count|bucket)$", "", name)
+            if name not in types and types.get(base) in ("summary", "histogram"):
+                name = base  # a part of a summary or histogram
             assert name in types, f"sample before its TYPE: {line!r}"
             families[name].append(line)
     return families
@@ -87,7 +90,7 @@ async def test_health_server_routes() -> None:
         "127.0.0.1:0",
         healthz=lambda: (healthy[0], "ok" if healthy[0] else "database not writable"),
         status=lambda: {"devices": {"m1": {"state": "up"}}},
-        metrics=lambda: [Metric("ironwatt_up", "gauge", "loop alive").add(1)],
+        metrics=lambda: [Metric("ironwatt_loop_alive", "gauge", "loop alive").add(1)],
     )
     await server.start()
     try:
@@ -103,7 +106,7 @@ async def test_health_server_routes() -> None:
         status, headers, body = await _get(server.port, "/metrics")
         assert status == 200
         assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        assert parse_prometheus(body.decode())["ironwatt_up"] == ["ironwatt_up 1"]
+        assert parse_prometheus(body.decode())["ironwatt_loop_alive"] == ["ironwatt_loop_alive 1"]
         assert (await _get(server.port, "/nope"))[0] == 404
         assert (await _get(server.port, "/status", "POST"))[0] == 405
         status, _, body = await _get(server.port, "/status", "HEAD")

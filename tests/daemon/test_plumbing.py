@@ -11,12 +11,13 @@ import shutil
 import socket
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from gateway.daemon.clock import ClockWatch
-from gateway.daemon.logs import register_secret, setup_logging
+from gateway.daemon.logs import log_style, register_secret, setup_logging
 from gateway.daemon.notify import Notifier, watchdog_interval
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,3 +224,73 @@ def test_notify_never_blocks_on_a_full_socket(notify_socket) -> None:
     assert time.monotonic() - start < 2.0
     assert results[0]
     assert not results[-1]
+
+
+def test_lines_for_journald_carry_their_priority(tmp_path: Path) -> None:
+    """Under journald ($JOURNAL_STREAM names stderr) `<N>` leads each line, so `journalctl -p
+    warning` works; a file gets the local time first; an in-memory stream neither."""
+    path = tmp_path / "journal"
+    with path.open("w") as f:
+        st = os.fstat(f.fileno())
+        journal = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        assert log_style(f, journal) == "journal"
+        assert log_style(f, {"JOURNAL_STREAM": "1:2"}) == "timestamped"
+        assert log_style(f, {}) == "timestamped"
+    assert log_style(io.StringIO(), journal) == "plain"
+    for style, fmt in (("journal", "text"), ("journal", "json"), ("timestamped", "text"),
+                       ("timestamped", "json")):  # fmt: skip
+        stream = io.StringIO()
+        handler = setup_logging("debug", fmt, stream=stream, style=style)
+        try:
+            log = logging.getLogger("ironwatt.test")
+            log.critical("c")
+            log.error("e")
+            log.warning("device m1 is down: x", extra={"device": "m1", "event": "device_down"})
+            log.info("i")
+            log.debug("d")
+        finally:
+            logging.getLogger().removeHandler(handler)
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 5, lines
+        if style == "journal":
+            assert [line[:3] for line in lines] == ["<2>", "<3>", "<4>", "<6>", "<7>"]
+            if fmt == "json":
+                doc = json.loads(lines[2][3:])
+                assert (doc["device"], doc["event"], doc["level"]) == (
+                    "m1",
+                    "device_down",
+                    "warning",
+                )
+            else:
+                assert lines[2] == "<4>WARNING ironwatt.test: device m1 is down: x"
+        elif fmt == "json":  # JSON lines stay JSON: their own `time`, no stamp before them
+            assert json.loads(lines[2])["message"] == "device m1 is down: x"
+        else:
+            stamp, _, rest = lines[2].partition(" WARNING ")
+            assert rest == "ironwatt.test: device m1 is down: x"
+            when = datetime.fromisoformat(stamp)
+            assert when.tzinfo is not None
+            assert abs(when.timestamp() - time.time()) < 60
+
+
+def test_every_line_of_a_long_record_carries_its_priority_for_journald() -> None:
+    """journald files each line on its own: a refused reload's report and a traceback must
+    not fall to info below their first line."""
+    stream = io.StringIO()
+    handler = setup_logging("info", "text", stream=stream, style="journal")
+    try:
+        log = logging.getLogger("ironwatt.test")
+        log.error("config reload refused, the running config stays:\n%s", "line 3: bad key")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("driver crashed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines[:2] == [
+        "<3>ERROR ironwatt.test: config reload refused, the running config stays:",
+        "<3>    line 3: bad key",
+    ]
+    assert len(lines) > 4  # the traceback
+    assert all(line.startswith("<3>") for line in lines)

@@ -385,7 +385,10 @@ async def test_a_reload_gives_the_worker_the_reload_timeout(
 
     monkeypatch.setattr(reload, "load_config_isolated", isolated)
     gw = SimpleNamespace(
-        cfg=SimpleNamespace(path=tmp_path / "c.toml"), notifier=Notifier(""), _reload_refused=None
+        cfg=SimpleNamespace(path=tmp_path / "c.toml"),
+        notifier=Notifier(""),
+        _reload_refused=None,
+        reloads_refused=0,
     )
     outcome = await lifecycle.Gateway._apply_reload(gw)  # type: ignore[arg-type]
     assert seen == [RELOAD_WORKER_TIMEOUT_S]

@@ -170,7 +170,8 @@ STATUS = {
     "config": "/etc/ironwatt/ironwatt.toml", "started": 1000.0,
     "devices": {
         "m1": {"driver": "modbus", "state": "up", "last_success": 995.0, "polls": 10,
-               "errors": 0, "overruns": 1, "crashes": 0},
+               "errors": 0, "overruns": 1, "crashes": 0, "poll_seconds": 0.25,
+               "timed_polls": 10, "last_poll_s": 0.02},
         "plc": {"driver": "opcua", "state": "down", "last_success": None, "polls": 3,
                 "errors": 3, "last_error": "connection refused by 127.0.0.1:4840"},
     },
@@ -179,13 +180,15 @@ STATUS = {
     "uplink": {"broker": "mqtt://b:1883", "connected": False, "state": "connecting",
                "since": None, "acked": 27, "lag_s": 30.2, "last_error": "refused"},
     "energy": {"samples": 500, "dropped": {"out_of_order": 2}},
-    "clock_steps": 0, "reloads": 1,
+    "clock_steps": 0, "reloads": 1, "reloads_refused": 2, "kernel": "compiled",
+    "process": {"pid": 7, "rss_bytes": 41_943_040, "cpu_seconds": 12.5, "python": "3.11.7"},
 }  # fmt: skip
 
 
 def test_status_table() -> None:
     text = render_table(STATUS, now=1000.0)
     lines = text.splitlines()
+    assert "version 0.1.0 (kernel: compiled)" in lines[0]
     header = next(i for i, line in enumerate(lines) if line.startswith("DEVICE"))
     assert lines[header + 1].split()[:4] == ["m1", "modbus", "up", "5s"]
     assert lines[header + 2].split()[:4] == ["plc", "opcua", "down", "never"]
@@ -205,6 +208,49 @@ def test_metrics_from_status() -> None:
         'ironwatt_kernel_dropped_samples_total{reason="out_of_order"} 2'
     ]
     assert families["ironwatt_uplink_connected"] == ["ironwatt_uplink_connected 0"]
+
+
+def test_metrics_parse_with_prometheus_client_and_follow_its_conventions() -> None:
+    """The page as Prometheus reads it (prometheus_client's own parser): units in names,
+    `_total` on counters only, one help text per family, no `ironwatt_up` (the scraper's `up`
+    is that), build info with the kernel, process memory and CPU, poll time per device, reloads
+    by outcome, the outbox's oldest message."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = render_metrics(metrics_of(STATUS))
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    helps = [f.documentation for f in families.values()]
+    assert len(helps) == len(set(helps)), "two families share a help text"
+    # the parser strips counters' _total from the family name: every counter had it
+    for line in text.splitlines():
+        if line.startswith("# TYPE ") and line.endswith(" counter"):
+            assert line.split()[2].endswith("_total"), line
+        if line.startswith("# TYPE ") and line.endswith(" gauge"):
+            assert not line.split()[2].endswith("_total"), line
+    assert "ironwatt_up" not in families
+    assert "ironwatt_uplink_published" not in families  # it counted acknowledgements
+    build = families["ironwatt_build_info"].samples
+    assert [(s.labels, s.value) for s in build] == [
+        ({"version": "0.1.0", "kernel": "compiled", "python": "3.11.7"}, 1.0)
+    ]
+    assert families["process_resident_memory_bytes"].samples[0].value == 41_943_040
+    assert families["process_cpu_seconds"].type == "counter"
+    assert families["process_cpu_seconds"].samples[0].value == 12.5
+    assert families["process_start_time_seconds"].samples[0].value == 1000.0
+    poll = families["ironwatt_device_poll_duration_seconds"]
+    assert poll.type == "summary"
+    assert {(s.name, s.labels["device"], s.value) for s in poll.samples} == {
+        ("ironwatt_device_poll_duration_seconds_sum", "m1", 0.25),
+        ("ironwatt_device_poll_duration_seconds_count", "m1", 10.0),
+    }  # the never-timed plc has none
+    reloads = families["ironwatt_config_reloads"].samples
+    assert {s.labels["result"]: s.value for s in reloads} == {"applied": 1.0, "refused": 2.0}
+    assert families["ironwatt_buffer_oldest_age_seconds"].samples[0].value == 30.2
+    # an empty outbox: its oldest age is null in /status, 0 here (never a vanishing series)
+    empty = {**STATUS, "buffer": {**STATUS["buffer"], "backlog": 0, "oldest_age_s": None}}  # type: ignore[dict-item]
+    again = {f.name: f for f in text_string_to_metric_families(render_metrics(metrics_of(empty)))}
+    assert again["ironwatt_buffer_oldest_age_seconds"].samples[0].value == 0.0
+    assert families["ironwatt_uplink_acknowledged"].samples[0].value == 27
 
 
 def test_demo_config_is_valid(tmp_path: Path) -> None:
