@@ -10,7 +10,7 @@ from typing import Any
 from drivers.modbus.planner import Plan, Span, plan
 from drivers.modbus.points import BIT_FUNCTIONS, PointSpec, resolve
 
-__all__ = ["describe_plan", "plan_device"]
+__all__ = ["describe_plan", "plan_device", "register_number_hint"]
 
 
 def plan_device(device: Any) -> tuple[list[PointSpec], Plan]:
@@ -45,4 +45,31 @@ def describe_plan(device: Any) -> list[str]:
             f"  UNREADABLE {s.name}: {s.function} {s.address} needs {s.width} registers, more than "
             f"max_registers_per_request"
         )
+    lines += [
+        f"warning: point {s.name}: {hint}"
+        for s in specs
+        if (hint := register_number_hint(s.function, s.address))
+    ]
     return lines
+
+
+# Manuals often list Modicon register numbers: 30001.. for input registers, 40001.. for holding
+# registers (six digits, 300001.. and 400001.., in some). The config takes 0-based wire
+# addresses, so such a number is almost always off by the 30001/40001 and reads the wrong thing.
+_REGISTER_NUMBERS = {"input": (30001, 300001), "holding": (40001, 400001)}
+
+
+def register_number_hint(function: str, address: int) -> str | None:
+    """A warning when `address` looks like a register number of `function`'s table, with the
+    wire address it would be; None otherwise."""
+    bases = _REGISTER_NUMBERS.get(function)
+    if bases is None:
+        return None
+    for base in bases:
+        if base <= address < base + (9999 if base < 100000 else 65536):
+            return (
+                f"{function} address {address} looks like a register number ({str(base)[0]}xxxx "
+                f"notation): the config takes 0-based wire addresses, so register {address} "
+                f"would be address = {address - base}; check the meter's manual"
+            )
+    return None

@@ -77,6 +77,26 @@ def _is_node_id(text: str) -> bool:
     return True
 
 
+def endpoint_problem(endpoint: str) -> str | None:
+    """What is wrong with an OPC UA endpoint URL, in words (None: nothing). The config check
+    and the CLI tools (a usage error, exit 2) say the same."""
+    from urllib.parse import urlsplit
+
+    expected = "expected opc.tcp://HOST:PORT, e.g. opc.tcp://10.10.1.30:4840"
+    if not endpoint.startswith("opc.tcp://"):
+        return f"{quote(endpoint)} is not an OPC UA endpoint ({expected})"
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port  # raises ValueError when not a number in 0-65535
+    except ValueError:
+        return f"{quote(endpoint)}: the port is not a number from 1 to 65535 ({expected})"
+    if not parts.hostname:
+        return f"{quote(endpoint)} names no host ({expected})"
+    if port == 0:
+        return f"{quote(endpoint)}: port 0 is not a server's port ({expected})"
+    return None
+
+
 def _check_device(loc: Loc, device: OpcuaDevice) -> Iterator[Finding]:
     masked = without_password(device.endpoint)
     if masked is not None:
@@ -87,11 +107,8 @@ def _check_device(loc: Loc, device: OpcuaDevice) -> Iterator[Finding]:
                 "with password_file (chmod 600) or password_env"
             ),
         )
-    elif not device.endpoint.startswith("opc.tcp://"):
-        yield (
-            (*loc, "endpoint"),
-            f"{quote(device.endpoint)} is not an OPC UA endpoint (expected opc.tcp://HOST:PORT)",
-        )
+    elif (problem := endpoint_problem(device.endpoint)) is not None:
+        yield ((*loc, "endpoint"), problem)
     none_policy = device.security_policy == "None"
     none_mode = device.security_mode == "None"
     if none_policy and not none_mode:

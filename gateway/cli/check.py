@@ -41,6 +41,11 @@ def register(subparsers: Any) -> None:
         help=f"the config file (default: {DEFAULT_PATH})",
     )
     check.add_argument("--points", action="store_true", help="list every point of every device")
+    check.add_argument(
+        "--json", action="store_true",
+        help="print the verdict as JSON: the devices, points and groups, or every problem "
+        "(exit 2) with its line, key and message",
+    )  # fmt: skip
     check.set_defaults(func=_run_check)
 
     config = subparsers.add_parser("config", help="tools for the config file")
@@ -54,9 +59,47 @@ def register(subparsers: Any) -> None:
 
 def _run_check(args: argparse.Namespace) -> int:
     from gateway.config.load import load_config
+    from gateway.errors import ConfigError
 
-    cfg = load_config(args.config)
-    return _write(sys.stdout, summary(cfg, points=args.points))
+    if not args.json:
+        cfg = load_config(args.config)
+        return _write(sys.stdout, summary(cfg, points=args.points))
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        problems = [
+            {"line": p.line, "key": p.path or None, "message": p.message} for p in exc.problems
+        ]
+        print(json.dumps({"file": exc.file, "ok": False, "problems": problems}, indent=2))
+        return 2
+    print(json.dumps(summary_document(cfg), indent=2, ensure_ascii=False))
+    return 0
+
+
+def summary_document(cfg: Config) -> dict[str, Any]:
+    """`ironwatt check --json` for a valid config: what it reads and publishes, as data."""
+    devices = []
+    for device in cfg.devices:
+        plugin = plugin_of(device)
+        devices.append({
+            "name": device.name,
+            "driver": device.driver,
+            "enabled": bool(device.enabled),
+            "summary": plugin.summary(device, device.resolved_points()),
+            "points": [
+                {"name": p.name, "kind": p.kind, "unit": p.unit or None,
+                 "carrier": p.carrier or None, "where": plugin.point_where(p), "scale": p.scale}
+                for p in device.resolved_points()
+            ],
+        })  # fmt: skip
+    return {
+        "file": str(cfg.path),
+        "ok": True,
+        "gateway": {"id": cfg.gateway.id, "site": cfg.gateway.site},
+        "intervals": [i.name for i in cfg.energy.intervals],
+        "devices": devices,
+        "groups": [g.name for g in cfg.groups],
+    }
 
 
 def _run_schema(args: argparse.Namespace) -> int:

@@ -56,8 +56,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         before = set(subparsers.choices)
         importlib.import_module(name).register(subparsers)
         if only is not None and only in set(subparsers.choices) - before:
-            return parser
+            break
+    _options_after_the_command(parser)
     return parser
+
+
+def _options_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """`ironwatt check --log-level debug` as well as `ironwatt --log-level debug check`: every
+    command (at any depth) takes the global --log-level too. Its default is SUPPRESS, so a
+    command given none leaves the global value in place."""
+    for action in parser._actions:  # argparse offers no public walk of its subcommands
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if "--log-level" not in sub._option_string_actions:
+                    sub.add_argument(
+                        "--log-level", default=argparse.SUPPRESS,
+                        choices=["debug", "info", "warning", "error"],
+                        help="log verbosity (as before the command)",
+                    )  # fmt: skip
+                _options_after_the_command(sub)
 
 
 def _daemon_command(argv: Sequence[str]) -> str | None:

@@ -6,6 +6,7 @@ Handlers import pymodbus and asyncio only when run, so `ironwatt --help` stays l
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -57,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     read.add_argument("--type", choices=TYPES, default="uint16")
     read.add_argument("--order", choices=ORDERS, default="ABCD")
     read.add_argument(
+        "--json", action="store_true", help="print the values as JSON (a sentinel or NaN: null)"
+    )
+    read.add_argument(
         "--count", type=_positive, default=1, help="consecutive values to read (default 1)"
     )
     read.set_defaults(func=_usage_errors(_read))
@@ -82,9 +86,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     profiles = subparsers.add_parser("profiles", help="built-in meter register maps")
     psub = profiles.add_subparsers(dest="profiles_command", metavar="ACTION", required=True)
     plist = psub.add_parser("list", help="every built-in profile")
+    plist.add_argument("--json", action="store_true", help="print the list as JSON")
     plist.set_defaults(func=_profiles_list)
     pshow = psub.add_parser("show", help="the points of one profile")
     pshow.add_argument("name")
+    pshow.add_argument(
+        "--json", action="store_true", help="print the profile as JSON (its points as resolved)"
+    )
     pshow.set_defaults(func=_profiles_show)
 
 
@@ -178,9 +186,13 @@ def _read(args: argparse.Namespace) -> int:
     import asyncio
 
     from drivers.modbus.decode import decode_value, is_sentinel
+    from drivers.modbus.describe import register_number_hint
     from drivers.modbus.link import Link, ModbusError
 
     settings = _settings(args)
+    hint = register_number_hint(args.function, args.address)
+    if hint is not None:  # read it anyway: some devices do use such wire addresses
+        print(f"warning: {hint.replace('the config takes', 'ironwatt takes')}", file=sys.stderr)
     bits = args.function in ("coil", "discrete")
     words = 1 if bits else REGISTER_WORDS[args.type]
     total = args.count * words
@@ -204,6 +216,9 @@ def _read(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 1
+    if args.json:
+        print(json.dumps(_read_document(args, settings.label, data, words), indent=2))
+        return 0
     print(f"{settings.label} unit {args.unit} {args.function} {args.address}+{total}")
     for k in range(args.count):
         address = args.address + k * words
@@ -221,6 +236,34 @@ def _read(args: argparse.Namespace) -> int:
                 value += "  (not available: sentinel/NaN)"
         print(f"  {address:>5}  {raw:<20} {args.type} {args.order}  {value}")
     return 0
+
+
+def _read_document(args: argparse.Namespace, label: str, data: Any, words: int) -> dict[str, Any]:
+    """`ironwatt modbus read --json`: each value with its address and raw registers."""
+    import math
+
+    from drivers.modbus.decode import decode_value, is_sentinel
+
+    values: list[dict[str, Any]] = []
+    for k in range(args.count):
+        address = args.address + k * words
+        if args.function in ("coil", "discrete"):
+            values.append({"address": address, "value": bool(data[k])})
+            continue
+        regs = [int(r) for r in data[k * words : (k + 1) * words]]
+        value: Any = (
+            regs[0] != 0 if args.type == "bool" else decode_value(regs, args.type, args.order)
+        )
+        sentinel = args.type != "bool" and is_sentinel(args.type, value)
+        if sentinel or (isinstance(value, float) and not math.isfinite(value)):
+            value = None  # JSON has no NaN; "not available" is what the meter meant
+        values.append(
+            {"address": address, "registers": regs, "value": value, "not_available": sentinel}
+        )
+    return {
+        "target": label, "unit": args.unit, "function": args.function, "address": args.address,
+        "count": args.count, "type": args.type, "order": args.order, "values": values,
+    }  # fmt: skip
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -385,6 +428,16 @@ def _where(s: Any) -> str:
 def _profiles_list(args: argparse.Namespace) -> int:
     from drivers.modbus import profiles
 
+    if args.json:
+        listed = []
+        for name in profiles.available():
+            doc = profiles.load(name)
+            listed.append({
+                "name": name, "vendor": doc.get("vendor", ""), "model": doc.get("model", ""),
+                "confidence": doc.get("confidence", ""), "points": len(doc.get("points", ())),
+            })  # fmt: skip
+        print(json.dumps(listed, indent=2, ensure_ascii=False))
+        return 0
     rows = []
     for name in profiles.available():
         doc = profiles.load(name)
@@ -412,6 +465,16 @@ def _profiles_show(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(f"error: {error_text(exc)}", file=sys.stderr)
         return 2
+    if args.json:
+        defaults = doc.get("defaults", {})
+        points = [
+            {"function": "holding", "type": "uint16", "order": "ABCD", "scale": 1.0,
+             **defaults, **raw}
+            for raw in doc.get("points", ())
+        ]  # fmt: skip
+        shown = {k: v for k, v in doc.items() if k not in ("points", "defaults")}
+        print(json.dumps({**shown, "points": points}, indent=2, ensure_ascii=False))
+        return 0
     print(
         f"{doc['name']}: {doc.get('vendor', '')} {doc.get('model', '')} "
         f"(confidence {doc.get('confidence', '?')})"

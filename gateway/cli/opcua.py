@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import re
@@ -74,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     browse = commands.add_parser(
         "browse", parents=[security], help="the address space as a tree, with values"
     )
-    browse.add_argument("endpoint")
+    browse.add_argument("endpoint", type=_endpoint)
     browse.add_argument("--node", default="i=85", help="start node (default: Objects, i=85)")
     browse.add_argument("--depth", type=int, default=3)
     browse.add_argument(
@@ -83,14 +84,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     browse.set_defaults(func=_browse)
 
     read = commands.add_parser("read", parents=[security], help="read the current value of nodes")
-    read.add_argument("endpoint")
+    read.add_argument("endpoint", type=_endpoint)
     read.add_argument("nodes", nargs="+", metavar="NODE")
+    read.add_argument(
+        "--json", action="store_true",
+        help="print the values as JSON: node, type, value, status, source timestamp",
+    )  # fmt: skip
     read.set_defaults(func=_read)
 
     trust = commands.add_parser(
         "trust", parents=[security], help="show the server certificate and pin it after you confirm"
     )
-    trust.add_argument("endpoint")
+    trust.add_argument("endpoint", type=_endpoint)
     trust.add_argument("--out", type=Path, required=True, help="where to save it (DER)")
     trust.add_argument("--yes", action="store_true", help="do not ask (scripts)")
     trust.set_defaults(func=_trust)
@@ -284,29 +289,50 @@ def _read(args: argparse.Namespace) -> int:
 async def _read_async(args: argparse.Namespace) -> int:
     ua = ua_module()
     client = await _connected(args)
-    failed = 0
+    rows: list[dict[str, Any]] = []
     try:
         namespaces = await client.get_namespace_array()
         for text in args.nodes:
-            try:
-                node = client.get_node(_to_nodeid(text, namespaces, ua))
-            except NodeIdError as exc:
-                print(f"{text}  error: {exc}")
-                failed += 1
-                continue
-            dtype, value = await _type_and_value(client, node, ua)
-            try:
-                dv = await node.read_data_value(raise_on_bad_status=False)
-                status = dv.StatusCode.name if dv.StatusCode is not None else "Good"
-                stamp = dv.SourceTimestamp.isoformat() if dv.SourceTimestamp else "-"
-            except Exception as exc:
-                status, stamp = type(exc).__name__, "-"
-            if not status.startswith("Good"):
-                failed += 1
-            print(f"{text}  {dtype} = {value}  {status}  source {stamp}")
+            rows.append(await _read_one(client, text, namespaces, ua))
     finally:
         await client.disconnect()
-    return 1 if failed else 0
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    for row in rows if not args.json else ():
+        if row.get("error") and row["type"] is None:
+            print(f"{row['node']}  error: {row['error']}")
+            continue
+        status = row["status"]
+        shown = f"<{status}>" if not status.startswith("Good") else repr(row["value"])
+        print(f"{row['node']}  {row['type']} = {shown}  {status}  source {row['source'] or '-'}")
+    return 1 if any(r.get("error") or not r["status"].startswith("Good") for r in rows) else 0
+
+
+async def _read_one(client: Any, text: str, namespaces: list[str], ua: Any) -> dict[str, Any]:
+    """One node read: {node, type, value, status, source} (a JSON-able value; others as text),
+    or {node, type: None, error} for a node id that does not parse."""
+    try:
+        node = client.get_node(_to_nodeid(text, namespaces, ua))
+    except NodeIdError as exc:
+        return {"node": text, "type": None, "error": str(exc)}
+    try:
+        dtype_id = await node.read_data_type()
+        dtype = (await client.get_node(dtype_id).read_browse_name()).Name
+    except Exception:
+        dtype = "?"
+    try:
+        dv = await node.read_data_value(raise_on_bad_status=False)
+    except Exception as exc:
+        return {"node": text, "type": dtype, "value": None, "status": type(exc).__name__,
+                "source": None, "error": str(exc) or type(exc).__name__}  # fmt: skip
+    status = dv.StatusCode.name if dv.StatusCode is not None else "Good"
+    value = dv.Value.Value if dv.Value is not None and status.startswith("Good") else None
+    if not (value is None or isinstance(value, bool | int | float | str)):
+        value = repr(value)
+    if isinstance(value, float) and value != value:
+        value = None  # JSON has no NaN
+    stamp = dv.SourceTimestamp.isoformat() if dv.SourceTimestamp else None
+    return {"node": text, "type": dtype, "value": value, "status": status, "source": stamp}
 
 
 # -- trust -------------------------------------------------------------------------------------
@@ -364,3 +390,13 @@ def _pin(args: argparse.Namespace, der: bytes) -> int:
     tmp.replace(out)
     print(f'Saved. Set server_certificate = "{out}" on the device.')
     return 0
+
+
+def _endpoint(text: str) -> str:
+    """argparse type: a malformed endpoint is a usage error (exit 2) that says what is wrong."""
+    from drivers.opcua.config import endpoint_problem
+
+    problem = endpoint_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text

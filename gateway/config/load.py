@@ -70,8 +70,10 @@ def _pydantic_problems(exc: ValidationError, document: dict[str, Any]) -> list[F
                 else f"{quote(driver)} is not a known driver (expected {_DRIVERS})"
             )
         elif kind == "literal_error":
+            expected = ctx.get("expected", "")
             message = (
-                f"{quote(value)} is not allowed (expected {_or_list(ctx.get('expected', ''))})"
+                f"{quote(value)} is not allowed ({_did_you_mean(value, expected)}expected "
+                f"{_or_list(expected)})"
             )
         elif kind in ("int_type", "int_parsing", "int_from_float"):
             message = f"{quote(value)} is not a whole number" + _unquote_hint(value)
@@ -186,6 +188,23 @@ def _unquote_hint(value: Any) -> str:
     except ValueError:
         return ""
     return " (write numbers without quotes)"
+
+
+def _did_you_mean(value: Any, expected: str) -> str:
+    """ "did you mean "float32" or "float64"? " for a value close to allowed ones ("float"),
+    else nothing. The allowed values come as pydantic's "'a', 'b' or 'c'"."""
+    if not isinstance(value, str):
+        return ""
+    allowed = re.findall(r"'([^']*)'", expected)
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, value.lower(), a.lower()).ratio(), a) for a in allowed),
+        reverse=True,
+    )
+    if not scored or scored[0][0] < 0.6:
+        return ""
+    best = [a for score, a in scored if score == scored[0][0]]
+    best.sort(key=allowed.index)
+    return "did you mean " + " or ".join(f'"{a}"' for a in best[:3]) + "? "
 
 
 def _or_list(expected: str) -> str:

@@ -56,6 +56,7 @@ class DemoBroker:
         self.workdir = workdir
         self.port = free_port()
         self.log = workdir / "mosquitto.log"
+        self.said = workdir / "mosquitto.stdout"  # what it prints (amqtt: that it listens)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,25 +77,48 @@ class DemoBroker:
         return [self.exe, "-c", str(conf)]
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start it and wait until it listens; SimulatorError (with its own words) if not."""
+        """Start it and wait until it listens; SimulatorError (with its own words) if not.
+        A port taken since it was chosen is chosen again (a few times)."""
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                return
+            except SimulatorError as exc:
+                if "in use" not in str(exc) or attempt == 2:
+                    raise
+                self.port = free_port()
+
+    def listening(self) -> bool:
+        """It says it listens on our port (a connect alone could reach whoever took it)."""
+        with contextlib.suppress(OSError):
+            return f"listen socket on port {self.port}." in self.log.read_text(errors="replace")
+        return False
+
+    def _start(self, timeout: float) -> None:
         errors = self.workdir / f"{self.log.stem}.stderr"
-        with errors.open("wb") as err:
+        self.said = self.workdir / f"{self.log.stem}.stdout"
+        with errors.open("wb") as err, self.said.open("wb") as out:
             # Its own session: a Ctrl-C at the terminal reaches the demo, which stops the
             # broker last, not the broker first.
             self.proc = subprocess.Popen(
-                self.command(), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+                self.command(), stdout=out, stderr=err, start_new_session=True
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.proc = None
-                said = errors.read_text(errors="replace").strip()[-2000:]
+                said = errors.read_text(errors="replace").strip()
+                if self.log.exists():  # Mosquitto says why in its log, not on stderr
+                    said += " " + self.log.read_text(errors="replace").strip()
+                said = said.strip()[-2000:]
                 raise SimulatorError(f"{self.name} exited at start: {said or 'no message'}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
+            if self.listening():
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
         self.stop()
         raise SimulatorError(
             f"{self.name} did not listen on 127.0.0.1:{self.port} in {timeout:g}s (log: {self.log})"
@@ -119,6 +143,12 @@ class EmbeddedBroker(DemoBroker):
     def command(self) -> list[str]:
         return [sys.executable, "-m", "gateway.sim.embedded_broker", str(self.port), str(self.log)]
 
+    def listening(self) -> bool:
+        with contextlib.suppress(OSError):
+            said = self.said.read_text(errors="replace")
+            return f"amqtt listening on 127.0.0.1:{self.port}" in said
+        return False
+
 
 class UplinkCut:
     """A TCP relay from the gateway to the broker that the demo cuts, as a plant network goes
@@ -142,7 +172,14 @@ class UplinkCut:
         return f"mqtt://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        for attempt in range(5):
+            try:
+                self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+                return
+            except OSError:  # taken since free_port() chose it: another one
+                if attempt == 4:
+                    raise
+                self.port = free_port()
 
     def mend(self) -> None:
         self.is_cut = False

@@ -262,6 +262,7 @@ class ModbusPlant:
         self.meters: dict[int, SimMeter] = {m.unit: m for m in meters}
         self.host = host
         self.port = port if port is not None else (free_port() if transport != "rtu" else 0)
+        self._own_port = port is None and transport != "rtu"  # ours to change if it is taken
         self.transport = transport
         self.serial_port = serial_port
         self.baudrate = baudrate
@@ -288,13 +289,26 @@ class ModbusPlant:
             )
         else:
             framer = FramerType.RTU if self.transport == "rtu-over-tcp" else FramerType.SOCKET
-            server = ModbusTcpServer(
-                placeholder,
-                framer=framer,
-                address=(self.host, self.port),
-                ignore_missing_devices=True,
-            )
-        server.context = _PlantContext(self)
+            for attempt in range(5):
+                server = ModbusTcpServer(
+                    placeholder,
+                    framer=framer,
+                    address=(self.host, self.port),
+                    ignore_missing_devices=True,
+                )
+                server.context = _PlantContext(self)
+                try:
+                    await server.serve_forever(background=True)
+                except RuntimeError:  # pymodbus: "Could not start listen"
+                    # A port free a moment ago can be taken meanwhile (an outgoing connection's
+                    # ephemeral port, another test's server): take another one of ours.
+                    if not self._own_port or attempt == 4:
+                        raise
+                    self.port = free_port()
+                    continue
+                self._server = server
+                return
+        server.context = _PlantContext(self)  # the serial server (a tcp one has returned)
         await server.serve_forever(background=True)
         self._server = server
 

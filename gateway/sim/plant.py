@@ -243,8 +243,17 @@ class Works:
             except ImportError as exc:
                 tell(f"no OPC UA PLC ({exc}); the meters alone")
                 return
-            self.plc = SimulatedPlc()
-            await self.plc.start()
+            for attempt in range(3):
+                self.plc = SimulatedPlc()  # a port free a moment ago
+                try:
+                    await self.plc.start()
+                    break
+                except OSError:  # taken before the server bound it: another one
+                    with contextlib.suppress(Exception):
+                        await self.plc.stop()
+                    self.plc = None
+                    if attempt == 2:
+                        raise
             tell(f"PLC bf2-plc: OPC UA {self.plc.endpoint} (tags under nsu=urn:plant1:bf2)")
 
     def config(

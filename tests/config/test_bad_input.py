@@ -6,11 +6,13 @@ with `{file}` for the config's path and `{dir}` for its folder (the test's tmp d
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+from gateway.sim.plant import demo_config
 from tests.config.support import CASES, check, stage
 
 NAMES = sorted(p.stem for p in CASES.glob("*.toml"))
@@ -121,3 +123,37 @@ def test_locator_never_raises_on_a_refused_file(
     assert run.status == 2
     assert f"{path}:4: gateway.ünïcode: unknown key" in run.err
     assert f"{path}:12: devices[0].unit: 300 is out of range (0..247)" in run.err
+
+
+def test_check_json_lists_every_problem_with_line_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = stage(CASES / "enum_did_you_mean.toml", tmp_path)
+    run = check(path, capsys, "--json")
+    assert run.status == 2
+    doc = json.loads(run.out)
+    assert doc["ok"] is False
+    assert [(p["line"], p["key"]) for p in doc["problems"]] == [
+        (6, "buffer.durability"),
+        (20, "devices[0].points[0].type"),
+        (21, "devices[0].points[0].function"),
+        (22, "devices[0].points[0].kind"),
+    ]
+    assert doc["problems"][1]["message"].startswith('"float" is not allowed (did you mean')
+
+
+def test_check_json_describes_a_valid_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "demo.toml"
+    path.write_text(demo_config(tmp_path, "mqtt://127.0.0.1:1", 5020, None, 9108))
+    run = check(path, capsys, "--json")
+    assert run.status == 0, run.err
+    doc = json.loads(run.out)
+    assert doc["ok"] is True
+    assert [d["name"] for d in doc["devices"]] == ["eaf-1", "mill-1", "aux-1", "bf-blower"]
+    aux = next(d for d in doc["devices"] if d["name"] == "aux-1")
+    energy = next(p for p in aux["points"] if p["name"] == "energy_import")
+    assert (energy["kind"], energy["unit"], energy["carrier"]) == ("counter", "kWh", "electricity")
+    assert energy["where"].startswith("input 72 float32")
+    assert "works" in doc["groups"]

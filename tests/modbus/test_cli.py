@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,35 @@ async def test_read_prints_raw_hex_and_value(plant: Any, capsys: Any) -> None:
     assert code == 0
     assert len(lines) == 3
     assert all(220 < float(line.split()[-1]) < 240 for line in lines)
+
+
+@pytest.mark.asyncio
+async def test_read_as_json_and_a_register_number_warning(plant: Any, capsys: Any) -> None:
+    """--json: each value with its address and registers, NaN as null and not_available; a
+    40001-style address gets a warning naming the wire address, and is read all the same."""
+    meter = plant.meter(2)
+    meter.set_value("holding", 40, 1234.5, "float32", "CDAB")
+    meter.set_value("holding", 42, float("nan"), "float32", "CDAB")
+    target = f"127.0.0.1:{plant.port}"
+    code = await run_cli("modbus", "read", target, "--unit", "2", "--address", "40", "--type",
+                         "float32", "--order", "CDAB", "--count", "2", "--json")  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(captured.out)
+    assert (doc["unit"], doc["function"], doc["type"], doc["order"]) == (2, "holding", "float32",
+                                                                          "CDAB")  # fmt: skip
+    assert doc["values"][0] == {
+        "address": 40, "registers": [0x5000, 0x449A], "value": 1234.5, "not_available": False
+    }  # fmt: skip
+    assert doc["values"][1]["value"] is None
+    assert doc["values"][1]["not_available"] is True
+    meter.set_registers("holding", 40073, [7])
+    code = await run_cli("modbus", "read", target, "--unit", "2", "--address", "40073")
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "looks like a register number" in captured.err
+    assert "address = 72" in captured.err
+    assert captured.out.splitlines()[-1].split()[-1] == "7"
 
 
 @pytest.mark.asyncio
@@ -151,3 +181,19 @@ def test_describe_plan_lists_blocks_and_requests(device_factory: Any) -> None:
     lines = describe_plan(device)
     assert lines[0].startswith("read plan: 5 request(s) per poll for 20 point(s)")
     assert "holding 23296..23323 (28 registers" in lines[3]
+
+
+def test_profiles_as_json(capsys: Any) -> None:
+    assert main(["profiles", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    sdm = next(p for p in listed if p["name"] == "eastron-sdm630")
+    assert (sdm["vendor"], sdm["model"], sdm["points"]) == ("Eastron", "SDM630", 14)
+    assert main(["profiles", "show", "eastron-sdm630", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    energy = next(p for p in doc["points"] if p["name"] == "energy_import")
+    # the profile's defaults applied: what the driver reads
+    assert (energy["function"], energy["address"], energy["type"], energy["kind"]) == (
+        "input", 72, "float32", "counter"
+    )  # fmt: skip
+    assert doc["sources"]
+    assert main(["profiles", "show", "no-such-meter", "--json"]) == 2

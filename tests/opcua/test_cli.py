@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import tomllib
 from pathlib import Path
 
@@ -82,6 +83,24 @@ def test_read_values_and_a_bad_node(plc: PlcProcess, capsys: pytest.CaptureFixtu
     code, out, _err = run_cli(["opcua", "read", plc.endpoint, NSU + "Nope"], capsys)
     assert code == 1
     assert "BadNodeIdUnknown" in out
+
+
+def test_read_as_json(plc: PlcProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["opcua", "read", plc.endpoint, NSU + "Types.Int16", NSU + "Types.Float", NSU + "Nope",
+            "ns=2;Types.Float", "--json"]  # fmt: skip
+    code, out, _err = run_cli(argv, capsys)
+    assert code == 1  # a node is unknown, one does not parse
+    rows = json.loads(out)
+    assert [r["node"] for r in rows] == argv[3:-1]
+    assert {k: rows[0][k] for k in ("type", "value", "status")} == {
+        "type": "Int16", "value": -1234, "status": "Good"
+    }  # fmt: skip
+    assert rows[0]["source"] is None or rows[0]["source"].startswith("20")
+    assert rows[1]["value"] == 1.5
+    assert rows[2]["status"] == "BadNodeIdUnknown"
+    assert rows[2]["value"] is None
+    assert rows[3]["type"] is None
+    assert "identifier must start with i=, s=, g= or b=" in rows[3]["error"]
 
 
 def test_connection_refused_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -190,3 +209,28 @@ def test_describe_device_lists_nodes_mode_and_problems(tmp_path: Path) -> None:
     import drivers.opcua
 
     assert drivers.opcua.describe_device is describe_device
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "why"),
+    [
+        ("10.10.1.30:4840", "is not an OPC UA endpoint"),
+        ("opc.tcp://", "names no host"),
+        ("opc.tcp://:4840", "names no host"),
+        ("opc.tcp://127.0.0.1:99999", "the port is not a number from 1 to 65535"),
+        ("opc.tcp://127.0.0.1:0", "port 0 is not a server's port"),
+    ],
+)
+def test_a_malformed_endpoint_is_a_usage_error(
+    endpoint: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 with what is wrong and what is expected, before any connection; never a
+    traceback. The config check says the same (drivers/opcua/config.endpoint_problem)."""
+    for command in (["browse", endpoint], ["read", endpoint, "i=2258"], ["trust", endpoint]):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(["opcua", *command], capsys)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert why in err
+        assert "expected opc.tcp://HOST:PORT" in err
+        assert "Traceback" not in err
