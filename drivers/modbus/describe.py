@@ -45,12 +45,23 @@ def describe_plan(device: Any) -> list[str]:
             f"  UNREADABLE {s.name}: {s.function} {s.address} needs {s.width} registers, more than "
             f"max_registers_per_request"
         )
-    lines += [
-        f"warning: point {s.name}: {hint}"
-        for s in specs
-        if (hint := register_number_hint(s.function, s.address))
-    ]
+    lines += _register_number_lines(specs)
     return lines
+
+
+def _register_number_lines(specs: list[PointSpec]) -> list[str]:
+    """One warning for a device whose points look like register numbers, naming a few."""
+    hinted = [(s, register_number_hint(s.function, s.address)) for s in specs]
+    hits = [(s, h) for s, h in hinted if h is not None]
+    if not hits:
+        return []
+    first, hint = hits[0]
+    more = len(hits) - 1
+    also = ""
+    if more:
+        others = ", ".join(f"{s.name} {s.address}" for s, _ in hits[1:4])
+        also = f" ({more} more point(s) too: {others}{', ...' if more > 3 else ''})"
+    return [f"warning: point {first.name}: {hint}{also}"]
 
 
 # Manuals often list Modicon register numbers: 30001.. for input registers, 40001.. for holding
@@ -59,17 +70,23 @@ def describe_plan(device: Any) -> list[str]:
 _REGISTER_NUMBERS = {"input": (30001, 300001), "holding": (40001, 400001)}
 
 
-def register_number_hint(function: str, address: int) -> str | None:
+def register_number_hint(function: str, address: int, where: str = "config") -> str | None:
     """A warning when `address` looks like a register number of `function`'s table, with the
-    wire address it would be; None otherwise."""
+    wire address it would be (as the config writes it, or `where="cli"`: as --address);
+    None otherwise. SunSpec devices (40000..) and some inverters (30000..) do use such wire
+    addresses: a warning, never a refusal."""
     bases = _REGISTER_NUMBERS.get(function)
     if bases is None:
         return None
     for base in bases:
         if base <= address < base + (9999 if base < 100000 else 65536):
+            notation = str(base)[0] + ("xxxx" if base < 100000 else "xxxxx")
+            wire = address - base
+            said = f"address = {wire}" if where == "config" else f"--address {wire}"
+            takes = "the config takes" if where == "config" else "ironwatt takes"
             return (
-                f"{function} address {address} looks like a register number ({str(base)[0]}xxxx "
-                f"notation): the config takes 0-based wire addresses, so register {address} "
-                f"would be address = {address - base}; check the meter's manual"
+                f"{function} address {address} looks like a register number ({notation} "
+                f"notation): {takes} 0-based wire addresses, so register {address} would be "
+                f"{said}; check the meter's manual (SunSpec devices do use 40000 and up)"
             )
     return None

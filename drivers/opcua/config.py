@@ -87,8 +87,15 @@ def endpoint_problem(endpoint: str) -> str | None:
         return f"{quote(endpoint)} is not an OPC UA endpoint ({expected})"
     try:
         parts = urlsplit(endpoint)
+    except ValueError:
+        return (
+            f"{quote(endpoint)}: a malformed host (an IPv6 address needs [brackets]) ({expected})"
+        )
+    try:
         port = parts.port  # raises ValueError when not a number in 0-65535
     except ValueError:
+        if parts.netloc.count(":") > 1 and "[" not in parts.netloc:
+            return f"{quote(endpoint)}: an IPv6 address needs [brackets] ({expected})"
         return f"{quote(endpoint)}: the port is not a number from 1 to 65535 ({expected})"
     if not parts.hostname:
         return f"{quote(endpoint)} names no host ({expected})"

@@ -70,9 +70,11 @@ def _run_check(args: argparse.Namespace) -> int:
         problems = [
             {"line": p.line, "key": p.path or None, "message": p.message} for p in exc.problems
         ]
-        print(json.dumps({"file": exc.file, "ok": False, "problems": problems}, indent=2))
+        doc = {"file": exc.file, "ok": False, "problems": problems}
+        print(json.dumps(doc, indent=2, allow_nan=False))
         return 2
-    print(json.dumps(summary_document(cfg), indent=2, ensure_ascii=False))
+    # allow_nan=False: a NaN scale would be invalid JSON; say so rather than print it
+    print(json.dumps(summary_document(cfg), indent=2, ensure_ascii=False, allow_nan=False))
     return 0
 
 
@@ -81,6 +83,8 @@ def summary_document(cfg: Config) -> dict[str, Any]:
     devices = []
     for device in cfg.devices:
         plugin = plugin_of(device)
+        warnings = [line[len("warning: ") :] for line in plugin.describe(device)
+                    if line.startswith("warning: ")]  # fmt: skip
         devices.append({
             "name": device.name,
             "driver": device.driver,
@@ -91,12 +95,13 @@ def summary_document(cfg: Config) -> dict[str, Any]:
                  "carrier": p.carrier or None, "where": plugin.point_where(p), "scale": p.scale}
                 for p in device.resolved_points()
             ],
+            "warnings": warnings,
         })  # fmt: skip
     return {
         "file": str(cfg.path),
         "ok": True,
         "gateway": {"id": cfg.gateway.id, "site": cfg.gateway.site},
-        "intervals": [i.name for i in cfg.energy.intervals],
+        "intervals": list(cfg.energy.all_intervals),
         "devices": devices,
         "groups": [g.name for g in cfg.groups],
     }

@@ -190,9 +190,9 @@ def _read(args: argparse.Namespace) -> int:
     from drivers.modbus.link import Link, ModbusError
 
     settings = _settings(args)
-    hint = register_number_hint(args.function, args.address)
+    hint = register_number_hint(args.function, args.address, where="cli")
     if hint is not None:  # read it anyway: some devices do use such wire addresses
-        print(f"warning: {hint.replace('the config takes', 'ironwatt takes')}", file=sys.stderr)
+        print(f"warning: {hint}", file=sys.stderr)
     bits = args.function in ("coil", "discrete")
     words = 1 if bits else REGISTER_WORDS[args.type]
     total = args.count * words
@@ -217,7 +217,8 @@ def _read(args: argparse.Namespace) -> int:
             )
         return 1
     if args.json:
-        print(json.dumps(_read_document(args, settings.label, data, words), indent=2))
+        doc = _read_document(args, settings.label, data, words)
+        print(json.dumps(doc, indent=2, allow_nan=False))
         return 0
     print(f"{settings.label} unit {args.unit} {args.function} {args.address}+{total}")
     for k in range(args.count):
@@ -436,7 +437,7 @@ def _profiles_list(args: argparse.Namespace) -> int:
                 "name": name, "vendor": doc.get("vendor", ""), "model": doc.get("model", ""),
                 "confidence": doc.get("confidence", ""), "points": len(doc.get("points", ())),
             })  # fmt: skip
-        print(json.dumps(listed, indent=2, ensure_ascii=False))
+        print(json.dumps(listed, indent=2, ensure_ascii=False, allow_nan=False))
         return 0
     rows = []
     for name in profiles.available():
@@ -466,14 +467,14 @@ def _profiles_show(args: argparse.Namespace) -> int:
         print(f"error: {error_text(exc)}", file=sys.stderr)
         return 2
     if args.json:
-        defaults = doc.get("defaults", {})
-        points = [
-            {"function": "holding", "type": "uint16", "order": "ABCD", "scale": 1.0,
-             **defaults, **raw}
-            for raw in doc.get("points", ())
-        ]  # fmt: skip
+        from drivers.modbus.points import _DEFAULTS as POINT_DEFAULTS
+
+        # the one profile merge (what a device with this profile reads), every default filled
+        points = [{**POINT_DEFAULTS, **p} for p in profiles.points_of(args.name)]
         shown = {k: v for k, v in doc.items() if k not in ("points", "defaults")}
-        print(json.dumps({**shown, "points": points}, indent=2, ensure_ascii=False))
+        print(
+            json.dumps({**shown, "points": points}, indent=2, ensure_ascii=False, allow_nan=False)
+        )
         return 0
     print(
         f"{doc['name']}: {doc.get('vendor', '')} {doc.get('model', '')} "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -293,19 +294,45 @@ async def _read_async(args: argparse.Namespace) -> int:
     try:
         namespaces = await client.get_namespace_array()
         for text in args.nodes:
-            rows.append(await _read_one(client, text, namespaces, ua))
+            row = await _read_one(client, text, namespaces, ua)
+            rows.append(row)
+            if not args.json:  # as it comes: a long list shows its first values at once
+                print(_read_line(row))
     finally:
-        await client.disconnect()
+        # what was read stands even if the goodbye fails (a server that dropped us)
+        with contextlib.suppress(Exception):
+            await client.disconnect()
     if args.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
-    for row in rows if not args.json else ():
-        if row.get("error") and row["type"] is None:
-            print(f"{row['node']}  error: {row['error']}")
-            continue
-        status = row["status"]
-        shown = f"<{status}>" if not status.startswith("Good") else repr(row["value"])
-        print(f"{row['node']}  {row['type']} = {shown}  {status}  source {row['source'] or '-'}")
+        shown = [{k: v for k, v in r.items() if k != "raw"} for r in rows]
+        print(json.dumps(shown, indent=2, ensure_ascii=False, allow_nan=False))
     return 1 if any(r.get("error") or not r["status"].startswith("Good") for r in rows) else 0
+
+
+def _read_line(row: dict[str, Any]) -> str:
+    if row.get("error") and row["type"] is None:
+        return f"{row['node']}  error: {row['error']}"
+    status = row["status"]
+    shown = f"<{status}>" if not status.startswith("Good") else repr(row["raw"])
+    return f"{row['node']}  {row['type']} = {shown}  {status}  source {row['source'] or '-'}"
+
+
+def _json_value(value: Any) -> Any:
+    """A read value as JSON can carry it: numbers (finite), text, lists, times as ISO 8601,
+    bytes as hex; anything else as its text."""
+    import datetime
+    import math
+
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return str(value)
 
 
 async def _read_one(client: Any, text: str, namespaces: list[str], ua: Any) -> dict[str, Any]:
@@ -323,16 +350,14 @@ async def _read_one(client: Any, text: str, namespaces: list[str], ua: Any) -> d
     try:
         dv = await node.read_data_value(raise_on_bad_status=False)
     except Exception as exc:
-        return {"node": text, "type": dtype, "value": None, "status": type(exc).__name__,
-                "source": None, "error": str(exc) or type(exc).__name__}  # fmt: skip
+        return {"node": text, "type": dtype, "value": None, "raw": None,
+                "status": type(exc).__name__, "source": None,
+                "error": str(exc) or type(exc).__name__}  # fmt: skip
     status = dv.StatusCode.name if dv.StatusCode is not None else "Good"
-    value = dv.Value.Value if dv.Value is not None and status.startswith("Good") else None
-    if not (value is None or isinstance(value, bool | int | float | str)):
-        value = repr(value)
-    if isinstance(value, float) and value != value:
-        value = None  # JSON has no NaN
+    raw = dv.Value.Value if dv.Value is not None and status.startswith("Good") else None
     stamp = dv.SourceTimestamp.isoformat() if dv.SourceTimestamp else None
-    return {"node": text, "type": dtype, "value": value, "status": status, "source": stamp}
+    return {"node": text, "type": dtype, "value": _json_value(raw), "raw": raw,
+            "status": status, "source": stamp}  # fmt: skip
 
 
 # -- trust -------------------------------------------------------------------------------------

@@ -81,10 +81,15 @@ def register(subparsers: Any) -> None:
         "status",
         help="show a running gateway's devices, buffer and uplink",
         description="Reads /status from the gateway's local listener ([http] listen in the "
-        "config, or --url) and prints it as a table (or --json).",
+        "config, or --url) or, without [http], from its control socket (owner-only: run as "
+        "root or the service user), and prints it as a table (or --json).",
     )
     _config_arg(status)
     status.add_argument("--url", help="the listener, e.g. http://127.0.0.1:9108")
+    status.add_argument(
+        "--socket", type=Path, metavar="PATH",
+        help="the control socket (default: /run/ironwatt/control.sock, else data_dir's)",
+    )  # fmt: skip
     status.add_argument("--json", action="store_true", help="print the raw JSON document")
     status.set_defaults(func=_status)
 
@@ -254,6 +259,21 @@ def _reload(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from gateway.daemon.status import render_table
+
+    got = _status_over_socket(args) if args.socket is not None else None
+    if got is None:
+        got = _status_document(args)
+    if isinstance(got, int):
+        return got
+    if args.json:
+        print(json.dumps(got, indent=2))
+    else:
+        sys.stdout.write(render_table(got))
+    return 0
+
+
+def _status_document(args: argparse.Namespace) -> dict[str, Any] | int:
+    """/status over [http] (or --url); without [http], over the control socket."""
     from gateway.status_client import fetch_status
 
     url = args.url
@@ -262,21 +282,14 @@ def _status(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config)
         if cfg.http is None:
-            print(
-                f"{args.config} has no [http] section: the gateway serves no status. Add\n"
-                '  [http]\n  listen = "127.0.0.1:9108"\n'
-                "and restart the gateway (systemctl restart ironwatt: a reload does not open the\n"
-                "listener), or pass --url.",
-                file=sys.stderr,
-            )
-            return 2
+            return _status_over_socket(args, Path(cfg.gateway.data_dir))
         host, _, port = cfg.http.listen.rpartition(":")
         host = host.strip("[]")
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     try:
-        doc = fetch_status(url, 5.0)
+        return fetch_status(url, 5.0)
     except (OSError, ValueError) as exc:  # urllib's URLError is an OSError
         print(
             f"no answer from {url}/status ({exc}): is the gateway running "
@@ -284,11 +297,33 @@ def _status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        sys.stdout.write(render_table(doc))
-    return 0
+
+
+def _status_over_socket(
+    args: argparse.Namespace, data_dir: Path | None = None
+) -> dict[str, Any] | int:
+    """The status from the daemon's control socket: --socket, else the unit's runtime folder's,
+    else data_dir's (a gateway run by hand)."""
+    from gateway.daemon.reload_control import SOCKET_NAME, BadAnswer, ask_status, default_socket
+
+    tried = [args.socket] if args.socket is not None else [default_socket()]
+    if args.socket is None and data_dir is not None:
+        tried.append(data_dir / SOCKET_NAME)
+    problems = []
+    for path in tried:
+        try:
+            return ask_status(path, 5.0)
+        except PermissionError:
+            problems.append(f"{path}: permission denied (the socket is the service user's: sudo)")
+        except (OSError, BadAnswer) as exc:
+            problems.append(f"{path}: {exc}")
+    print(
+        "no status from the gateway's control socket (the config has no [http]): "
+        + "; ".join(problems)
+        + ". Is the gateway running (systemctl status ironwatt)?",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -189,7 +189,9 @@ class Gateway:
         # Stopped at the wind-down already; here for a start that fails after this line.
         resources.push_async_callback(supervisor.stop_all)
         # Before READY=1: a `systemctl reload` right after the start must find the socket.
-        control = ControlServer(socket_path(cfg.gateway.data_dir), self.reload_requests)
+        control = ControlServer(
+            socket_path(cfg.gateway.data_dir), self.reload_requests, self._status_doc
+        )
         await control.start()
         resources.push_async_callback(control.close)
 

@@ -3,6 +3,7 @@
 The daemon listens on control.sock in its runtime folder; `ironwatt reload` (the unit's
 ExecReload=) asks for a reload there and waits for the verdict, so `systemctl reload` fails when
 the new config is refused. It needs no credentials: only the socket, owned by the service user.
+`ironwatt status` asks it for the /status document when the config has no [http].
 
 The socket appears at its name already 0600 (bound in a private 0700 folder, then renamed into
 place: no umask window, no chmod through a path someone could swap), in a folder only we (or
@@ -20,8 +21,10 @@ import socket
 import stat
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "RELOAD_WAIT_S",
@@ -33,6 +36,7 @@ __all__ = [
     "ReloadOutcome",
     "ReloadRequests",
     "ask_reload",
+    "ask_status",
     "default_socket",
     "folder_problem",
     "socket_path",
@@ -163,11 +167,18 @@ def folder_problem(st: os.stat_result, euid: int) -> str | None:
 
 
 class ControlServer:
-    """The daemon's end: one line in ("reload"), one JSON line out (the ReloadOutcome)."""
+    """The daemon's end: one line in, one JSON line out. "reload": the ReloadOutcome;
+    "status": the /status document (`ironwatt status` on a gateway without [http])."""
 
-    def __init__(self, path: Path, requests: ReloadRequests) -> None:
+    def __init__(
+        self,
+        path: Path,
+        requests: ReloadRequests,
+        status: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.path = path
         self._requests = requests
+        self._status = status
         self._server: asyncio.AbstractServer | None = None
         self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we made
 
@@ -265,6 +276,10 @@ class ControlServer:
                 outcome = ReloadOutcome(False, f"request longer than {_REQUEST_LIMIT} bytes")
             else:
                 command = line.decode(errors="replace").strip()
+                if command == "status" and self._status is not None:
+                    writer.write(json.dumps(self._status(), default=str).encode() + b"\n")
+                    await asyncio.wait_for(writer.drain(), _REQUEST_TIMEOUT_S)
+                    return
                 if command == "reload":
                     outcome = await self._requests.request()
                 else:
@@ -277,6 +292,41 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+def ask_status(path: Path, timeout: float = 5.0) -> dict[str, Any]:
+    """The /status document from the gateway at `path` (blocking). Raises OSError when no
+    gateway answers there, BadAnswer when what came back is not a JSON object."""
+    data = _exchange(path, b"status\n", timeout)
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise BadAnswer(f"not a status document: {data[:80]!r}") from exc
+    if not isinstance(doc, dict):
+        raise BadAnswer(f"not a status document: {data[:80]!r}")
+    if "devices" not in doc:  # a refusal (a gateway from before status requests), or junk
+        said = doc.get("summary") if isinstance(doc.get("summary"), str) else repr(data[:80])
+        raise BadAnswer(f"the gateway did not send its status: {said}")
+    return doc
+
+
+def _exchange(path: Path, request: bytes, timeout: float) -> bytes:
+    """One request line, one answer line."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(request)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > _ANSWER_LIMIT:
+                raise BadAnswer(f"an answer longer than {_ANSWER_LIMIT >> 20} MiB")
+    if not data.endswith(b"\n"):
+        raise OSError("the gateway closed the connection without a whole answer (is it stopping?)")
+    return data
 
 
 def ask_reload(path: Path, timeout: float) -> ReloadOutcome:

@@ -70,6 +70,9 @@ class DemoBroker:
             # The default (1000) silently drops QoS 1 messages to a slow subscriber.
             "max_queued_messages 0\n"
             f"log_dest file {self.log}\n"
+            # stderr too: unbuffered (older versions flush the file late), and its "running"
+            # line comes once the listeners are bound (the "Opening ..." one comes before)
+            "log_dest stderr\n"
             # Started as root, mosquitto would switch to user `mosquitto` and could not write
             # its log in our temp dir.
             f"user {getpass.getuser()}\n"
@@ -89,9 +92,10 @@ class DemoBroker:
                 self.port = free_port()
 
     def listening(self) -> bool:
-        """It says it listens on our port (a connect alone could reach whoever took it)."""
+        """It says its listeners are up (a connect alone could reach whoever took the port)."""
         with contextlib.suppress(OSError):
-            return f"listen socket on port {self.port}." in self.log.read_text(errors="replace")
+            said = (self.workdir / f"{self.log.stem}.stderr").read_text(errors="replace")
+            return " running" in said and "mosquitto version" in said
         return False
 
     def _start(self, timeout: float) -> None:
@@ -115,9 +119,12 @@ class DemoBroker:
             if self.listening():
                 try:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                        return
+                        pass
                 except OSError:
                     pass
+                else:
+                    if self.proc.poll() is None:  # and it is still there
+                        return
             time.sleep(0.05)
         self.stop()
         raise SimulatorError(

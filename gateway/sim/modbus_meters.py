@@ -307,6 +307,7 @@ class ModbusPlant:
                     self.port = free_port()
                     continue
                 self._server = server
+                self._own_port = False  # bound: a restart comes back where clients look
                 return
         server.context = _PlantContext(self)  # the serial server (a tcp one has returned)
         await server.serve_forever(background=True)

@@ -243,8 +243,13 @@ class Works:
             except ImportError as exc:
                 tell(f"no OPC UA PLC ({exc}); the meters alone")
                 return
+            quiet = logging.getLogger("asyncua.server.server")
             for attempt in range(3):
                 self.plc = SimulatedPlc()  # a port free a moment ago
+                # asyncua logs a traceback for a taken port before it raises: not news here
+                level = quiet.level
+                if attempt < 2:
+                    quiet.setLevel(logging.CRITICAL)
                 try:
                     await self.plc.start()
                     break
@@ -254,6 +259,8 @@ class Works:
                     self.plc = None
                     if attempt == 2:
                         raise
+                finally:
+                    quiet.setLevel(level)
             tell(f"PLC bf2-plc: OPC UA {self.plc.endpoint} (tags under nsu=urn:plant1:bf2)")
 
     def config(

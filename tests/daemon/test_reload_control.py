@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -34,6 +35,7 @@ from gateway.daemon.reload_control import (
     ReloadOutcome,
     ReloadRequests,
     ask_reload,
+    ask_status,
     folder_problem,
 )
 from gateway.errors import ConfigWorkerError
@@ -402,3 +404,44 @@ def test_the_default_data_dir_is_the_models() -> None:
     from gateway.config.model import GatewayConfig
 
     assert GatewayConfig.model_fields["data_dir"].default == cli_run._DEFAULT_DATA_DIR
+
+
+# ---- `ironwatt status` without [http]: the same socket answers "status" ------------------------
+
+
+@pytest.mark.asyncio
+async def test_status_over_the_control_socket(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _private(tmp_path / "run") / "control.sock"
+    doc = {
+        "gw": "gw1", "site": "s", "version": "0.1.0", "kernel": "compiled",
+        "devices": {"m1": {"driver": "modbus", "state": "up", "last_success": None, "polls": 3}},
+        "buffer": {"backlog": 2}, "uplink": {"connected": True, "broker": "mqtt://b:1"},
+    }  # fmt: skip
+    server = ControlServer(path, ReloadRequests(), lambda: doc)
+    assert await server.start()
+    try:
+        assert await asyncio.to_thread(ask_status, path) == doc
+        parser = build_parser()
+        args = parser.parse_args(["status", "--socket", str(path), "--json"])
+        assert await asyncio.to_thread(args.func, args) == 0
+        assert json.loads(capsys.readouterr().out) == doc
+        args = parser.parse_args(["status", "--socket", str(path)])
+        assert await asyncio.to_thread(args.func, args) == 0
+        table = capsys.readouterr().out
+        assert "version 0.1.0 (kernel: compiled)" in table
+        assert "m1" in table
+        # a server without a status source (and any other word) still refuses, in words
+        reload_only = ControlServer(tmp_path / "run" / "other.sock", ReloadRequests())
+        assert await reload_only.start()
+        try:
+            with pytest.raises(BadAnswer, match="unknown request 'status'"):
+                await asyncio.to_thread(ask_status, tmp_path / "run" / "other.sock")
+        finally:
+            await reload_only.close()
+    finally:
+        await server.close()
+    args = build_parser().parse_args(["status", "--socket", str(path)])
+    assert await asyncio.to_thread(args.func, args) == 1  # nobody listens now
+    assert "no status from the gateway's control socket" in capsys.readouterr().err

@@ -85,7 +85,7 @@ async def test_read_as_json_and_a_register_number_warning(plant: Any, capsys: An
     captured = capsys.readouterr()
     assert code == 0
     assert "looks like a register number" in captured.err
-    assert "address = 72" in captured.err
+    assert "--address 72" in captured.err
     assert captured.out.splitlines()[-1].split()[-1] == "7"
 
 

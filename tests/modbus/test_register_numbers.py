@@ -3,6 +3,7 @@ a warning that names the wire address, in `ironwatt check` and `ironwatt modbus 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,16 @@ def test_wire_addresses_are_left_alone(function: str, address: int) -> None:
     assert register_number_hint(function, address) is None
 
 
+def test_the_command_line_says_it_as_an_option() -> None:
+    hint = register_number_hint("holding", 40073, where="cli")
+    assert hint is not None
+    assert "--address 72;" in hint
+    assert "(4xxxx notation)" in hint
+    six = register_number_hint("holding", 400073, where="cli")
+    assert six is not None
+    assert "(4xxxxx notation)" in six
+
+
 def test_check_warns_and_still_accepts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "meters.toml"
     config.write_text(
@@ -64,4 +75,31 @@ def test_check_warns_and_still_accepts(tmp_path: Path, capsys: pytest.CaptureFix
     warnings = [line.strip() for line in run.out.splitlines() if "warning:" in line]
     assert len(warnings) == 1, run.out
     assert warnings[0].startswith("warning: point energy: holding address 40073 looks like")
-    assert "address = 72" in warnings[0]
+    assert "address = 72;" in warnings[0]
+    run = check(config, capsys, "--json")
+    assert run.status == 0
+    device = json.loads(run.out)["devices"][0]
+    assert len(device["warnings"]) == 1
+    assert device["warnings"][0].startswith("point energy: holding address 40073")
+
+
+def test_a_device_full_of_register_numbers_gets_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SunSpec inverter lives at 40000 and up: one line for the device, not one a point."""
+    points = "".join(
+        f'  [[devices.points]]\n  name = "p{i}"\n  address = {40070 + 2 * i}\n  type = "float32"\n'
+        for i in range(6)
+    )
+    config = tmp_path / "inverter.toml"
+    config.write_text(
+        '[gateway]\nid = "gw1"\nsite = "plant1"\ntimezone = "UTC"\n'
+        '[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
+        '[[devices]]\nname = "inverter"\ndriver = "modbus"\nhost = "127.0.0.1"\n' + points,
+        encoding="utf-8",
+    )
+    run = check(config, capsys)
+    assert run.status == 0, run.err
+    warnings = [line.strip() for line in run.out.splitlines() if "warning:" in line]
+    assert len(warnings) == 1, run.out
+    assert "(5 more point(s) too: p1 40072, p2 40074, p3 40076, ...)" in warnings[0]

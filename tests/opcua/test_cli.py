@@ -100,6 +100,13 @@ def test_read_as_json(plc: PlcProcess, capsys: pytest.CaptureFixture[str]) -> No
     assert rows[2]["status"] == "BadNodeIdUnknown"
     assert rows[2]["value"] is None
     assert rows[3]["type"] is None
+    # a time, read as text and as JSON: repr as ever on the line, ISO 8601 in JSON
+    code, out, _err = run_cli(["opcua", "read", plc.endpoint, "i=2258"], capsys)
+    assert code == 0
+    assert "UtcTime = datetime.datetime(" in out
+    code, out, _err = run_cli(["opcua", "read", plc.endpoint, "i=2258", "--json"], capsys)
+    assert code == 0
+    assert json.loads(out)[0]["value"].startswith("20")
     assert "identifier must start with i=, s=, g= or b=" in rows[3]["error"]
 
 
@@ -219,6 +226,8 @@ def test_describe_device_lists_nodes_mode_and_problems(tmp_path: Path) -> None:
         ("opc.tcp://:4840", "names no host"),
         ("opc.tcp://127.0.0.1:99999", "the port is not a number from 1 to 65535"),
         ("opc.tcp://127.0.0.1:0", "port 0 is not a server's port"),
+        ("opc.tcp://::1:4840", "an IPv6 address needs [brackets]"),
+        ("opc.tcp://[::1", "a malformed host"),
     ],
 )
 def test_a_malformed_endpoint_is_a_usage_error(
@@ -234,3 +243,14 @@ def test_a_malformed_endpoint_is_a_usage_error(
         assert why in err
         assert "expected opc.tcp://HOST:PORT" in err
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["opc.tcp://[::1]:4840", "opc.tcp://plc-7.plant.local:4840", "opc.tcp://10.0.0.5",
+     "opc.tcp://10.0.0.5:4840/freeopcua/server/"],
+)  # fmt: skip
+def test_valid_endpoints_pass(endpoint: str) -> None:
+    from drivers.opcua.config import endpoint_problem
+
+    assert endpoint_problem(endpoint) is None

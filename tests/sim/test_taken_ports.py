@@ -3,12 +3,13 @@ the simulators and the demo's relay and broker then take another one, never fail
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
-from gateway.sim.broker import EmbeddedBroker, UplinkCut
+from gateway.sim.broker import DemoBroker, EmbeddedBroker, UplinkCut
 from gateway.sim.modbus_meters import ModbusPlant, SimMeter
 
 
@@ -30,6 +31,13 @@ async def test_a_plant_whose_port_was_taken_listens_on_another() -> None:
             assert plant.port != holder.getsockname()[1]
             with socket.create_connection(("127.0.0.1", plant.port), timeout=2):
                 pass
+        finally:
+            await plant.stop()
+        # once bound, a restart comes back on the same port (its clients look there)
+        moved = plant.port
+        await plant.start()
+        try:
+            assert plant.port == moved
         finally:
             await plant.stop()
         # a port the caller gave is the caller's: no silent move
@@ -67,6 +75,25 @@ def test_the_embedded_broker_whose_port_was_taken_listens_on_another(tmp_path: P
             assert broker.port != holder.getsockname()[1]
             with socket.create_connection(("127.0.0.1", broker.port), timeout=2):
                 pass
+        finally:
+            broker.stop()
+    finally:
+        holder.close()
+
+
+def test_mosquitto_whose_port_was_taken_listens_on_another(tmp_path: Path) -> None:
+    exe = shutil.which("mosquitto")
+    if exe is None:
+        pytest.skip("mosquitto is not on PATH (.ci/run installs it)")
+    holder = _taken()
+    try:
+        broker = DemoBroker(tmp_path, exe)
+        broker.port = holder.getsockname()[1]
+        broker.start()
+        try:
+            assert broker.port != holder.getsockname()[1]
+            assert broker.proc is not None
+            assert broker.proc.poll() is None
         finally:
             broker.stop()
     finally:
