@@ -73,8 +73,16 @@ def _run_check(args: argparse.Namespace) -> int:
         doc = {"file": exc.file, "ok": False, "problems": problems}
         print(json.dumps(doc, indent=2, allow_nan=False))
         return 2
-    # allow_nan=False: a NaN scale would be invalid JSON; say so rather than print it
-    print(json.dumps(summary_document(cfg), indent=2, ensure_ascii=False, allow_nan=False))
+    try:  # allow_nan=False: a NaN or infinite scale would be invalid JSON
+        text = json.dumps(summary_document(cfg), indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        print(
+            f"{cfg.path}: a value is NaN or infinite (a point's scale or offset?): JSON cannot "
+            "carry it; check the file",
+            file=sys.stderr,
+        )
+        return 2
+    print(text)
     return 0
 
 
@@ -83,8 +91,13 @@ def summary_document(cfg: Config) -> dict[str, Any]:
     devices = []
     for device in cfg.devices:
         plugin = plugin_of(device)
-        warnings = [line[len("warning: ") :] for line in plugin.describe(device)
-                    if line.startswith("warning: ")]  # fmt: skip
+        # the describe lines that say something is wrong: warnings, unreadable points (Modbus),
+        # "!" findings (OPC UA)
+        warnings = [
+            line.strip().removeprefix("warning: ").removeprefix("! ")
+            for line in plugin.describe(device)
+            if line.strip().startswith(("warning: ", "UNREADABLE ", "! "))
+        ]
         devices.append({
             "name": device.name,
             "driver": device.driver,

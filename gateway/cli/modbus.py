@@ -470,7 +470,11 @@ def _profiles_show(args: argparse.Namespace) -> int:
         from drivers.modbus.points import _DEFAULTS as POINT_DEFAULTS
 
         # the one profile merge (what a device with this profile reads), every default filled
-        points = [{**POINT_DEFAULTS, **p} for p in profiles.points_of(args.name)]
+        noted = {raw["name"]: raw["note"] for raw in doc.get("points", ()) if raw.get("note")}
+        points = [
+            {**POINT_DEFAULTS, **p, **({"note": noted[p["name"]]} if p["name"] in noted else {})}
+            for p in profiles.points_of(args.name)
+        ]
         shown = {k: v for k, v in doc.items() if k not in ("points", "defaults")}
         print(
             json.dumps({**shown, "points": points}, indent=2, ensure_ascii=False, allow_nan=False)

@@ -282,7 +282,7 @@ def _status_document(args: argparse.Namespace) -> dict[str, Any] | int:
 
         cfg = load_config(args.config)
         if cfg.http is None:
-            return _status_over_socket(args, Path(cfg.gateway.data_dir))
+            return _status_over_socket(args, Path(cfg.gateway.data_dir), cfg.gateway.id)
         host, _, port = cfg.http.listen.rpartition(":")
         host = host.strip("[]")
         if host in ("0.0.0.0", "::", ""):
@@ -300,19 +300,25 @@ def _status_document(args: argparse.Namespace) -> dict[str, Any] | int:
 
 
 def _status_over_socket(
-    args: argparse.Namespace, data_dir: Path | None = None
+    args: argparse.Namespace, data_dir: Path | None = None, gw: str | None = None
 ) -> dict[str, Any] | int:
-    """The status from the daemon's control socket: --socket, else the unit's runtime folder's,
-    else data_dir's (a gateway run by hand)."""
+    """The status from the daemon's control socket: --socket, else data_dir's (a gateway run
+    by hand: only this config's makes one there), else the unit's runtime folder's. An answer
+    from another gateway (`gw` differs) is passed over, never shown as this one's."""
     from gateway.daemon.reload_control import SOCKET_NAME, BadAnswer, ask_status, default_socket
 
-    tried = [args.socket] if args.socket is not None else [default_socket()]
-    if args.socket is None and data_dir is not None:
-        tried.append(data_dir / SOCKET_NAME)
+    tried = [args.socket] if args.socket is not None else []
+    if args.socket is None:
+        tried += [data_dir / SOCKET_NAME] if data_dir is not None else []
+        tried.append(default_socket())
     problems = []
     for path in tried:
         try:
-            return ask_status(path, 5.0)
+            doc = ask_status(path, 5.0)
+            if gw is not None and doc.get("gw") != gw:
+                problems.append(f"{path}: gateway {doc.get('gw')!r} answered, not {gw!r}")
+                continue
+            return doc
         except PermissionError:
             problems.append(f"{path}: permission denied (the socket is the service user's: sudo)")
         except (OSError, BadAnswer) as exc:

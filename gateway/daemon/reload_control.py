@@ -277,7 +277,12 @@ class ControlServer:
             else:
                 command = line.decode(errors="replace").strip()
                 if command == "status" and self._status is not None:
-                    writer.write(json.dumps(self._status(), default=str).encode() + b"\n")
+                    try:
+                        answer = json.dumps(self._status(), default=str).encode() + b"\n"
+                    except Exception as exc:  # a part that cannot say (the database, say)
+                        log.warning("status request: %s", exc)
+                        answer = ReloadOutcome(False, f"status failed: {exc}").encode()
+                    writer.write(answer)
                     await asyncio.wait_for(writer.drain(), _REQUEST_TIMEOUT_S)
                     return
                 if command == "reload":

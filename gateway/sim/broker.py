@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import getpass
 import importlib.util
+import re
 import shutil
 import socket
 import subprocess
@@ -92,10 +93,15 @@ class DemoBroker:
                 self.port = free_port()
 
     def listening(self) -> bool:
-        """It says its listeners are up (a connect alone could reach whoever took the port)."""
+        """It says its listeners are up (a connect alone could reach whoever took the port):
+        Mosquitto 2 logs "mosquitto version 2.x running" once they are bound; 1.x has no such
+        line, only "Opening ... listen socket on port N." (before the bind: the caller also
+        checks the process is still alive a moment later)."""
         with contextlib.suppress(OSError):
             said = (self.workdir / f"{self.log.stem}.stderr").read_text(errors="replace")
-            return " running" in said and "mosquitto version" in said
+            if re.search(r"^\d+: mosquitto version \S+ running$", said, re.MULTILINE):
+                return True
+            return "mosquitto version 1." in said and f"socket on port {self.port}." in said
         return False
 
     def _start(self, timeout: float) -> None:
@@ -111,10 +117,7 @@ class DemoBroker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.proc = None
-                said = errors.read_text(errors="replace").strip()
-                if self.log.exists():  # Mosquitto says why in its log, not on stderr
-                    said += " " + self.log.read_text(errors="replace").strip()
-                said = said.strip()[-2000:]
+                said = errors.read_text(errors="replace").strip()[-2000:]
                 raise SimulatorError(f"{self.name} exited at start: {said or 'no message'}")
             if self.listening():
                 try:
@@ -123,7 +126,8 @@ class DemoBroker:
                 except OSError:
                     pass
                 else:
-                    if self.proc.poll() is None:  # and it is still there
+                    time.sleep(0.2)  # a bind that failed after the line: the process exits
+                    if self.proc.poll() is None:  # still there
                         return
             time.sleep(0.05)
         self.stop()

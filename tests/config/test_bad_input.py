@@ -157,3 +157,19 @@ def test_check_json_describes_a_valid_config(
     assert (energy["kind"], energy["unit"], energy["carrier"]) == ("counter", "kWh", "electricity")
     assert energy["where"].startswith("input 72 float32")
     assert "works" in doc["groups"]
+
+
+def test_check_json_refuses_to_print_a_nan_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "nan.toml"
+    path.write_text(
+        '[gateway]\nid = "gw1"\nsite = "s"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
+        '[[devices]]\nname = "m1"\ndriver = "modbus"\nhost = "127.0.0.1"\n'
+        '  [[devices.points]]\n  name = "p"\n  address = 0\n  scale = nan\n',
+        encoding="utf-8",
+    )
+    run = check(path, capsys, "--json")
+    assert run.status == 2
+    assert "NaN or infinite" in run.err
+    assert run.out == ""

@@ -445,3 +445,46 @@ async def test_status_over_the_control_socket(
     args = build_parser().parse_args(["status", "--socket", str(path)])
     assert await asyncio.to_thread(args.func, args) == 1  # nobody listens now
     assert "no status from the gateway's control socket" in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_a_status_that_cannot_be_made_is_said_not_a_traceback(tmp_path: Path) -> None:
+    def broken() -> dict[str, Any]:
+        raise OSError("database is locked")
+
+    path = _private(tmp_path / "run") / "control.sock"
+    server = ControlServer(path, ReloadRequests(), broken)
+    assert await server.start()
+    try:
+        with pytest.raises(BadAnswer, match="status failed: database is locked"):
+            await asyncio.to_thread(ask_status, path)
+    finally:
+        await server.close()
+
+
+@pytest.mark.asyncio
+async def test_status_is_asked_of_this_configs_gateway_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without [http]: data_dir's socket first, and an answer from another gateway (the unit's,
+    when root asks about a config of its own) is passed over, never shown as this one's."""
+    data = _private(tmp_path / "data")
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        f'[gateway]\nid = "gw1"\nsite = "s"\ndata_dir = "{data}"\n'
+        '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n',
+        encoding="utf-8",
+    )
+    other = {"gw": "someone-else", "devices": {}, "buffer": {}, "uplink": {}}
+    server = ControlServer(data / "control.sock", ReloadRequests(), lambda: other)
+    assert await server.start()
+    try:
+        args = build_parser().parse_args(["status", "-c", str(config), "--json"])
+        assert await asyncio.to_thread(args.func, args) == 1
+        err = capsys.readouterr().err
+        assert "gateway 'someone-else' answered, not 'gw1'" in err
+        other["gw"] = "gw1"
+        assert await asyncio.to_thread(args.func, args) == 0
+        assert json.loads(capsys.readouterr().out)["gw"] == "gw1"
+    finally:
+        await server.close()

@@ -197,3 +197,16 @@ def test_profiles_as_json(capsys: Any) -> None:
     )  # fmt: skip
     assert doc["sources"]
     assert main(["profiles", "show", "no-such-meter", "--json"]) == 2
+
+
+def test_profiles_show_json_keeps_the_points_notes(capsys: Any) -> None:
+    from drivers.modbus import profiles
+
+    raw = profiles.load("janitza-umg96rm")
+    noted = {p["name"]: p["note"] for p in raw["points"] if p.get("note")}
+    assert noted  # the profile flags some of its points
+    assert main(["profiles", "show", "janitza-umg96rm", "--json"]) == 0
+    shown = {p["name"]: p for p in json.loads(capsys.readouterr().out)["points"]}
+    for name, note in noted.items():
+        assert shown[name]["note"] == note
+    assert all("offset" in p for p in shown.values())  # every default filled
