@@ -242,12 +242,17 @@ async def _walk(
         await _walk(client, child, depth, level + 1, child_path, namespaces, variables, show, ua)
 
 
-async def _type_and_value(client: Any, node: Any, ua: Any) -> tuple[str, str]:
+async def _data_type(client: Any, node: Any) -> str:
+    """The name of a variable's data type ("?" when the server will not say)."""
     try:
         dtype_id = await node.read_data_type()
-        dtype = (await client.get_node(dtype_id).read_browse_name()).Name
+        return str((await client.get_node(dtype_id).read_browse_name()).Name)
     except Exception:
-        dtype = "?"
+        return "?"
+
+
+async def _type_and_value(client: Any, node: Any, ua: Any) -> tuple[str, str]:
+    dtype = await _data_type(client, node)
     try:
         dv = await node.read_data_value(raise_on_bad_status=False)
     except Exception as exc:
@@ -342,11 +347,7 @@ async def _read_one(client: Any, text: str, namespaces: list[str], ua: Any) -> d
         node = client.get_node(_to_nodeid(text, namespaces, ua))
     except NodeIdError as exc:
         return {"node": text, "type": None, "error": str(exc)}
-    try:
-        dtype_id = await node.read_data_type()
-        dtype = (await client.get_node(dtype_id).read_browse_name()).Name
-    except Exception:
-        dtype = "?"
+    dtype = await _data_type(client, node)
     try:
         dv = await node.read_data_value(raise_on_bad_status=False)
     except Exception as exc:

@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.daemon.health import Metric
-from gateway.timefmt import utc_iso
+from gateway.timefmt import ago, utc_iso
 
 __all__ = ["health_verdict", "metrics_of", "render_table", "status_document", "status_line"]
 
@@ -149,13 +149,6 @@ def metrics_of(status: Mapping[str, Any]) -> list[Metric]:
     ]  # fmt: skip
 
 
-def _ago(ts: Any, now: float) -> str:
-    value = _num(ts)
-    if value is None:
-        return "never"
-    return f"{max(0.0, now - value):.0f}s ago"
-
-
 def render_table(status: Mapping[str, Any], now: float | None = None) -> str:
     """The /status document for a technician: devices first, then buffer and uplink."""
     now = time.time() if now is None else now
@@ -172,7 +165,7 @@ def render_table(status: Mapping[str, Any], now: float | None = None) -> str:
     for name, dev in sorted(status.get("devices", {}).items()):
         rows.append((
             name, str(dev.get("driver", "")), str(dev.get("state", "?")),
-            _ago(dev.get("last_success"), now), str(dev.get("polls", "")),
+            ago(dev.get("last_success"), now), str(dev.get("polls", "")),
             str(dev.get("errors", "")), str(dev.get("overruns", "")),
             str(dev.get("last_error") or ""),
         ))  # fmt: skip
@@ -193,8 +186,8 @@ def render_table(status: Mapping[str, Any], now: float | None = None) -> str:
         f"next seq {buffer.get('next_seq', '?')}",
         f"uplink: {'connected' if uplink.get('connected') else 'NOT connected'} to "
         f"{uplink.get('broker', '?')} ({uplink.get('state', '?')} since "
-        f"{_ago(uplink.get('since'), now)}), {uplink.get('acked', 0)} acknowledged "
-        f"(last {_ago(uplink.get('last_ack'), now)}), "
+        f"{ago(uplink.get('since'), now)}), {uplink.get('acked', 0)} acknowledged "
+        f"(last {ago(uplink.get('last_ack'), now)}), "
         + (f"{uplink['written_qos0']} written at QoS 0, " if uplink.get("written_qos0") else "")
         + f"lag {uplink.get('lag_s', '?')} s"
         + (f", last error: {uplink['last_error']}" if uplink.get("last_error") else ""),

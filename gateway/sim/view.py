@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.timefmt import ago
+
 __all__ = [
     "Feed",
     "Frame",
@@ -272,10 +274,6 @@ GOOD = {"good": "green", "bad": "red", "stale": "yellow", "uncertain": "yellow"}
 STATES = {"up": "green", "down": "red", "starting": "yellow"}
 
 
-def _ago(ts: Any, now: float) -> str:
-    return "never" if not isinstance(ts, int | float) else f"{max(0.0, now - ts):.0f}s ago"
-
-
 def _short(value: Any) -> str:
     """A reading at a precision the eye takes in at once."""
     if not isinstance(value, int | float):
@@ -306,7 +304,7 @@ def render_live(frame: Frame, now: float | None = None) -> Any:
     for name, dev in sorted(status.get("devices", {}).items()):
         state = str(dev.get("state", "?"))
         devices.add_row(
-            name, Text(state, style=STATES.get(state, "")), _ago(dev.get("last_success"), now),
+            name, Text(state, style=STATES.get(state, "")), ago(dev.get("last_success"), now),
             str(dev.get("polls", "")), str(dev.get("errors", "")), str(dev.get("last_error") or ""),
         )  # fmt: skip
     if frame.status is None:
@@ -370,7 +368,7 @@ def render_live(frame: Frame, now: float | None = None) -> Any:
     outbox = Text.assemble(
         ("uplink ", "bold"), (link, "green" if uplink.get("connected") else "red"),
         f" to {uplink.get('broker', '?')}, {uplink.get('acked', 0)} acknowledged (last "
-        f"{_ago(uplink.get('last_ack'), now)}), lag {_n(uplink.get('lag_s'), 1)} s\n",
+        f"{ago(uplink.get('last_ack'), now)}), lag {_n(uplink.get('lag_s'), 1)} s\n",
         ("outbox ", "bold"), f"{buffer.get('backlog', '?')} waiting",
         f", oldest {oldest:.0f} s" if isinstance(oldest, int | float) else "",
         f", {buffer.get('dropped_total', 0)} dropped; {frame.replayed} replayed received; ",
